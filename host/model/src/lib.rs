@@ -1,0 +1,17 @@
+//! ferry's pipeline model: parse `ferry.yaml` with spans, validate it, plan the job graph.
+//!
+//! Nothing here runs anything; the engine only ever sees a validated [`Pipeline`] and the
+//! [`Plan`] made from it.
+
+pub mod diag;
+pub mod expr;
+pub mod graph;
+pub mod parse;
+pub mod pipeline;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Report, Severity, Source, Span};
+pub use expr::{Reference, Scope, Template};
+pub use graph::Plan;
+pub use parse::{load, parse};
+pub use pipeline::{Access, Job, NetworkGrant, Permissions, Pipeline, Step, Uses};

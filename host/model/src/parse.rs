@@ -1,0 +1,921 @@
+//! Reads a pipeline file into a validated [`Pipeline`], collecting every error at once.
+
+use crate::diag::{Diagnostic, Report, Source, Span, suggest};
+use crate::expr::{Reference, Template};
+use crate::pipeline::{Access, Job, NetworkGrant, Permissions, Pipeline, Step, Uses, parse_size};
+use crate::yaml::{self, Kind, Node};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Shell used by `run:` steps that do not name one.
+pub const DEFAULT_SHELL: &str = if cfg!(windows) { "pwsh" } else { "sh" };
+
+/// Shells a `run:` step may name.
+pub const SHELLS: &[&str] = &["sh", "bash", "pwsh", "powershell", "cmd"];
+
+const TOP_KEYS: &[&str] = &["name", "on", "env", "permissions", "jobs"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "env",
+    "permissions",
+    "steps",
+    "timeout-minutes",
+    "continue-on-error",
+    "if",
+    "matrix",
+    "environment",
+    "outputs",
+];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "uses",
+    "run",
+    "shell",
+    "working-directory",
+    "with",
+    "env",
+    "permissions",
+    "timeout-minutes",
+    "continue-on-error",
+    "if",
+];
+const PERMISSION_KEYS: &[&str] = &[
+    "workspace",
+    "paths",
+    "env",
+    "secrets",
+    "network",
+    "exec",
+    "memory",
+    "log-limit",
+];
+
+/// Keys this release reads but does not implement yet; using one is an error rather than
+/// being silently ignored.
+const NOT_YET: &[(&str, &str)] = &[
+    ("if", "conditions"),
+    ("matrix", "matrices"),
+    ("environment", "environments"),
+    ("outputs", "job outputs"),
+];
+
+/// Reads and validates the pipeline file at `path`. `builtins` names the built-in steps.
+pub fn load(path: &Path, builtins: &[&str]) -> Result<Pipeline, Report> {
+    let text = std::fs::read_to_string(path).map_err(|e| Report {
+        source: Source::new(path, ""),
+        diagnostics: vec![
+            Diagnostic::error(format!("cannot read `{}`: {e}", path.display()))
+                .hint("pass the path of a pipeline file, e.g. `ferry run ci/ferry.yaml`"),
+        ],
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    parse(&Source::new(path, text), &dir, builtins)
+}
+
+/// Validates pipeline text; `dir` is where relative `uses:` paths are looked up.
+pub fn parse(source: &Source, dir: &Path, builtins: &[&str]) -> Result<Pipeline, Report> {
+    let mut reader = Reader {
+        source,
+        builtins,
+        dir,
+        diags: Vec::new(),
+    };
+    let pipeline = match yaml::parse(&source.text) {
+        Ok(Some(root)) => reader.pipeline(&root),
+        Ok(None) => {
+            reader.diags.push(
+                Diagnostic::error("the pipeline file is empty")
+                    .hint("start with `name:` and a `jobs:` mapping; see the README"),
+            );
+            None
+        }
+        Err(diagnostic) => {
+            reader.diags.push(diagnostic);
+            None
+        }
+    };
+    let mut diagnostics = reader.diags;
+    // Read top to bottom, like the file.
+    diagnostics.sort_by_key(|d| d.span.map_or(0, |s| s.offset));
+    let report = Report {
+        source: source.clone(),
+        diagnostics,
+    };
+    match pipeline {
+        Some(p) if !report.has_errors() => Ok(p),
+        _ => Err(report),
+    }
+}
+
+struct Reader<'a> {
+    source: &'a Source,
+    builtins: &'a [&'a str],
+    dir: &'a Path,
+    diags: Vec<Diagnostic>,
+}
+
+type Entries = [(Node, Node)];
+
+/// A step id and where it was declared, for reference checks.
+struct Declared {
+    id: String,
+    index: usize,
+}
+
+impl Reader<'_> {
+    fn error(&mut self, span: Span, message: impl Into<String>, hint: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(message).at(span).hint(hint));
+    }
+
+    fn pipeline(&mut self, root: &Node) -> Option<Pipeline> {
+        let entries = self.mapping(root, "the pipeline file")?;
+        self.check_keys(entries, TOP_KEYS, "at the top level");
+        let name = match get(entries, "name") {
+            Some(n) => self.string(n, "`name`").unwrap_or_default(),
+            None => self
+                .source
+                .name
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into()),
+        };
+        let env = get(entries, "env")
+            .map(|n| self.env_map(n, "`env`"))
+            .unwrap_or_default();
+        let permissions = get(entries, "permissions").and_then(|n| {
+            let p = self.permissions(n)?;
+            Some((p, n.span))
+        });
+        let Some(jobs_node) = get(entries, "jobs") else {
+            self.diags.push(
+                Diagnostic::error("the pipeline has no `jobs`")
+                    .hint("add a `jobs:` mapping with at least one job that has `steps:`"),
+            );
+            return None;
+        };
+        let job_entries = self.mapping(jobs_node, "`jobs`")?;
+        if job_entries.is_empty() {
+            self.error(jobs_node.span, "`jobs` is empty", "add at least one job");
+        }
+        let ids: Vec<String> = job_entries
+            .iter()
+            .filter_map(|(k, _)| k.as_str().map(String::from))
+            .collect();
+        let mut jobs = Vec::new();
+        for (key, value) in job_entries {
+            if let Some(job) = self.job(key, value, &ids, &env, permissions.as_ref()) {
+                jobs.push(job);
+            }
+        }
+        self.check_cycles(&jobs);
+        Some(Pipeline {
+            name,
+            file: self.source.name.clone(),
+            dir: self.dir.to_path_buf(),
+            env,
+            jobs,
+        })
+    }
+
+    fn job(
+        &mut self,
+        key: &Node,
+        node: &Node,
+        ids: &[String],
+        pipeline_env: &BTreeMap<String, Template>,
+        inherited: Option<&(Permissions, Span)>,
+    ) -> Option<Job> {
+        let id = self.string(key, "a job id")?;
+        if !is_identifier(&id) {
+            self.error(
+                key.span,
+                format!("invalid job id `{id}`"),
+                "job ids start with a letter or `_` and contain only letters, digits, `-` and `_`",
+            );
+        }
+        let entries = self.mapping(node, &format!("job `{id}`"))?;
+        self.check_keys(entries, JOB_KEYS, &format!("in job `{id}`"));
+        let name = get(entries, "name")
+            .and_then(|n| self.string(n, "`name`"))
+            .unwrap_or_else(|| id.clone());
+        let mut needs = Vec::new();
+        if let Some(n) = get(entries, "needs") {
+            for (need, span) in self.string_list(n, "`needs`") {
+                if need == id {
+                    self.error(
+                        span,
+                        format!("job `{id}` needs itself"),
+                        "remove it from `needs`",
+                    );
+                } else if !ids.contains(&need) {
+                    let hint = match suggest(&need, ids.iter().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("jobs in this file: {}", list(ids)),
+                    };
+                    self.error(span, format!("job `{id}` needs unknown job `{need}`"), hint);
+                } else {
+                    needs.push(need);
+                }
+            }
+        }
+        let env = get(entries, "env")
+            .map(|n| self.env_map(n, "`env`"))
+            .unwrap_or_default();
+        let job_permissions = match get(entries, "permissions") {
+            Some(n) => self.permissions(n).map(|p| (p, n.span)),
+            None => inherited.cloned(),
+        };
+        let timeout = get(entries, "timeout-minutes").and_then(|n| self.minutes(n));
+        let continue_on_error = get(entries, "continue-on-error")
+            .and_then(|n| self.boolean(n, "`continue-on-error`"))
+            .unwrap_or(false);
+        let mut steps = Vec::new();
+        match get(entries, "steps") {
+            None => self.error(
+                key.span,
+                format!("job `{id}` has no `steps`"),
+                "add `steps:` with at least one `run:` or `uses:` step",
+            ),
+            Some(list) => match &list.kind {
+                Kind::Seq(items) if items.is_empty() => self.error(
+                    list.span,
+                    format!("job `{id}` has an empty `steps` list"),
+                    "add at least one `run:` or `uses:` step",
+                ),
+                Kind::Seq(items) => {
+                    let mut declared: Vec<Declared> = Vec::new();
+                    for (index, item) in items.iter().enumerate() {
+                        let scope = EnvScope {
+                            pipeline: pipeline_env,
+                            job: &env,
+                        };
+                        if let Some(step) = self.step(
+                            item,
+                            index,
+                            &id,
+                            &declared,
+                            &scope,
+                            job_permissions.as_ref(),
+                        ) {
+                            if let Some(step_id) = &step.id {
+                                declared.push(Declared {
+                                    id: step_id.clone(),
+                                    index,
+                                });
+                            }
+                            steps.push(step);
+                        }
+                    }
+                }
+                _ => self.error(
+                    list.span,
+                    format!(
+                        "`steps` of job `{id}` must be a list, found {}",
+                        list.describe()
+                    ),
+                    "write each step as a `- run: ...` or `- uses: ...` item",
+                ),
+            },
+        }
+        self.check_env_refs(&env, pipeline_env, &BTreeMap::new());
+        Some(Job {
+            id,
+            name,
+            span: key.span,
+            needs,
+            env,
+            steps,
+            timeout,
+            continue_on_error,
+        })
+    }
+
+    fn step(
+        &mut self,
+        node: &Node,
+        index: usize,
+        job: &str,
+        declared: &[Declared],
+        scope: &EnvScope,
+        inherited: Option<&(Permissions, Span)>,
+    ) -> Option<Step> {
+        let entries = self.mapping(node, &format!("step {} of job `{job}`", index + 1))?;
+        let here = format!("in step {} of job `{job}`", index + 1);
+        self.check_keys(entries, STEP_KEYS, &here);
+        let id = get(entries, "id").and_then(|n| {
+            let id = self.string(n, "`id`")?;
+            if !is_identifier(&id) {
+                self.error(
+                    n.span,
+                    format!("invalid step id `{id}`"),
+                    "step ids start with a letter or `_` and contain only letters, digits, `-` and `_`",
+                );
+            } else if declared.iter().any(|d| d.id == id) {
+                self.error(
+                    n.span,
+                    format!("duplicate step id `{id}` in job `{job}`"),
+                    "step ids must be unique within a job",
+                );
+            }
+            Some(id)
+        });
+        let env = get(entries, "env")
+            .map(|n| self.env_map(n, "`env`"))
+            .unwrap_or_default();
+        let mut with = BTreeMap::new();
+        if let Some(n) = get(entries, "with") {
+            if let Some(items) = self.mapping(n, "`with`") {
+                for (k, v) in items {
+                    let (Some(name), Some(value)) =
+                        (self.string(k, "an input name"), self.template(v))
+                    else {
+                        continue;
+                    };
+                    with.insert(name, value);
+                }
+            }
+        }
+        let uses_node = get(entries, "uses");
+        let run_node = get(entries, "run");
+        let (uses, is_run, derived_name) = match (uses_node, run_node) {
+            (Some(u), Some(_)) => {
+                self.error(
+                    u.span,
+                    "a step has both `uses` and `run`",
+                    "split it into two steps: one `uses:` step and one `run:` step",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    node.span,
+                    format!(
+                        "step {} of job `{job}` has neither `uses` nor `run`",
+                        index + 1
+                    ),
+                    "add `run: <command>` or `uses: <plugin>`",
+                );
+                return None;
+            }
+            (Some(u), None) => {
+                for key in ["shell", "working-directory"] {
+                    if let Some(n) = get(entries, key) {
+                        self.error(
+                            n.span,
+                            format!("`{key}` only applies to `run:` steps"),
+                            format!(
+                                "pass it to the plugin under `with:` if it takes a `{key}` input"
+                            ),
+                        );
+                    }
+                }
+                let uses = self.uses(u)?;
+                let name = uses.to_string();
+                (uses, false, name)
+            }
+            (None, Some(r)) => {
+                if let Some(w) = get(entries, "with") {
+                    self.error(
+                        w.span,
+                        "`with` does not apply to `run:` steps",
+                        "use `env:` to pass values to a script",
+                    );
+                }
+                let script = self.template(r)?;
+                let first_line = r
+                    .as_str()
+                    .and_then(|s| s.lines().find(|l| !l.trim().is_empty()))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                with.insert("script".into(), script);
+                let shell = match get(entries, "shell") {
+                    Some(n) => {
+                        let shell = self.string(n, "`shell`")?;
+                        if !SHELLS.contains(&shell.as_str()) {
+                            let hint = match suggest(&shell, SHELLS.iter().copied()) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => format!("use one of {}", list(SHELLS)),
+                            };
+                            self.error(n.span, format!("unknown shell `{shell}`"), hint);
+                        }
+                        shell
+                    }
+                    None => DEFAULT_SHELL.to_string(),
+                };
+                with.insert("shell".into(), Template::literal(shell));
+                if let Some(n) = get(entries, "working-directory") {
+                    if let Some(t) = self.template(n) {
+                        with.insert("working-directory".into(), t);
+                    }
+                }
+                (
+                    Uses::Builtin("shell".into()),
+                    true,
+                    truncate(&first_line, 60),
+                )
+            }
+        };
+        // Expressions may read earlier steps of this job and the pipeline's variables.
+        for template in with.values().chain(env.values()) {
+            self.check_step_refs(template, job, index, declared);
+        }
+        let mut visible = scope.job.clone();
+        visible.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for template in with.values() {
+            self.check_env_refs_in(template, scope.pipeline, &visible);
+        }
+        self.check_env_refs(&env, scope.pipeline, scope.job);
+        let name = get(entries, "name")
+            .and_then(|n| self.string(n, "`name`"))
+            .or_else(|| id.clone())
+            .unwrap_or(derived_name);
+        let (permissions, permissions_span) = match get(entries, "permissions") {
+            Some(n) => match self.permissions(n) {
+                Some(p) => (p, Some(n.span)),
+                None => (Permissions::default(), Some(n.span)),
+            },
+            None => match inherited {
+                Some((p, span)) => (p.clone(), Some(*span)),
+                None => (Permissions::default(), None),
+            },
+        };
+        let timeout = get(entries, "timeout-minutes").and_then(|n| self.minutes(n));
+        let continue_on_error = get(entries, "continue-on-error")
+            .and_then(|n| self.boolean(n, "`continue-on-error`"))
+            .unwrap_or(false);
+        Some(Step {
+            index,
+            id,
+            name,
+            span: node.span,
+            uses,
+            with,
+            env,
+            permissions,
+            permissions_span,
+            timeout,
+            continue_on_error,
+            is_run,
+        })
+    }
+
+    fn uses(&mut self, node: &Node) -> Option<Uses> {
+        let text = self.string(node, "`uses`")?;
+        let looks_like_path = text.starts_with("./")
+            || text.starts_with("../")
+            || text.starts_with('/')
+            || text.ends_with(".wasm");
+        if looks_like_path {
+            let path = self.dir.join(&text);
+            if !path.is_file() {
+                self.error(
+                    node.span,
+                    format!("component `{text}` not found"),
+                    format!(
+                        "looked for `{}`; paths in `uses:` are relative to the pipeline file",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            return Some(Uses::Path(path));
+        }
+        if text.contains('/') || text.contains('@') || text.contains(':') {
+            self.error(
+                node.span,
+                format!("registry reference `{text}` cannot be resolved yet"),
+                "this ferry runs built-in steps and component files; use `uses: ./path/to/step.wasm`",
+            );
+            return None;
+        }
+        if self.builtins.contains(&text.as_str()) {
+            return Some(Uses::Builtin(text));
+        }
+        let hint = match suggest(&text, self.builtins.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!(
+                "built-in steps: {}; a component file needs a path such as `./step.wasm`",
+                list(self.builtins)
+            ),
+        };
+        self.error(node.span, format!("unknown plugin `{text}`"), hint);
+        None
+    }
+
+    fn permissions(&mut self, node: &Node) -> Option<Permissions> {
+        let entries = self.mapping(node, "`permissions`")?;
+        self.check_keys(entries, PERMISSION_KEYS, "in `permissions`");
+        let mut p = Permissions::default();
+        if let Some(access) = get(entries, "workspace").and_then(|n| self.access(n)) {
+            p.workspace = access;
+        }
+        if let Some(n) = get(entries, "paths") {
+            for (k, v) in self.mapping(n, "`paths`").unwrap_or_default() {
+                let (Some(path), Some(access)) = (self.string(k, "a path"), self.access(v)) else {
+                    continue;
+                };
+                if !Path::new(&path).is_absolute() {
+                    self.error(
+                        k.span,
+                        format!("path `{path}` in `permissions.paths` is not absolute"),
+                        "name host paths from the root, e.g. `/opt/sdk: read`; the workspace is granted by `workspace:`",
+                    );
+                    continue;
+                }
+                p.paths.insert(PathBuf::from(path), access);
+            }
+        }
+        for (key, target) in [("env", &mut p.env), ("secrets", &mut p.secrets)] {
+            if let Some(n) = get(entries, key) {
+                for (name, span) in self.string_list(n, &format!("`{key}`")) {
+                    if !is_env_name(&name) {
+                        self.error(
+                            span,
+                            format!("invalid variable name `{name}` in `permissions.{key}`"),
+                            "names contain letters, digits and `_`, and do not start with a digit",
+                        );
+                    }
+                    target.insert(name);
+                }
+            }
+        }
+        if let Some(n) = get(entries, "network") {
+            for (text, span) in self.string_list(n, "`network`") {
+                match NetworkGrant::parse(&text) {
+                    Some(g) => p.network.push(g),
+                    None => self.error(
+                        span,
+                        format!("invalid network grant `{text}`"),
+                        "write a host name or address with an optional port: `api.example.com:443`",
+                    ),
+                }
+            }
+        }
+        if let Some(n) = get(entries, "exec") {
+            for (program, span) in self.string_list(n, "`exec`") {
+                if program.contains('/') || program.contains('\\') || program.is_empty() {
+                    self.error(
+                        span,
+                        format!("`{program}` in `permissions.exec` is not a program name"),
+                        "name programs as found on PATH, e.g. `git`; ferry resolves the path itself",
+                    );
+                }
+                p.exec.insert(program);
+            }
+        }
+        for (key, target) in [("memory", &mut p.memory), ("log-limit", &mut p.log_limit)] {
+            if let Some(n) = get(entries, key) {
+                let text = n.as_str().unwrap_or_default();
+                match parse_size(text) {
+                    Some(bytes) if bytes > 0 => *target = Some(bytes),
+                    _ => self.diags.push(
+                        Diagnostic::error(format!("invalid size `{text}` for `{key}`"))
+                            .at(n.span)
+                            .hint("write a size such as `512MiB` or `2GiB`"),
+                    ),
+                }
+            }
+        }
+        Some(p)
+    }
+
+    fn access(&mut self, node: &Node) -> Option<Access> {
+        match node.as_str() {
+            Some("read") => Some(Access::Read),
+            Some("write") => Some(Access::Write),
+            _ => {
+                self.error(
+                    node.span,
+                    format!(
+                        "invalid access `{}`",
+                        node.as_str().unwrap_or(node.describe())
+                    ),
+                    "use `read` or `write`",
+                );
+                None
+            }
+        }
+    }
+
+    fn check_keys(&mut self, entries: &Entries, allowed: &[&str], context: &str) {
+        for (key, _) in entries {
+            let Some(name) = key.as_str() else {
+                self.error(
+                    key.span,
+                    format!("keys {context} must be strings"),
+                    "quote the key",
+                );
+                continue;
+            };
+            if !allowed.contains(&name) {
+                let hint = match (name, suggest(name, allowed.iter().copied())) {
+                    ("runs-on", _) => "ferry runs every step as a sandboxed component on this machine; remove `runs-on`".to_string(),
+                    ("strategy", _) => "matrices are not supported yet; remove `strategy`".to_string(),
+                    (_, Some(s)) => format!("did you mean `{s}`?"),
+                    _ => format!("allowed keys {context}: {}", list(allowed)),
+                };
+                self.error(key.span, format!("unknown key `{name}` {context}"), hint);
+            } else if let Some((_, what)) = NOT_YET.iter().find(|(k, _)| *k == name) {
+                if allowed == JOB_KEYS || (allowed == STEP_KEYS && name == "if") {
+                    self.error(
+                        key.span,
+                        format!("`{name}` is not supported yet"),
+                        format!("{what} arrive in a later release; remove `{name}` for now"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n Entries> {
+        match &node.kind {
+            Kind::Map(entries) => Some(entries),
+            _ if node.is_null() => Some(&[]),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("{what} must be a mapping, found {}", node.describe()),
+                    "write `key: value` pairs, one per line",
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match &node.kind {
+            Kind::Scalar { text, .. } if !node.is_null() => Some(text.clone()),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("{what} must be a string, found {}", node.describe()),
+                    "write a single value",
+                );
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, node: &Node) -> Option<Template> {
+        let text = match &node.kind {
+            Kind::Scalar { text, .. } => text.clone(),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("expected a string, found {}", node.describe()),
+                    "quote the value, or pass a list as a JSON string",
+                );
+                return None;
+            }
+        };
+        match Template::parse(&text, node.span, &self.source.text) {
+            Ok(t) => Some(t),
+            Err(d) => {
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match &node.kind {
+            Kind::Scalar { text, plain: true } if text == "true" => Some(true),
+            Kind::Scalar { text, plain: true } if text == "false" => Some(false),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("{what} must be `true` or `false`"),
+                    "write `true` or `false` without quotes",
+                );
+                None
+            }
+        }
+    }
+
+    fn minutes(&mut self, node: &Node) -> Option<Duration> {
+        let value = node.as_str().and_then(|s| s.parse::<f64>().ok());
+        match value {
+            Some(m) if m > 0.0 && m.is_finite() && m <= 60.0 * 24.0 * 7.0 => {
+                Some(Duration::from_secs_f64(m * 60.0))
+            }
+            _ => {
+                self.error(
+                    node.span,
+                    "`timeout-minutes` must be a number of minutes above 0",
+                    "write e.g. `timeout-minutes: 10` (at most a week)",
+                );
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, node: &Node, what: &str) -> Vec<(String, Span)> {
+        match &node.kind {
+            Kind::Seq(items) => items
+                .iter()
+                .filter_map(|i| {
+                    self.string(i, &format!("an item of {what}"))
+                        .map(|s| (s, i.span))
+                })
+                .collect(),
+            Kind::Scalar { .. } if !node.is_null() => {
+                vec![(node.as_str().unwrap_or_default().to_string(), node.span)]
+            }
+            _ if node.is_null() => Vec::new(),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("{what} must be a list, found {}", node.describe()),
+                    "write `[a, b]` or one `- item` per line",
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn env_map(&mut self, node: &Node, what: &str) -> BTreeMap<String, Template> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.mapping(node, what).unwrap_or_default() {
+            let Some(name) = self.string(k, "a variable name") else {
+                continue;
+            };
+            if !is_env_name(&name) {
+                self.error(
+                    k.span,
+                    format!("invalid variable name `{name}`"),
+                    "names contain letters, digits and `_`, and do not start with a digit",
+                );
+                continue;
+            }
+            if let Some(t) = self.template(v) {
+                out.insert(name, t);
+            }
+        }
+        out
+    }
+
+    fn check_step_refs(
+        &mut self,
+        template: &Template,
+        job: &str,
+        index: usize,
+        declared: &[Declared],
+    ) {
+        for (reference, span) in template.references() {
+            let Reference::StepOutput { step, .. } = reference else {
+                continue;
+            };
+            if declared.iter().any(|d| &d.id == step && d.index < index) {
+                continue;
+            }
+            let hint = match suggest(step, declared.iter().map(|d| d.id.as_str())) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "an expression can read outputs of earlier steps in the same job that have an `id:`".into(),
+            };
+            self.error(
+                span,
+                format!("`{reference}` refers to no earlier step `{step}` in job `{job}`"),
+                hint,
+            );
+        }
+    }
+
+    fn check_env_refs(
+        &mut self,
+        map: &BTreeMap<String, Template>,
+        pipeline: &BTreeMap<String, Template>,
+        outer: &BTreeMap<String, Template>,
+    ) {
+        for template in map.values() {
+            self.check_env_refs_in(template, pipeline, outer);
+        }
+    }
+
+    fn check_env_refs_in(
+        &mut self,
+        template: &Template,
+        pipeline: &BTreeMap<String, Template>,
+        visible: &BTreeMap<String, Template>,
+    ) {
+        for (reference, span) in template.references() {
+            let Reference::Env { name } = reference else {
+                continue;
+            };
+            if pipeline.contains_key(name) || visible.contains_key(name) {
+                continue;
+            }
+            let names = pipeline.keys().chain(visible.keys()).map(String::as_str);
+            let hint = match suggest(name, names) {
+                Some(s) => format!("did you mean `env.{s}`?"),
+                None => format!(
+                    "define `{name}` under `env:`; host variables reach steps through `permissions.env`, not expressions"
+                ),
+            };
+            self.error(span, format!("`env.{name}` is not defined"), hint);
+        }
+    }
+
+    fn check_cycles(&mut self, jobs: &[Job]) {
+        // Depth-first search with colours; a grey node reached again closes a cycle.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            White,
+            Grey,
+            Black,
+        }
+        fn visit(
+            i: usize,
+            jobs: &[Job],
+            marks: &mut [Mark],
+            path: &mut Vec<usize>,
+            cycles: &mut Vec<Vec<usize>>,
+        ) {
+            marks[i] = Mark::Grey;
+            path.push(i);
+            for need in &jobs[i].needs {
+                let Some(j) = jobs.iter().position(|job| &job.id == need) else {
+                    continue;
+                };
+                match marks[j] {
+                    Mark::White => visit(j, jobs, marks, path, cycles),
+                    Mark::Grey => {
+                        let start = path.iter().position(|&p| p == j).unwrap_or(0);
+                        cycles.push(path[start..].to_vec());
+                    }
+                    Mark::Black => {}
+                }
+            }
+            path.pop();
+            marks[i] = Mark::Black;
+        }
+        let mut marks = vec![Mark::White; jobs.len()];
+        let mut cycles = Vec::new();
+        for i in 0..jobs.len() {
+            if marks[i] == Mark::White {
+                visit(i, jobs, &mut marks, &mut Vec::new(), &mut cycles);
+            }
+        }
+        for cycle in cycles {
+            let mut names: Vec<&str> = cycle.iter().map(|&i| jobs[i].id.as_str()).collect();
+            names.push(names[0]);
+            let first = &jobs[cycle[0]];
+            self.error(
+                first.span,
+                format!(
+                    "jobs depend on each other in a cycle: {}",
+                    names.join(" -> ")
+                ),
+                "remove one of these `needs` so the jobs can run in an order",
+            );
+        }
+    }
+}
+
+struct EnvScope<'a> {
+    pipeline: &'a BTreeMap<String, Template>,
+    job: &'a BTreeMap<String, Template>,
+}
+
+fn get<'n>(entries: &'n Entries, key: &str) -> Option<&'n Node> {
+    entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn list<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{}`", s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max - 1).collect::<String>())
+    }
+}

@@ -1,0 +1,276 @@
+//! The validated pipeline: what the engine runs. Nothing downstream re-reads YAML.
+
+use crate::diag::Span;
+use crate::expr::Template;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default wall-clock limit of a step when neither the step nor its job sets one.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Default memory limit of a step.
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+/// Default cap on the bytes of log a step may write; the rest is dropped with a marker.
+pub const DEFAULT_LOG_LIMIT: u64 = 10 << 20;
+
+/// A parsed and validated `ferry.yaml`.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// The pipeline file as given on the command line.
+    pub file: PathBuf,
+    /// Directory that `uses: ./path.wasm` is relative to.
+    pub dir: PathBuf,
+    pub env: BTreeMap<String, Template>,
+    /// Jobs in file order.
+    pub jobs: Vec<Job>,
+}
+
+impl Pipeline {
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    /// Display name: `name:` or the id.
+    pub name: String,
+    pub span: Span,
+    pub needs: Vec<String>,
+    pub env: BTreeMap<String, Template>,
+    pub steps: Vec<Step>,
+    pub timeout: Option<Duration>,
+    pub continue_on_error: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Position in the job, from 0.
+    pub index: usize,
+    pub id: Option<String>,
+    /// Display name: `name:`, else the id, else derived from `uses`/`run`.
+    pub name: String,
+    pub span: Span,
+    pub uses: Uses,
+    /// Inputs; for `run:` steps `script`, `shell` and `working-directory`.
+    pub with: BTreeMap<String, Template>,
+    pub env: BTreeMap<String, Template>,
+    /// Effective grants: the step's `permissions:`, else the job's, else the pipeline's.
+    pub permissions: Permissions,
+    /// Where the effective `permissions:` is written, for hints; `None` when defaulted.
+    pub permissions_span: Option<Span>,
+    pub timeout: Option<Duration>,
+    pub continue_on_error: bool,
+    /// True for `run:` steps, which are host commands by nature (see DESIGN.md).
+    pub is_run: bool,
+}
+
+impl Step {
+    /// A stable key for logs and records: the id, else `step-<n>` counting from 1.
+    pub fn key(&self) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("step-{}", self.index + 1))
+    }
+}
+
+/// Which component a step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uses {
+    /// A component embedded in ferry, e.g. `shell`.
+    Builtin(String),
+    /// A component file, resolved against the pipeline's directory.
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for Uses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uses::Builtin(name) => f.write_str(name),
+            Uses::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Read or read-write access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Access {
+    #[default]
+    Read,
+    Write,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        })
+    }
+}
+
+/// A host (and optional port) a step may connect to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NetworkGrant {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl NetworkGrant {
+    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`.
+    pub fn parse(text: &str) -> Option<NetworkGrant> {
+        let text = text.trim();
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']')?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port.parse().ok()?)),
+                None if after.is_empty() => (host, None),
+                None => return None,
+            }
+        } else if text.matches(':').count() == 1 {
+            let (host, port) = text.split_once(':')?;
+            (host, Some(port.parse().ok()?))
+        } else {
+            (text, None)
+        };
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        valid.then(|| NetworkGrant {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// True when this grant allows what `need` asks for.
+    pub fn covers(&self, need: &NetworkGrant) -> bool {
+        self.host == need.host && (self.port.is_none() || self.port == need.port)
+    }
+}
+
+impl std::fmt::Display for NetworkGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            Some(port) => write!(f, "{host}:{port}"),
+            None => f.write_str(&host),
+        }
+    }
+}
+
+/// What a step is allowed to touch. The default allows reading the workspace and nothing
+/// else.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permissions {
+    pub workspace: Access,
+    /// Host paths beyond the workspace.
+    pub paths: BTreeMap<PathBuf, Access>,
+    /// Host environment variables passed through.
+    pub env: BTreeSet<String>,
+    /// Secrets the step receives.
+    pub secrets: BTreeSet<String>,
+    pub network: Vec<NetworkGrant>,
+    /// Host programs, by name.
+    pub exec: BTreeSet<String>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Log cap in bytes.
+    pub log_limit: Option<u64>,
+}
+
+impl Permissions {
+    pub fn memory_limit(&self) -> u64 {
+        self.memory.unwrap_or(DEFAULT_MEMORY)
+    }
+
+    pub fn log_limit(&self) -> u64 {
+        self.log_limit.unwrap_or(DEFAULT_LOG_LIMIT)
+    }
+}
+
+/// Parses a size such as `512MiB`, `1GiB`, `10MB` or `4096`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" | "M" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" | "G" => 1 << 30,
+        _ => return None,
+    };
+    let bytes = number * factor as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes <= u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Formats bytes for people: `512 MiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 && value.fract() == 0.0 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1.5 GiB"), Some(3 << 29));
+        assert_eq!(parse_size("10MB"), Some(10_000_000));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("1 parsec"), None);
+        assert_eq!(format_size(512 << 20), "512 MiB");
+        assert_eq!(format_size(1 << 30), "1 GiB");
+    }
+
+    #[test]
+    fn network_grants() {
+        let g = NetworkGrant::parse("API.example.com:443").unwrap();
+        assert_eq!(g.host, "api.example.com");
+        assert_eq!(g.port, Some(443));
+        assert!(
+            NetworkGrant::parse("example.com")
+                .unwrap()
+                .covers(&g.clone())
+                == false
+        );
+        assert!(NetworkGrant::parse("api.example.com").unwrap().covers(&g));
+        assert!(
+            !NetworkGrant::parse("api.example.com:80")
+                .unwrap()
+                .covers(&g)
+        );
+        let v6 = NetworkGrant::parse("[::1]:8080").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", Some(8080)));
+        assert_eq!(v6.to_string(), "[::1]:8080");
+        assert!(NetworkGrant::parse("bad host").is_none());
+        assert!(NetworkGrant::parse("h:notaport").is_none());
+    }
+}

@@ -1,0 +1,50 @@
+//! Golden tests: every `ui/*.yaml` is validated and the rendered diagnostics compared with
+//! the `.err` file beside it. Run with `FERRY_BLESS=1` to rewrite the expectations.
+
+use ferry_model::{Source, parse};
+use std::path::Path;
+
+const BUILTINS: &[&str] = &["shell"];
+
+#[test]
+fn ui() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    let bless = std::env::var_os("FERRY_BLESS").is_some();
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 10,
+        "expected the golden cases in {}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(case).unwrap();
+        let source = Source::new(format!("ui/{name}"), text);
+        let actual = match parse(&source, &dir, BUILTINS) {
+            Ok(pipeline) => format!("ok: {} job(s)\n", pipeline.jobs.len()),
+            Err(report) => report.to_string(),
+        };
+        let expected_path = case.with_extension("err");
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            failures.push(format!(
+                "--- {name}: expected\n{expected}--- actual\n{actual}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nrerun with FERRY_BLESS=1 to accept",
+        failures.join("\n")
+    );
+}
