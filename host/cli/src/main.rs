@@ -1,1 +1,61 @@
-fn main() {}
+//! `ferry`: run CI/CD pipelines whose every step is a sandboxed WebAssembly component.
+
+mod commands;
+mod report;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit codes: the pipeline passed, failed, or ferry could not run it.
+pub mod exit {
+    pub const PASSED: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    /// Ctrl-C, as shells report SIGINT.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Run CI/CD pipelines whose every step is a sandboxed WebAssembly component",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(commands::run::Args),
+    Validate(commands::validate::Args),
+    Graph(commands::graph::Args),
+    #[command(subcommand)]
+    Plugin(commands::plugin::Command),
+    Completions(commands::completions::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::PASSED
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => commands::run::execute(args),
+        Command::Validate(args) => commands::validate::execute(args),
+        Command::Graph(args) => commands::graph::execute(args),
+        Command::Plugin(command) => commands::plugin::execute(command),
+        Command::Completions(args) => commands::completions::execute::<Cli>(args),
+    };
+    ExitCode::from(code)
+}

@@ -95,7 +95,8 @@ impl std::fmt::Display for Uses {
 }
 
 /// Read or read-write access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Access {
     #[default]
     Read,

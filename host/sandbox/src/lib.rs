@@ -1,1 +1,20 @@
+//! ferry's step runtime: every step is a WebAssembly component run by wasmtime in a fresh
+//! store, with only what the pipeline granted.
+//!
+//! The only crate that links wasmtime. It implements the engine's
+//! [`StepRunner`](ferry_engine::StepRunner) and offers `inspect` for the CLI.
 
+mod bindings;
+pub mod cache;
+pub mod grant;
+mod log;
+mod outputs;
+mod plugin;
+pub mod process;
+mod runner;
+mod state;
+mod stdio;
+
+pub use cache::ComponentCache;
+pub use plugin::{InputSpec, Inspection, Plugin, PluginInfo, PluginKind, World};
+pub use runner::{Sandbox, SandboxOptions};

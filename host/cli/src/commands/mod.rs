@@ -1,0 +1,60 @@
+//! One module per subcommand: its arguments and an `execute` that calls into the crates.
+
+pub mod completions;
+pub mod graph;
+pub mod plugin;
+pub mod run;
+pub mod validate;
+
+use crate::exit;
+use crate::report::style::Style;
+use ferry_model::{Pipeline, Report};
+use std::path::{Path, PathBuf};
+
+/// The pipeline file to use: the one given, or `ferry.yaml` in the current directory.
+pub fn pipeline_path(file: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(file) = file {
+        return Ok(file);
+    }
+    for name in ["ferry.yaml", "ferry.yml", ".ferry.yaml"] {
+        if Path::new(name).is_file() {
+            return Ok(PathBuf::from(name));
+        }
+    }
+    Err("no `ferry.yaml` in the current directory\nhint: pass the pipeline file, e.g. `ferry run examples/ferry.yaml`".into())
+}
+
+/// Loads and validates a pipeline, printing every error to stderr.
+pub fn load(file: Option<PathBuf>) -> Result<Pipeline, u8> {
+    let path = pipeline_path(file).map_err(|e| {
+        eprintln!("{}", Style::stderr().error(&e));
+        exit::USAGE
+    })?;
+    let builtins: Vec<&str> = ferry_builtins::BUILTINS.iter().map(|(n, _)| *n).collect();
+    ferry_model::load(&path, &builtins).map_err(|report| {
+        print_report(&report);
+        exit::USAGE
+    })
+}
+
+pub fn print_report(report: &Report) {
+    let style = Style::stderr();
+    for diagnostic in &report.diagnostics {
+        eprintln!("{}", style.diagnostic(&diagnostic.render(&report.source)));
+    }
+    let count = report.error_count();
+    eprintln!(
+        "{}",
+        style.error(&format!(
+            "`{}` has {count} error{}",
+            report.source.name.display(),
+            if count == 1 { "" } else { "s" }
+        ))
+    );
+}
+
+/// Prints an error with its hint lines and returns the usage exit code.
+pub fn fail(message: impl AsRef<str>) -> u8 {
+    eprintln!("{}", Style::stderr().error(message.as_ref()));
+    exit::USAGE
+}

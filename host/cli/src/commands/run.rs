@@ -1,0 +1,135 @@
+use crate::exit;
+use crate::report::{self, Output};
+use ferry_engine::{CancellationToken, RunOptions, Status};
+use ferry_model::Plan;
+use ferry_sandbox::{ComponentCache, Sandbox, SandboxOptions};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Run a pipeline.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Pipeline file [default: ferry.yaml]
+    file: Option<PathBuf>,
+    /// Run only this job and the jobs it needs (repeatable)
+    #[arg(long = "job", value_name = "ID")]
+    jobs: Vec<String>,
+    /// Jobs to run at once [default: number of cores]
+    #[arg(long = "jobs", short = 'j', value_name = "N")]
+    parallel: Option<usize>,
+    /// How to show progress
+    #[arg(long, value_enum, default_value_t = Output::Auto)]
+    output: Output,
+    /// Keep running other jobs when one fails
+    #[arg(long)]
+    no_fail_fast: bool,
+    /// Keep each job's workspace under `.ferry/runs/<run>/workspaces/`
+    #[arg(long)]
+    keep_workspaces: bool,
+}
+
+pub fn execute(args: Args) -> u8 {
+    let pipeline = match super::load(args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let plan = match Plan::new(pipeline, &args.jobs) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let hint = e.hint().map(|h| format!("\nhint: {h}")).unwrap_or_default();
+            return super::fail(format!("{e}{hint}"));
+        }
+    };
+    let state_dir = std::path::absolute(plan.pipeline.dir.join(".ferry"))
+        .unwrap_or_else(|_| plan.pipeline.dir.join(".ferry"));
+    for id in ferry_engine::record::recover_interrupted(&state_dir) {
+        eprintln!("note: run {id} was left unfinished by a host that stopped; marked interrupted");
+    }
+    let secrets = secrets(&plan);
+    let parallel = args
+        .parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return super::fail(format!("cannot start the runtime: {e}")),
+    };
+    let sandbox = match Sandbox::new(SandboxOptions {
+        cache_dir: ComponentCache::default_dir(),
+        builtins: ferry_builtins::BUILTINS,
+    }) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return super::fail(format!("cannot start the WebAssembly engine: {e}")),
+    };
+    let reporter = report::reporter(args.output);
+    let cancel = CancellationToken::new();
+    let options = RunOptions {
+        parallel,
+        fail_fast: !args.no_fail_fast,
+        source_dir: ferry_engine::workspace::repository_root(&plan.pipeline.dir),
+        state_dir,
+        keep_workspaces: args.keep_workspaces,
+        secrets,
+        cancel: cancel.clone(),
+    };
+    let result = runtime.block_on(async {
+        let interrupt = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nferry: cancelling (press Ctrl-C again to quit at once)");
+                interrupt.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+            }
+        });
+        ferry_engine::run(
+            plan,
+            sandbox,
+            reporter.clone() as Arc<dyn ferry_engine::Reporter>,
+            options,
+        )
+        .await
+    });
+    // Stop the runtime now: background tasks must not outlive the run.
+    runtime.shutdown_background();
+    match result {
+        Ok(result) => {
+            reporter.finish(&result);
+            match result.status {
+                Status::Passed => exit::PASSED,
+                Status::Cancelled => exit::INTERRUPTED,
+                _ => exit::FAILED,
+            }
+        }
+        Err(e) => super::fail(e.to_string()),
+    }
+}
+
+/// Secret values for the names the pipeline grants, read from the host environment.
+fn secrets(plan: &Plan) -> BTreeMap<String, String> {
+    let mut names = std::collections::BTreeSet::new();
+    for job in &plan.pipeline.jobs {
+        for step in &job.steps {
+            names.extend(step.permissions.secrets.iter().cloned());
+        }
+    }
+    let mut secrets = BTreeMap::new();
+    for name in names {
+        match std::env::var(&name) {
+            Ok(value) if value.len() >= 2 => {
+                secrets.insert(name, value);
+            }
+            Ok(_) => eprintln!(
+                "warning: secret `{name}` is shorter than 2 characters and cannot be masked; not passed to any step"
+            ),
+            Err(_) => {
+                eprintln!("warning: secret `{name}` is granted but not set in the environment")
+            }
+        }
+    }
+    secrets
+}

@@ -1,0 +1,281 @@
+//! The log of one step: line splitting, secret masking and the byte cap.
+
+use crate::event::{Annotation, Event, Level, Reporter};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Replaces every occurrence of a secret value with `***`.
+#[derive(Debug, Default)]
+pub struct Masker {
+    /// Longest first, so a secret containing another is masked whole.
+    secrets: Vec<String>,
+}
+
+impl Masker {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        // Masking a one-character value would shred every log; such values are refused
+        // when secrets are loaded instead.
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 2).collect();
+        for secret in secrets.clone() {
+            // Multi-line secrets also appear line by line once the log is split.
+            secrets.extend(
+                secret
+                    .lines()
+                    .filter(|l| l.trim().len() >= 4)
+                    .map(str::to_string),
+            );
+        }
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Masker { secrets }
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+/// A handle to one step's log; cheap to clone and shared by the guest's streams, the
+/// `log` interface and the processes the step runs.
+#[derive(Clone)]
+pub struct StepLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    job: Arc<str>,
+    step: Arc<str>,
+    reporter: Arc<dyn Reporter>,
+    masker: Arc<Masker>,
+    limit: u64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    /// Unfinished last line of each raw stream (stdout, stderr).
+    partial: Mutex<[Vec<u8>; 2]>,
+}
+
+impl StepLog {
+    pub fn new(
+        job: Arc<str>,
+        step: Arc<str>,
+        reporter: Arc<dyn Reporter>,
+        masker: Arc<Masker>,
+        limit: u64,
+    ) -> Self {
+        StepLog {
+            inner: Arc::new(Inner {
+                job,
+                step,
+                reporter,
+                masker,
+                limit,
+                written: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                partial: Mutex::new([Vec::new(), Vec::new()]),
+            }),
+        }
+    }
+
+    pub fn job(&self) -> &Arc<str> {
+        &self.inner.job
+    }
+
+    pub fn step(&self) -> &Arc<str> {
+        &self.inner.step
+    }
+
+    /// Writes one line at a level.
+    pub fn line(&self, level: Level, text: &str) {
+        let inner = &*self.inner;
+        let size = text.len() as u64 + 1;
+        let before = inner.written.fetch_add(size, Ordering::Relaxed);
+        if before >= inner.limit {
+            inner.dropped.fetch_add(size, Ordering::Relaxed);
+            return;
+        }
+        if before + size > inner.limit {
+            inner.dropped.fetch_add(size, Ordering::Relaxed);
+            self.emit_raw(
+                Level::Warn,
+                format!(
+                    "[ferry] log truncated: this step wrote more than {} bytes (permissions.log-limit); the rest is dropped",
+                    inner.limit
+                ),
+            );
+            return;
+        }
+        let text = if inner.masker.is_empty() {
+            text.to_string()
+        } else {
+            inner.masker.mask(text)
+        };
+        self.emit_raw(level, text);
+    }
+
+    fn emit_raw(&self, level: Level, text: String) {
+        self.inner.reporter.event(&Event::Log {
+            job: self.inner.job.clone(),
+            step: self.inner.step.clone(),
+            level,
+            text,
+        });
+    }
+
+    /// Appends raw bytes of a stream (`Stdout` or `Stderr`), emitting complete lines.
+    pub fn write(&self, level: Level, bytes: &[u8]) {
+        let slot = usize::from(level == Level::Stderr);
+        let lines: Vec<String> = {
+            let mut partial = self.inner.partial.lock().unwrap_or_else(|e| e.into_inner());
+            let buffer = &mut partial[slot];
+            // Once the cap is reached, do not even keep the bytes around.
+            if self.inner.written.load(Ordering::Relaxed) >= self.inner.limit {
+                self.inner
+                    .dropped
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                buffer.clear();
+                return;
+            }
+            buffer.extend_from_slice(bytes);
+            let Some(last_newline) = buffer.iter().rposition(|&b| b == b'\n') else {
+                // A very long line without newline is flushed in pieces.
+                if buffer.len() >= 64 * 1024 {
+                    let text = String::from_utf8_lossy(buffer).into_owned();
+                    buffer.clear();
+                    drop(partial);
+                    self.line(level, &text);
+                }
+                return;
+            };
+            let complete: Vec<u8> = buffer.drain(..=last_newline).collect();
+            complete[..complete.len() - 1]
+                .split(|&b| b == b'\n')
+                .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned())
+                .collect()
+        };
+        for line in lines {
+            self.line(level, &line);
+        }
+    }
+
+    /// Emits unfinished lines of the raw streams.
+    pub fn flush(&self) {
+        let rests: Vec<(Level, String)> = {
+            let mut partial = self.inner.partial.lock().unwrap_or_else(|e| e.into_inner());
+            [Level::Stdout, Level::Stderr]
+                .into_iter()
+                .zip(partial.iter_mut())
+                .filter(|(_, b)| !b.is_empty())
+                .map(|(level, b)| {
+                    (
+                        level,
+                        String::from_utf8_lossy(&std::mem::take(b)).into_owned(),
+                    )
+                })
+                .collect()
+        };
+        for (level, text) in rests {
+            self.line(level, &text);
+        }
+    }
+
+    pub fn group_start(&self, title: &str) {
+        self.inner.reporter.event(&Event::GroupStart {
+            job: self.inner.job.clone(),
+            step: self.inner.step.clone(),
+            title: self.inner.masker.mask(title),
+        });
+    }
+
+    pub fn group_end(&self) {
+        self.inner.reporter.event(&Event::GroupEnd {
+            job: self.inner.job.clone(),
+            step: self.inner.step.clone(),
+        });
+    }
+
+    pub fn annotate(&self, mut annotation: Annotation) {
+        annotation.message = self.inner.masker.mask(&annotation.message);
+        self.inner.reporter.event(&Event::Annotation {
+            job: self.inner.job.clone(),
+            step: self.inner.step.clone(),
+            annotation,
+        });
+    }
+
+    /// Bytes dropped because of the cap.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Masks secrets in a text that leaves the step some other way (outputs, messages).
+    pub fn mask(&self, text: &str) -> String {
+        self.inner.masker.mask(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+    impl Reporter for Collect {
+        fn event(&self, event: &Event) {
+            if let Event::Log { text, .. } = event {
+                self.0.lock().unwrap().push(text.clone());
+            }
+        }
+    }
+
+    fn log(limit: u64, secrets: &[&str]) -> (StepLog, Arc<Collect>) {
+        let collect = Arc::new(Collect::default());
+        let masker = Masker::new(secrets.iter().map(|s| s.to_string()));
+        let log = StepLog::new(
+            "j".into(),
+            "s".into(),
+            collect.clone(),
+            Arc::new(masker),
+            limit,
+        );
+        (log, collect)
+    }
+
+    #[test]
+    fn splits_lines_across_writes() {
+        let (log, out) = log(1 << 20, &[]);
+        log.write(Level::Stdout, b"hel");
+        log.write(Level::Stdout, b"lo\r\nworld\nand");
+        log.flush();
+        assert_eq!(*out.0.lock().unwrap(), ["hello", "world", "and"]);
+    }
+
+    #[test]
+    fn masks_secrets_including_each_line_of_multiline_ones() {
+        let (log, out) = log(1 << 20, &["hunter22", "line-one\nline-two"]);
+        log.line(Level::Info, "token=hunter22 and hunter22");
+        log.write(Level::Stdout, b"line-two leaked\n");
+        assert_eq!(*out.0.lock().unwrap(), ["token=*** and ***", "*** leaked"]);
+    }
+
+    #[test]
+    fn caps_bytes_with_one_marker() {
+        let (log, out) = log(20, &[]);
+        for _ in 0..10 {
+            log.line(Level::Stdout, "123456789");
+        }
+        let lines = out.0.lock().unwrap();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[2].contains("log truncated"));
+        assert_eq!(log.dropped(), 80);
+    }
+}

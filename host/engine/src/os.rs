@@ -1,0 +1,131 @@
+//! Everything that differs between operating systems, in one place: process groups and
+//! signals, liveness of a recorded pid, program lookup.
+
+use std::path::{Path, PathBuf};
+
+/// Whether a process with this id still runs (used to tell a live run from a killed one).
+pub fn process_alive(pid: u32) -> bool {
+    imp::process_alive(pid)
+}
+
+/// Makes the child lead a new process group so that it and its descendants can be killed
+/// together.
+pub fn new_process_group(cmd: &mut tokio::process::Command) {
+    imp::new_process_group(cmd)
+}
+
+/// Kills a process group started with [`new_process_group`]; errors (already gone) are
+/// ignored.
+pub fn kill_process_group(pid: u32) {
+    imp::kill_process_group(pid)
+}
+
+/// Finds `program` on `path` (a `PATH`-style list) and returns its absolute path.
+pub fn find_program(program: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    if program.is_empty() || Path::new(program).components().count() != 1 {
+        return None;
+    }
+    std::env::split_paths(path)
+        .filter(|dir| dir.is_absolute())
+        .flat_map(|dir| imp::candidates(&dir, program))
+        .find(|candidate| imp::is_executable(candidate))
+}
+
+#[cfg(unix)]
+mod imp {
+    use std::path::{Path, PathBuf};
+
+    pub fn process_alive(pid: u32) -> bool {
+        let Ok(pid) = i32::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists; no signal is sent.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+
+    pub fn new_process_group(cmd: &mut tokio::process::Command) {
+        cmd.process_group(0);
+    }
+
+    pub fn kill_process_group(pid: u32) {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: killpg with a positive group id and a valid signal has no memory effects.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    pub fn candidates(dir: &Path, program: &str) -> Vec<PathBuf> {
+        vec![dir.join(program)]
+    }
+
+    pub fn is_executable(path: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+}
+
+#[cfg(windows)]
+mod imp {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+
+    pub fn process_alive(pid: u32) -> bool {
+        Command::new("tasklist")
+            .args(["/FI", &format!("PID eq {pid}"), "/NH"])
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&pid.to_string()))
+    }
+
+    pub fn new_process_group(cmd: &mut tokio::process::Command) {
+        cmd.creation_flags(CREATE_NEW_PROCESS_GROUP);
+    }
+
+    pub fn kill_process_group(pid: u32) {
+        let _ = Command::new("taskkill")
+            .args(["/T", "/F", "/PID", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    pub fn candidates(dir: &Path, program: &str) -> Vec<PathBuf> {
+        let exts = std::env::var("PATHEXT").unwrap_or_else(|_| ".COM;.EXE;.BAT;.CMD".into());
+        let mut out = vec![dir.join(program)];
+        out.extend(
+            exts.split(';')
+                .filter(|e| !e.is_empty())
+                .map(|e| dir.join(format!("{program}{e}"))),
+        );
+        out
+    }
+
+    pub fn is_executable(path: &Path) -> bool {
+        path.is_file()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_programs_by_name_only() {
+        let path = std::env::var_os("PATH").unwrap();
+        #[cfg(unix)]
+        assert!(find_program("sh", &path).unwrap().is_absolute());
+        assert!(find_program("../sh", &path).is_none());
+        assert!(find_program("/bin/sh", &path).is_none());
+        assert!(find_program("no-such-program-ferry", &path).is_none());
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        assert!(process_alive(std::process::id()));
+    }
+}

@@ -1,0 +1,421 @@
+//! The run record on disk: `.ferry/runs/<id>/` with `run.json` (summary, rewritten
+//! atomically), `events.jsonl` (one event per line) and `logs/<job>/<step>.log`.
+
+use crate::event::{Annotation, Event, FailureKind, Level, Reporter, Status};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `run.json`: what a run was and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub pipeline: String,
+    pub status: Status,
+    /// Process that ran it, to tell a live run from one whose host was killed.
+    pub pid: u32,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    pub jobs: BTreeMap<String, JobSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    pub steps: Vec<StepSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepSummary {
+    pub key: String,
+    pub name: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// The step's log, relative to the run directory.
+    pub log: String,
+}
+
+/// Writes a run's record as its events arrive.
+pub struct RunRecord {
+    dir: PathBuf,
+    state: Mutex<State>,
+}
+
+struct State {
+    events: BufWriter<File>,
+    logs: HashMap<(Arc<str>, Arc<str>), BufWriter<File>>,
+    summary: RunSummary,
+    error: Option<io::Error>,
+}
+
+impl RunRecord {
+    /// Creates `runs/<id>` under `state_dir` and marks the run as running.
+    pub fn create(state_dir: &Path, id: &str, pipeline: &str) -> io::Result<RunRecord> {
+        let dir = state_dir.join("runs").join(id);
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let events = BufWriter::new(File::create(dir.join("events.jsonl"))?);
+        let summary = RunSummary {
+            id: id.to_string(),
+            pipeline: pipeline.to_string(),
+            status: Status::Running,
+            pid: std::process::id(),
+            started_at: rfc3339(now_ms()),
+            finished_at: None,
+            duration_ms: None,
+            jobs: BTreeMap::new(),
+        };
+        write_atomic(&dir.join("run.json"), &serde_json::to_vec_pretty(&summary)?)?;
+        Ok(RunRecord {
+            dir,
+            state: Mutex::new(State {
+                events,
+                logs: HashMap::new(),
+                summary,
+                error: None,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The first write error, if any; reported once the run is over.
+    pub fn take_error(&self) -> Option<io::Error> {
+        self.lock().error.take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log_path(job: &str, step: &str) -> String {
+        format!("logs/{}/{}.log", sanitize(job), sanitize(step))
+    }
+
+    fn record(&self, state: &mut State, event: &Event) -> io::Result<()> {
+        match event {
+            Event::Log {
+                job,
+                step,
+                level,
+                text,
+            } => {
+                let log = self.log_file(state, job, step)?;
+                match level {
+                    Level::Debug => writeln!(log, "debug: {text}"),
+                    Level::Warn => writeln!(log, "warning: {text}"),
+                    Level::Error => writeln!(log, "error: {text}"),
+                    Level::Info | Level::Stdout | Level::Stderr => writeln!(log, "{text}"),
+                }?;
+                return Ok(());
+            }
+            Event::GroupStart { job, step, title } => {
+                writeln!(self.log_file(state, job, step)?, "▸ {title}")?;
+                return Ok(());
+            }
+            Event::GroupEnd { .. } => return Ok(()),
+            Event::Annotation {
+                job,
+                step,
+                annotation,
+            } => {
+                let line = annotation_line(annotation);
+                writeln!(self.log_file(state, job, step)?, "{line}")?;
+            }
+            Event::RunStarted { jobs, .. } => {
+                for job in jobs {
+                    state.summary.jobs.insert(
+                        job.id.clone(),
+                        JobSummary {
+                            status: Status::Skipped,
+                            duration_ms: None,
+                            steps: Vec::new(),
+                        },
+                    );
+                }
+            }
+            Event::JobStarted { job } => {
+                if let Some(j) = state.summary.jobs.get_mut(&**job) {
+                    j.status = Status::Running;
+                }
+            }
+            Event::StepStarted {
+                job, step, name, ..
+            } => {
+                if let Some(j) = state.summary.jobs.get_mut(&**job) {
+                    j.steps.push(StepSummary {
+                        key: step.to_string(),
+                        name: name.clone(),
+                        status: Status::Running,
+                        failure: None,
+                        message: None,
+                        duration_ms: None,
+                        log: Self::log_path(job, step),
+                    });
+                }
+            }
+            Event::StepFinished {
+                job,
+                step,
+                status,
+                failure,
+                message,
+                duration_ms,
+            } => {
+                if let Some(mut log) = state.logs.remove(&(job.clone(), step.clone())) {
+                    log.flush()?;
+                }
+                if let Some(j) = state.summary.jobs.get_mut(&**job) {
+                    match j.steps.iter_mut().find(|s| s.key == **step) {
+                        Some(s) => {
+                            s.status = *status;
+                            s.failure = *failure;
+                            s.message.clone_from(message);
+                            s.duration_ms = Some(*duration_ms);
+                        }
+                        // Skipped steps never started.
+                        None => j.steps.push(StepSummary {
+                            key: step.to_string(),
+                            name: step.to_string(),
+                            status: *status,
+                            failure: *failure,
+                            message: message.clone(),
+                            duration_ms: None,
+                            log: Self::log_path(job, step),
+                        }),
+                    }
+                }
+            }
+            Event::JobFinished {
+                job,
+                status,
+                duration_ms,
+            } => {
+                if let Some(j) = state.summary.jobs.get_mut(&**job) {
+                    j.status = *status;
+                    j.duration_ms = Some(*duration_ms);
+                }
+            }
+            Event::RunFinished {
+                status,
+                duration_ms,
+                ..
+            } => {
+                state.summary.status = *status;
+                state.summary.finished_at = Some(rfc3339(now_ms()));
+                state.summary.duration_ms = Some(*duration_ms);
+            }
+            Event::Output { .. } => {}
+        }
+        serde_json::to_writer(&mut state.events, event)?;
+        state.events.write_all(b"\n")?;
+        if let Event::RunFinished { .. } = event {
+            state.events.flush()?;
+            for log in state.logs.values_mut() {
+                log.flush()?;
+            }
+            state.logs.clear();
+            write_atomic(
+                &self.dir.join("run.json"),
+                &serde_json::to_vec_pretty(&state.summary)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn log_file<'s>(
+        &self,
+        state: &'s mut State,
+        job: &Arc<str>,
+        step: &Arc<str>,
+    ) -> io::Result<&'s mut BufWriter<File>> {
+        use std::collections::hash_map::Entry;
+        match state.logs.entry((job.clone(), step.clone())) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let path = self.dir.join(Self::log_path(job, step));
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                Ok(e.insert(BufWriter::new(File::create(path)?)))
+            }
+        }
+    }
+}
+
+impl Reporter for RunRecord {
+    fn event(&self, event: &Event) {
+        let mut state = self.lock();
+        if let Err(e) = self.record(&mut state, event) {
+            state.error.get_or_insert(e);
+        }
+    }
+}
+
+/// One line for an annotation in a log: `error: src/main.rs:3:7: message [rule]`.
+pub fn annotation_line(annotation: &Annotation) -> String {
+    let level = match annotation.level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        _ => "notice",
+    };
+    format!("{level}: {annotation}")
+}
+
+/// Marks runs that a killed host left `running` as `interrupted`. Returns their ids.
+pub fn recover_interrupted(state_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) else {
+        return Vec::new();
+    };
+    let mut recovered = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join("run.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(mut summary) = serde_json::from_slice::<RunSummary>(&bytes) else {
+            continue;
+        };
+        if summary.status != Status::Running || crate::os::process_alive(summary.pid) {
+            continue;
+        }
+        summary.status = Status::Interrupted;
+        summary.finished_at = Some(rfc3339(now_ms()));
+        for job in summary.jobs.values_mut() {
+            if job.status == Status::Running {
+                job.status = Status::Interrupted;
+            }
+            for step in &mut job.steps {
+                if step.status == Status::Running {
+                    step.status = Status::Interrupted;
+                }
+            }
+        }
+        let written = serde_json::to_vec_pretty(&summary)
+            .map_err(io::Error::other)
+            .and_then(|bytes| write_atomic(&path, &bytes));
+        if written.is_ok() {
+            recovered.push(summary.id);
+        }
+    }
+    recovered.sort();
+    recovered
+}
+
+/// Writes a file so that readers see the old or the new content, never a mix: a temporary
+/// file in the same directory, synced, then renamed over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A sortable, unique run id: `20261122-011312-4f2a`.
+pub fn new_run_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let stamp = rfc3339(now.as_millis() as u64);
+    let compact: String = stamp[..19].chars().filter(|c| c.is_ascii_digit()).collect();
+    let noise = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{}-{}-{noise:04x}", &compact[..8], &compact[8..])
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// UTC time in RFC 3339 with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Keeps ids usable as file names.
+pub fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_311_192_123), "2026-11-22T01:33:12.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn run_ids_sort_by_time() {
+        let id = new_run_id();
+        assert_eq!(id.len(), "20261122-011312-4f2a".len(), "{id}");
+    }
+
+    #[test]
+    fn a_run_left_running_by_a_dead_process_becomes_interrupted() {
+        let state = tempfile::tempdir().unwrap();
+        let record = RunRecord::create(state.path(), "r1", "p").unwrap();
+        drop(record);
+        // Pretend the run belonged to a process that no longer exists.
+        let path = state.path().join("runs/r1/run.json");
+        let mut summary: RunSummary =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        summary.pid = u32::MAX - 7;
+        write_atomic(&path, &serde_json::to_vec(&summary).unwrap()).unwrap();
+        assert_eq!(recover_interrupted(state.path()), ["r1"]);
+        let summary: RunSummary = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(summary.status, Status::Interrupted);
+        assert!(summary.finished_at.is_some());
+        // A run of a live process is left alone.
+        RunRecord::create(state.path(), "r2", "p").unwrap();
+        assert!(recover_interrupted(state.path()).is_empty());
+    }
+}

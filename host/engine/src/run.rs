@@ -1,0 +1,610 @@
+//! The scheduler: jobs as a DAG by `needs`, up to N at once, steps in order inside a job,
+//! fail-fast cancellation, outputs between steps.
+
+use crate::event::{Event, FailureKind, JobInfo, Reporter, Status};
+use crate::log::{Masker, StepLog};
+use crate::record::{RunRecord, RunSummary, new_run_id, sanitize};
+use ferry_model::pipeline::DEFAULT_STEP_TIMEOUT;
+use ferry_model::{Job, Pipeline, Plan, Scope, Step};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Extra time the scheduler gives a runner past a step's deadline before it stops waiting;
+/// the runner is expected to enforce the deadline itself and report the timeout.
+const DEADLINE_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything a runner needs to run one step.
+pub struct StepRequest {
+    pub pipeline: Arc<Pipeline>,
+    pub job_index: usize,
+    pub step_index: usize,
+    /// Inputs after expressions were evaluated.
+    pub inputs: BTreeMap<String, String>,
+    /// The pipeline's `env:` values (pipeline, job and step) after evaluation.
+    pub env: BTreeMap<String, String>,
+    /// Secrets granted to this step, by name.
+    pub secrets: BTreeMap<String, String>,
+    /// The job's workspace on the host.
+    pub workspace: PathBuf,
+    /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`).
+    pub output_file: PathBuf,
+    /// When the step must be over.
+    pub deadline: Instant,
+    pub log: StepLog,
+    pub cancel: CancellationToken,
+}
+
+impl StepRequest {
+    pub fn job(&self) -> &Job {
+        &self.pipeline.jobs[self.job_index]
+    }
+
+    pub fn step(&self) -> &Step {
+        &self.job().steps[self.step_index]
+    }
+}
+
+/// Why a step did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl StepFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        StepFailure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a runner reports for a step.
+#[derive(Debug, Default)]
+pub struct StepOutcome {
+    pub result: Option<StepFailure>,
+    /// Outputs set through the `outputs` interface.
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl StepOutcome {
+    pub fn failed(kind: FailureKind, message: impl Into<String>) -> Self {
+        StepOutcome {
+            result: Some(StepFailure::new(kind, message)),
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+/// Runs steps. The engine knows nothing about WebAssembly: the sandbox implements this, and
+/// tests use a fake.
+pub trait StepRunner: Send + Sync + 'static {
+    fn run_step(&self, request: StepRequest) -> impl Future<Output = StepOutcome> + Send;
+}
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Jobs that may run at once.
+    pub parallel: usize,
+    /// Cancel running jobs when one fails (the default).
+    pub fail_fast: bool,
+    /// `.ferry/` beside the pipeline file.
+    pub state_dir: PathBuf,
+    /// What each job's workspace is copied from.
+    pub source_dir: PathBuf,
+    /// Keep job workspaces after the run (they are removed by default).
+    pub keep_workspaces: bool,
+    /// Secret values by name; masked in every log.
+    pub secrets: BTreeMap<String, String>,
+    /// Cancelled on Ctrl-C.
+    pub cancel: CancellationToken,
+}
+
+/// How a run went.
+#[derive(Debug)]
+pub struct RunResult {
+    pub id: String,
+    pub status: Status,
+    pub dir: PathBuf,
+    pub summary: RunSummary,
+}
+
+/// Errors that stop a run from starting or being recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot write the run record under `{dir}`: {source}")]
+    Record {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs a plan to the end and returns its result.
+pub async fn run<R: StepRunner>(
+    plan: Plan,
+    runner: Arc<R>,
+    reporter: Arc<dyn Reporter>,
+    options: RunOptions,
+) -> Result<RunResult, RunError> {
+    let started = Instant::now();
+    let id = new_run_id();
+    let record_err = |source| RunError::Record {
+        dir: options.state_dir.clone(),
+        source,
+    };
+    let record = Arc::new(
+        RunRecord::create(&options.state_dir, &id, &plan.pipeline.name).map_err(record_err)?,
+    );
+    let run_dir = record.dir().to_path_buf();
+    let reporter: Arc<dyn Reporter> = Arc::new(crate::event::Fanout(vec![
+        record.clone() as Arc<dyn Reporter>,
+        reporter,
+    ]));
+    let pipeline = Arc::new(plan.pipeline.clone());
+    reporter.event(&Event::RunStarted {
+        run: id.clone(),
+        pipeline: pipeline.name.clone(),
+        jobs: plan
+            .order
+            .iter()
+            .map(|&i| {
+                let job = &pipeline.jobs[i];
+                JobInfo {
+                    id: job.id.clone(),
+                    name: job.name.clone(),
+                    needs: job.needs.clone(),
+                    steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+                }
+            })
+            .collect(),
+        at: crate::record::now_ms(),
+    });
+
+    let shared = Arc::new(Shared {
+        pipeline: pipeline.clone(),
+        reporter: reporter.clone(),
+        masker: Arc::new(Masker::new(options.secrets.values().cloned())),
+        secrets: options.secrets.clone(),
+        run_dir: run_dir.clone(),
+        source_dir: options.source_dir.clone(),
+        keep_workspaces: options.keep_workspaces,
+    });
+    let run_cancel = options.cancel.child_token();
+    let semaphore = Arc::new(Semaphore::new(options.parallel.max(1)));
+    let mut state: HashMap<usize, Option<Status>> = plan.order.iter().map(|&i| (i, None)).collect();
+    let mut running = JoinSet::new();
+    let mut any_failed = false;
+    loop {
+        for &i in &plan.order {
+            if state[&i].is_some() {
+                continue;
+            }
+            let needs = &plan.needs[i];
+            let waiting = |n: &usize| matches!(state.get(n), Some(None | Some(Status::Running)));
+            if needs.iter().any(waiting) {
+                continue;
+            }
+            let blocked = needs.iter().any(|n| {
+                let ok = state.get(n) == Some(&Some(Status::Passed))
+                    || (pipeline.jobs[*n].continue_on_error
+                        && state.get(n) == Some(&Some(Status::Failed)));
+                !ok
+            });
+            if blocked || run_cancel.is_cancelled() {
+                skip_job(&shared, i);
+                state.insert(i, Some(Status::Skipped));
+                continue;
+            }
+            state.insert(i, Some(Status::Running));
+            let shared = shared.clone();
+            let runner = runner.clone();
+            let cancel = run_cancel.child_token();
+            let semaphore = semaphore.clone();
+            running.spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                (i, run_job(&shared, runner, i, cancel).await)
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, status) = match joined {
+            Ok(done) => done,
+            // A job task cannot panic unless the host has a bug; stop the run cleanly.
+            Err(e) => {
+                run_cancel.cancel();
+                eprintln!("ferry: internal error in a job task: {e}");
+                any_failed = true;
+                continue;
+            }
+        };
+        state.insert(i, Some(status));
+        if status == Status::Failed && !pipeline.jobs[i].continue_on_error {
+            any_failed = true;
+            if options.fail_fast {
+                run_cancel.cancel();
+            }
+        }
+    }
+    let status = if options.cancel.is_cancelled() {
+        Status::Cancelled
+    } else if any_failed {
+        Status::Failed
+    } else {
+        Status::Passed
+    };
+    reporter.event(&Event::RunFinished {
+        run: id.clone(),
+        status,
+        duration_ms: millis(started.elapsed()),
+    });
+    if let Some(source) = record.take_error() {
+        return Err(RunError::Record {
+            dir: run_dir,
+            source,
+        });
+    }
+    if !options.keep_workspaces {
+        let _ = std::fs::remove_dir_all(run_dir.join("workspaces"));
+        let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
+    }
+    let summary = std::fs::read(run_dir.join("run.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| RunError::Record {
+            dir: run_dir.clone(),
+            source: std::io::Error::other("run.json is unreadable"),
+        })?;
+    Ok(RunResult {
+        id,
+        status,
+        dir: run_dir,
+        summary,
+    })
+}
+
+struct Shared {
+    pipeline: Arc<Pipeline>,
+    reporter: Arc<dyn Reporter>,
+    masker: Arc<Masker>,
+    secrets: BTreeMap<String, String>,
+    run_dir: PathBuf,
+    source_dir: PathBuf,
+    keep_workspaces: bool,
+}
+
+fn skip_job(shared: &Shared, i: usize) {
+    let job = &shared.pipeline.jobs[i];
+    let id: Arc<str> = job.id.as_str().into();
+    for step in &job.steps {
+        shared.reporter.event(&Event::StepFinished {
+            job: id.clone(),
+            step: step.key().into(),
+            status: Status::Skipped,
+            failure: None,
+            message: None,
+            duration_ms: 0.0,
+        });
+    }
+    shared.reporter.event(&Event::JobFinished {
+        job: id,
+        status: Status::Skipped,
+        duration_ms: 0.0,
+    });
+}
+
+async fn run_job<R: StepRunner>(
+    shared: &Shared,
+    runner: Arc<R>,
+    job_index: usize,
+    cancel: CancellationToken,
+) -> Status {
+    let started = Instant::now();
+    let job = &shared.pipeline.jobs[job_index];
+    let job_id: Arc<str> = job.id.as_str().into();
+    shared.reporter.event(&Event::JobStarted {
+        job: job_id.clone(),
+    });
+    let finish = |status: Status| {
+        shared.reporter.event(&Event::JobFinished {
+            job: job_id.clone(),
+            status,
+            duration_ms: millis(started.elapsed()),
+        });
+        status
+    };
+    let workspace = shared.run_dir.join("workspaces").join(sanitize(&job.id));
+    let outputs_dir = shared.run_dir.join("outputs").join(sanitize(&job.id));
+    let (src, dst) = (shared.source_dir.clone(), workspace.clone());
+    let prepared = tokio::task::spawn_blocking(move || {
+        crate::workspace::copy_tree(&src, &dst)?;
+        std::fs::create_dir_all(&outputs_dir)?;
+        Ok::<_, std::io::Error>(outputs_dir)
+    })
+    .await;
+    let outputs_dir = match prepared {
+        Ok(Ok(dir)) => dir,
+        Ok(Err(e)) => {
+            report_setup_failure(shared, job, &format!("cannot prepare the workspace: {e}"));
+            return finish(Status::Failed);
+        }
+        Err(e) => {
+            report_setup_failure(shared, job, &format!("cannot prepare the workspace: {e}"));
+            return finish(Status::Failed);
+        }
+    };
+    let job_deadline = job.timeout.map(|t| started + t);
+    let mut scope = JobScope {
+        env: BTreeMap::new(),
+        outputs: HashMap::new(),
+    };
+    let mut failed = false;
+    let mut cancelled = false;
+    for (index, step) in job.steps.iter().enumerate() {
+        let key: Arc<str> = step.key().into();
+        if failed || cancel.is_cancelled() {
+            cancelled |= cancel.is_cancelled() && !failed;
+            shared.reporter.event(&Event::StepFinished {
+                job: job_id.clone(),
+                step: key,
+                status: Status::Skipped,
+                failure: None,
+                message: None,
+                duration_ms: 0.0,
+            });
+            continue;
+        }
+        let step_started = Instant::now();
+        shared.reporter.event(&Event::StepStarted {
+            job: job_id.clone(),
+            step: key.clone(),
+            index,
+            name: step.name.clone(),
+        });
+        let log = StepLog::new(
+            job_id.clone(),
+            key.clone(),
+            shared.reporter.clone(),
+            shared.masker.clone(),
+            step.permissions.log_limit(),
+        );
+        let output_file = outputs_dir.join(format!("{}.out", sanitize(&key)));
+        let deadline = {
+            let step_deadline = step_started
+                + step
+                    .timeout
+                    .or(job.timeout.map(|_| Duration::MAX))
+                    .unwrap_or(DEFAULT_STEP_TIMEOUT)
+                    .min(Duration::from_secs(60 * 60 * 24 * 7));
+            job_deadline.map_or(step_deadline, |d| d.min(step_deadline))
+        };
+        let outcome = match prepare_step(shared, job, step, &mut scope, &output_file) {
+            Err(failure) => StepOutcome {
+                result: Some(failure),
+                outputs: BTreeMap::new(),
+            },
+            Ok((inputs, env)) => {
+                let secrets = step
+                    .permissions
+                    .secrets
+                    .iter()
+                    .filter_map(|name| shared.secrets.get(name).map(|v| (name.clone(), v.clone())))
+                    .collect();
+                let request = StepRequest {
+                    pipeline: shared.pipeline.clone(),
+                    job_index,
+                    step_index: index,
+                    inputs,
+                    env,
+                    secrets,
+                    workspace: workspace.clone(),
+                    output_file: output_file.clone(),
+                    deadline,
+                    log: log.clone(),
+                    cancel: cancel.clone(),
+                };
+                let backstop = tokio::time::Instant::from_std(deadline) + DEADLINE_GRACE;
+                tokio::select! {
+                    outcome = runner.run_step(request) => outcome,
+                    _ = tokio::time::sleep_until(backstop) => StepOutcome::failed(
+                        FailureKind::Timeout,
+                        "the step did not stop at its deadline and was abandoned",
+                    ),
+                    _ = cancel.cancelled() => StepOutcome::failed(FailureKind::Internal, "cancelled"),
+                }
+            }
+        };
+        log.flush();
+        let mut outputs = outcome.outputs;
+        match read_output_file(&output_file) {
+            Ok(from_file) => outputs.extend(from_file),
+            Err(e) => log.line(
+                crate::event::Level::Warn,
+                &format!("[ferry] ignoring $FERRY_OUTPUT: {e}"),
+            ),
+        }
+        for (name, value) in &outputs {
+            shared.reporter.event(&Event::Output {
+                job: job_id.clone(),
+                step: key.clone(),
+                name: name.clone(),
+                value: log.mask(value),
+            });
+        }
+        if let Some(id) = &step.id {
+            scope.outputs.insert(id.clone(), outputs);
+        }
+        let step_cancelled = cancel.is_cancelled() && outcome.result.is_some();
+        let (status, failure, message) = match (&outcome.result, step_cancelled) {
+            (None, _) => (Status::Passed, None, None),
+            (Some(_), true) => (Status::Cancelled, None, Some("cancelled".to_string())),
+            (Some(f), false) => (Status::Failed, Some(f.kind), Some(log.mask(&f.message))),
+        };
+        if step_cancelled {
+            cancelled = true;
+        }
+        shared.reporter.event(&Event::StepFinished {
+            job: job_id.clone(),
+            step: key,
+            status,
+            failure,
+            message,
+            duration_ms: millis(step_started.elapsed()),
+        });
+        if status == Status::Failed && !step.continue_on_error {
+            failed = true;
+        }
+        if status == Status::Cancelled {
+            failed = true;
+        }
+    }
+    if !shared.keep_workspaces {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(workspace)).await;
+    }
+    finish(if cancelled {
+        Status::Cancelled
+    } else if failed {
+        Status::Failed
+    } else {
+        Status::Passed
+    })
+}
+
+fn report_setup_failure(shared: &Shared, job: &Job, message: &str) {
+    let id: Arc<str> = job.id.as_str().into();
+    for (i, step) in job.steps.iter().enumerate() {
+        let first = i == 0;
+        shared.reporter.event(&Event::StepFinished {
+            job: id.clone(),
+            step: step.key().into(),
+            status: if first {
+                Status::Failed
+            } else {
+                Status::Skipped
+            },
+            failure: first.then_some(FailureKind::Internal),
+            message: first.then(|| message.to_string()),
+            duration_ms: 0.0,
+        });
+    }
+}
+
+struct JobScope {
+    env: BTreeMap<String, String>,
+    outputs: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl Scope for JobScope {
+    fn env(&self, name: &str) -> Option<String> {
+        self.env.get(name).cloned()
+    }
+
+    fn step_output(&self, step: &str, name: &str) -> Option<String> {
+        self.outputs.get(step)?.get(name).cloned()
+    }
+}
+
+type Prepared = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+/// Evaluates a step's env and inputs; an expression without a value fails the step.
+fn prepare_step(
+    shared: &Shared,
+    job: &Job,
+    step: &Step,
+    scope: &mut JobScope,
+    output_file: &Path,
+) -> Result<Prepared, StepFailure> {
+    let bad = |e: String| StepFailure::new(FailureKind::InvalidInput, e);
+    // Each level may read the ones above it.
+    scope.env.clear();
+    for map in [&shared.pipeline.env, &job.env, &step.env] {
+        for (name, template) in map {
+            let value = template.render(scope).map_err(bad)?;
+            scope.env.insert(name.clone(), value);
+        }
+    }
+    let inputs = ferry_model::expr::render_map(&step.with, scope).map_err(bad)?;
+    std::fs::File::create(output_file).map_err(|e| {
+        StepFailure::new(
+            FailureKind::Internal,
+            format!("cannot create `{}`: {e}", output_file.display()),
+        )
+    })?;
+    Ok((inputs, scope.env.clone()))
+}
+
+/// Reads `name=value` lines and `name<<DELIMITER` blocks, as `$GITHUB_OUTPUT` works.
+pub fn read_output_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    parse_outputs(&text)
+}
+
+fn parse_outputs(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut outputs = BTreeMap::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some((name, delimiter)) = line.split_once("<<") {
+            let mut value = Vec::new();
+            loop {
+                match lines.next() {
+                    Some((_, l)) if l == delimiter => break,
+                    Some((_, l)) => value.push(l),
+                    None => {
+                        return Err(format!(
+                            "line {}: `{name}<<{delimiter}` is never closed by `{delimiter}`",
+                            n + 1
+                        ));
+                    }
+                }
+            }
+            outputs.insert(name.trim().to_string(), value.join("\n"));
+        } else if let Some((name, value)) = line.split_once('=') {
+            outputs.insert(name.trim().to_string(), value.to_string());
+        } else {
+            return Err(format!(
+                "line {}: expected `name=value` or `name<<DELIMITER`, found `{line}`",
+                n + 1
+            ));
+        }
+    }
+    Ok(outputs)
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_file_formats() {
+        let outputs = parse_outputs("a=1\nb=x=y\n\nnotes<<EOF\nline 1\nline 2\nEOF\n").unwrap();
+        assert_eq!(outputs["a"], "1");
+        assert_eq!(outputs["b"], "x=y");
+        assert_eq!(outputs["notes"], "line 1\nline 2");
+        assert!(
+            parse_outputs("x<<END\nnever closed")
+                .unwrap_err()
+                .contains("never closed")
+        );
+        assert!(parse_outputs("garbage").unwrap_err().contains("line 1"));
+    }
+}

@@ -1,0 +1,98 @@
+//! Job workspaces: a private copy of the repository for each job.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The repository a pipeline lives in: the nearest directory at or above `dir` that holds
+/// `.git`, else `dir` itself.
+pub fn repository_root(dir: &Path) -> PathBuf {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(&dir)
+        .to_path_buf()
+}
+
+/// Copies `src` into `dst`, honouring `.gitignore` and skipping `.git` and `.ferry`.
+/// Symbolic links are copied as links, never followed, so a link that points outside the
+/// repository stays a link (and the sandbox refuses to follow it).
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<u64> {
+    std::fs::create_dir_all(dst)?;
+    let walker = ignore::WalkBuilder::new(src)
+        .hidden(false)
+        .git_ignore(true)
+        .git_exclude(true)
+        .git_global(false)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(|e| !matches!(e.file_name().to_str(), Some(".git" | ".ferry")))
+        .build();
+    let mut files = 0;
+    for entry in walker {
+        let entry = entry.map_err(io::Error::other)?;
+        let rel = entry.path().strip_prefix(src).map_err(io::Error::other)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let target = dst.join(rel);
+        let Some(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else if kind.is_symlink() {
+            copy_link(entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(unix)]
+fn copy_link(src: &Path, dst: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
+}
+
+#[cfg(windows)]
+fn copy_link(src: &Path, dst: &Path) -> io::Result<()> {
+    let target = std::fs::read_link(src)?;
+    if src.is_dir() {
+        std::os::windows::fs::symlink_dir(target, dst)
+    } else {
+        std::os::windows::fs::symlink_file(target, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_respecting_gitignore() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join(".gitignore"), "target/\n").unwrap();
+        std::fs::create_dir_all(src.path().join("src")).unwrap();
+        std::fs::create_dir_all(src.path().join("target")).unwrap();
+        std::fs::create_dir_all(src.path().join(".ferry/runs")).unwrap();
+        std::fs::write(src.path().join("src/main.rs"), "fn main() {}").unwrap();
+        std::fs::write(src.path().join("target/big"), "x").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/etc/passwd", src.path().join("link")).unwrap();
+        copy_tree(src.path(), &dst.path().join("ws")).unwrap();
+        let ws = dst.path().join("ws");
+        assert!(ws.join("src/main.rs").is_file());
+        assert!(!ws.join("target").exists());
+        assert!(!ws.join(".ferry").exists());
+        #[cfg(unix)]
+        assert!(
+            ws.join("link")
+                .symlink_metadata()
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+}

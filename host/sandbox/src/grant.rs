@@ -1,0 +1,309 @@
+//! Turning a step's declared needs and the pipeline's grants into what the step gets.
+//!
+//! Deny by default: a step gets nothing it did not both declare (in `describe()`) and get
+//! granted (in `permissions:`). A declared need that was not granted refuses the step before
+//! it starts, with a hint showing the ferry.yaml lines that would grant it.
+
+use ferry_model::{Access, NetworkGrant, Pipeline, Source, Step};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// What a step declared it needs (`ferry:step/types.capabilities`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Needs {
+    /// `None` when the step does not use the workspace.
+    pub workspace: Option<Access>,
+    pub paths: Vec<(PathBuf, Access)>,
+    pub env: Vec<String>,
+    pub secrets: Vec<String>,
+    pub network: Vec<String>,
+    pub exec: Vec<String>,
+}
+
+/// What a step actually gets.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    pub workspace: Option<Access>,
+    pub paths: Vec<(PathBuf, Access)>,
+    /// Environment the step sees: pipeline `env:` values, granted host variables and granted
+    /// secrets.
+    pub env: BTreeMap<String, String>,
+    /// Reachable hosts.
+    pub network: Vec<NetworkGrant>,
+    /// Program name to absolute path; `None` when granted but not found on `PATH`.
+    pub exec: BTreeMap<String, Option<PathBuf>>,
+    /// Host `PATH` handed to child processes so that they find their own tools.
+    pub path_var: Option<OsString>,
+    pub memory: u64,
+    pub log_limit: u64,
+}
+
+/// A refusal before the step starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\nhint: {}", self.message, self.hint)
+    }
+}
+
+/// Where a step lives, for messages.
+pub struct StepSite<'a> {
+    pub pipeline: &'a Pipeline,
+    pub step: &'a Step,
+    pub job: &'a str,
+}
+
+impl StepSite<'_> {
+    fn location(&self, span: ferry_model::Span) -> String {
+        Source::new(&self.pipeline.file, "").location(span)
+    }
+
+    /// Where to add a grant: the effective `permissions:` block, or the step itself.
+    pub fn grant_site(&self) -> String {
+        match self.step.permissions_span {
+            Some(span) => format!("`permissions:` at {}", self.location(span)),
+            None => format!(
+                "step `{}` at {}",
+                self.step.name,
+                self.location(self.step.span)
+            ),
+        }
+    }
+}
+
+/// Host values the grant needs; passed in so tests can control them.
+pub struct Host<'a> {
+    pub env: &'a (dyn Fn(&str) -> Option<String> + Sync),
+    pub path_var: Option<OsString>,
+}
+
+/// Computes the grant for a step, or the refusal that lists every missing grant at once.
+pub fn grant(
+    site: &StepSite,
+    declared: &Needs,
+    pipeline_env: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+    host: &Host,
+) -> Result<Grant, Refusal> {
+    let step = site.step;
+    let granted = &step.permissions;
+    let mut needs = declared.clone();
+    if step.is_run {
+        // A `run:` step is a host command by nature: it may write the workspace, runs its
+        // shell, and sees exactly the env and secrets granted to it.
+        needs.workspace = Some(Access::Write);
+        needs.env = granted.env.iter().cloned().collect();
+        needs.secrets = granted.secrets.iter().cloned().collect();
+    }
+    let mut missing = Missing::default();
+
+    let workspace_granted = if step.is_run {
+        Access::Write
+    } else {
+        granted.workspace
+    };
+    if needs.workspace == Some(Access::Write) && workspace_granted != Access::Write {
+        missing.workspace = true;
+    }
+    let mut paths = Vec::new();
+    for (path, access) in &needs.paths {
+        let ok = granted
+            .paths
+            .iter()
+            .any(|(g, a)| path.starts_with(g) && a >= access);
+        if ok {
+            paths.push((path.clone(), *access));
+        } else {
+            missing.paths.push((path.clone(), *access));
+        }
+    }
+    let mut env = pipeline_env.clone();
+    for name in &needs.env {
+        if granted.env.contains(name) {
+            if let Some(value) = (host.env)(name) {
+                env.insert(name.clone(), value);
+            }
+        } else if !pipeline_env.contains_key(name) {
+            missing.env.insert(name.clone());
+        }
+    }
+    for name in &needs.secrets {
+        if granted.secrets.contains(name) {
+            if let Some(value) = secrets.get(name) {
+                env.insert(name.clone(), value.clone());
+            }
+        } else {
+            missing.secrets.insert(name.clone());
+        }
+    }
+    let mut network = Vec::new();
+    for text in &needs.network {
+        let Some(need) = NetworkGrant::parse(text) else {
+            missing
+                .invalid
+                .push(format!("network need `{text}` is not a host or host:port"));
+            continue;
+        };
+        let overlapping: Vec<NetworkGrant> = granted
+            .network
+            .iter()
+            .filter(|g| {
+                g.host == need.host
+                    && (g.port.is_none() || need.port.is_none() || g.port == need.port)
+            })
+            .map(|g| NetworkGrant {
+                host: need.host.clone(),
+                port: need.port.or(g.port),
+            })
+            .collect();
+        if overlapping.is_empty() {
+            missing.network.insert(need.to_string());
+        }
+        network.extend(overlapping);
+    }
+    let mut exec = BTreeMap::new();
+    if step.is_run {
+        if let Some(shell) = step
+            .with
+            .get("shell")
+            .and_then(|t| match t.parts.as_slice() {
+                [ferry_model::expr::Part::Lit(s)] => Some(s.clone()),
+                _ => None,
+            })
+        {
+            let path = find(&shell, host);
+            exec.insert(shell, path);
+        }
+    }
+    for program in &needs.exec {
+        if granted.exec.contains(program) {
+            exec.insert(program.clone(), find(program, host));
+        } else {
+            missing.exec.insert(program.clone());
+        }
+    }
+    if let Some(refusal) = missing.refusal(site) {
+        return Err(refusal);
+    }
+    Ok(Grant {
+        workspace: needs.workspace,
+        paths,
+        env,
+        network,
+        exec,
+        path_var: host.path_var.clone(),
+        memory: granted.memory_limit(),
+        log_limit: granted.log_limit(),
+    })
+}
+
+fn find(program: &str, host: &Host) -> Option<PathBuf> {
+    ferry_engine::os::find_program(program, host.path_var.as_deref()?)
+}
+
+#[derive(Default)]
+struct Missing {
+    workspace: bool,
+    paths: Vec<(PathBuf, Access)>,
+    env: BTreeSet<String>,
+    secrets: BTreeSet<String>,
+    network: BTreeSet<String>,
+    exec: BTreeSet<String>,
+    invalid: Vec<String>,
+}
+
+impl Missing {
+    fn refusal(&self, site: &StepSite) -> Option<Refusal> {
+        if !self.invalid.is_empty() {
+            return Some(Refusal {
+                message: format!(
+                    "the plugin declares an invalid need: {}",
+                    self.invalid.join("; ")
+                ),
+                hint: "this is a bug in the plugin; report it to its authors".into(),
+            });
+        }
+        let mut what = Vec::new();
+        let mut yaml = Vec::new();
+        if self.workspace {
+            what.push("write access to the workspace".to_string());
+            yaml.push("workspace: write".to_string());
+        }
+        if !self.paths.is_empty() {
+            what.push(format!(
+                "host paths {}",
+                join(
+                    self.paths
+                        .iter()
+                        .map(|(p, a)| format!("{} ({a})", p.display()))
+                )
+            ));
+            let items: Vec<String> = self
+                .paths
+                .iter()
+                .map(|(p, a)| format!("{}: {a}", p.display()))
+                .collect();
+            yaml.push(format!("paths: {{ {} }}", items.join(", ")));
+        }
+        for (label, key, set) in [
+            ("environment variables", "env", &self.env),
+            ("secrets", "secrets", &self.secrets),
+            ("network access to", "network", &self.network),
+            ("exec of", "exec", &self.exec),
+        ] {
+            if set.is_empty() {
+                continue;
+            }
+            what.push(format!("{label} {}", join(set.iter().cloned())));
+            let items: Vec<String> = set
+                .iter()
+                .map(|s| {
+                    if key == "network" {
+                        format!("\"{s}\"")
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect();
+            yaml.push(format!("{key}: [{}]", items.join(", ")));
+        }
+        if what.is_empty() {
+            return None;
+        }
+        let mut hint = format!("grant it in {}:\n    permissions:", site.grant_site());
+        for line in &yaml {
+            hint.push_str("\n      ");
+            hint.push_str(line);
+        }
+        Some(Refusal {
+            message: format!(
+                "step `{}` of job `{}` needs {} but the pipeline does not grant it",
+                site.step.name,
+                site.job,
+                what.join(", ")
+            ),
+            hint,
+        })
+    }
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The message for something a running step tried without a grant.
+pub fn runtime_denial_text(site: &crate::state::Site, what: &str, yaml: &str) -> String {
+    format!(
+        "{what} is not granted to step `{}` of job `{}`\nhint: the plugin must declare it in describe() and the pipeline grant it in {}:\n    permissions:\n      {yaml}",
+        site.step, site.job, site.grant_site
+    )
+}

@@ -1,0 +1,229 @@
+//! Host side of `ferry:step/process`: granted programs, no shell, confined env and cwd,
+//! live output, and the whole process group killed on timeout or cancel.
+
+use crate::bindings::process::{self, Command, Error, Output};
+use crate::state::{DeadlineReached, StepState};
+use ferry_engine::{Level, StepLog, os};
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Bytes of each stream returned to the guest; the log still sees all of it up to its cap.
+pub const MAX_CAPTURE: u64 = 4 << 20;
+
+/// Kills the child's process group when dropped: on cancel (the step future is dropped),
+/// on timeout, and after a normal exit to reap background processes the step left.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            os::kill_process_group(pid);
+        }
+    }
+}
+
+impl process::Host for StepState {
+    fn max_output_bytes(&mut self) -> wasmtime::Result<u64> {
+        Ok(MAX_CAPTURE)
+    }
+
+    async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<Output, Error>> {
+        if cmd.program.contains('/') || cmd.program.contains('\\') {
+            return Ok(Err(Error::Invalid(format!(
+                "`{}` is a path; name a granted program instead, e.g. `git`",
+                cmd.program
+            ))));
+        }
+        let Some(resolved) = self.grant.exec.get(&cmd.program) else {
+            return Ok(Err(Error::Denied(crate::grant::runtime_denial_text(
+                &self.site,
+                &format!("exec of `{}`", cmd.program),
+                &format!("exec: [{}]", cmd.program),
+            ))));
+        };
+        let Some(program) = resolved.clone() else {
+            return Ok(Err(Error::NotFound(format!(
+                "`{}` is granted but was not found on the host PATH",
+                cmd.program
+            ))));
+        };
+        let cwd = match confine(&self.workspace, cmd.cwd.as_deref()) {
+            Ok(cwd) => cwd,
+            Err(message) => return Ok(Err(Error::Invalid(message))),
+        };
+        let mut child = tokio::process::Command::new(&program);
+        child
+            .args(&cmd.args)
+            .current_dir(&cwd)
+            .env_clear()
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(path) = &self.grant.path_var {
+            child.env("PATH", path);
+        }
+        #[cfg(windows)]
+        for name in ["SystemRoot", "ComSpec", "PATHEXT", "TEMP", "TMP"] {
+            if let Some(value) = std::env::var_os(name) {
+                child.env(name, value);
+            }
+        }
+        child
+            .envs(&self.grant.env)
+            .env("CI", "true")
+            .env("FERRY", "true")
+            .env("FERRY_WORKSPACE", &self.workspace)
+            .env("FERRY_OUTPUT", &self.output_file)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)));
+        os::new_process_group(&mut child);
+        let mut child = match child.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Ok(Err(Error::SpawnFailed(format!(
+                    "cannot start `{}`: {e}",
+                    program.display()
+                ))));
+            }
+        };
+        let _guard = GroupGuard(child.id());
+        if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), cmd.stdin) {
+            tokio::spawn(async move {
+                // A child that exits without reading its input is not an error.
+                let _ = stdin.write_all(&bytes).await;
+            });
+        }
+        let echo = cmd.echo.then(|| self.log.clone());
+        let stdout = tokio::spawn(capture(child.stdout.take(), echo.clone(), Level::Stdout));
+        let stderr = tokio::spawn(capture(child.stderr.take(), echo, Level::Stderr));
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = tokio::time::sleep_until(deadline) => {
+                self.log.line(Level::Error, &format!("[ferry] `{}` killed at the step's deadline", cmd.program));
+                return Err(DeadlineReached.into());
+            }
+        };
+        // Background processes the command left behind would hold the pipes open.
+        drop(_guard);
+        let (stdout, stderr) = (stdout.await?, stderr.await?);
+        self.log.flush();
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => {
+                return Ok(Err(Error::SpawnFailed(format!(
+                    "waiting for `{}`: {e}",
+                    cmd.program
+                ))));
+            }
+        };
+        Ok(Ok(Output {
+            exit_code: status.code(),
+            truncated: stdout.1 || stderr.1,
+            stdout: stdout.0,
+            stderr: stderr.0,
+        }))
+    }
+}
+
+/// Reads a stream to its end, copying it to the log and keeping at most `MAX_CAPTURE` bytes.
+async fn capture(
+    stream: Option<impl AsyncRead + Unpin>,
+    log: Option<StepLog>,
+    level: Level,
+) -> (Vec<u8>, bool) {
+    let Some(mut stream) = stream else {
+        return (Vec::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(log) = &log {
+                    log.write(level, &buf[..n]);
+                }
+                let room = (MAX_CAPTURE as usize).saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+/// Resolves a working directory given relative to the workspace, refusing anything that
+/// leaves it (`..`, absolute paths, symlinks pointing outside).
+pub fn confine(workspace: &Path, cwd: Option<&str>) -> Result<PathBuf, String> {
+    let Some(cwd) = cwd.filter(|c| !c.is_empty() && *c != ".") else {
+        return Ok(workspace.to_path_buf());
+    };
+    let relative = Path::new(cwd);
+    let escapes = relative.is_absolute()
+        || relative.components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::Prefix(_)
+            )
+        });
+    if escapes {
+        return Err(format!(
+            "working directory `{cwd}` leaves the workspace; give a path inside it, relative to its root"
+        ));
+    }
+    let joined = workspace.join(relative);
+    let real = joined
+        .canonicalize()
+        .map_err(|e| format!("working directory `{cwd}`: {e}"))?;
+    let root = workspace
+        .canonicalize()
+        .map_err(|e| format!("workspace `{}`: {e}", workspace.display()))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "working directory `{cwd}` resolves outside the workspace (through a symbolic link)"
+        ));
+    }
+    if !real.is_dir() {
+        return Err(format!("working directory `{cwd}` is not a directory"));
+    }
+    Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_directory_stays_in_the_workspace() {
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::create_dir(ws.path().join("sub")).unwrap();
+        assert!(confine(ws.path(), Some("sub")).unwrap().ends_with("sub"));
+        assert!(confine(ws.path(), None).is_ok());
+        assert!(
+            confine(ws.path(), Some("../x"))
+                .unwrap_err()
+                .contains("leaves the workspace")
+        );
+        assert!(
+            confine(ws.path(), Some("/etc"))
+                .unwrap_err()
+                .contains("leaves the workspace")
+        );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/etc", ws.path().join("out")).unwrap();
+            assert!(
+                confine(ws.path(), Some("out"))
+                    .unwrap_err()
+                    .contains("outside")
+            );
+        }
+    }
+}

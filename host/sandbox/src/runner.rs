@@ -1,0 +1,557 @@
+//! The sandbox: one wasmtime engine per run, a compiled component per plugin, a fresh store
+//! per step.
+
+use crate::bindings;
+use crate::cache::ComponentCache;
+use crate::grant::{self, Grant, Host, Needs, StepSite};
+use crate::plugin::{self, Inspection, Plugin, PluginInfo, PluginKind};
+use crate::state::{DeadlineReached, MemoryLimitReached, MemoryLimits, Site, StepState};
+use crate::stdio::LogStream;
+use ferry_engine::{FailureKind, StepOutcome, StepRequest, StepRunner};
+use ferry_model::{Access, Uses};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// How often the epoch advances: the resolution of timeouts and of cancellation of a guest
+/// that never calls the host.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Where the workspace appears inside the guest.
+pub const GUEST_WORKSPACE: &str = "/workspace";
+
+/// Settings of a sandbox.
+pub struct SandboxOptions {
+    /// Where compiled components are kept.
+    pub cache_dir: PathBuf,
+    /// Built-in steps by name.
+    pub builtins: &'static [(&'static str, &'static [u8])],
+}
+
+/// Runs steps as components. Create one per run; it keeps each plugin loaded for the run.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: ComponentCache,
+    builtins: &'static [(&'static str, &'static [u8])],
+    plugins: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<Plugin>, String>>>>>,
+    ticking: Arc<AtomicBool>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Sandbox {
+    pub fn new(options: SandboxOptions) -> wasmtime::Result<Sandbox> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Step::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        let ticking = Arc::new(AtomicBool::new(true));
+        let (flag, ticker) = (ticking.clone(), engine.weak());
+        std::thread::Builder::new()
+            .name("ferry-epoch".into())
+            .spawn(move || {
+                while flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Sandbox {
+            cache: ComponentCache::new(options.cache_dir, &engine),
+            engine,
+            linker,
+            builtins: options.builtins,
+            plugins: Mutex::new(HashMap::new()),
+            ticking,
+        })
+    }
+
+    fn bytes_of(&self, uses: &Uses) -> Result<(String, Vec<u8>), String> {
+        match uses {
+            Uses::Builtin(name) => self
+                .builtins
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(n, b)| (n.to_string(), b.to_vec()))
+                .ok_or_else(|| format!("no built-in step `{name}`")),
+            Uses::Path(path) => std::fs::read(path)
+                .map(|b| {
+                    let name = path
+                        .file_stem()
+                        .map_or("component".into(), |s| s.to_string_lossy().into_owned());
+                    (name, b)
+                })
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+        }
+    }
+
+    /// Loads a plugin once per sandbox, however many steps and jobs use it.
+    pub async fn plugin(&self, uses: &Uses) -> Result<Arc<Plugin>, String> {
+        let cell = {
+            let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+            plugins.entry(uses.to_string()).or_default().clone()
+        };
+        cell.get_or_init(|| async {
+            let (name, bytes) = self.bytes_of(uses)?;
+            let (engine, linker, cache) =
+                (self.engine.clone(), self.linker.clone(), self.cache.clone());
+            let prepared = tokio::task::spawn_blocking(move || {
+                plugin::prepare(&engine, &linker, &cache, &bytes)
+            })
+            .await
+            .map_err(|e| format!("loading the component failed: {e}"))??;
+            let (_component, digest, cache, kind) = prepared;
+            let info = match &kind {
+                PluginKind::Step(pre) => self.describe(pre).await?,
+                PluginKind::Command(_) => plugin::command_info(&name),
+            };
+            Ok(Arc::new(Plugin {
+                digest,
+                info,
+                kind,
+                cache,
+            }))
+        })
+        .await
+        .clone()
+    }
+
+    async fn describe(&self, pre: &bindings::StepPre<StepState>) -> Result<PluginInfo, String> {
+        let mut store = self.store(bare_state(Instant::now() + Duration::from_secs(10)));
+        let step = pre.instantiate_async(&mut store).await.map_err(|e| {
+            format!(
+                "instantiating the component failed: {}",
+                plugin::root_cause(&e)
+            )
+        })?;
+        let info = step
+            .call_describe(&mut store)
+            .await
+            .map_err(|e| format!("`describe()` failed: {}", plugin::root_cause(&e)))?;
+        Ok(plugin::step_info(info))
+    }
+
+    /// Everything `ferry plugin inspect` shows about a component file.
+    pub async fn inspect(&self, bytes: Vec<u8>, name: &str) -> Result<Inspection, String> {
+        let size = bytes.len();
+        let (engine, linker, cache) =
+            (self.engine.clone(), self.linker.clone(), self.cache.clone());
+        let (component, digest, _, kind) =
+            tokio::task::spawn_blocking(move || plugin::prepare(&engine, &linker, &cache, &bytes))
+                .await
+                .map_err(|e| e.to_string())??;
+        let (imports, exports) = plugin::interface_names(&self.engine, &component);
+        let info = match &kind {
+            PluginKind::Step(pre) => self.describe(pre).await?,
+            PluginKind::Command(_) => plugin::command_info(name),
+        };
+        Ok(Inspection {
+            digest: format!("sha256:{digest}"),
+            size,
+            imports,
+            exports,
+            info,
+        })
+    }
+
+    fn store(&self, state: StepState) -> Store<StepState> {
+        let deadline = state.deadline;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineReached.into())
+            } else {
+                // Yield to the executor every tick so a busy guest can still be cancelled.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    async fn run(
+        &self,
+        req: &StepRequest,
+    ) -> Result<BTreeMap<String, String>, (FailureKind, String)> {
+        let step = req.step();
+        let plugin = self.plugin(&step.uses).await.map_err(|e| {
+            (
+                FailureKind::Internal,
+                format!("cannot load `{}`: {e}", step.uses),
+            )
+        })?;
+        let site = StepSite {
+            pipeline: &req.pipeline,
+            step,
+            job: &req.job().id,
+        };
+        let needs = plugin
+            .info
+            .needs
+            .clone()
+            .unwrap_or_else(|| needs_from_grants(step));
+        let host_env = |name: &str| std::env::var(name).ok();
+        let host = Host {
+            env: &host_env,
+            path_var: std::env::var_os("PATH"),
+        };
+        let grant = grant::grant(&site, &needs, &req.env, &req.secrets, &host)
+            .map_err(|refusal| (FailureKind::Denied, refusal.to_string()))?;
+        let inputs = check_inputs(&plugin.info, &req.inputs)
+            .map_err(|message| (FailureKind::InvalidInput, message))?;
+        let wasi = self
+            .wasi(&grant, req, &plugin.info, &inputs)
+            .await
+            .map_err(|e| (FailureKind::Internal, e))?;
+        let state = StepState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: MemoryLimits {
+                limit: grant.memory,
+                used: 0,
+            },
+            log: req.log.clone(),
+            outputs: BTreeMap::new(),
+            workspace: req.workspace.clone(),
+            output_file: req.output_file.clone(),
+            deadline: req.deadline,
+            site: Site {
+                step: step.name.clone(),
+                job: req.job().id.clone(),
+                grant_site: site.grant_site(),
+            },
+            grant,
+            open_groups: 0,
+        };
+        let started = Instant::now();
+        let mut store = self.store(state);
+        let limit = req.deadline.saturating_duration_since(started);
+        let classify = |e: wasmtime::Error| classify(e, limit);
+        match &plugin.kind {
+            PluginKind::Step(pre) => {
+                let instance = pre.instantiate_async(&mut store).await.map_err(classify)?;
+                let inputs: Vec<bindings::types::Input> = inputs
+                    .into_iter()
+                    .map(|(name, value)| bindings::types::Input { name, value })
+                    .collect();
+                let result = instance
+                    .call_run(&mut store, &inputs)
+                    .await
+                    .map_err(classify)?;
+                match result {
+                    Ok(()) => {}
+                    Err(bindings::types::StepError::Failed(m)) => {
+                        return Err((FailureKind::Failed, m));
+                    }
+                    Err(bindings::types::StepError::InvalidInput(m)) => {
+                        return Err((FailureKind::InvalidInput, m));
+                    }
+                    Err(bindings::types::StepError::Denied(m)) => {
+                        return Err((FailureKind::Denied, m));
+                    }
+                }
+            }
+            PluginKind::Command(pre) => {
+                let command = pre.instantiate_async(&mut store).await.map_err(classify)?;
+                match command.wasi_cli_run().call_run(&mut store).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(())) => {
+                        return Err((
+                            FailureKind::Failed,
+                            "the command exited with an error".into(),
+                        ));
+                    }
+                    Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                        Some(exit) if exit.0 == 0 => {}
+                        Some(exit) => {
+                            return Err((
+                                FailureKind::Failed,
+                                format!("the command exited with code {}", exit.0),
+                            ));
+                        }
+                        None => return Err(classify(e)),
+                    },
+                }
+            }
+        }
+        Ok(std::mem::take(&mut store.data_mut().outputs))
+    }
+
+    async fn wasi(
+        &self,
+        grant: &Grant,
+        req: &StepRequest,
+        info: &PluginInfo,
+        inputs: &[(String, String)],
+    ) -> Result<wasmtime_wasi::WasiCtx, String> {
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(LogStream::stdout(req.log.clone()))
+            .stderr(LogStream::stderr(req.log.clone()));
+        for (name, value) in &grant.env {
+            b.env(name, value);
+        }
+        b.env("CI", "true").env("FERRY", "true");
+        if let Some(access) = grant.workspace {
+            let perms = fs_perms(access);
+            b.env("FERRY_WORKSPACE", GUEST_WORKSPACE);
+            for guest in [GUEST_WORKSPACE, "."] {
+                b.preopened_dir(&req.workspace, guest, perms).map_err(|e| {
+                    format!(
+                        "cannot open the workspace `{}`: {e}",
+                        req.workspace.display()
+                    )
+                })?;
+            }
+        }
+        for (path, access) in &grant.paths {
+            let guest = path.to_string_lossy();
+            b.preopened_dir(path, &*guest, fs_perms(*access))
+                .map_err(|e| format!("cannot open granted path `{}`: {e}", path.display()))?;
+        }
+        if info.world == plugin::World::Command {
+            let args = inputs
+                .iter()
+                .find(|(n, _)| n == "args")
+                .map(|(_, v)| serde_json::from_str::<Vec<String>>(v).unwrap_or_default())
+                .unwrap_or_default();
+            let mut argv = vec![info.name.clone()];
+            argv.extend(args);
+            b.args(&argv);
+        }
+        if grant.network.is_empty() {
+            b.allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false);
+        } else {
+            let allowed = resolve(&grant.network).await?;
+            b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
+            b.socket_addr_check(move |addr, use_| {
+                let ok = allows(&allowed, addr, use_);
+                Box::pin(async move { ok })
+            });
+        }
+        Ok(b.build())
+    }
+}
+
+impl StepRunner for Sandbox {
+    async fn run_step(&self, request: StepRequest) -> StepOutcome {
+        match self.run(&request).await {
+            Ok(outputs) => StepOutcome {
+                result: None,
+                outputs,
+            },
+            Err((kind, message)) => StepOutcome::failed(kind, message),
+        }
+    }
+}
+
+/// A store for `describe()`: nothing granted at all.
+fn bare_state(deadline: Instant) -> StepState {
+    StepState {
+        wasi: WasiCtxBuilder::new().build(),
+        table: ResourceTable::new(),
+        limits: MemoryLimits {
+            limit: ferry_model::pipeline::DEFAULT_MEMORY,
+            used: 0,
+        },
+        log: ferry_engine::StepLog::new(
+            "describe".into(),
+            "describe".into(),
+            Arc::new(Discard),
+            Arc::default(),
+            0,
+        ),
+        outputs: BTreeMap::new(),
+        grant: Grant::default(),
+        workspace: PathBuf::new(),
+        output_file: PathBuf::new(),
+        deadline,
+        site: Site {
+            step: "describe".into(),
+            job: String::new(),
+            grant_site: String::new(),
+        },
+        open_groups: 0,
+    }
+}
+
+struct Discard;
+
+impl ferry_engine::Reporter for Discard {
+    fn event(&self, _: &ferry_engine::Event) {}
+}
+
+/// A plain command cannot declare needs, so it gets what the pipeline grants.
+fn needs_from_grants(step: &ferry_model::Step) -> Needs {
+    let p = &step.permissions;
+    Needs {
+        workspace: Some(p.workspace),
+        paths: p.paths.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        env: p.env.iter().cloned().collect(),
+        secrets: p.secrets.iter().cloned().collect(),
+        network: p.network.iter().map(ToString::to_string).collect(),
+        exec: Vec::new(),
+    }
+}
+
+fn fs_perms(access: Access) -> FsPerms {
+    match access {
+        Access::Read => FsPerms::ReadOnly,
+        Access::Write => FsPerms::ReadWrite,
+    }
+}
+
+/// Checks inputs against `describe()`: unknown names, missing required ones, types; applies
+/// defaults.
+fn check_inputs(
+    info: &PluginInfo,
+    given: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut problems = Vec::new();
+    for name in given.keys() {
+        if !info.inputs.iter().any(|i| &i.name == name) {
+            let names = info.inputs.iter().map(|i| i.name.as_str());
+            let hint = match ferry_model::diag::suggest(name, names) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "`{}` takes {}",
+                    info.name,
+                    if info.inputs.is_empty() {
+                        "no inputs".to_string()
+                    } else {
+                        info.inputs
+                            .iter()
+                            .map(|i| format!("`{}`", i.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            };
+            problems.push(format!("unknown input `{name}` ({hint})"));
+        }
+    }
+    let mut inputs = Vec::new();
+    for spec in &info.inputs {
+        let value = given
+            .get(&spec.name)
+            .cloned()
+            .or_else(|| spec.default.clone());
+        let Some(value) = value else {
+            if spec.required {
+                problems.push(format!(
+                    "input `{}` is required: {}",
+                    spec.name, spec.description
+                ));
+            }
+            continue;
+        };
+        let valid = match spec.kind.as_str() {
+            "boolean" => matches!(value.as_str(), "true" | "false"),
+            "number" => value.trim().parse::<f64>().is_ok(),
+            "list" => serde_json::from_str::<Vec<String>>(&value).is_ok(),
+            _ => true,
+        };
+        if !valid {
+            problems.push(format!(
+                "input `{}` must be a {}, got `{value}`",
+                spec.name, spec.kind
+            ));
+            continue;
+        }
+        inputs.push((spec.name.clone(), value));
+    }
+    if problems.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(format!(
+            "invalid inputs for `{}`: {}",
+            info.name,
+            problems.join("; ")
+        ))
+    }
+}
+
+/// Resolves granted hosts now, so that connections are checked against addresses.
+async fn resolve(
+    grants: &[ferry_model::NetworkGrant],
+) -> Result<Vec<(std::net::IpAddr, Option<u16>)>, String> {
+    let mut allowed = Vec::new();
+    for g in grants {
+        let addrs = tokio::net::lookup_host((g.host.as_str(), g.port.unwrap_or(0)))
+            .await
+            .map_err(|e| format!("cannot resolve granted host `{g}`: {e}"))?;
+        allowed.extend(addrs.map(|a| (a.ip(), g.port)));
+    }
+    Ok(allowed)
+}
+
+fn allows(
+    allowed: &[(std::net::IpAddr, Option<u16>)],
+    addr: SocketAddr,
+    use_: SocketAddrUse,
+) -> bool {
+    match use_ {
+        // Binding is only for outgoing traffic here: an ephemeral port, never a server.
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => addr.port() == 0,
+        SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+        SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => allowed
+            .iter()
+            .any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port())),
+    }
+}
+
+fn classify(e: wasmtime::Error, limit: Duration) -> (FailureKind, String) {
+    if e.downcast_ref::<DeadlineReached>().is_some() {
+        return (
+            FailureKind::Timeout,
+            format!(
+                "the step timed out after {} (timeout-minutes)",
+                human_duration(limit)
+            ),
+        );
+    }
+    if let Some(m) = e.downcast_ref::<MemoryLimitReached>() {
+        return (FailureKind::MemoryLimit, m.to_string());
+    }
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return (
+            FailureKind::Trap,
+            format!("the step crashed (wasm trap: {trap}); its log shows what it printed last"),
+        );
+    }
+    (
+        FailureKind::Trap,
+        format!("the step failed: {}", plugin::root_cause(&e)),
+    )
+}
+
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else if secs < 3600.0 {
+        format!("{:.1}m", secs / 60.0)
+    } else {
+        format!("{:.1}h", secs / 3600.0)
+    }
+}

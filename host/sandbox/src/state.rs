@@ -1,0 +1,99 @@
+//! What a store holds while one step runs.
+
+use crate::grant::Grant;
+use ferry_engine::StepLog;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Per-step store data. Interfaces reach it through their own modules' `Host` impls.
+pub struct StepState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: MemoryLimits,
+    pub log: StepLog,
+    pub outputs: BTreeMap<String, String>,
+    pub grant: Grant,
+    /// Job workspace on the host.
+    pub workspace: PathBuf,
+    /// `$FERRY_OUTPUT` for child processes.
+    pub output_file: PathBuf,
+    pub deadline: Instant,
+    /// Text naming the step and where grants go, for denial messages.
+    pub site: Site,
+    pub open_groups: u32,
+}
+
+/// Denial context computed once per step.
+#[derive(Clone)]
+pub struct Site {
+    pub step: String,
+    pub job: String,
+    pub grant_site: String,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Raised (as a trap) when the step's memories together pass the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {} reached (permissions.memory)", ferry_model::pipeline::format_size(*.limit))]
+pub struct MemoryLimitReached {
+    pub limit: u64,
+}
+
+/// Raised (as a trap) when the step's deadline passes.
+#[derive(Debug, thiserror::Error)]
+#[error("the step ran past its deadline")]
+pub struct DeadlineReached;
+
+/// Caps the sum of all linear memories of a step, not just each one.
+pub struct MemoryLimits {
+    pub limit: u64,
+    pub used: u64,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = (desired - current) as u64;
+        if self.used + grown > self.limit {
+            return Err(MemoryLimitReached { limit: self.limit }.into());
+        }
+        self.used += grown;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+
+    fn instances(&self) -> usize {
+        1_000
+    }
+
+    fn tables(&self) -> usize {
+        1_000
+    }
+
+    fn memories(&self) -> usize {
+        100
+    }
+}
