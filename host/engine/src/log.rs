@@ -1,7 +1,7 @@
 //! The log of one step: line splitting, secret masking and the byte cap.
 
 use crate::event::{Annotation, Event, Level, Reporter};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Replaces every occurrence of a secret value with `***`.
@@ -60,6 +60,7 @@ struct Inner {
     limit: u64,
     written: AtomicU64,
     dropped: AtomicU64,
+    truncated: AtomicBool,
     /// Unfinished last line of each raw stream (stdout, stderr).
     partial: Mutex<[Vec<u8>; 2]>,
 }
@@ -81,6 +82,7 @@ impl StepLog {
                 limit,
                 written: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
+                truncated: AtomicBool::new(false),
                 partial: Mutex::new([Vec::new(), Vec::new()]),
             }),
         }
@@ -99,19 +101,8 @@ impl StepLog {
         let inner = &*self.inner;
         let size = text.len() as u64 + 1;
         let before = inner.written.fetch_add(size, Ordering::Relaxed);
-        if before >= inner.limit {
-            inner.dropped.fetch_add(size, Ordering::Relaxed);
-            return;
-        }
         if before + size > inner.limit {
-            inner.dropped.fetch_add(size, Ordering::Relaxed);
-            self.emit_raw(
-                Level::Warn,
-                format!(
-                    "[ferry] log truncated: this step wrote more than {} bytes (permissions.log-limit); the rest is dropped",
-                    inner.limit
-                ),
-            );
+            self.drop_bytes(size);
             return;
         }
         let text = if inner.masker.is_empty() {
@@ -120,6 +111,21 @@ impl StepLog {
             inner.masker.mask(text)
         };
         self.emit_raw(level, text);
+    }
+
+    /// Counts bytes dropped at the cap; the first drop leaves one marker line.
+    fn drop_bytes(&self, n: u64) {
+        let inner = &*self.inner;
+        inner.dropped.fetch_add(n, Ordering::Relaxed);
+        if !inner.truncated.swap(true, Ordering::Relaxed) {
+            self.emit_raw(
+                Level::Warn,
+                format!(
+                    "[ferry] log truncated: this step wrote more than {} (permissions.log-limit); the rest is dropped",
+                    ferry_model::pipeline::format_size(inner.limit)
+                ),
+            );
+        }
     }
 
     fn emit_raw(&self, level: Level, text: String) {
@@ -139,10 +145,9 @@ impl StepLog {
             let buffer = &mut partial[slot];
             // Once the cap is reached, do not even keep the bytes around.
             if self.inner.written.load(Ordering::Relaxed) >= self.inner.limit {
-                self.inner
-                    .dropped
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 buffer.clear();
+                drop(partial);
+                self.drop_bytes(bytes.len() as u64);
                 return;
             }
             buffer.extend_from_slice(bytes);
@@ -277,5 +282,12 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[2].contains("log truncated"));
         assert_eq!(log.dropped(), 80);
+        drop(lines);
+        // Exactly at the limit: the next line is dropped and marked.
+        let (log, out) = super::tests::log(20, &[]);
+        log.line(Level::Stdout, "123456789");
+        log.line(Level::Stdout, "123456789");
+        log.line(Level::Stdout, "x");
+        assert_eq!(out.0.lock().unwrap().len(), 3);
     }
 }

@@ -87,6 +87,14 @@ impl Template {
         Ok(Template { parts, span })
     }
 
+    /// The text, when the template has no expressions.
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Lit(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     /// Expressions in the template, with where each is written.
     pub fn references(&self) -> impl Iterator<Item = (&Reference, Span)> {
         self.parts.iter().filter_map(|p| match p {

@@ -331,16 +331,16 @@ impl Reader<'_> {
             .map(|n| self.env_map(n, "`env`"))
             .unwrap_or_default();
         let mut with = BTreeMap::new();
-        if let Some(n) = get(entries, "with") {
-            if let Some(items) = self.mapping(n, "`with`") {
-                for (k, v) in items {
-                    let (Some(name), Some(value)) =
-                        (self.string(k, "an input name"), self.template(v))
-                    else {
-                        continue;
-                    };
-                    with.insert(name, value);
-                }
+        if let Some(n) = get(entries, "with")
+            && let Some(items) = self.mapping(n, "`with`")
+        {
+            for (k, v) in items {
+                let (Some(name), Some(value)) =
+                    (self.string(k, "an input name"), self.input_value(v))
+                else {
+                    continue;
+                };
+                with.insert(name, value);
             }
         }
         let uses_node = get(entries, "uses");
@@ -412,10 +412,10 @@ impl Reader<'_> {
                     None => DEFAULT_SHELL.to_string(),
                 };
                 with.insert("shell".into(), Template::literal(shell));
-                if let Some(n) = get(entries, "working-directory") {
-                    if let Some(t) = self.template(n) {
-                        with.insert("working-directory".into(), t);
-                    }
+                if let Some(n) = get(entries, "working-directory")
+                    && let Some(t) = self.template(n)
+                {
+                    with.insert("working-directory".into(), t);
                 }
                 (
                     Uses::Builtin("shell".into()),
@@ -624,14 +624,14 @@ impl Reader<'_> {
                     _ => format!("allowed keys {context}: {}", list(allowed)),
                 };
                 self.error(key.span, format!("unknown key `{name}` {context}"), hint);
-            } else if let Some((_, what)) = NOT_YET.iter().find(|(k, _)| *k == name) {
-                if allowed == JOB_KEYS || (allowed == STEP_KEYS && name == "if") {
-                    self.error(
-                        key.span,
-                        format!("`{name}` is not supported yet"),
-                        format!("{what} arrive in a later release; remove `{name}` for now"),
-                    );
-                }
+            } else if let Some((_, what)) = NOT_YET.iter().find(|(k, _)| *k == name)
+                && (allowed == JOB_KEYS || (allowed == STEP_KEYS && name == "if"))
+            {
+                self.error(
+                    key.span,
+                    format!("`{name}` is not supported yet"),
+                    format!("{what} arrive in a later release; remove `{name}` for now"),
+                );
             }
         }
     }
@@ -684,6 +684,40 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    /// An input under `with:`: a string, or a list of strings passed as a JSON array.
+    fn input_value(&mut self, node: &Node) -> Option<Template> {
+        let Kind::Seq(items) = &node.kind else {
+            return self.template(node);
+        };
+        let mut values = Vec::new();
+        for item in items {
+            match item.as_str() {
+                Some(text) if text.contains("${{") => {
+                    self.error(
+                        item.span,
+                        "expressions inside a list are not supported yet",
+                        "pass the whole value as one string instead",
+                    );
+                    return None;
+                }
+                Some(text) if !item.is_null() => values.push(text.to_string()),
+                _ => {
+                    self.error(
+                        item.span,
+                        format!("list items must be strings, found {}", item.describe()),
+                        "quote the item",
+                    );
+                    return None;
+                }
+            }
+        }
+        let json = serde_json::to_string(&values).unwrap_or_default();
+        Some(Template {
+            span: node.span,
+            ..Template::literal(json)
+        })
     }
 
     fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {

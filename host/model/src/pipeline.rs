@@ -256,12 +256,7 @@ mod tests {
         let g = NetworkGrant::parse("API.example.com:443").unwrap();
         assert_eq!(g.host, "api.example.com");
         assert_eq!(g.port, Some(443));
-        assert!(
-            NetworkGrant::parse("example.com")
-                .unwrap()
-                .covers(&g.clone())
-                == false
-        );
+        assert!(!NetworkGrant::parse("example.com").unwrap().covers(&g));
         assert!(NetworkGrant::parse("api.example.com").unwrap().covers(&g));
         assert!(
             !NetworkGrant::parse("api.example.com:80")

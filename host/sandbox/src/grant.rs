@@ -168,18 +168,10 @@ pub fn grant(
         network.extend(overlapping);
     }
     let mut exec = BTreeMap::new();
-    if step.is_run {
-        if let Some(shell) = step
-            .with
-            .get("shell")
-            .and_then(|t| match t.parts.as_slice() {
-                [ferry_model::expr::Part::Lit(s)] => Some(s.clone()),
-                _ => None,
-            })
-        {
-            let path = find(&shell, host);
-            exec.insert(shell, path);
-        }
+    if step.is_run
+        && let Some(shell) = step.with.get("shell").and_then(|t| t.as_literal())
+    {
+        exec.insert(shell.to_string(), find(shell, host));
     }
     for program in &needs.exec {
         if granted.exec.contains(program) {

@@ -28,6 +28,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Where the workspace appears inside the guest.
 pub const GUEST_WORKSPACE: &str = "/workspace";
 
+/// A plugin loaded at most once per run, however many steps wait for it.
+type LoadOnce = OnceCell<Result<Arc<Plugin>, String>>;
+
 /// Settings of a sandbox.
 pub struct SandboxOptions {
     /// Where compiled components are kept.
@@ -42,7 +45,7 @@ pub struct Sandbox {
     linker: Linker<StepState>,
     cache: ComponentCache,
     builtins: &'static [(&'static str, &'static [u8])],
-    plugins: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<Plugin>, String>>>>>,
+    plugins: Mutex<HashMap<String, Arc<LoadOnce>>>,
     ticking: Arc<AtomicBool>,
 }
 

@@ -1,0 +1,475 @@
+//! Every capability tested one at a time against real guest components, each denial while a
+//! sibling job passes.
+
+use ferry_builtins::fixtures;
+use ferry_engine::event::{Event, FailureKind, Level, Reporter, Status};
+use ferry_engine::{CancellationToken, RunOptions, RunResult};
+use ferry_model::{Plan, Source};
+use ferry_sandbox::{Sandbox, SandboxOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Event>>);
+
+impl Reporter for Collect {
+    fn event(&self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+struct Outcome {
+    result: RunResult,
+    events: Vec<Event>,
+    root: tempfile::TempDir,
+}
+
+impl Outcome {
+    fn step(&self, job: &str) -> (Status, Option<FailureKind>, String) {
+        let j = &self.result.summary.jobs[job];
+        let step = &j.steps[0];
+        (
+            step.status,
+            step.failure,
+            step.message.clone().unwrap_or_default(),
+        )
+    }
+
+    fn log(&self, job: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Log { job: j, text, .. } if &**j == job => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn job(&self, job: &str) -> Status {
+        self.result.summary.jobs[job].status
+    }
+
+    /// The denial must not touch the sibling.
+    fn sibling_passed(&self) {
+        assert_eq!(
+            self.job("sibling"),
+            Status::Passed,
+            "the sibling job must pass"
+        );
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ferry-cache")
+}
+
+/// Runs `jobs` (YAML under `jobs:`) plus a passing `sibling` job in a fresh repository.
+async fn run(jobs: &str, setup: impl FnOnce(&Path)) -> Outcome {
+    run_with(jobs, setup, BTreeMap::new()).await
+}
+
+async fn run_with(
+    jobs: &str,
+    setup: impl FnOnce(&Path),
+    secrets: BTreeMap<String, String>,
+) -> Outcome {
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("README.md"), "a repository\n").unwrap();
+    setup(root.path());
+    let yaml = format!(
+        "name: sandbox test\njobs:\n{jobs}\n  sibling:\n    steps:\n      - uses: {}\n        with: {{ case: noop }}\n",
+        fixtures::PROBE
+    );
+    let source = Source::new(repo.join("ferry.yaml"), yaml);
+    let pipeline = ferry_model::parse(&source, &repo, &["shell"]).unwrap_or_else(|r| panic!("{r}"));
+    let plan = Plan::new(pipeline, &[]).unwrap();
+    let sandbox = Arc::new(
+        Sandbox::new(SandboxOptions {
+            cache_dir: cache_dir(),
+            builtins: ferry_builtins::BUILTINS,
+        })
+        .unwrap(),
+    );
+    let collect = Arc::new(Collect::default());
+    let options = RunOptions {
+        parallel: 4,
+        fail_fast: false,
+        state_dir: repo.join(".ferry"),
+        source_dir: repo.clone(),
+        keep_workspaces: false,
+        secrets,
+        cancel: CancellationToken::new(),
+    };
+    let result = ferry_engine::run(plan, sandbox, collect.clone(), options)
+        .await
+        .unwrap();
+    let events = collect.0.lock().unwrap().clone();
+    Outcome {
+        result,
+        events,
+        root,
+    }
+}
+
+fn probe(case: &str, arg: &str) -> String {
+    format!(
+        "  probe:\n    steps:\n      - uses: {}\n        with: {{ case: {case}, arg: {arg:?} }}\n",
+        fixtures::PROBE
+    )
+}
+
+fn outside(root: &Path) {
+    std::fs::create_dir_all(root.join("outside")).unwrap();
+    std::fs::write(root.join("outside/secret.txt"), "top secret\n").unwrap();
+}
+
+#[tokio::test]
+async fn reads_inside_the_workspace() {
+    let out = run(&probe("read", "README.md"), |_| {}).await;
+    assert_eq!(
+        out.step("probe").0,
+        Status::Passed,
+        "{:?}",
+        out.step("probe")
+    );
+    assert!(out.log("probe").iter().any(|l| l.contains("read 13 bytes")));
+    let out = run(&probe("read", "/workspace/README.md"), |_| {}).await;
+    assert_eq!(
+        out.step("probe").0,
+        Status::Passed,
+        "{:?}",
+        out.step("probe")
+    );
+}
+
+#[tokio::test]
+async fn denies_parent_directory_escape() {
+    // From .ferry/runs/<id>/workspaces/probe, six levels up is the temp root.
+    let out = run(
+        &probe("read", "../../../../../../outside/secret.txt"),
+        outside,
+    )
+    .await;
+    assert!(out.root.path().join("outside/secret.txt").is_file());
+    let (status, kind, message) = out.step("probe");
+    assert_eq!(
+        (status, kind),
+        (Status::Failed, Some(FailureKind::Failed)),
+        "{message}"
+    );
+    assert!(message.starts_with("read ../"), "{message}");
+    assert!(!out.log("probe").iter().any(|l| l.contains("top secret")));
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn denies_absolute_paths() {
+    let out = run(&probe("read", "/etc/passwd"), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed);
+    assert!(message.contains("/etc/passwd"), "{message}");
+    out.sibling_passed();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn denies_a_planted_symlink_that_points_outside() {
+    let out = run(&probe("read", "link"), |root| {
+        outside(root);
+        std::os::unix::fs::symlink(root.join("outside/secret.txt"), root.join("repo/link"))
+            .unwrap();
+    })
+    .await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed, "{message}");
+    assert!(message.starts_with("read link"), "{message}");
+    assert!(!out.log("probe").iter().any(|l| l.contains("top secret")));
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn denies_environment_variables_not_granted() {
+    // PATH is set on the host; the probe neither declares nor is granted it.
+    assert!(std::env::var_os("PATH").is_some());
+    let out = run(&probe("env", "PATH"), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed);
+    assert_eq!(message, "PATH is not set");
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn denies_writes_to_a_read_only_workspace() {
+    let out = run(&probe("write", "new.txt"), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed);
+    assert!(message.starts_with("write new.txt"), "{message}");
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn denies_tcp_connect_without_a_grant() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = run(&probe("connect", &addr), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed);
+    assert!(message.starts_with(&format!("connect {addr}")), "{message}");
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn denies_exec_of_a_program_not_granted() {
+    let out = run(&probe("exec", "echo hi"), |_| {}).await;
+    let (status, kind, message) = out.step("probe");
+    assert_eq!((status, kind), (Status::Failed, Some(FailureKind::Denied)));
+    assert!(
+        message.contains("exec of `echo` is not granted"),
+        "{message}"
+    );
+    assert!(
+        message.contains("exec: [echo]"),
+        "the hint names the grant: {message}"
+    );
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn stops_an_infinite_loop_at_the_timeout() {
+    let jobs = format!(
+        "  probe:\n    steps:\n      - uses: {}\n        with: {{ case: spin }}\n        timeout-minutes: 0.01\n",
+        fixtures::PROBE
+    );
+    let started = std::time::Instant::now();
+    let out = run(&jobs, |_| {}).await;
+    let (status, kind, message) = out.step("probe");
+    assert_eq!(
+        (status, kind),
+        (Status::Failed, Some(FailureKind::Timeout)),
+        "{message}"
+    );
+    assert!(message.contains("timed out after 0.6s"), "{message}");
+    assert!(started.elapsed().as_secs() < 5, "stopped promptly");
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn stops_a_memory_bomb_at_the_limit() {
+    let jobs = format!(
+        "  probe:\n    steps:\n      - uses: {}\n        with: {{ case: memory }}\n        permissions: {{ memory: 64MiB }}\n",
+        fixtures::PROBE
+    );
+    let out = run(&jobs, |_| {}).await;
+    let (status, kind, message) = out.step("probe");
+    assert_eq!(
+        (status, kind),
+        (Status::Failed, Some(FailureKind::MemoryLimit)),
+        "{message}"
+    );
+    assert_eq!(
+        message,
+        "memory limit of 64 MiB reached (permissions.memory)"
+    );
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn caps_a_gibibyte_of_log_output() {
+    let out = run(&probe("flood", &(1u64 << 30).to_string()), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Passed, "{message}");
+    let log = out.log("probe");
+    let bytes: usize = log.iter().map(|l| l.len() + 1).sum();
+    assert!(bytes <= (10 << 20) + 200, "log kept {bytes} bytes");
+    assert!(bytes >= (9 << 20), "log kept only {bytes} bytes");
+    assert!(
+        log.last().unwrap().contains("log truncated"),
+        "{:?}",
+        &log[log.len() - 3..]
+    );
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn a_panicking_guest_is_a_crash_not_a_host_failure() {
+    let out = run(&probe("panic", ""), |_| {}).await;
+    let (status, kind, message) = out.step("probe");
+    assert_eq!(
+        (status, kind),
+        (Status::Failed, Some(FailureKind::Trap)),
+        "{message}"
+    );
+    assert!(
+        out.log("probe")
+            .iter()
+            .any(|l| l.contains("the fixture panicked"))
+    );
+    out.sibling_passed();
+}
+
+fn granted(case: &str, arg: &str, permissions: &str) -> String {
+    format!(
+        "  probe:\n    steps:\n      - uses: {}\n        with: {{ case: {case}, arg: {arg:?} }}\n{permissions}",
+        fixtures::GRANTED
+    )
+}
+
+const ALL_GRANTS: &str = "        permissions:\n          workspace: write\n          env: [FIXTURE_VAR]\n          secrets: [FIXTURE_SECRET]\n          network: [\"127.0.0.1\"]\n          exec: [echo]\n";
+
+#[tokio::test]
+async fn refuses_before_start_a_need_that_was_not_granted() {
+    let out = run(&granted("noop", "", ""), |_| {}).await;
+    let (status, kind, message) = out.step("probe");
+    assert_eq!((status, kind), (Status::Failed, Some(FailureKind::Denied)));
+    assert!(
+        message.contains("needs write access to the workspace"),
+        "{message}"
+    );
+    for grant in [
+        "workspace: write",
+        "env: [FIXTURE_VAR]",
+        "secrets: [FIXTURE_SECRET]",
+        "network: [\"127.0.0.1\"]",
+        "exec: [echo]",
+    ] {
+        assert!(message.contains(grant), "hint lacks `{grant}`: {message}");
+    }
+    assert!(
+        message.contains("ferry.yaml:"),
+        "hint names the line: {message}"
+    );
+    // Nothing ran: the step never logged.
+    assert!(out.log("probe").is_empty());
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn granted_capabilities_work() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("FIXTURE_VAR", "from the host") };
+    for (case, arg) in [
+        ("write", "new.txt"),
+        ("env", "FIXTURE_VAR"),
+        ("connect", addr.as_str()),
+        ("exec", "echo hi"),
+    ] {
+        let out = run(&granted(case, arg, ALL_GRANTS), |_| {}).await;
+        let (status, _, message) = out.step("probe");
+        assert_eq!(status, Status::Passed, "{case}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_reach_granted_steps_masked() {
+    let secrets = BTreeMap::from([("FIXTURE_SECRET".to_string(), "s3cr3t-value".to_string())]);
+    let out = run_with(
+        &granted("env", "FIXTURE_SECRET", ALL_GRANTS),
+        |_| {},
+        secrets,
+    )
+    .await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Passed, "{message}");
+    let log = out.log("probe");
+    assert!(log.iter().any(|l| l == "FIXTURE_SECRET=***"), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("s3cr3t-value")));
+}
+
+#[tokio::test]
+async fn outputs_logs_and_annotations_reach_the_events() {
+    let jobs = format!(
+        "  probe:\n    steps:\n      - id: first\n        uses: {p}\n        with: {{ case: output, arg: value=42 }}\n      - uses: {p}\n        with: {{ case: log, arg: \"${{{{ steps.first.outputs.value }}}}\" }}\n",
+        p = fixtures::PROBE
+    );
+    let out = run(&jobs, |_| {}).await;
+    assert_eq!(out.job("probe"), Status::Passed);
+    assert!(out.events.iter().any(
+        |e| matches!(e, Event::Output { name, value, .. } if name == "value" && value == "42")
+    ));
+    assert!(out.events.iter().any(
+        |e| matches!(e, Event::Log { level: Level::Warn, text, .. } if text == "a warning: 42")
+    ));
+    assert!(out.events.iter().any(
+        |e| matches!(e, Event::Log { level: Level::Stderr, text, .. } if text == "to stderr")
+    ));
+    assert!(out.events.iter().any(|e| matches!(e, Event::Annotation { annotation, .. } if annotation.file.as_deref() == Some("src/main.rs") && annotation.line == Some(3))));
+}
+
+#[tokio::test]
+async fn bad_inputs_are_reported_before_the_step_runs() {
+    let jobs = format!(
+        "  probe:\n    steps:\n      - uses: {}\n        with: {{ cas: noop }}\n",
+        fixtures::PROBE
+    );
+    let out = run(&jobs, |_| {}).await;
+    let (status, kind, message) = out.step("probe");
+    assert_eq!(
+        (status, kind),
+        (Status::Failed, Some(FailureKind::InvalidInput))
+    );
+    assert!(
+        message.contains("unknown input `cas` (did you mean `case`?)"),
+        "{message}"
+    );
+    assert!(message.contains("input `case` is required"), "{message}");
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn plain_wasi_commands_run_as_steps() {
+    let jobs = format!(
+        "  probe:\n    steps:\n      - uses: {c}\n        with: {{ args: [one, two] }}\n  failing:\n    steps:\n      - uses: {c}\n        with: {{ args: [exit=3] }}\n",
+        c = fixtures::COMMAND
+    );
+    let out = run(&jobs, |_| {}).await;
+    assert_eq!(
+        out.step("probe").0,
+        Status::Passed,
+        "{:?}",
+        out.step("probe")
+    );
+    let log = out.log("probe");
+    assert!(
+        log.contains(&"arg: one".to_string()) && log.contains(&"arg: two".to_string()),
+        "{log:?}"
+    );
+    assert!(log.contains(&"done".to_string()));
+    assert!(
+        !log.iter().any(|l| l.starts_with("env: PATH=")),
+        "no host env leaks into a command"
+    );
+    // WASI 0.2 `exit` carries only success or failure, so every failing code arrives as 1.
+    let (status, _, message) = out.step("failing");
+    assert_eq!(status, Status::Failed);
+    assert_eq!(message, "the command exited with code 1");
+    out.sibling_passed();
+}
+
+#[tokio::test]
+async fn the_second_load_comes_from_the_compiled_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = || async {
+        let sandbox = Sandbox::new(SandboxOptions {
+            cache_dir: dir.path().to_path_buf(),
+            builtins: ferry_builtins::BUILTINS,
+        })
+        .unwrap();
+        sandbox
+            .plugin(&ferry_model::Uses::Builtin("shell".into()))
+            .await
+            .unwrap()
+            .cache
+    };
+    assert_eq!(load().await, ferry_sandbox::cache::Loaded::Compiled);
+    assert_eq!(load().await, ferry_sandbox::cache::Loaded::Cached);
+    // A damaged entry is replaced, not trusted.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    assert_eq!(load().await, ferry_sandbox::cache::Loaded::Compiled);
+}
