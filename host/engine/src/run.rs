@@ -211,6 +211,11 @@ pub async fn run<R: StepRunner>(
             let semaphore = semaphore.clone();
             running.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
+                // A job still waiting for a slot when the run was cancelled never started.
+                if cancel.is_cancelled() {
+                    skip_job(&shared, i);
+                    return (i, Status::Skipped);
+                }
                 (i, run_job(&shared, runner, i, cancel).await)
             });
         }

@@ -379,7 +379,22 @@ impl Reader<'_> {
                 }
                 let uses = self.uses(u)?;
                 let name = uses.to_string();
-                (uses, false, name)
+                // `uses: shell` is the long form of `run:` and is granted the same way.
+                let is_shell = uses == Uses::Builtin("shell".into());
+                if is_shell {
+                    match with.get("shell") {
+                        None => {
+                            with.insert("shell".into(), Template::literal(DEFAULT_SHELL));
+                        }
+                        Some(t) if t.as_literal().is_none() => self.error(
+                            t.span,
+                            "the `shell` input cannot use expressions",
+                            "the shell is granted before the step runs; name it literally",
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                (uses, is_shell, name)
             }
             (None, Some(r)) => {
                 if let Some(w) = get(entries, "with") {
