@@ -15,9 +15,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Extra time the scheduler gives a runner past a step's deadline before it stops waiting;
-/// the runner is expected to enforce the deadline itself and report the timeout.
-const DEADLINE_GRACE: Duration = Duration::from_secs(5);
+/// Extra time the scheduler gives a runner past a step's time limit before it stops waiting:
+/// the runner enforces the limit itself once the step is loaded (compiling a large
+/// component on a cold cache takes seconds) and reports the timeout.
+const DEADLINE_GRACE: Duration = Duration::from_secs(60);
+
+/// Longest time limit accepted, so that instants never overflow.
+const MAX_STEP_TIME: Duration = Duration::from_secs(60 * 60 * 24 * 7);
 
 /// Everything a runner needs to run one step.
 pub struct StepRequest {
@@ -34,8 +38,9 @@ pub struct StepRequest {
     pub workspace: PathBuf,
     /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`).
     pub output_file: PathBuf,
-    /// When the step must be over.
-    pub deadline: Instant,
+    /// How long the step may run once it is loaded (`timeout-minutes`, bounded by what is
+    /// left of the job's).
+    pub timeout: Duration,
     pub log: StepLog,
     pub cancel: CancellationToken,
 }
@@ -383,15 +388,15 @@ async fn run_job<R: StepRunner>(
             step.permissions.log_limit(),
         );
         let output_file = outputs_dir.join(format!("{}.out", sanitize(&key)));
-        let deadline = {
-            let step_deadline = step_started
-                + step
-                    .timeout
-                    .or(job.timeout.map(|_| Duration::MAX))
-                    .unwrap_or(DEFAULT_STEP_TIMEOUT)
-                    .min(Duration::from_secs(60 * 60 * 24 * 7));
-            job_deadline.map_or(step_deadline, |d| d.min(step_deadline))
-        };
+        let timeout = match (step.timeout, job_deadline) {
+            (Some(limit), None) => limit,
+            (Some(limit), Some(job_end)) => {
+                limit.min(job_end.saturating_duration_since(step_started))
+            }
+            (None, Some(job_end)) => job_end.saturating_duration_since(step_started),
+            (None, None) => DEFAULT_STEP_TIMEOUT,
+        }
+        .min(MAX_STEP_TIME);
         let outcome = match prepare_step(shared, job, step, &mut scope, &output_file) {
             Err(failure) => StepOutcome {
                 result: Some(failure),
@@ -413,11 +418,11 @@ async fn run_job<R: StepRunner>(
                     secrets,
                     workspace: workspace.clone(),
                     output_file: output_file.clone(),
-                    deadline,
+                    timeout,
                     log: log.clone(),
                     cancel: cancel.clone(),
                 };
-                let backstop = tokio::time::Instant::from_std(deadline) + DEADLINE_GRACE;
+                let backstop = tokio::time::Instant::now() + timeout + DEADLINE_GRACE;
                 tokio::select! {
                     outcome = runner.run_step(request) => outcome,
                     _ = tokio::time::sleep_until(backstop) => StepOutcome::failed(

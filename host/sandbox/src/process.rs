@@ -11,14 +11,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 /// Bytes of each stream returned to the guest; the log still sees all of it up to its cap.
 pub const MAX_CAPTURE: u64 = 4 << 20;
 
-/// Kills the child's process group when dropped: on cancel (the step future is dropped),
-/// on timeout, and after a normal exit to reap background processes the step left.
-struct GroupGuard(Option<u32>);
+/// Kills the child's process group when dropped: on timeout, on a trap, and after a normal
+/// exit to reap background processes the command left. Cancellation is covered by the
+/// runner's [`ProcessGroups`](crate::state::ProcessGroups).
+struct GroupGuard {
+    groups: crate::state::ProcessGroups,
+    pid: Option<u32>,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            os::kill_process_group(pid);
+        if let Some(pid) = self.pid.take() {
+            self.groups.kill(pid);
         }
     }
 }
@@ -91,7 +95,13 @@ impl process::Host for StepState {
                 ))));
             }
         };
-        let _guard = GroupGuard(child.id());
+        if let Some(pid) = child.id() {
+            self.processes.add(pid);
+        }
+        let guard = GroupGuard {
+            groups: self.processes.clone(),
+            pid: child.id(),
+        };
         if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), cmd.stdin) {
             tokio::spawn(async move {
                 // A child that exits without reading its input is not an error.
@@ -110,7 +120,7 @@ impl process::Host for StepState {
             }
         };
         // Background processes the command left behind would hold the pipes open.
-        drop(_guard);
+        drop(guard);
         let (stdout, stderr) = (stdout.await?, stderr.await?);
         self.log.flush();
         let status = match status {

@@ -5,7 +5,9 @@ use crate::bindings;
 use crate::cache::ComponentCache;
 use crate::grant::{self, Grant, Host, Needs, StepSite};
 use crate::plugin::{self, Inspection, Plugin, PluginInfo, PluginKind};
-use crate::state::{DeadlineReached, MemoryLimitReached, MemoryLimits, Site, StepState};
+use crate::state::{
+    DeadlineReached, MemoryLimitReached, MemoryLimits, ProcessGroups, Site, StepState,
+};
 use crate::stdio::LogStream;
 use ferry_engine::{FailureKind, StepOutcome, StepRequest, StepRunner};
 use ferry_model::{Access, Uses};
@@ -225,6 +227,12 @@ impl Sandbox {
             .wasi(&grant, req, &plugin.info, &inputs)
             .await
             .map_err(|e| (FailureKind::Internal, e))?;
+        // The time limit starts once the component is loaded and the grant made.
+        let deadline = Instant::now() + req.timeout;
+        // Child process groups are killed when this future ends or is dropped (cancel),
+        // whatever state the guest's stack is in.
+        let processes = ProcessGroups::default();
+        let _reaper = Reaper(processes.clone());
         let state = StepState {
             wasi,
             table: ResourceTable::new(),
@@ -236,7 +244,8 @@ impl Sandbox {
             outputs: BTreeMap::new(),
             workspace: req.workspace.clone(),
             output_file: req.output_file.clone(),
-            deadline: req.deadline,
+            deadline,
+            processes: processes.clone(),
             site: Site {
                 step: step.name.clone(),
                 job: req.job().id.clone(),
@@ -245,56 +254,65 @@ impl Sandbox {
             grant,
             open_groups: 0,
         };
-        let started = Instant::now();
         let mut store = self.store(state);
-        let limit = req.deadline.saturating_duration_since(started);
+        let limit = req.timeout;
         let classify = |e: wasmtime::Error| classify(e, limit);
-        match &plugin.kind {
-            PluginKind::Step(pre) => {
-                let instance = pre.instantiate_async(&mut store).await.map_err(classify)?;
-                let inputs: Vec<bindings::types::Input> = inputs
-                    .into_iter()
-                    .map(|(name, value)| bindings::types::Input { name, value })
-                    .collect();
-                let result = instance
-                    .call_run(&mut store, &inputs)
-                    .await
-                    .map_err(classify)?;
-                match result {
-                    Ok(()) => {}
-                    Err(bindings::types::StepError::Failed(m)) => {
-                        return Err((FailureKind::Failed, m));
-                    }
-                    Err(bindings::types::StepError::InvalidInput(m)) => {
-                        return Err((FailureKind::InvalidInput, m));
-                    }
-                    Err(bindings::types::StepError::Denied(m)) => {
-                        return Err((FailureKind::Denied, m));
+        let guest = async {
+            match &plugin.kind {
+                PluginKind::Step(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await.map_err(classify)?;
+                    let inputs: Vec<bindings::types::Input> = inputs
+                        .into_iter()
+                        .map(|(name, value)| bindings::types::Input { name, value })
+                        .collect();
+                    let result = instance
+                        .call_run(&mut store, &inputs)
+                        .await
+                        .map_err(classify)?;
+                    match result {
+                        Ok(()) => {}
+                        Err(bindings::types::StepError::Failed(m)) => {
+                            return Err((FailureKind::Failed, m));
+                        }
+                        Err(bindings::types::StepError::InvalidInput(m)) => {
+                            return Err((FailureKind::InvalidInput, m));
+                        }
+                        Err(bindings::types::StepError::Denied(m)) => {
+                            return Err((FailureKind::Denied, m));
+                        }
                     }
                 }
-            }
-            PluginKind::Command(pre) => {
-                let command = pre.instantiate_async(&mut store).await.map_err(classify)?;
-                match command.wasi_cli_run().call_run(&mut store).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(())) => {
-                        return Err((
-                            FailureKind::Failed,
-                            "the command exited with an error".into(),
-                        ));
-                    }
-                    Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                        Some(exit) if exit.0 == 0 => {}
-                        Some(exit) => {
+                PluginKind::Command(pre) => {
+                    let command = pre.instantiate_async(&mut store).await.map_err(classify)?;
+                    match command.wasi_cli_run().call_run(&mut store).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(())) => {
                             return Err((
                                 FailureKind::Failed,
-                                format!("the command exited with code {}", exit.0),
+                                "the command exited with an error".into(),
                             ));
                         }
-                        None => return Err(classify(e)),
-                    },
+                        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                            Some(exit) if exit.0 == 0 => {}
+                            Some(exit) => {
+                                return Err((
+                                    FailureKind::Failed,
+                                    format!("the command exited with code {}", exit.0),
+                                ));
+                            }
+                            None => return Err(classify(e)),
+                        },
+                    }
                 }
             }
+            Ok(())
+        };
+        // Host calls that block (a socket read, say) never reach an epoch check; this bounds
+        // them too.
+        let bound = tokio::time::Instant::from_std(deadline) + EPOCH_TICK * 10;
+        match tokio::time::timeout_at(bound, guest).await {
+            Ok(result) => result?,
+            Err(_) => return Err(classify(DeadlineReached.into())),
         }
         Ok(std::mem::take(&mut store.data_mut().outputs))
     }
@@ -389,12 +407,22 @@ fn bare_state(deadline: Instant) -> StepState {
         workspace: PathBuf::new(),
         output_file: PathBuf::new(),
         deadline,
+        processes: ProcessGroups::default(),
         site: Site {
             step: "describe".into(),
             job: String::new(),
             grant_site: String::new(),
         },
         open_groups: 0,
+    }
+}
+
+/// Kills what is left of a step's processes when the step ends, however it ends.
+struct Reaper(ProcessGroups);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.0.kill_all();
     }
 }
 

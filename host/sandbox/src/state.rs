@@ -4,6 +4,7 @@ use crate::grant::Grant;
 use ferry_engine::StepLog;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -21,9 +22,39 @@ pub struct StepState {
     /// `$FERRY_OUTPUT` for child processes.
     pub output_file: PathBuf,
     pub deadline: Instant,
+    /// Process groups of running children.
+    pub processes: ProcessGroups,
     /// Text naming the step and where grants go, for denial messages.
     pub site: Site,
     pub open_groups: u32,
+}
+
+/// The process groups a step's children lead. The runner owns one outside the guest's
+/// stack, so dropping the step (cancel, timeout) kills every group even while the guest is
+/// suspended inside a host call.
+#[derive(Clone, Default)]
+pub struct ProcessGroups(Arc<Mutex<Vec<u32>>>);
+
+impl ProcessGroups {
+    pub fn add(&self, pid: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    }
+
+    /// Kills one group and forgets it.
+    pub fn kill(&self, pid: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != pid);
+        ferry_engine::os::kill_process_group(pid);
+    }
+
+    pub fn kill_all(&self) {
+        let pids = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for pid in pids {
+            ferry_engine::os::kill_process_group(pid);
+        }
+    }
 }
 
 /// Denial context computed once per step.

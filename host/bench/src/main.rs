@@ -1,0 +1,211 @@
+//! Measures what a ferry step costs, against the baselines the project promises to beat.
+//!
+//! (a) a pipeline of 100 no-op wasm steps (`ferry run`, whole process) against a shell script
+//!     that runs `/bin/true` 100 times;
+//! (b) the per-step overhead of a no-op wasm step inside the engine (scheduling, grants, log
+//!     capture, events, run record included) against spawning `/bin/true`;
+//! (c) the wall time of a one-step pipeline's second run (compiled cache warm).
+//!
+//! Run with `cargo xtask bench` (release build). Figures are medians.
+
+use ferry_builtins::fixtures;
+use ferry_engine::event::{Event, Reporter};
+use ferry_engine::{CancellationToken, RunOptions, Status};
+use ferry_model::{Plan, Source};
+use ferry_sandbox::{ComponentCache, Sandbox, SandboxOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 11;
+
+fn main() {
+    let ferry = ferry_binary();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+
+    // (a) whole pipelines.
+    let pipeline = write_pipeline(root, "hundred", 100);
+    let script = root.join("hundred.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n".to_string() + &"/bin/true\n".repeat(100),
+    )
+    .unwrap();
+    run_ferry(&ferry, &pipeline); // warm the compiled cache
+    let mut wasm = Vec::new();
+    let mut shell = Vec::new();
+    for _ in 0..ROUNDS {
+        wasm.push(time(|| run_ferry(&ferry, &pipeline)));
+        shell.push(time(|| {
+            let status = Command::new("sh").arg(&script).status().unwrap();
+            assert!(status.success());
+        }));
+    }
+    let (wasm_a, shell_a) = (median(&mut wasm), median(&mut shell));
+
+    // (b) per-step overhead in the engine.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let steps = 1000;
+    let mut per_step = Vec::new();
+    for _ in 0..ROUNDS {
+        let many = runtime.block_on(engine_run(root, steps));
+        let one = runtime.block_on(engine_run(root, 1));
+        per_step.push(many.saturating_sub(one) / (steps as u32 - 1));
+    }
+    let mut spawn = Vec::new();
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        for _ in 0..100 {
+            let status = Command::new("/bin/true").status().unwrap();
+            assert!(status.success());
+        }
+        spawn.push(started.elapsed() / 100);
+    }
+    let (step_b, spawn_b) = (median(&mut per_step), median(&mut spawn));
+
+    // (c) second run of a one-step pipeline.
+    let one = write_pipeline(root, "one", 1);
+    run_ferry(&ferry, &one);
+    let mut second = Vec::new();
+    for _ in 0..ROUNDS {
+        second.push(time(|| run_ferry(&ferry, &one)));
+    }
+    let one_c = median(&mut second);
+
+    let ratio_a = wasm_a.as_secs_f64() / shell_a.as_secs_f64();
+    let ratio_b = step_b.as_secs_f64() / spawn_b.as_secs_f64();
+    println!("ferry benchmark (medians of {ROUNDS} rounds)");
+    println!();
+    println!("(a) 100-step pipeline, whole `ferry run` process");
+    println!("    ferry, 100 no-op wasm steps      {:>10}", fmt(wasm_a));
+    println!("    sh, 100 x /bin/true              {:>10}", fmt(shell_a));
+    println!(
+        "    ratio                            {ratio_a:>10.3}x   (floor 0.5x: {})",
+        verdict(ratio_a <= 0.5)
+    );
+    println!();
+    println!("(b) per-step overhead");
+    println!("    no-op wasm step in the engine    {:>10}", fmt(step_b));
+    println!("    spawn /bin/true                  {:>10}", fmt(spawn_b));
+    println!(
+        "    ratio                            {ratio_b:>10.3}x   (floor 0.1x: {})",
+        verdict(ratio_b <= 0.1)
+    );
+    println!();
+    println!(
+        "(c) one-step pipeline, second run  {:>10}   (floor 50ms: {})",
+        fmt(one_c),
+        verdict(one_c < Duration::from_millis(50))
+    );
+    if ratio_a > 0.5 || ratio_b > 0.1 || one_c >= Duration::from_millis(50) {
+        std::process::exit(1);
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.1} µs")
+    } else {
+        format!("{:.2} ms", us / 1000.0)
+    }
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let started = Instant::now();
+    f();
+    started.elapsed()
+}
+
+/// The `ferry` binary next to this one (both built by `cargo xtask bench`).
+fn ferry_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("own path");
+    let ferry = me.with_file_name(format!("ferry{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        ferry.is_file(),
+        "build ferry first: cargo build --release -p ferry-cli"
+    );
+    ferry
+}
+
+fn write_pipeline(root: &Path, name: &str, steps: usize) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut yaml = format!("name: {name}\njobs:\n  noop:\n    steps:\n");
+    for _ in 0..steps {
+        yaml.push_str(&format!(
+            "      - uses: {}\n        with: {{ case: noop }}\n",
+            fixtures::PROBE
+        ));
+    }
+    let file = dir.join("ferry.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+fn run_ferry(ferry: &Path, pipeline: &Path) {
+    let status = Command::new(ferry)
+        .args(["run", "--output", "json"])
+        .arg(pipeline)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ferry run {} failed", pipeline.display());
+}
+
+struct Null;
+
+impl Reporter for Null {
+    fn event(&self, _: &Event) {}
+}
+
+/// One job of `steps` no-op steps through the engine and the sandbox, run record included.
+async fn engine_run(root: &Path, steps: usize) -> Duration {
+    let file = write_pipeline(root, &format!("engine-{steps}"), steps);
+    let source = Source::new(&file, std::fs::read_to_string(&file).unwrap());
+    let dir = file.parent().unwrap().to_path_buf();
+    let pipeline = ferry_model::parse(&source, &dir, &["shell"]).unwrap();
+    let sandbox = Arc::new(
+        Sandbox::new(SandboxOptions {
+            cache_dir: ComponentCache::default_dir(),
+            builtins: ferry_builtins::BUILTINS,
+        })
+        .unwrap(),
+    );
+    // Load the plugin first: the cost measured is per step, not per run.
+    sandbox
+        .plugin(&pipeline.jobs[0].steps[0].uses)
+        .await
+        .unwrap();
+    let options = RunOptions {
+        parallel: 1,
+        fail_fast: true,
+        state_dir: dir.join(".ferry"),
+        source_dir: dir.clone(),
+        keep_workspaces: false,
+        secrets: Default::default(),
+        cancel: CancellationToken::new(),
+    };
+    let plan = Plan::new(pipeline, &[]).unwrap();
+    let started = Instant::now();
+    let result = ferry_engine::run(plan, sandbox, Arc::new(Null), options)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(result.status, Status::Passed);
+    elapsed
+}

@@ -1,0 +1,468 @@
+//! End-to-end tests of the `ferry` binary through a small builder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+struct Done {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Test {
+    fn new() -> Self {
+        Test {
+            dir: tempfile::tempdir().unwrap(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    fn file(self, name: &str, text: &str) -> Self {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(&self.args)
+            .current_dir(self.dir.path())
+            .env(
+                "XDG_CACHE_HOME",
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
+            )
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    fn run(&self) -> Done {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command().output().unwrap();
+        Done {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    fn spawn(&self) -> Child {
+        self.command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Done {
+    fn code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn stderr_has(self, text: &str) -> Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    fn stdout_has(self, text: &str) -> Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+}
+
+fn ui(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/ui")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn validate_reports_each_kind_of_error_with_its_location() {
+    for (file, location, text) in [
+        ("yaml-syntax.yaml", "ferry.yaml:5:14", "invalid YAML"),
+        ("unknown-key.yaml", "ferry.yaml:4:5", "unknown key `stpes`"),
+        ("cycle.yaml", "ferry.yaml:2:3", "a -> c -> b -> a"),
+        (
+            "unknown-needs.yaml",
+            "ferry.yaml:5:13",
+            "unknown job `biuld`",
+        ),
+        (
+            "unknown-plugin.yaml",
+            "ferry.yaml:4:15",
+            "unknown plugin `shel`",
+        ),
+    ] {
+        Test::new()
+            .file("ferry.yaml", &ui(file))
+            .args(&["validate"])
+            .run()
+            .code(2)
+            .stderr_has(location)
+            .stderr_has(text)
+            .stderr_has("hint:");
+    }
+}
+
+#[test]
+fn validate_accepts_a_valid_pipeline() {
+    Test::new()
+        .file("ferry.yaml", "jobs:\n  a: { steps: [{ run: echo hi }] }\n  b: { needs: a, steps: [{ run: echo hi }, { run: echo again }] }\n")
+        .args(&["validate"])
+        .run()
+        .code(0)
+        .stdout_has("is valid: 2 jobs, 3 steps");
+}
+
+#[test]
+fn a_missing_pipeline_file_is_a_usage_error_with_a_hint() {
+    Test::new()
+        .args(&["run"])
+        .run()
+        .code(2)
+        .stderr_has("no `ferry.yaml`")
+        .stderr_has("hint:");
+    Test::new()
+        .args(&["run", "nope.yaml"])
+        .run()
+        .code(2)
+        .stderr_has("cannot read `nope.yaml`");
+    Test::new()
+        .args(&["run", "--output", "fancy"])
+        .run()
+        .code(2);
+}
+
+const PIPELINE: &str = "name: e2e\njobs:\n  build:\n    steps:\n      - id: v\n        run: echo \"version=1.0\" >> \"$FERRY_OUTPUT\"\n      - run: echo built ${{ steps.v.outputs.version }}\n  test:\n    needs: build\n    steps:\n      - run: echo tested\n  lint:\n    steps:\n      - run: echo linted\n";
+
+#[test]
+fn run_passes_and_prints_plain_lines() {
+    let t = Test::new()
+        .file("ferry.yaml", PIPELINE)
+        .args(&["run", "--output", "plain"]);
+    let done = t.run().code(0);
+    let done = done
+        .stdout_has("[build/step-2] built 1.0")
+        .stdout_has("[test/step-1] tested")
+        .stdout_has("✓ passed");
+    assert!(done.stdout.contains("record: "));
+    let runs: Vec<_> = std::fs::read_dir(t.path(".ferry/runs")).unwrap().collect();
+    assert_eq!(runs.len(), 1);
+}
+
+#[test]
+fn run_json_is_one_event_per_line() {
+    let done = Test::new()
+        .file("ferry.yaml", PIPELINE)
+        .args(&["run", "--output", "json"])
+        .run()
+        .code(0);
+    let events: Vec<serde_json::Value> = done
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["type"], "run-started");
+    assert_eq!(events.last().unwrap()["type"], "run-finished");
+    assert_eq!(events.last().unwrap()["status"], "passed");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "log" && e["text"] == "built 1.0")
+    );
+}
+
+#[test]
+fn a_failing_pipeline_exits_1_and_names_the_step() {
+    Test::new()
+        .file("ferry.yaml", "jobs:\n  build:\n    steps:\n      - name: compile\n        run: echo broken >&2; exit 3\n")
+        .args(&["run", "--output", "plain"])
+        .run()
+        .code(1)
+        .stdout_has("[build/step-1] broken")
+        .stdout_has("build › compile: process completed with exit code 3");
+}
+
+#[test]
+fn job_selection_runs_the_job_and_what_it_needs() {
+    let done = Test::new()
+        .file("ferry.yaml", PIPELINE)
+        .args(&["run", "--job", "test", "--output", "plain"])
+        .run()
+        .code(0);
+    assert!(done.stdout.contains("tested") && done.stdout.contains("built 1.0"));
+    assert!(!done.stdout.contains("linted"));
+    Test::new()
+        .file("ferry.yaml", PIPELINE)
+        .args(&["run", "--job", "tset"])
+        .run()
+        .code(2)
+        .stderr_has("no job `tset`")
+        .stderr_has("did you mean `test`?");
+}
+
+#[test]
+fn run_steps_see_only_granted_host_variables() {
+    let yaml = "jobs:\n  a:\n    steps:\n      - run: echo \"value=[$FERRY_E2E_VAR]\"\n      - run: echo \"value=[$FERRY_E2E_VAR]\"\n        permissions: { env: [FERRY_E2E_VAR] }\n";
+    Test::new()
+        .file("ferry.yaml", yaml)
+        .env("FERRY_E2E_VAR", "from-host")
+        .args(&["run", "--output", "plain"])
+        .run()
+        .code(0)
+        .stdout_has("[a/step-1] value=[]")
+        .stdout_has("[a/step-2] value=[from-host]");
+}
+
+#[test]
+fn secrets_are_masked_in_output_and_records() {
+    let yaml = "jobs:\n  a:\n    steps:\n      - run: echo \"token is $DEPLOY_TOKEN\"\n        permissions: { secrets: [DEPLOY_TOKEN] }\n";
+    let t = Test::new()
+        .file("ferry.yaml", yaml)
+        .env("DEPLOY_TOKEN", "hunter2-xyz")
+        .args(&["run", "--output", "plain"]);
+    let done = t.run().code(0).stdout_has("token is ***");
+    assert!(!done.stdout.contains("hunter2-xyz"));
+    let run = std::fs::read_dir(t.path(".ferry/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let log = std::fs::read_to_string(run.join("logs/a/step-1.log")).unwrap();
+    assert_eq!(log, "token is ***\n");
+}
+
+#[cfg(unix)]
+fn alive(pid: i32) -> bool {
+    // A killed orphan stays a zombie until its new parent reaps it; that is dead enough.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some((_, rest)) = stat.rsplit_once(") ")
+    {
+        return !rest.starts_with('Z');
+    }
+    // SAFETY: signal 0 only checks existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[cfg(unix)]
+fn wait_for(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let t = Test::new();
+    let pidfile = t.path("bg.pid");
+    let yaml = format!(
+        "jobs:\n  slow:\n    timeout-minutes: 0.02\n    steps:\n      - run: sleep 300 & echo $! > {}; wait\n  quick:\n    steps:\n      - run: echo quick\n",
+        pidfile.display()
+    );
+    let t = t
+        .file("ferry.yaml", &yaml)
+        .args(&["run", "--output", "plain", "--no-fail-fast"]);
+    let done = t.run().code(1);
+    let done = done
+        .stdout_has("timed out")
+        .stdout_has("[quick/step-1] quick");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !alive(pid),
+        "background process {pid} survived the timeout\n{}",
+        done.stdout
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_cleanly() {
+    let t = Test::new();
+    let pidfile = t.path("bg.pid");
+    let yaml = format!(
+        "jobs:\n  long:\n    steps:\n      - run: sleep 300 & echo $! > {}; wait\n      - run: echo never\n",
+        pidfile.display()
+    );
+    let t = t
+        .file("ferry.yaml", &yaml)
+        .args(&["run", "--output", "plain"]);
+    let child = t.spawn();
+    let pid: i32 = wait_for(&pidfile).trim().parse().unwrap();
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!alive(pid), "the step's process survived Ctrl-C");
+    let run = std::fs::read_dir(t.path(".ferry/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "cancelled");
+    assert_eq!(summary["jobs"]["long"]["steps"][0]["status"], "cancelled");
+    assert_eq!(summary["jobs"]["long"]["steps"][1]["status"], "skipped");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_with_its_host_is_marked_interrupted_at_the_next_start() {
+    let t = Test::new();
+    let pidfile = t.path("bg.pid");
+    let yaml = format!(
+        "jobs:\n  long:\n    steps:\n      - run: echo $$ > {}; sleep 300\n",
+        pidfile.display()
+    );
+    let t = t
+        .file("ferry.yaml", &yaml)
+        .args(&["run", "--output", "plain"]);
+    let mut child = t.spawn();
+    let shell: i32 = wait_for(&pidfile).trim().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // SAFETY: clean up the orphaned step process of the killed host.
+    unsafe { libc::kill(-shell, libc::SIGKILL) };
+    let first = std::fs::read_dir(t.path(".ferry/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let again = Test {
+        dir: t.dir,
+        args: vec!["run".into(), "--output".into(), "plain".into()],
+        env: Vec::new(),
+    };
+    std::fs::write(
+        again.path("ferry.yaml"),
+        "jobs:\n  a: { steps: [{ run: echo ok }] }\n",
+    )
+    .unwrap();
+    again.run().code(0).stderr_has("marked interrupted");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("run.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "interrupted");
+}
+
+#[test]
+fn graph_renders_mermaid_and_dot() {
+    Test::new()
+        .file("ferry.yaml", PIPELINE)
+        .args(&["graph"])
+        .run()
+        .code(0)
+        .stdout_has("flowchart LR")
+        .stdout_has("build --> test");
+    Test::new()
+        .file("ferry.yaml", PIPELINE)
+        .args(&["graph", "--format", "dot"])
+        .run()
+        .code(0)
+        .stdout_has("\"build\" -> \"test\";");
+}
+
+#[test]
+fn plugin_inspect_shows_world_and_capabilities() {
+    Test::new()
+        .args(&["plugin", "inspect", "shell"])
+        .run()
+        .code(0)
+        .stdout_has("world:   ferry:step/step@0.1.0")
+        .stdout_has("workspace: write")
+        .stdout_has("script (string) required")
+        .stdout_has("ferry:step/process@0.1.0");
+    Test::new()
+        .args(&["plugin", "inspect", ferry_builtins::fixtures::GRANTED])
+        .run()
+        .code(0)
+        .stdout_has("exec: echo")
+        .stdout_has("network: 127.0.0.1");
+    Test::new()
+        .args(&["plugin", "inspect", ferry_builtins::fixtures::COMMAND])
+        .run()
+        .code(0)
+        .stdout_has("world:   wasi:cli/command");
+    Test::new()
+        .file("bogus.wasm", "not wasm")
+        .args(&["plugin", "inspect", "bogus.wasm"])
+        .run()
+        .code(2)
+        .stderr_has("not a valid WebAssembly component");
+}
+
+#[test]
+fn version_and_completions() {
+    Test::new()
+        .args(&["--version"])
+        .run()
+        .code(0)
+        .stdout_has(env!("CARGO_PKG_VERSION"));
+    Test::new()
+        .args(&["completions", "bash"])
+        .run()
+        .code(0)
+        .stdout_has("_ferry");
+}

@@ -1,0 +1,311 @@
+//! The scheduler with a fake runner: no WebAssembly, milliseconds per test.
+
+use ferry_engine::event::{Event, FailureKind, Level, Reporter, Status};
+use ferry_engine::{
+    CancellationToken, RunOptions, RunResult, StepOutcome, StepRequest, StepRunner,
+};
+use ferry_model::{Plan, Source};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Interprets each step's script: `pass`, `fail`, `sleep MS`, `out NAME=VALUE`, `echo TEXT`,
+/// `write-output NAME=VALUE` (through `$FERRY_OUTPUT`), `secret`.
+#[derive(Default)]
+struct Fake {
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// A step as the runner saw it: `job/step`, inputs, env.
+type Seen = (String, BTreeMap<String, String>, BTreeMap<String, String>);
+
+impl StepRunner for Fake {
+    async fn run_step(&self, req: StepRequest) -> StepOutcome {
+        let script = req.inputs.get("script").cloned().unwrap_or_default();
+        self.seen.lock().unwrap().push((
+            format!("{}/{}", req.job().id, req.step().key()),
+            req.inputs.clone(),
+            req.env.clone(),
+        ));
+        let (verb, rest) = script.split_once(' ').unwrap_or((script.as_str(), ""));
+        match verb {
+            "pass" => StepOutcome::default(),
+            "fail" => StepOutcome::failed(FailureKind::Failed, "it failed"),
+            "sleep" => {
+                let ms: u64 = rest.parse().unwrap();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                StepOutcome::default()
+            }
+            "out" => {
+                let (k, v) = rest.split_once('=').unwrap();
+                StepOutcome {
+                    result: None,
+                    outputs: BTreeMap::from([(k.to_string(), v.to_string())]),
+                }
+            }
+            "write-output" => {
+                std::fs::write(&req.output_file, format!("{rest}\n")).unwrap();
+                StepOutcome::default()
+            }
+            "echo" => {
+                req.log.line(Level::Info, rest);
+                StepOutcome::default()
+            }
+            "secret" => {
+                req.log.line(
+                    Level::Info,
+                    &format!(
+                        "leaking {}",
+                        req.secrets.values().next().cloned().unwrap_or_default()
+                    ),
+                );
+                StepOutcome::default()
+            }
+            other => {
+                StepOutcome::failed(FailureKind::InvalidInput, format!("unknown script {other}"))
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<(Instant, Event)>>);
+
+impl Reporter for Collect {
+    fn event(&self, event: &Event) {
+        self.0.lock().unwrap().push((Instant::now(), event.clone()));
+    }
+}
+
+struct Run {
+    result: RunResult,
+    events: Vec<(Instant, Event)>,
+    fake: Arc<Fake>,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn job(&self, id: &str) -> Status {
+        self.result.summary.jobs[id].status
+    }
+
+    fn steps(&self, id: &str) -> Vec<Status> {
+        self.result.summary.jobs[id]
+            .steps
+            .iter()
+            .map(|s| s.status)
+            .collect()
+    }
+
+    fn at(&self, pred: impl Fn(&Event) -> bool) -> Instant {
+        self.events
+            .iter()
+            .find(|(_, e)| pred(e))
+            .map(|(t, _)| *t)
+            .expect("event")
+    }
+}
+
+async fn run(yaml: &str, parallel: usize, fail_fast: bool) -> Run {
+    run_opts(
+        yaml,
+        parallel,
+        fail_fast,
+        BTreeMap::new(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+async fn run_opts(
+    yaml: &str,
+    parallel: usize,
+    fail_fast: bool,
+    secrets: BTreeMap<String, String>,
+    cancel: CancellationToken,
+) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::new(dir.path().join("ferry.yaml"), yaml);
+    let pipeline =
+        ferry_model::parse(&source, dir.path(), &["shell"]).unwrap_or_else(|r| panic!("{r}"));
+    let plan = Plan::new(pipeline, &[]).unwrap();
+    let fake = Arc::new(Fake::default());
+    let collect = Arc::new(Collect::default());
+    let options = RunOptions {
+        parallel,
+        fail_fast,
+        state_dir: dir.path().join(".ferry"),
+        source_dir: dir.path().to_path_buf(),
+        keep_workspaces: false,
+        secrets,
+        cancel,
+    };
+    let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
+        .await
+        .unwrap();
+    let events = collect.0.lock().unwrap().clone();
+    Run {
+        result,
+        events,
+        fake,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn independent_jobs_run_in_parallel_and_dependents_wait() {
+    let yaml = "jobs:\n  a: { steps: [{ run: sleep 200 }] }\n  b: { steps: [{ run: sleep 200 }] }\n  c: { needs: [a, b], steps: [{ run: pass }] }\n";
+    let run = run(yaml, 4, true).await;
+    assert_eq!(run.result.status, Status::Passed);
+    let started = |id: &str| run.at(|e| matches!(e, Event::JobStarted { job } if &**job == id));
+    let finished =
+        |id: &str| run.at(|e| matches!(e, Event::JobFinished { job, .. } if &**job == id));
+    assert!(
+        started("b") < finished("a") && started("a") < finished("b"),
+        "a and b overlap"
+    );
+    let c_started = run.at(|e| matches!(e, Event::JobStarted { job } if &**job == "c"));
+    for dep in ["a", "b"] {
+        let finished = run.at(|e| matches!(e, Event::JobFinished { job, .. } if &**job == dep));
+        assert!(finished <= c_started, "c started before {dep} finished");
+    }
+}
+
+#[tokio::test]
+async fn jobs_limit_bounds_parallelism() {
+    let yaml =
+        "jobs:\n  a: { steps: [{ run: sleep 150 }] }\n  b: { steps: [{ run: sleep 150 }] }\n";
+    let run = run(yaml, 1, true).await;
+    assert_eq!(run.result.status, Status::Passed);
+    let started = |id: &str| run.at(|e| matches!(e, Event::JobStarted { job } if &**job == id));
+    let finished =
+        |id: &str| run.at(|e| matches!(e, Event::JobFinished { job, .. } if &**job == id));
+    assert!(started("b") >= finished("a"), "one job at a time");
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_running_jobs_and_skips_the_rest() {
+    let yaml = "jobs:\n  bad: { steps: [{ run: sleep 50 }, { run: fail }, { run: pass }] }\n  slow: { steps: [{ run: sleep 5000 }, { run: pass }] }\n  later: { needs: [slow], steps: [{ run: pass }] }\n";
+    let started = Instant::now();
+    let run = run(yaml, 4, true).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "slow was cancelled promptly"
+    );
+    assert_eq!(run.result.status, Status::Failed);
+    assert_eq!(run.job("bad"), Status::Failed);
+    assert_eq!(
+        run.steps("bad"),
+        [Status::Passed, Status::Failed, Status::Skipped]
+    );
+    assert_eq!(run.job("slow"), Status::Cancelled);
+    assert_eq!(run.steps("slow"), [Status::Cancelled, Status::Skipped]);
+    assert_eq!(run.job("later"), Status::Skipped);
+}
+
+#[tokio::test]
+async fn without_fail_fast_siblings_finish_and_dependents_of_failures_are_skipped() {
+    let yaml = "jobs:\n  bad: { steps: [{ run: fail }] }\n  good: { steps: [{ run: sleep 100 }] }\n  after-bad: { needs: bad, steps: [{ run: pass }] }\n  after-good: { needs: good, steps: [{ run: pass }] }\n";
+    let run = run(yaml, 4, false).await;
+    assert_eq!(run.result.status, Status::Failed);
+    assert_eq!(run.job("good"), Status::Passed);
+    assert_eq!(run.job("after-good"), Status::Passed);
+    assert_eq!(run.job("after-bad"), Status::Skipped);
+}
+
+#[tokio::test]
+async fn continue_on_error_lets_the_job_and_run_go_on() {
+    let yaml = "jobs:\n  a:\n    steps:\n      - run: fail\n        continue-on-error: true\n      - run: pass\n  b:\n    continue-on-error: true\n    steps: [{ run: fail }]\n  c: { needs: b, steps: [{ run: pass }] }\n";
+    let run = run(yaml, 4, true).await;
+    assert_eq!(run.steps("a"), [Status::Failed, Status::Passed]);
+    assert_eq!(run.job("a"), Status::Passed);
+    assert_eq!(run.job("b"), Status::Failed);
+    assert_eq!(run.job("c"), Status::Passed);
+    assert_eq!(run.result.status, Status::Passed);
+}
+
+#[tokio::test]
+async fn outputs_flow_to_later_steps_from_both_sources() {
+    let yaml = "env:\n  WHO: world\njobs:\n  a:\n    env: { GREETING: \"hello ${{ env.WHO }}\" }\n    steps:\n      - { id: one, run: out version=1.2.3 }\n      - { id: two, run: write-output sha=abc }\n      - run: \"echo ${{ env.GREETING }} ${{ steps.one.outputs.version }} ${{ steps.two.outputs.sha }}\"\n";
+    let run = run(yaml, 1, true).await;
+    assert_eq!(run.result.status, Status::Passed);
+    let seen = run.fake.seen.lock().unwrap();
+    assert_eq!(seen[2].1["script"], "echo hello world 1.2.3 abc");
+    assert_eq!(seen[2].2["GREETING"], "hello world");
+    assert!(run.events.iter().any(
+        |(_, e)| matches!(e, Event::Output { name, value, .. } if name == "sha" && value == "abc")
+    ));
+}
+
+#[tokio::test]
+async fn a_missing_output_fails_only_that_step_naming_the_expression() {
+    let yaml = "jobs:\n  a:\n    steps:\n      - { id: one, run: pass }\n      - run: \"echo ${{ steps.one.outputs.nothing }}\"\n";
+    let run = run(yaml, 1, true).await;
+    let step = &run.result.summary.jobs["a"].steps[1];
+    assert_eq!(step.failure, Some(FailureKind::InvalidInput));
+    assert_eq!(
+        step.message.as_deref(),
+        Some("`${{ steps.one.outputs.nothing }}` has no value")
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_masked_in_logs_and_records() {
+    let yaml =
+        "jobs:\n  a:\n    steps:\n      - run: secret\n        permissions: { secrets: [TOKEN] }\n";
+    let secrets = BTreeMap::from([("TOKEN".to_string(), "tok-123456".to_string())]);
+    let run = run_opts(yaml, 1, true, secrets, CancellationToken::new()).await;
+    let log = std::fs::read_to_string(run.result.dir.join("logs/a/step-1.log")).unwrap();
+    assert_eq!(log, "leaking ***\n");
+}
+
+#[tokio::test]
+async fn the_run_record_is_complete() {
+    let yaml = "name: recorded\njobs:\n  a: { steps: [{ run: echo hi }, { run: fail }] }\n";
+    let run = run(yaml, 1, true).await;
+    let dir = &run.result.dir;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["pipeline"], "recorded");
+    assert_eq!(summary["jobs"]["a"]["steps"][1]["failure"], "failed");
+    assert!(summary["finished_at"].is_string());
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let types: Vec<String> = events
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types.first().unwrap(), "run-started");
+    assert_eq!(types.last().unwrap(), "run-finished");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/a/step-1.log")).unwrap(),
+        "hi\n"
+    );
+    assert!(
+        !dir.join("workspaces").exists(),
+        "workspaces are removed after the run"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_the_run_cancels_running_steps_and_records_it() {
+    let yaml = "jobs:\n  a: { steps: [{ run: sleep 10000 }, { run: pass }] }\n  b: { needs: a, steps: [{ run: pass }] }\n";
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let run = run_opts(yaml, 2, true, BTreeMap::new(), cancel).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(run.result.status, Status::Cancelled);
+    assert_eq!(run.steps("a"), [Status::Cancelled, Status::Skipped]);
+    assert_eq!(run.job("b"), Status::Skipped);
+    assert_eq!(run.result.summary.status, Status::Cancelled);
+}
