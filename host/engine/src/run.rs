@@ -36,7 +36,8 @@ pub struct StepRequest {
     pub secrets: BTreeMap<String, String>,
     /// The job's workspace on the host.
     pub workspace: PathBuf,
-    /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`).
+    /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`); created by whoever
+    /// writes it first.
     pub output_file: PathBuf,
     /// How long the step may run once it is loaded (`timeout-minutes`, bounded by what is
     /// left of the job's).
@@ -397,7 +398,7 @@ async fn run_job<R: StepRunner>(
             (None, None) => DEFAULT_STEP_TIMEOUT,
         }
         .min(MAX_STEP_TIME);
-        let outcome = match prepare_step(shared, job, step, &mut scope, &output_file) {
+        let outcome = match prepare_step(shared, job, step, &mut scope) {
             Err(failure) => StepOutcome {
                 result: Some(failure),
                 outputs: BTreeMap::new(),
@@ -531,7 +532,6 @@ fn prepare_step(
     job: &Job,
     step: &Step,
     scope: &mut JobScope,
-    output_file: &Path,
 ) -> Result<Prepared, StepFailure> {
     let bad = |e: String| StepFailure::new(FailureKind::InvalidInput, e);
     // Each level may read the ones above it.
@@ -543,12 +543,6 @@ fn prepare_step(
         }
     }
     let inputs = ferry_model::expr::render_map(&step.with, scope).map_err(bad)?;
-    std::fs::File::create(output_file).map_err(|e| {
-        StepFailure::new(
-            FailureKind::Internal,
-            format!("cannot create `{}`: {e}", output_file.display()),
-        )
-    })?;
     Ok((inputs, scope.env.clone()))
 }
 

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -59,10 +61,7 @@ impl Drop for Sandbox {
 
 impl Sandbox {
     pub fn new(options: SandboxOptions) -> wasmtime::Result<Sandbox> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config)?;
+        let engine = engine(true).or_else(|_| engine(false))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Step::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
@@ -372,6 +371,33 @@ impl Sandbox {
         }
         Ok(b.build())
     }
+}
+
+/// The wasmtime engine. With `pooling`, instance slots (memories with copy-on-write images,
+/// tables, fiber stacks) are reserved once and reused, which makes a fresh store per step
+/// cheap; where the address space cannot be reserved (a tight `ulimit -v`), ferry falls back
+/// to allocating on demand.
+fn engine(pooling: bool) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        // Sized for a few dozen concurrent steps, including large (Python, JS) components
+        // made of many core modules.
+        pool.total_component_instances(64)
+            .total_core_instances(1_024)
+            .total_memories(256)
+            .total_tables(1_024)
+            .total_stacks(64)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .table_elements(100_000)
+            .max_memory_size(4 << 30);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config)
 }
 
 impl StepRunner for Sandbox {
