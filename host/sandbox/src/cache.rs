@@ -81,13 +81,23 @@ impl ComponentCache {
             }
         }
         let compiled = engine.precompile_component(bytes)?;
+        let component = match self.store(&path, &compiled) {
+            // SAFETY: as above; we just wrote it.
+            Ok(()) => unsafe { Component::deserialize_file(engine, &path)? },
+            // An unwritable cache costs a compile per run, never the run itself.
+            // SAFETY: the bytes come from `precompile_component` of this very engine.
+            Err(_) => unsafe { Component::deserialize(engine, &compiled)? },
+        };
+        Ok((component, digest, Loaded::Compiled))
+    }
+
+    /// Puts a compiled component in place whole: a temporary file renamed over the target.
+    fn store(&self, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        std::io::Write::write_all(&mut tmp, &compiled)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        // SAFETY: as above; we just wrote it.
-        let component = unsafe { Component::deserialize_file(engine, &path)? };
-        Ok((component, digest, Loaded::Compiled))
+        std::io::Write::write_all(&mut tmp, compiled)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 

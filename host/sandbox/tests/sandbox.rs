@@ -473,3 +473,21 @@ async fn the_second_load_comes_from_the_compiled_cache() {
     }
     assert_eq!(load().await, ferry_sandbox::cache::Loaded::Compiled);
 }
+
+#[tokio::test]
+async fn an_unwritable_cache_still_runs_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the cache directory should be: nothing can be written below it.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"").unwrap();
+    let sandbox = Sandbox::new(SandboxOptions {
+        cache_dir: blocked.join("compiled"),
+        builtins: ferry_builtins::BUILTINS,
+    })
+    .unwrap();
+    let plugin = sandbox
+        .plugin(&ferry_model::Uses::Builtin("shell".into()))
+        .await
+        .unwrap();
+    assert_eq!(plugin.info.name, "shell");
+}

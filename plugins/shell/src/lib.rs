@@ -8,7 +8,6 @@ wit_bindgen::generate!({
     world: "step",
 });
 
-use ferry::step::log::{self, Level};
 use ferry::step::process::{self, Command};
 use ferry::step::types::{Capabilities, InputSpec, InputType, WorkspaceAccess};
 
@@ -132,12 +131,9 @@ impl Guest for Shell {
         })?;
         match output.exit_code {
             Some(0) => Ok(()),
-            Some(code) => {
-                log::write(Level::Error, &format!("{shell} exited with code {code}"));
-                Err(StepError::Failed(format!(
-                    "process completed with exit code {code}"
-                )))
-            }
+            Some(code) => Err(StepError::Failed(format!(
+                "process completed with exit code {code}"
+            ))),
             None => Err(StepError::Failed(format!("{shell} was killed by a signal"))),
         }
     }
