@@ -3,6 +3,14 @@
 mod commands;
 mod report;
 
+/// `println!` that ignores a closed pipe (`ferry graph | head -1` is not an error).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::report::out(&format!($($arg)*))
+    };
+}
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

@@ -8,6 +8,8 @@ pub struct Args {
 
 pub fn execute<C: clap::CommandFactory>(args: Args) -> u8 {
     let mut command = C::command();
-    clap_complete::generate(args.shell, &mut command, "ferry", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "ferry", &mut script);
+    crate::report::out(String::from_utf8_lossy(&script).trim_end());
     exit::PASSED
 }

@@ -26,12 +26,10 @@ pub fn execute(args: Args) -> u8 {
         Ok(plan) => plan,
         Err(e) => return super::fail(e.to_string()),
     };
-    print!(
-        "{}",
-        match args.format {
-            Format::Mermaid => plan.mermaid(),
-            Format::Dot => plan.dot(),
-        }
-    );
+    let text = match args.format {
+        Format::Mermaid => plan.mermaid(),
+        Format::Dot => plan.dot(),
+    };
+    crate::report::out(text.trim_end());
     exit::PASSED
 }

@@ -70,7 +70,7 @@ fn inspect(args: InspectArgs) -> u8 {
         Err(e) => return super::fail(format!("`{}` cannot be used as a step: {e}", args.file)),
     };
     if args.json {
-        println!(
+        crate::say!(
             "{}",
             serde_json::to_string_pretty(&inspection).unwrap_or_default()
         );
@@ -78,20 +78,20 @@ fn inspect(args: InspectArgs) -> u8 {
     }
     let style = Style::stdout();
     let info = &inspection.info;
-    println!("{} {}", style.bold(&info.name), info.version);
+    crate::say!("{} {}", style.bold(&info.name), info.version);
     if !info.description.is_empty() {
-        println!("{}", info.description);
+        crate::say!("{}", info.description);
     }
-    println!();
-    println!("world:   {}", info.world);
-    println!("digest:  {}", inspection.digest);
-    println!(
+    crate::say!("");
+    crate::say!("world:   {}", info.world);
+    crate::say!("digest:  {}", inspection.digest);
+    crate::say!(
         "size:    {}",
         ferry_model::pipeline::format_size(inspection.size as u64)
     );
-    println!("\n{}", style.bold("inputs"));
+    crate::say!("\n{}", style.bold("inputs"));
     if info.inputs.is_empty() {
-        println!("  (none)");
+        crate::say!("  (none)");
     }
     for input in &info.inputs {
         let mut line = format!("  {} ({})", input.name, input.kind);
@@ -101,27 +101,29 @@ fn inspect(args: InspectArgs) -> u8 {
         if let Some(d) = &input.default {
             line.push_str(&format!(" default {d:?}"));
         }
-        println!("{line}\n      {}", input.description);
+        crate::say!("{line}\n      {}", input.description);
     }
     if !info.outputs.is_empty() {
-        println!("\n{}", style.bold("outputs"));
+        crate::say!("\n{}", style.bold("outputs"));
         for (name, description) in &info.outputs {
-            println!("  {name}\n      {description}");
+            crate::say!("  {name}\n      {description}");
         }
     }
-    println!("\n{}", style.bold("capabilities requested"));
+    crate::say!("\n{}", style.bold("capabilities requested"));
     match &info.needs {
         None => {
-            println!("  none declared: a wasi:cli/command gets exactly what `permissions:` grants")
+            crate::say!(
+                "  none declared: a wasi:cli/command gets exactly what `permissions:` grants"
+            )
         }
         Some(needs) => {
             let mut any = false;
             if let Some(ws) = needs.workspace {
-                println!("  workspace: {ws}");
+                crate::say!("  workspace: {ws}");
                 any = true;
             }
             for (path, access) in &needs.paths {
-                println!("  path: {} ({access})", path.display());
+                crate::say!("  path: {} ({access})", path.display());
                 any = true;
             }
             for (label, items) in [
@@ -131,22 +133,22 @@ fn inspect(args: InspectArgs) -> u8 {
                 ("exec", &needs.exec),
             ] {
                 if !items.is_empty() {
-                    println!("  {label}: {}", items.join(", "));
+                    crate::say!("  {label}: {}", items.join(", "));
                     any = true;
                 }
             }
             if !any {
-                println!("  nothing");
+                crate::say!("  nothing");
             }
         }
     }
-    println!("\n{}", style.bold("imports"));
+    crate::say!("\n{}", style.bold("imports"));
     for i in &inspection.imports {
-        println!("  {i}");
+        crate::say!("  {i}");
     }
-    println!("\n{}", style.bold("exports"));
+    crate::say!("\n{}", style.bold("exports"));
     for e in &inspection.exports {
-        println!("  {e}");
+        crate::say!("  {e}");
     }
     exit::PASSED
 }

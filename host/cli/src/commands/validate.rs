@@ -12,7 +12,7 @@ pub fn execute(args: Args) -> u8 {
     match super::load(args.file) {
         Ok(pipeline) => {
             let steps: usize = pipeline.jobs.iter().map(|j| j.steps.len()).sum();
-            println!(
+            crate::say!(
                 "`{}` is valid: {} job{}, {steps} step{}",
                 pipeline.file.display(),
                 pipeline.jobs.len(),
