@@ -146,6 +146,32 @@ fn validate_reports_each_kind_of_error_with_its_location() {
 }
 
 #[test]
+fn validate_checks_steps_against_their_plugins() {
+    let yaml = format!(
+        "jobs:\n  a:\n    steps:\n      - uses: shell\n        with: {{ scrpit: echo hi }}\n      - uses: {}\n        with: {{ case: noop }}\n",
+        ferry_builtins::fixtures::GRANTED
+    );
+    Test::new()
+        .file("ferry.yaml", &yaml)
+        .args(&["validate"])
+        .run()
+        .code(2)
+        .stderr_has("ferry.yaml:4:9")
+        .stderr_has("unknown input `scrpit` (did you mean `script`?)")
+        .stderr_has("input `script` is required")
+        .stderr_has("ferry.yaml:6:9")
+        .stderr_has(
+            "step `ferry_fixture_granted.wasm` of job `a` needs write access to the workspace",
+        )
+        .stderr_has("exec: [echo]")
+        .stderr_has("has 3 errors");
+    // `run` refuses the same pipeline before any step starts.
+    let t = Test::new().file("ferry.yaml", &yaml).args(&["run"]);
+    t.run().code(2).stderr_has("unknown input `scrpit`");
+    assert!(!t.path(".ferry/runs").exists(), "nothing ran");
+}
+
+#[test]
 fn validate_accepts_a_valid_pipeline() {
     Test::new()
         .file("ferry.yaml", "jobs:\n  a: { steps: [{ run: echo hi }] }\n  b: { needs: a, steps: [{ run: echo hi }, { run: echo again }] }\n")

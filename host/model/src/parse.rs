@@ -378,7 +378,12 @@ impl Reader<'_> {
                     }
                 }
                 let uses = self.uses(u)?;
-                let name = uses.to_string();
+                let name = match &uses {
+                    Uses::Path(path) => path
+                        .file_name()
+                        .map_or_else(|| uses.to_string(), |n| n.to_string_lossy().into_owned()),
+                    Uses::Builtin(name) => name.clone(),
+                };
                 // `uses: shell` is the long form of `run:` and is granted the same way.
                 let is_shell = uses == Uses::Builtin("shell".into());
                 if is_shell {

@@ -10,6 +10,7 @@ pub mod grant;
 mod log;
 mod outputs;
 mod plugin;
+mod preflight;
 pub mod process;
 mod runner;
 mod state;

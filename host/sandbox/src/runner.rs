@@ -220,8 +220,21 @@ impl Sandbox {
         };
         let grant = grant::grant(&site, &needs, &req.env, &req.secrets, &host)
             .map_err(|refusal| (FailureKind::Denied, refusal.to_string()))?;
-        let inputs = check_inputs(&plugin.info, &req.inputs)
-            .map_err(|message| (FailureKind::InvalidInput, message))?;
+        let given = req
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        let inputs = check_inputs(&plugin.info, &given).map_err(|problems| {
+            (
+                FailureKind::InvalidInput,
+                format!(
+                    "invalid inputs for `{}`: {}",
+                    plugin.info.name,
+                    problems.join("; ")
+                ),
+            )
+        })?;
         let wasi = self
             .wasi(&grant, req, &plugin.info, &inputs)
             .await
@@ -459,7 +472,7 @@ impl ferry_engine::Reporter for Discard {
 }
 
 /// A plain command cannot declare needs, so it gets what the pipeline grants.
-fn needs_from_grants(step: &ferry_model::Step) -> Needs {
+pub(crate) fn needs_from_grants(step: &ferry_model::Step) -> Needs {
     let p = &step.permissions;
     Needs {
         workspace: Some(p.workspace),
@@ -479,29 +492,27 @@ fn fs_perms(access: Access) -> FsPerms {
 }
 
 /// Checks inputs against `describe()`: unknown names, missing required ones, types; applies
-/// defaults.
-fn check_inputs(
+/// defaults. A value of `None` is known only at run time (an expression): it counts as
+/// given but its type is not checked. Returns the inputs to pass, or every problem.
+pub(crate) fn check_inputs(
     info: &PluginInfo,
-    given: &BTreeMap<String, String>,
-) -> Result<Vec<(String, String)>, String> {
+    given: &BTreeMap<String, Option<String>>,
+) -> Result<Vec<(String, String)>, Vec<String>> {
     let mut problems = Vec::new();
     for name in given.keys() {
         if !info.inputs.iter().any(|i| &i.name == name) {
             let names = info.inputs.iter().map(|i| i.name.as_str());
             let hint = match ferry_model::diag::suggest(name, names) {
                 Some(s) => format!("did you mean `{s}`?"),
+                None if info.inputs.is_empty() => format!("`{}` takes no inputs", info.name),
                 None => format!(
                     "`{}` takes {}",
                     info.name,
-                    if info.inputs.is_empty() {
-                        "no inputs".to_string()
-                    } else {
-                        info.inputs
-                            .iter()
-                            .map(|i| format!("`{}`", i.name))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
+                    info.inputs
+                        .iter()
+                        .map(|i| format!("`{}`", i.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             problems.push(format!("unknown input `{name}` ({hint})"));
@@ -509,18 +520,21 @@ fn check_inputs(
     }
     let mut inputs = Vec::new();
     for spec in &info.inputs {
-        let value = given
-            .get(&spec.name)
-            .cloned()
-            .or_else(|| spec.default.clone());
-        let Some(value) = value else {
-            if spec.required {
-                problems.push(format!(
-                    "input `{}` is required: {}",
-                    spec.name, spec.description
-                ));
-            }
-            continue;
+        let value = match given.get(&spec.name) {
+            Some(Some(value)) => value.clone(),
+            Some(None) => continue,
+            None => match &spec.default {
+                Some(default) => default.clone(),
+                None => {
+                    if spec.required {
+                        problems.push(format!(
+                            "input `{}` is required: {}",
+                            spec.name, spec.description
+                        ));
+                    }
+                    continue;
+                }
+            },
         };
         let valid = match spec.kind.as_str() {
             "boolean" => matches!(value.as_str(), "true" | "false"),
@@ -540,11 +554,7 @@ fn check_inputs(
     if problems.is_empty() {
         Ok(inputs)
     } else {
-        Err(format!(
-            "invalid inputs for `{}`: {}",
-            info.name,
-            problems.join("; ")
-        ))
+        Err(problems)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod validate;
 use crate::exit;
 use crate::report::style::Style;
 use ferry_model::{Pipeline, Report};
+use ferry_sandbox::{ComponentCache, Sandbox, SandboxOptions};
 use std::path::{Path, PathBuf};
 
 /// The pipeline file to use: the one given, or `ferry.yaml` in the current directory.
@@ -51,6 +52,30 @@ pub fn print_report(report: &Report) {
             if count == 1 { "" } else { "s" }
         ))
     );
+}
+
+/// The sandbox every command that touches components uses.
+pub fn sandbox() -> Result<Sandbox, u8> {
+    Sandbox::new(SandboxOptions {
+        cache_dir: ComponentCache::default_dir(),
+        builtins: ferry_builtins::BUILTINS,
+    })
+    .map_err(|e| fail(format!("cannot start the WebAssembly engine: {e}")))
+}
+
+/// Checks the pipeline against its plugins (inputs, needs and grants), printing every
+/// problem with its location.
+pub async fn check_plugins(sandbox: &Sandbox, pipeline: &Pipeline) -> Result<(), u8> {
+    let diagnostics = sandbox.preflight(pipeline).await;
+    if diagnostics.is_empty() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
+    print_report(&Report {
+        source: ferry_model::Source::new(&pipeline.file, text),
+        diagnostics,
+    });
+    Err(exit::USAGE)
 }
 
 /// Prints an error with its hint lines and returns the usage exit code.

@@ -2,7 +2,6 @@ use crate::exit;
 use crate::report::{self, Output};
 use ferry_engine::{CancellationToken, RunOptions, Status};
 use ferry_model::Plan;
-use ferry_sandbox::{ComponentCache, Sandbox, SandboxOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,13 +56,14 @@ pub fn execute(args: Args) -> u8 {
         Ok(rt) => rt,
         Err(e) => return super::fail(format!("cannot start the runtime: {e}")),
     };
-    let sandbox = match Sandbox::new(SandboxOptions {
-        cache_dir: ComponentCache::default_dir(),
-        builtins: ferry_builtins::BUILTINS,
-    }) {
+    let sandbox = match super::sandbox() {
         Ok(s) => Arc::new(s),
-        Err(e) => return super::fail(format!("cannot start the WebAssembly engine: {e}")),
+        Err(code) => return code,
     };
+    // Refuse a misconfigured step before anything runs.
+    if let Err(code) = runtime.block_on(super::check_plugins(&sandbox, &plan.pipeline)) {
+        return code;
+    }
     let reporter = report::reporter(args.output);
     let cancel = CancellationToken::new();
     let options = RunOptions {

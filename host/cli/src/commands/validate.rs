@@ -1,7 +1,8 @@
 use crate::exit;
 use std::path::PathBuf;
 
-/// Check a pipeline file and report every problem at once.
+/// Check a pipeline file, and its steps against the plugins they use; report every problem
+/// at once.
 #[derive(clap::Args)]
 pub struct Args {
     /// Pipeline file [default: ferry.yaml]
@@ -9,7 +10,16 @@ pub struct Args {
 }
 
 pub fn execute(args: Args) -> u8 {
-    match super::load(args.file) {
+    let checked = super::load(args.file).and_then(|pipeline| {
+        let sandbox = super::sandbox()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| super::fail(format!("cannot start the runtime: {e}")))?;
+        runtime.block_on(super::check_plugins(&sandbox, &pipeline))?;
+        Ok(pipeline)
+    });
+    match checked {
         Ok(pipeline) => {
             let steps: usize = pipeline.jobs.iter().map(|j| j.steps.len()).sum();
             crate::say!(
