@@ -318,6 +318,15 @@ impl Reader<'_> {
                     format!("invalid step id `{id}`"),
                     "step ids start with a letter or `_` and contain only letters, digits, `-` and `_`",
                 );
+            } else if id
+                .strip_prefix("step-")
+                .is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n != index + 1))
+            {
+                self.error(
+                    n.span,
+                    format!("step id `{id}` is reserved"),
+                    "steps without an id are called `step-<position>`; pick another id",
+                );
             } else if declared.iter().any(|d| d.id == id) {
                 self.error(
                     n.span,
