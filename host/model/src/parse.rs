@@ -504,7 +504,7 @@ impl Reader<'_> {
             || text.starts_with('/')
             || text.ends_with(".wasm");
         if looks_like_path {
-            let path = self.dir.join(&text);
+            let path = self.dir.join(text.strip_prefix("./").unwrap_or(&text));
             if !path.is_file() {
                 self.error(
                     node.span,
