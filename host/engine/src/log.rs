@@ -88,14 +88,6 @@ impl StepLog {
         }
     }
 
-    pub fn job(&self) -> &Arc<str> {
-        &self.inner.job
-    }
-
-    pub fn step(&self) -> &Arc<str> {
-        &self.inner.step
-    }
-
     /// Writes one line at a level.
     pub fn line(&self, level: Level, text: &str) {
         let inner = &*self.inner;

@@ -58,13 +58,6 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(message)
-        }
-    }
-
     pub fn at(mut self, span: Span) -> Self {
         self.span = Some(span);
         self
