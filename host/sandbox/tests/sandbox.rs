@@ -365,6 +365,52 @@ async fn granted_capabilities_work() {
 }
 
 #[tokio::test]
+async fn processes_capture_quietly_and_stay_in_the_workspace() {
+    let out = run(&granted("exec-quiet", "hello there", ALL_GRANTS), |_| {}).await;
+    assert_eq!(
+        out.step("probe").0,
+        Status::Passed,
+        "{:?}",
+        out.step("probe")
+    );
+    assert_eq!(
+        out.log("probe"),
+        ["captured: hello there"],
+        "echo=false keeps the child out of the log"
+    );
+
+    let out = run(&granted("exec-cwd", "sub", ALL_GRANTS), |root| {
+        std::fs::create_dir(root.join("repo/sub")).unwrap();
+    })
+    .await;
+    assert_eq!(
+        out.step("probe").0,
+        Status::Passed,
+        "{:?}",
+        out.step("probe")
+    );
+    assert_eq!(out.log("probe"), ["in sub"]);
+
+    for cwd in ["..", "/tmp"] {
+        let out = run(&granted("exec-cwd", cwd, ALL_GRANTS), |_| {}).await;
+        let (status, kind, message) = out.step("probe");
+        assert_eq!(
+            (status, kind),
+            (Status::Failed, Some(FailureKind::InvalidInput))
+        );
+        assert!(message.contains("leaves the workspace"), "{message}");
+    }
+
+    let out = run(&granted("exec-path", "/bin/echo", ALL_GRANTS), |_| {}).await;
+    let (_, kind, message) = out.step("probe");
+    assert_eq!(kind, Some(FailureKind::InvalidInput));
+    assert!(
+        message.contains("is a path; name a granted program"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn secrets_reach_granted_steps_masked() {
     let secrets = BTreeMap::from([("FIXTURE_SECRET".to_string(), "s3cr3t-value".to_string())]);
     let out = run_with(
