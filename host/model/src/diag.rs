@@ -84,7 +84,12 @@ impl Diagnostic {
             Severity::Warning => "warning",
         };
         let mut out = format!("{label}: {}\n", self.message);
-        if let Some(span) = self.span {
+        if let Some(span) = self.span.filter(|s| s.line > 0) {
+            // Columns count from 1; a span made without a position must not underflow.
+            let span = Span {
+                col: span.col.max(1),
+                ..span
+            };
             let line_text = source
                 .text
                 .lines()

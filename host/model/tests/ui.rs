@@ -49,3 +49,49 @@ fn ui() {
         failures.join("\n")
     );
 }
+
+/// Mutated pipelines must produce diagnostics, never a panic: deterministic byte edits of
+/// every golden case, each parsed and rendered.
+#[test]
+fn mangled_input_never_panics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    let mut seed: u64 = 0x5eed;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    const NOISE: &[&str] = &[
+        "", ":", "- ", "{", "}", "[", "]", "\"", "'", "${{", "}}", "\n", "  ", "&a", "*a", "!!",
+        "#", "é", "\t", "|",
+    ];
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let original = std::fs::read_to_string(&path).unwrap();
+        for _ in 0..300 {
+            let mut text = original.clone();
+            for _ in 0..(1 + next() % 4) {
+                let mut at = next() % (text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let mut end = (at + next() % 6).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.replace_range(at..end, NOISE[next() % NOISE.len()]);
+            }
+            let source = Source::new("mangled.yaml", text);
+            if let Err(report) = parse(&source, Path::new("tests/ui"), BUILTINS) {
+                assert!(!report.to_string().is_empty());
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases > 1000);
+}
