@@ -57,13 +57,14 @@ pub fn parse(text: &str) -> Result<Option<Node>, Diagnostic> {
     let mut builder = Builder {
         text,
         cursor: (0, 0),
+        documents: 0,
         stack: Vec::new(),
         anchors: Vec::new(),
         root: None,
         errors: Vec::new(),
     };
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, false) {
+    if let Err(e) = parser.load(&mut builder, true) {
         let span = span_at(text, e.marker(), 1);
         return Err(Diagnostic::error(format!("invalid YAML: {}", e.info()))
             .at(span)
@@ -85,6 +86,7 @@ struct Builder<'a> {
     /// Last (char index, byte offset) converted; events arrive mostly in order, so walking on
     /// from here keeps conversion linear.
     cursor: (usize, usize),
+    documents: usize,
     stack: Vec<Frame>,
     anchors: Vec<(usize, Node)>,
     root: Option<Node>,
@@ -216,11 +218,20 @@ impl MarkedEventReceiver for Builder<'_> {
                     }
                 }
             }
-            Event::Nothing
-            | Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd => {}
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents == 2 {
+                    let span = self.span(&mark, 3);
+                    self.errors.push(
+                        Diagnostic::error(
+                            "a pipeline file holds one YAML document; a second one starts here",
+                        )
+                        .at(span)
+                        .hint("remove the `---` line, or put each pipeline in a file of its own"),
+                    );
+                }
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
     }
 }
