@@ -9,7 +9,8 @@ use std::process::{Command, ExitCode};
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo xtask demo -- --output plain` and `cargo xtask demo --output plain` alike.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--").collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
         Some("test") => test(),
