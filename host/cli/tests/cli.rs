@@ -395,6 +395,33 @@ fn ctrl_c_cancels_cleanly() {
 
 #[cfg(unix)]
 #[test]
+fn sigterm_cancels_like_ctrl_c() {
+    let t = Test::new();
+    let pidfile = t.path("bg.pid");
+    let yaml = format!(
+        "jobs:\n  long:\n    steps:\n      - run: sleep 300 & echo $! > {}; wait\n",
+        pidfile.display()
+    );
+    let t = t
+        .file("ferry.yaml", &yaml)
+        .args(&["run", "--output", "plain"]);
+    let child = t.spawn();
+    let pid: i32 = wait_for(&pidfile).trim().parse().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!alive(pid), "the step's process survived SIGTERM");
+}
+
+#[cfg(unix)]
+#[test]
 fn a_run_killed_with_its_host_is_marked_interrupted_at_the_next_start() {
     let t = Test::new();
     let pidfile = t.path("bg.pid");

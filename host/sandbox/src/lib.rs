@@ -19,3 +19,4 @@ mod stdio;
 pub use cache::ComponentCache;
 pub use plugin::{InputSpec, Inspection, Plugin, PluginInfo, PluginKind, World};
 pub use runner::{Sandbox, SandboxOptions};
+pub use state::kill_all_processes;

@@ -35,25 +35,39 @@ pub struct StepState {
 #[derive(Clone, Default)]
 pub struct ProcessGroups(Arc<Mutex<Vec<u32>>>);
 
+/// Every live group of every step in this process, for a hard exit (a second Ctrl-C).
+static ALL_GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl ProcessGroups {
     pub fn add(&self, pid: u32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        locked(&self.0).push(pid);
+        locked(&ALL_GROUPS).push(pid);
     }
 
     /// Kills one group and forgets it.
     pub fn kill(&self, pid: u32) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != pid);
+        locked(&self.0).retain(|p| *p != pid);
+        locked(&ALL_GROUPS).retain(|p| *p != pid);
         ferry_engine::os::kill_process_group(pid);
     }
 
     pub fn kill_all(&self) {
-        let pids = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let pids = std::mem::take(&mut *locked(&self.0));
         for pid in pids {
-            ferry_engine::os::kill_process_group(pid);
+            self.kill(pid);
         }
+    }
+}
+
+/// Kills the process groups of every running step; for exiting at once.
+pub fn kill_all_processes() {
+    let pids = std::mem::take(&mut *locked(&ALL_GROUPS));
+    for pid in pids {
+        ferry_engine::os::kill_process_group(pid);
     }
 }
 

@@ -78,10 +78,11 @@ pub fn execute(args: Args) -> u8 {
     let result = runtime.block_on(async {
         let interrupt = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_signal().await {
                 eprintln!("\nferry: cancelling (press Ctrl-C again to quit at once)");
                 interrupt.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if stop_signal().await {
+                    ferry_sandbox::kill_all_processes();
                     std::process::exit(i32::from(exit::INTERRUPTED));
                 }
             }
@@ -132,4 +133,24 @@ fn secrets(plan: &Plan) -> BTreeMap<String, String> {
         }
     }
     secrets
+}
+
+/// Ctrl-C, or on Unix also SIGTERM (what CI runners and service managers send). False when
+/// no handler could be installed.
+async fn stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.is_ok(),
+            _ = term.recv() => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }
