@@ -6,7 +6,7 @@ mod tty;
 use ferry_engine::RunResult;
 use ferry_engine::event::{Event, FailureKind, Level, Reporter, Status};
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use style::Style;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +42,6 @@ pub fn reporter(output: Output) -> Arc<dyn RunReporter> {
         Output::Tty => tty::Tty::start(Style::stdout()),
         _ => Arc::new(Plain {
             style: Style::stdout(),
-            out: Mutex::new(()),
         }),
     }
 }
@@ -70,7 +69,6 @@ impl RunReporter for Json {
 
 struct Plain {
     style: Style,
-    out: Mutex<()>,
 }
 
 impl Reporter for Plain {
@@ -158,7 +156,6 @@ impl Reporter for Plain {
                 return;
             }
         };
-        let _guard = self.out.lock();
         out(&line);
     }
 }
