@@ -270,7 +270,7 @@ fn job_selection_runs_the_job_and_what_it_needs() {
 
 #[test]
 fn run_steps_see_only_granted_host_variables() {
-    let yaml = "jobs:\n  a:\n    steps:\n      - run: echo \"value=[$FERRY_E2E_VAR]\"\n      - run: echo \"value=[$FERRY_E2E_VAR]\"\n        permissions: { env: [FERRY_E2E_VAR] }\n";
+    let yaml = "jobs:\n  a:\n    steps:\n      - run: echo \"value=[$FERRY_E2E_VAR]\"\n      - run: echo \"value=[$FERRY_E2E_VAR]\"\n        permissions: { env: [FERRY_E2E_VAR] }\n      - id: ids\n        run: echo \"[$CI $FERRY_JOB/$FERRY_STEP ${#FERRY_RUN_ID}]\"\n";
     Test::new()
         .file("ferry.yaml", yaml)
         .env("FERRY_E2E_VAR", "from-host")
@@ -278,7 +278,8 @@ fn run_steps_see_only_granted_host_variables() {
         .run()
         .code(0)
         .stdout_has("[a/step-1] value=[]")
-        .stdout_has("[a/step-2] value=[from-host]");
+        .stdout_has("[a/step-2] value=[from-host]")
+        .stdout_has("[a/ids] [true a/ids 20]");
 }
 
 #[test]

@@ -25,6 +25,8 @@ const MAX_STEP_TIME: Duration = Duration::from_secs(60 * 60 * 24 * 7);
 
 /// Everything a runner needs to run one step.
 pub struct StepRequest {
+    /// Id of the run, as in `.ferry/runs/<id>`.
+    pub run_id: Arc<str>,
     pub pipeline: Arc<Pipeline>,
     pub job_index: usize,
     pub step_index: usize,
@@ -180,6 +182,7 @@ pub async fn run<R: StepRunner>(
         reporter: reporter.clone(),
         masker: Arc::new(Masker::new(options.secrets.values().cloned())),
         secrets: options.secrets.clone(),
+        run_id: id.as_str().into(),
         run_dir: run_dir.clone(),
         source_dir: options.source_dir.clone(),
         keep_workspaces: options.keep_workspaces,
@@ -288,6 +291,7 @@ struct Shared {
     reporter: Arc<dyn Reporter>,
     masker: Arc<Masker>,
     secrets: BTreeMap<String, String>,
+    run_id: Arc<str>,
     run_dir: PathBuf,
     source_dir: PathBuf,
     keep_workspaces: bool,
@@ -411,6 +415,7 @@ async fn run_job<R: StepRunner>(
                     .filter_map(|name| shared.secrets.get(name).map(|v| (name.clone(), v.clone())))
                     .collect();
                 let request = StepRequest {
+                    run_id: shared.run_id.clone(),
                     pipeline: shared.pipeline.clone(),
                     job_index,
                     step_index: index,

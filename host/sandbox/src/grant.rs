@@ -292,6 +292,18 @@ fn join(items: impl Iterator<Item = String>) -> String {
         .join(", ")
 }
 
+/// Variables every step and every process it runs sees, whatever was granted: they describe
+/// the run, not the host.
+pub fn standard_env(run_id: &str, job: &str, step: &str) -> [(&'static str, String); 5] {
+    [
+        ("CI", "true".into()),
+        ("FERRY", "true".into()),
+        ("FERRY_RUN_ID", run_id.into()),
+        ("FERRY_JOB", job.into()),
+        ("FERRY_STEP", step.into()),
+    ]
+}
+
 /// The message for something a running step tried without a grant.
 pub fn runtime_denial_text(site: &crate::state::Site, what: &str, yaml: &str) -> String {
     format!(

@@ -80,8 +80,7 @@ impl process::Host for StepState {
         }
         child
             .envs(&self.grant.env)
-            .env("CI", "true")
-            .env("FERRY", "true")
+            .envs(self.standard_env.iter().map(|(k, v)| (k, v)))
             .env("FERRY_WORKSPACE", &self.workspace)
             .env("FERRY_OUTPUT", &self.output_file)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)));

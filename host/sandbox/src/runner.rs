@@ -263,6 +263,7 @@ impl Sandbox {
                 job: req.job().id.clone(),
                 grant_site: site.grant_site(),
             },
+            standard_env: grant::standard_env(&req.run_id, &req.job().id, &step.key()).to_vec(),
             grant,
             open_groups: 0,
         };
@@ -342,7 +343,9 @@ impl Sandbox {
         for (name, value) in &grant.env {
             b.env(name, value);
         }
-        b.env("CI", "true").env("FERRY", "true");
+        for (name, value) in grant::standard_env(&req.run_id, &req.job().id, &req.step().key()) {
+            b.env(name, value);
+        }
         if let Some(access) = grant.workspace {
             let perms = fs_perms(access);
             b.env("FERRY_WORKSPACE", GUEST_WORKSPACE);
@@ -452,6 +455,7 @@ fn bare_state(deadline: Instant) -> StepState {
             job: String::new(),
             grant_site: String::new(),
         },
+        standard_env: Vec::new(),
         open_groups: 0,
     }
 }

@@ -26,6 +26,8 @@ pub struct StepState {
     pub processes: ProcessGroups,
     /// Text naming the step and where grants go, for denial messages.
     pub site: Site,
+    /// `CI`, `FERRY_RUN_ID`, ... for child processes.
+    pub standard_env: Vec<(&'static str, String)>,
     pub open_groups: u32,
 }
 
