@@ -28,6 +28,7 @@ const GUESTS: &[(&str, &str, &str, bool)] = &[
         "COMMAND",
         false,
     ),
+    ("ferry-fixture-sdk", "ferry_fixture_sdk", "SDK", false),
 ];
 
 fn main() {
@@ -38,7 +39,7 @@ fn main() {
         .parent()
         .unwrap()
         .to_path_buf();
-    for watched in ["plugins", "wit", "Cargo.lock", "Cargo.toml"] {
+    for watched in ["plugins", "sdk/rust", "wit", "Cargo.lock", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

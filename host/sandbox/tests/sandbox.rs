@@ -537,3 +537,73 @@ async fn an_unwritable_cache_still_runs_steps() {
         .unwrap();
     assert_eq!(plugin.info.name, "shell");
 }
+
+fn sdk_step(with: &str, permissions: &str) -> String {
+    format!(
+        "  probe:\n    steps:\n      - id: greet\n        uses: {}\n        with: {with}\n{permissions}",
+        fixtures::SDK
+    )
+}
+
+const EXEC_ECHO: &str = "        permissions: { exec: [echo] }\n";
+
+#[tokio::test]
+async fn a_step_written_with_the_rust_sdk_runs() {
+    let out = run(
+        &sdk_step(
+            "{ who: ferry, loud: true, times: 2, also: [crew] }",
+            EXEC_ECHO,
+        ),
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        out.step("probe").0,
+        Status::Passed,
+        "{:?}",
+        out.step("probe")
+    );
+    let log = out.log("probe");
+    assert_eq!(
+        log,
+        [
+            "HELLO, FERRY",
+            "HELLO, FERRY",
+            "HELLO, CREW",
+            "HELLO, CREW",
+            "greeted 2 people"
+        ]
+    );
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, Event::GroupStart { title, .. } if title == "greetings"))
+    );
+    assert!(out.events.iter().any(|e| matches!(e, Event::Annotation { annotation, .. } if annotation.rule.as_deref() == Some("greet/many") && annotation.file.as_deref() == Some("README.md"))));
+    assert!(out.events.iter().any(|e| matches!(e, Event::Output { name, value, .. } if name == "greeting" && value == "HELLO, CREW")));
+}
+
+#[tokio::test]
+async fn the_rust_sdk_reports_bad_inputs_and_missing_grants() {
+    let out = run(&sdk_step("{ times: \"0\" }", EXEC_ECHO), |_| {}).await;
+    let (status, kind, message) = out.step("probe");
+    assert_eq!(
+        (status, kind),
+        (Status::Failed, Some(FailureKind::InvalidInput))
+    );
+    assert_eq!(message, "input `times` must be at least 1");
+
+    let out = run(&sdk_step("{ loud: maybe }", EXEC_ECHO), |_| {}).await;
+    let (_, kind, message) = out.step("probe");
+    assert_eq!(kind, Some(FailureKind::InvalidInput));
+    assert!(
+        message.contains("input `loud` must be a boolean"),
+        "{message}"
+    );
+
+    let out = run(&sdk_step("{ who: x }", ""), |_| {}).await;
+    let (_, kind, message) = out.step("probe");
+    assert_eq!(kind, Some(FailureKind::Denied));
+    assert!(message.contains("exec: [echo]"), "{message}");
+    out.sibling_passed();
+}

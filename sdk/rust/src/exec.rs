@@ -1,0 +1,118 @@
+//! Running host programs the step was granted (`permissions: { exec: [...] }`), without a
+//! shell: arguments reach the program exactly as given.
+
+use crate::Error;
+use crate::bindings::ferry::step::process as wit;
+
+/// A program to run, built like `std::process::Command`.
+#[derive(Debug, Clone)]
+pub struct Command {
+    cmd: wit::Command,
+}
+
+impl Command {
+    /// A granted program, by name (`git`, not `/usr/bin/git`).
+    pub fn new(program: &str) -> Self {
+        Command {
+            cmd: wit::Command {
+                program: program.into(),
+                args: Vec::new(),
+                cwd: None,
+                env: Vec::new(),
+                stdin: None,
+                echo: true,
+            },
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.cmd.args.push(arg.into());
+        self
+    }
+
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.cmd.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Working directory relative to the workspace root.
+    pub fn cwd(mut self, dir: impl Into<String>) -> Self {
+        self.cmd.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cmd.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Bytes for the program's standard input.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.cmd.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Keeps the program's output out of the step log (it is still returned).
+    pub fn quiet(mut self) -> Self {
+        self.cmd.echo = false;
+        self
+    }
+
+    /// Runs the program to completion. A program that was not granted is
+    /// [`Error::Denied`]; a failure to start it is [`Error::Failed`].
+    pub fn run(self) -> Result<Output, Error> {
+        let program = self.cmd.program.clone();
+        wit::run(&self.cmd)
+            .map(|o| Output {
+                program,
+                exit_code: o.exit_code,
+                stdout: o.stdout,
+                stderr: o.stderr,
+                truncated: o.truncated,
+            })
+            .map_err(|e| match e {
+                wit::Error::Denied(m) => Error::Denied(m),
+                wit::Error::NotFound(m) | wit::Error::Invalid(m) | wit::Error::SpawnFailed(m) => {
+                    Error::Failed(m)
+                }
+            })
+    }
+}
+
+/// What a finished program produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub program: String,
+    /// `None` when a signal ended the program.
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// True when a stream was cut at the host's cap.
+    pub truncated: bool,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// Standard output as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Succeeds when the program exited with 0; otherwise a failure naming it.
+    pub fn check(self) -> Result<Output, Error> {
+        match self.exit_code {
+            Some(0) => Ok(self),
+            Some(code) => Err(Error::Failed(format!(
+                "`{}` exited with code {code}",
+                self.program
+            ))),
+            None => Err(Error::Failed(format!(
+                "`{}` was killed by a signal",
+                self.program
+            ))),
+        }
+    }
+}

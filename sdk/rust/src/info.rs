@@ -1,0 +1,238 @@
+//! What a step declares about itself.
+
+use crate::wit;
+
+/// The type of an input; values arrive as text and are checked against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    Boolean,
+    Number,
+    List,
+}
+
+/// One input under `with:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub name: String,
+    pub description: String,
+    pub kind: Kind,
+    pub default: Option<String>,
+    pub required: bool,
+}
+
+impl Input {
+    fn new(name: &str, description: &str, kind: Kind) -> Self {
+        Input {
+            name: name.into(),
+            description: description.into(),
+            kind,
+            default: None,
+            required: false,
+        }
+    }
+
+    /// Any text.
+    pub fn string(name: &str, description: &str) -> Self {
+        Input::new(name, description, Kind::String)
+    }
+
+    /// `true` or `false`; defaults to `false` unless [`Input::default`] says otherwise.
+    pub fn boolean(name: &str, description: &str) -> Self {
+        Input::new(name, description, Kind::Boolean).default("false")
+    }
+
+    /// A decimal number.
+    pub fn number(name: &str, description: &str) -> Self {
+        Input::new(name, description, Kind::Number)
+    }
+
+    /// A list of strings (`with: { paths: [a, b] }`).
+    pub fn list(name: &str, description: &str) -> Self {
+        Input::new(name, description, Kind::List)
+    }
+
+    /// The pipeline must give a value.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self.default = None;
+        self
+    }
+
+    /// The value used when the pipeline gives none.
+    pub fn default(mut self, value: &str) -> Self {
+        self.default = Some(value.into());
+        self.required = false;
+        self
+    }
+}
+
+/// Access to the job workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workspace {
+    None,
+    Read,
+    Write,
+}
+
+/// What the step needs from the host. ferry refuses to start a step whose needs the pipeline
+/// does not grant, and gives it nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    pub workspace: Workspace,
+    pub paths: Vec<(String, bool)>,
+    pub env: Vec<String>,
+    pub secrets: Vec<String>,
+    pub network: Vec<String>,
+    pub exec: Vec<String>,
+}
+
+fn strings<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Vec<String> {
+    items.into_iter().map(Into::into).collect()
+}
+
+impl Capabilities {
+    /// Nothing at all, not even the workspace.
+    pub fn none() -> Self {
+        Capabilities {
+            workspace: Workspace::None,
+            paths: Vec::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            network: Vec::new(),
+            exec: Vec::new(),
+        }
+    }
+
+    /// Read the workspace (granted to every step by default).
+    pub fn read_workspace() -> Self {
+        Capabilities {
+            workspace: Workspace::Read,
+            ..Capabilities::none()
+        }
+    }
+
+    /// Read and write the workspace (`permissions: { workspace: write }`).
+    pub fn write_workspace() -> Self {
+        Capabilities {
+            workspace: Workspace::Write,
+            ..Capabilities::none()
+        }
+    }
+
+    /// A host path beyond the workspace.
+    pub fn path(mut self, path: &str, write: bool) -> Self {
+        self.paths.push((path.into(), write));
+        self
+    }
+
+    /// Host environment variables the step reads.
+    pub fn env<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.env.extend(strings(names));
+        self
+    }
+
+    /// Secrets the step receives as environment variables.
+    pub fn secrets<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.secrets.extend(strings(names));
+        self
+    }
+
+    /// Hosts (`host` or `host:port`) the step connects to.
+    pub fn network<S: Into<String>>(mut self, hosts: impl IntoIterator<Item = S>) -> Self {
+        self.network.extend(strings(hosts));
+        self
+    }
+
+    /// Host programs the step runs through [`crate::exec`].
+    pub fn exec<S: Into<String>>(mut self, programs: impl IntoIterator<Item = S>) -> Self {
+        self.exec.extend(strings(programs));
+        self
+    }
+}
+
+/// Everything `describe()` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<(String, String)>,
+    pub capabilities: Capabilities,
+}
+
+impl Info {
+    /// A step that takes nothing and needs only to read the workspace.
+    pub fn new(name: &str, version: &str, description: &str) -> Self {
+        Info {
+            name: name.into(),
+            version: version.into(),
+            description: description.into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            capabilities: Capabilities::read_workspace(),
+        }
+    }
+
+    pub fn input(mut self, input: Input) -> Self {
+        self.inputs.push(input);
+        self
+    }
+
+    pub fn output(mut self, name: &str, description: &str) -> Self {
+        self.outputs.push((name.into(), description.into()));
+        self
+    }
+
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    pub(crate) fn into_wit(self) -> wit::StepInfo {
+        let c = self.capabilities;
+        wit::StepInfo {
+            name: self.name,
+            version: self.version,
+            description: self.description,
+            inputs: self
+                .inputs
+                .into_iter()
+                .map(|i| wit::InputSpec {
+                    name: i.name,
+                    description: i.description,
+                    type_: match i.kind {
+                        Kind::String => wit::InputType::String,
+                        Kind::Boolean => wit::InputType::Boolean,
+                        Kind::Number => wit::InputType::Number,
+                        Kind::List => wit::InputType::List,
+                    },
+                    default: i.default,
+                    required: i.required,
+                })
+                .collect(),
+            outputs: self
+                .outputs
+                .into_iter()
+                .map(|(name, description)| wit::OutputSpec { name, description })
+                .collect(),
+            capabilities: wit::Capabilities {
+                workspace: match c.workspace {
+                    Workspace::None => wit::WorkspaceAccess::None,
+                    Workspace::Read => wit::WorkspaceAccess::Read,
+                    Workspace::Write => wit::WorkspaceAccess::Write,
+                },
+                paths: c
+                    .paths
+                    .into_iter()
+                    .map(|(path, write)| wit::PathNeed { path, write })
+                    .collect(),
+                env: c.env,
+                secrets: c.secrets,
+                network: c.network,
+                exec: c.exec,
+            },
+        }
+    }
+}

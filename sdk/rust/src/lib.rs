@@ -1,0 +1,159 @@
+//! Write [ferry](https://github.com/ferry-ci/ferry) pipeline steps in Rust.
+//!
+//! A step is a type implementing [`Step`]: its [`Info`] declares the name, inputs (with
+//! types, defaults and required flags), outputs and the capabilities it needs, once, and
+//! ferry uses that both for `describe()` and to check inputs before [`Step::run`] is called.
+//! [`export!`] turns the type into the component's exports.
+//!
+//! ```no_run
+//! use ferry_sdk::{Capabilities, Error, Info, Input, Inputs, Step, info};
+//!
+//! struct Greet;
+//!
+//! impl Step for Greet {
+//!     fn info() -> Info {
+//!         Info::new("greet", env!("CARGO_PKG_VERSION"), "Says hello.")
+//!             .input(Input::string("who", "Whom to greet.").default("world"))
+//!             .input(Input::boolean("loud", "Shout."))
+//!             .output("greeting", "What was said.")
+//!             .capabilities(Capabilities::none().exec(["echo"]))
+//!     }
+//!
+//!     fn run(inputs: &Inputs) -> Result<(), Error> {
+//!         let who = inputs.string("who")?;
+//!         let mut greeting = format!("hello, {who}");
+//!         if inputs.boolean("loud")? {
+//!             greeting = greeting.to_uppercase();
+//!         }
+//!         info!("{greeting}");
+//!         ferry_sdk::exec::Command::new("echo").arg(&greeting).run()?.check()?;
+//!         ferry_sdk::set_output("greeting", &greeting)
+//!     }
+//! }
+//!
+//! ferry_sdk::export!(Greet);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` in a `cdylib` crate, and
+//! check it with `ferry plugin inspect target/wasm32-wasip2/release/greet.wasm`.
+
+// The generated bindings name this crate by its public path, as user crates see it.
+extern crate self as ferry_sdk;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "step",
+        pub_export_macro: true,
+        export_macro_name: "__export_step_world",
+        default_bindings_module: "::ferry_sdk::bindings",
+        runtime_path: "::ferry_sdk::__wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+pub mod exec;
+mod info;
+mod inputs;
+pub mod log;
+
+pub use info::{Capabilities, Info, Input, Workspace};
+pub use inputs::Inputs;
+
+use bindings::ferry::step::types as wit;
+
+/// Why a step did not succeed; ferry reports each case differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The step ran and its check failed.
+    Failed(String),
+    /// An input was missing or malformed.
+    InvalidInput(String),
+    /// The host refused something the step needed.
+    Denied(String),
+}
+
+impl Error {
+    pub fn failed(message: impl Into<String>) -> Self {
+        Error::Failed(message.into())
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Failed(m) | Error::InvalidInput(m) | Error::Denied(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Failed(e.to_string())
+    }
+}
+
+/// A pipeline step.
+pub trait Step {
+    /// What the step is, takes, produces and needs. Called for `describe()` and to check
+    /// inputs; keep it cheap and free of side effects.
+    fn info() -> Info;
+
+    /// Does the work. Inputs were checked against [`Step::info`] and defaults applied.
+    fn run(inputs: &Inputs) -> Result<(), Error>;
+}
+
+/// Sets an output that later steps read as `${{ steps.<id>.outputs.<name> }}`.
+pub fn set_output(name: &str, value: &str) -> Result<(), Error> {
+    bindings::ferry::step::outputs::set(name, value).map_err(Error::Failed)
+}
+
+#[doc(hidden)]
+pub fn __describe<S: Step>() -> wit::StepInfo {
+    S::info().into_wit()
+}
+
+#[doc(hidden)]
+pub fn __run<S: Step>(inputs: Vec<wit::Input>) -> Result<(), wit::StepError> {
+    let info = S::info();
+    let inputs = Inputs::new(
+        &info,
+        inputs.into_iter().map(|i| (i.name, i.value)).collect(),
+    )
+    .map_err(wit::StepError::InvalidInput)?;
+    S::run(&inputs).map_err(|e| match e {
+        Error::Failed(m) => wit::StepError::Failed(m),
+        Error::InvalidInput(m) => wit::StepError::InvalidInput(m),
+        Error::Denied(m) => wit::StepError::Denied(m),
+    })
+}
+
+/// Exports a [`Step`] as the component's `describe` and `run`.
+#[macro_export]
+macro_rules! export {
+    ($step:ty) => {
+        const _: () = {
+            struct __FerryStep;
+
+            impl $crate::bindings::Guest for __FerryStep {
+                fn describe() -> $crate::bindings::ferry::step::types::StepInfo {
+                    $crate::__describe::<$step>()
+                }
+
+                fn run(
+                    inputs: ::std::vec::Vec<$crate::bindings::ferry::step::types::Input>,
+                ) -> ::std::result::Result<(), $crate::bindings::ferry::step::types::StepError>
+                {
+                    $crate::__run::<$step>(inputs)
+                }
+            }
+
+            $crate::bindings::__export_step_world!(__FerryStep with_types_in $crate::bindings);
+        };
+    };
+}
