@@ -153,7 +153,8 @@ macro_rules! export {
                 }
             }
 
-            $crate::bindings::__export_step_world!(__FerryStep with_types_in $crate::bindings);
+            // Braces: rustfmt cannot settle on a layout for this call with parentheses.
+            $crate::bindings::__export_step_world! { __FerryStep with_types_in $crate::bindings }
         };
     };
 }
