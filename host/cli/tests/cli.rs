@@ -291,13 +291,7 @@ fn secrets_are_masked_in_output_and_records() {
         .args(&["run", "--output", "plain"]);
     let done = t.run().code(0).stdout_has("token is ***");
     assert!(!done.stdout.contains("hunter2-xyz"));
-    let run = std::fs::read_dir(t.path(".ferry/runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let log = std::fs::read_to_string(run.join("logs/a/step-1.log")).unwrap();
+    let log = std::fs::read_to_string(only_run(&t).join("logs/a/step-1.log")).unwrap();
     assert_eq!(log, "token is ***\n");
 }
 
@@ -356,9 +350,10 @@ fn a_timeout_kills_the_whole_process_group() {
     );
 }
 
+/// Ctrl-C and SIGTERM cancel the same way: the step's processes die, exit 130, and the
+/// run record says `cancelled`.
 #[cfg(unix)]
-#[test]
-fn ctrl_c_cancels_cleanly() {
+fn cancels_cleanly_on(signal: i32) {
     let t = Test::new();
     let pidfile = t.path("bg.pid");
     let yaml = format!(
@@ -370,8 +365,8 @@ fn ctrl_c_cancels_cleanly() {
         .args(&["run", "--output", "plain"]);
     let child = t.spawn();
     let pid: i32 = wait_for(&pidfile).trim().parse().unwrap();
-    // SAFETY: sending SIGINT to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
     let output = child.wait_with_output().unwrap();
     assert_eq!(
         output.status.code(),
@@ -380,15 +375,8 @@ fn ctrl_c_cancels_cleanly() {
         String::from_utf8_lossy(&output.stderr)
     );
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!alive(pid), "the step's process survived Ctrl-C");
-    let run = std::fs::read_dir(t.path(".ferry/runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert!(!alive(pid), "the step's process survived signal {signal}");
+    let summary = run_summary(&only_run(&t));
     assert_eq!(summary["status"], "cancelled");
     assert_eq!(summary["jobs"]["long"]["steps"][0]["status"], "cancelled");
     assert_eq!(summary["jobs"]["long"]["steps"][1]["status"], "skipped");
@@ -396,29 +384,28 @@ fn ctrl_c_cancels_cleanly() {
 
 #[cfg(unix)]
 #[test]
+fn ctrl_c_cancels_cleanly() {
+    cancels_cleanly_on(libc::SIGINT);
+}
+
+#[cfg(unix)]
+#[test]
 fn sigterm_cancels_like_ctrl_c() {
-    let t = Test::new();
-    let pidfile = t.path("bg.pid");
-    let yaml = format!(
-        "jobs:\n  long:\n    steps:\n      - run: sleep 300 & echo $! > {}; wait\n",
-        pidfile.display()
-    );
-    let t = t
-        .file("ferry.yaml", &yaml)
-        .args(&["run", "--output", "plain"]);
-    let child = t.spawn();
-    let pid: i32 = wait_for(&pidfile).trim().parse().unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!alive(pid), "the step's process survived SIGTERM");
+    cancels_cleanly_on(libc::SIGTERM);
+}
+
+/// The one run recorded under the test's `.ferry/runs`.
+fn only_run(t: &Test) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(t.path(".ferry/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    runs.sort();
+    runs.remove(0)
+}
+
+fn run_summary(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap()
 }
 
 #[cfg(unix)]
@@ -439,12 +426,7 @@ fn a_run_killed_with_its_host_is_marked_interrupted_at_the_next_start() {
     child.wait().unwrap();
     // SAFETY: clean up the orphaned step process of the killed host.
     unsafe { libc::kill(-shell, libc::SIGKILL) };
-    let first = std::fs::read_dir(t.path(".ferry/runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let first = only_run(&t);
     let again = Test {
         dir: t.dir,
         args: vec!["run".into(), "--output".into(), "plain".into()],
@@ -456,9 +438,7 @@ fn a_run_killed_with_its_host_is_marked_interrupted_at_the_next_start() {
     )
     .unwrap();
     again.run().code(0).stderr_has("marked interrupted");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(first.join("run.json")).unwrap()).unwrap();
-    assert_eq!(summary["status"], "interrupted");
+    assert_eq!(run_summary(&first)["status"], "interrupted");
 }
 
 #[test]
