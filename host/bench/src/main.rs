@@ -183,6 +183,7 @@ async fn engine_run(root: &Path, steps: usize) -> Duration {
         Sandbox::new(SandboxOptions {
             cache_dir: ComponentCache::default_dir(),
             builtins: ferry_builtins::BUILTINS,
+            concurrency: 1,
         })
         .unwrap(),
     );

@@ -41,6 +41,8 @@ pub struct SandboxOptions {
     pub cache_dir: PathBuf,
     /// Built-in steps by name.
     pub builtins: &'static [(&'static str, &'static [u8])],
+    /// Most steps that run at once (`--jobs`); sizes the pool of instance slots.
+    pub concurrency: usize,
 }
 
 /// Runs steps as components. Create one per run; it keeps each plugin loaded for the run.
@@ -61,7 +63,7 @@ impl Drop for Sandbox {
 
 impl Sandbox {
     pub fn new(options: SandboxOptions) -> wasmtime::Result<Sandbox> {
-        let engine = engine(true).or_else(|_| engine(false))?;
+        let engine = engine(Some(options.concurrency)).or_else(|_| engine(None))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Step::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
@@ -389,23 +391,24 @@ impl Sandbox {
     }
 }
 
-/// The wasmtime engine. With `pooling`, instance slots (memories with copy-on-write images,
+/// The wasmtime engine. With a pool, instance slots (memories with copy-on-write images,
 /// tables, fiber stacks) are reserved once and reused, which makes a fresh store per step
 /// cheap; where the address space cannot be reserved (a tight `ulimit -v`), ferry falls back
 /// to allocating on demand.
-fn engine(pooling: bool) -> wasmtime::Result<Engine> {
+fn engine(pool_for: Option<usize>) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    if pooling {
+    if let Some(concurrency) = pool_for {
+        // A slot per running step and per `describe()` instance, with room for large
+        // (Python, JS) components made of many core modules, memories and tables.
+        let components = (concurrency.clamp(1, 512) * 2 + 8) as u32;
         let mut pool = PoolingAllocationConfig::default();
-        // Sized for a few dozen concurrent steps, including large (Python, JS) components
-        // made of many core modules.
-        pool.total_component_instances(64)
-            .total_core_instances(1_024)
-            .total_memories(256)
-            .total_tables(1_024)
-            .total_stacks(64)
+        pool.total_component_instances(components)
+            .total_stacks(components)
+            .total_core_instances(components * 32)
+            .total_memories(components * 8)
+            .total_tables(components * 32)
             .max_core_instances_per_component(64)
             .max_memories_per_component(16)
             .max_tables_per_component(64)

@@ -90,6 +90,7 @@ async fn run_with(
         Sandbox::new(SandboxOptions {
             cache_dir: cache_dir(),
             builtins: ferry_builtins::BUILTINS,
+            concurrency: 4,
         })
         .unwrap(),
     );
@@ -504,6 +505,7 @@ async fn the_second_load_comes_from_the_compiled_cache() {
         let sandbox = Sandbox::new(SandboxOptions {
             cache_dir: dir.path().to_path_buf(),
             builtins: ferry_builtins::BUILTINS,
+            concurrency: 4,
         })
         .unwrap();
         sandbox
@@ -530,6 +532,7 @@ async fn an_unwritable_cache_still_runs_steps() {
     let sandbox = Sandbox::new(SandboxOptions {
         cache_dir: blocked.join("compiled"),
         builtins: ferry_builtins::BUILTINS,
+        concurrency: 4,
     })
     .unwrap();
     let plugin = sandbox

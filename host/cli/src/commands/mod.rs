@@ -54,11 +54,13 @@ pub fn print_report(report: &Report) {
     );
 }
 
-/// The sandbox every command that touches components uses.
-pub fn sandbox() -> Result<Sandbox, u8> {
+/// The sandbox every command that touches components uses, sized for `concurrency` steps
+/// at once.
+pub fn sandbox(concurrency: usize) -> Result<Sandbox, u8> {
     Sandbox::new(SandboxOptions {
         cache_dir: ComponentCache::default_dir(),
         builtins: ferry_builtins::BUILTINS,
+        concurrency,
     })
     .map_err(|e| fail(format!("cannot start the WebAssembly engine: {e}")))
 }

@@ -61,6 +61,7 @@ fn inspect(args: InspectArgs) -> u8 {
         let sandbox = Sandbox::new(SandboxOptions {
             cache_dir: ferry_sandbox::ComponentCache::default_dir(),
             builtins: ferry_builtins::BUILTINS,
+            concurrency: 1,
         })
         .map_err(|e| e.to_string())?;
         sandbox.inspect(bytes, &name).await

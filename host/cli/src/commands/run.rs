@@ -56,7 +56,7 @@ pub fn execute(args: Args) -> u8 {
         Ok(rt) => rt,
         Err(e) => return super::fail(format!("cannot start the runtime: {e}")),
     };
-    let sandbox = match super::sandbox() {
+    let sandbox = match super::sandbox(parallel) {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
     };
