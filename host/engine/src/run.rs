@@ -145,24 +145,27 @@ pub async fn run<R: StepRunner>(
 ) -> Result<RunResult, RunError> {
     let started = Instant::now();
     let id = new_run_id();
+    let Plan {
+        pipeline,
+        order,
+        needs: plan_needs,
+    } = plan;
     let record_err = |source| RunError::Record {
         dir: options.state_dir.clone(),
         source,
     };
-    let record = Arc::new(
-        RunRecord::create(&options.state_dir, &id, &plan.pipeline.name).map_err(record_err)?,
-    );
+    let record =
+        Arc::new(RunRecord::create(&options.state_dir, &id, &pipeline.name).map_err(record_err)?);
     let run_dir = record.dir().to_path_buf();
     let reporter: Arc<dyn Reporter> = Arc::new(crate::event::Fanout(vec![
         record.clone() as Arc<dyn Reporter>,
         reporter,
     ]));
-    let pipeline = Arc::new(plan.pipeline.clone());
+    let pipeline = Arc::new(pipeline);
     reporter.event(&Event::RunStarted {
         run: id.clone(),
         pipeline: pipeline.name.clone(),
-        jobs: plan
-            .order
+        jobs: order
             .iter()
             .map(|&i| {
                 let job = &pipeline.jobs[i];
@@ -189,15 +192,15 @@ pub async fn run<R: StepRunner>(
     });
     let run_cancel = options.cancel.child_token();
     let semaphore = Arc::new(Semaphore::new(options.parallel.max(1)));
-    let mut state: HashMap<usize, Option<Status>> = plan.order.iter().map(|&i| (i, None)).collect();
+    let mut state: HashMap<usize, Option<Status>> = order.iter().map(|&i| (i, None)).collect();
     let mut running = JoinSet::new();
     let mut any_failed = false;
     loop {
-        for &i in &plan.order {
+        for &i in &order {
             if state[&i].is_some() {
                 continue;
             }
-            let needs = &plan.needs[i];
+            let needs = &plan_needs[i];
             let waiting = |n: &usize| matches!(state.get(n), Some(None | Some(Status::Running)));
             if needs.iter().any(waiting) {
                 continue;

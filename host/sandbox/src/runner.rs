@@ -237,8 +237,9 @@ impl Sandbox {
                 ),
             )
         })?;
+        let standard_env = grant::standard_env(&req.run_id, &req.job().id, &step.key()).to_vec();
         let wasi = self
-            .wasi(&grant, req, &plugin.info, &inputs)
+            .wasi(&grant, req, &plugin.info, &inputs, &standard_env)
             .await
             .map_err(|e| (FailureKind::Internal, e))?;
         // The time limit starts once the component is loaded and the grant made.
@@ -265,7 +266,7 @@ impl Sandbox {
                 job: req.job().id.clone(),
                 grant_site: site.grant_site(),
             },
-            standard_env: grant::standard_env(&req.run_id, &req.job().id, &step.key()).to_vec(),
+            standard_env,
             grant,
             open_groups: 0,
         };
@@ -338,6 +339,7 @@ impl Sandbox {
         req: &StepRequest,
         info: &PluginInfo,
         inputs: &[(String, String)],
+        standard_env: &[(&'static str, String)],
     ) -> Result<wasmtime_wasi::WasiCtx, String> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogStream::stdout(req.log.clone()))
@@ -345,7 +347,7 @@ impl Sandbox {
         for (name, value) in &grant.env {
             b.env(name, value);
         }
-        for (name, value) in grant::standard_env(&req.run_id, &req.job().id, &req.step().key()) {
+        for (name, value) in standard_env {
             b.env(name, value);
         }
         if let Some(access) = grant.workspace {
