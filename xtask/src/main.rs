@@ -3,7 +3,11 @@
 //! - `cargo xtask demo`: set up and run the example pipeline
 //! - `cargo xtask test`: set up, then formatting, clippy and every test
 //! - `cargo xtask bench`: the benchmark of ferry's per-step overhead (release build)
+//! - `cargo xtask setup`: only the setup: wasm target, lint tools, and the Python and
+//!   JavaScript component toolchains in `target/toolchains/` (pinned in `xtask/toolchains/`)
+//! - `cargo xtask js-types`: regenerate `sdk/js/types/` from the WIT with jco
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -16,8 +20,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         Some("setup") => setup(),
+        Some("js-types") => js_types(Path::new("sdk/js/types")),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench|setup>");
+            eprintln!("usage: cargo xtask <demo|test|bench|setup|js-types>");
             return ExitCode::from(2);
         }
     };
@@ -42,7 +47,139 @@ fn setup() -> Result<(), String> {
             run("rustup", &["component", "add", component])?;
         }
     }
-    Ok(())
+    python_toolchain()?;
+    node_toolchain()
+}
+
+/// Where setup installs the component toolchains; tests put their `bin` folders first on
+/// `PATH` for the `ferry` they start.
+fn toolchains() -> PathBuf {
+    Path::new("target").join("toolchains")
+}
+
+/// componentize-py in a virtualenv, reinstalled when `requirements.txt` changes.
+fn python_toolchain() -> Result<(), String> {
+    let pinned = std::fs::read_to_string("xtask/toolchains/requirements.txt")
+        .map_err(|e| format!("cannot read xtask/toolchains/requirements.txt: {e}"))?;
+    let venv = toolchains().join("python");
+    let stamp = venv.join("requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pinned.as_str()) {
+        return Ok(());
+    }
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| output(p, &["--version"]).is_some())
+        .ok_or("Python 3 is needed to build Python steps; install python3 (with venv and pip)")?;
+    let venv_str = venv.to_string_lossy();
+    run(python, &["-m", "venv", "--clear", &venv_str])?;
+    let bin = if cfg!(windows) { "Scripts" } else { "bin" };
+    let pip = venv.join(bin).join("pip");
+    run(
+        &pip.to_string_lossy(),
+        &[
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            "xtask/toolchains/requirements.txt",
+        ],
+    )?;
+    std::fs::write(&stamp, pinned).map_err(|e| format!("cannot write {}: {e}", stamp.display()))
+}
+
+/// componentize-js, jco and rolldown at pinned versions, reinstalled when the lockfile changes.
+fn node_toolchain() -> Result<(), String> {
+    let lock = std::fs::read_to_string("xtask/toolchains/package-lock.json")
+        .map_err(|e| format!("cannot read xtask/toolchains/package-lock.json: {e}"))?;
+    let dir = toolchains().join("node");
+    let stamp = dir.join("installed-lock.json");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(&lock) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(Path::new("xtask/toolchains").join(file), dir.join(file))
+            .map_err(|e| format!("cannot copy {file}: {e}"))?;
+    }
+    let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
+    // `install`, not `ci`: npm leaves other platforms' optional binaries out of a lockfile
+    // written on one platform, and `ci` then refuses it. Versions are pinned exactly anyway.
+    run(
+        npm,
+        &[
+            "install",
+            "--prefix",
+            &dir.to_string_lossy(),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ],
+    )?;
+    std::fs::write(&stamp, lock).map_err(|e| format!("cannot write {}: {e}", stamp.display()))
+}
+
+/// Regenerates the TypeScript types of the JavaScript SDK's world into `out`.
+///
+/// jco runs its WIT reader as a component with no preopened directories, so it cannot read
+/// any path; a preloaded module gives its WASI shim the root directory first.
+fn js_types(out: &Path) -> Result<(), String> {
+    node_toolchain()?;
+    let tmp = std::env::temp_dir().join(format!("ferry-js-types-{}", std::process::id()));
+    let wit = tmp.join("wit");
+    let deps = wit.join("deps");
+    std::fs::create_dir_all(&deps).map_err(|e| e.to_string())?;
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to).map_err(|e| format!("cannot copy {}: {e}", from.display()))
+    };
+    copy(Path::new("sdk/js/wit/world.wit"), &wit.join("world.wit"))?;
+    copy(Path::new("wit/step.wit"), &deps.join("step.wit"))?;
+    for entry in std::fs::read_dir("sdk/js/wit/deps").map_err(|e| e.to_string())? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        copy(&path, &deps.join(path.file_name().unwrap_or_default()))?;
+    }
+    let node_modules = std::path::absolute(toolchains().join("node").join("node_modules"))
+        .map_err(|e| e.to_string())?;
+    let shim = node_modules.join(
+        "@bytecodealliance/jco-transpile/node_modules/@bytecodealliance/preview2-shim/dist/nodejs/filesystem.js",
+    );
+    let preload = tmp.join("preopen.mjs");
+    std::fs::write(
+        &preload,
+        format!(
+            "import {{ _setPreopens }} from {:?};\n_setPreopens({{ '/': '/' }});\n",
+            url(&shim)
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(out);
+    let out_abs = std::path::absolute(out).map_err(|e| e.to_string())?;
+    let result = run(
+        "node",
+        &[
+            "--import",
+            &url(&preload),
+            &node_modules.join("@bytecodealliance/jco/dist/jco.js").to_string_lossy(),
+            "guest-types",
+            &std::path::absolute(&wit).map_err(|e| e.to_string())?.to_string_lossy(),
+            "--world-name",
+            "step-js",
+            "--quiet",
+            "-o",
+            &out_abs.to_string_lossy(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+/// A `file://` URL for an absolute path, as `node --import` and ES imports take.
+fn url(path: &Path) -> String {
+    let text = path.to_string_lossy().replace('\\', "/");
+    if text.starts_with('/') {
+        format!("file://{text}")
+    } else {
+        format!("file:///{text}")
+    }
 }
 
 fn demo(extra: &[String]) -> Result<(), String> {
