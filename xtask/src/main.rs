@@ -158,9 +158,13 @@ fn js_types(out: &Path) -> Result<(), String> {
         &[
             "--import",
             &url(&preload),
-            &node_modules.join("@bytecodealliance/jco/dist/jco.js").to_string_lossy(),
+            &node_modules
+                .join("@bytecodealliance/jco/dist/jco.js")
+                .to_string_lossy(),
             "guest-types",
-            &std::path::absolute(&wit).map_err(|e| e.to_string())?.to_string_lossy(),
+            &std::path::absolute(&wit)
+                .map_err(|e| e.to_string())?
+                .to_string_lossy(),
             "--world-name",
             "step-js",
             "--quiet",
