@@ -13,10 +13,42 @@ pub fn repository_root(dir: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-/// Copies `src` into `dst`, honouring `.gitignore` and skipping `.git` and `.ferry`.
+/// Copies `src` into `dst`, honouring `.gitignore` and skipping `.ferry`. A `.git`
+/// directory is copied whole, so that `git log`, tags and diffs work in a job as they do in
+/// a checkout, while nothing a job does reaches the real repository; a `.git` *file* (a
+/// worktree or submodule pointing elsewhere) is left out for the same reason.
 /// Symbolic links are copied as links, never followed, so a link that points outside the
 /// repository stays a link (and the sandbox refuses to follow it).
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<u64> {
+    let mut files = copy_filtered(src, dst)?;
+    let git = src.join(".git");
+    if git.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        files += copy_all(&git, &dst.join(".git"))?;
+    }
+    Ok(files)
+}
+
+/// Copies everything below `src`, ignore files included (they are git's data here).
+fn copy_all(src: &Path, dst: &Path) -> io::Result<u64> {
+    std::fs::create_dir_all(dst)?;
+    let mut files = 0;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = dst.join(entry.file_name());
+        if kind.is_dir() {
+            files += copy_all(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            copy_link(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
+fn copy_filtered(src: &Path, dst: &Path) -> io::Result<u64> {
     std::fs::create_dir_all(dst)?;
     let walker = ignore::WalkBuilder::new(src)
         .hidden(false)
@@ -79,6 +111,10 @@ mod tests {
         std::fs::create_dir_all(src.path().join(".ferry/runs")).unwrap();
         std::fs::write(src.path().join("src/main.rs"), "fn main() {}").unwrap();
         std::fs::write(src.path().join("target/big"), "x").unwrap();
+        // Git's own files are copied even where .gitignore would skip them.
+        std::fs::create_dir_all(src.path().join(".git/refs/target")).unwrap();
+        std::fs::write(src.path().join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(src.path().join(".git/refs/target/x"), "1").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink("/etc/passwd", src.path().join("link")).unwrap();
         copy_tree(src.path(), &dst.path().join("ws")).unwrap();
@@ -86,6 +122,8 @@ mod tests {
         assert!(ws.join("src/main.rs").is_file());
         assert!(!ws.join("target").exists());
         assert!(!ws.join(".ferry").exists());
+        assert!(ws.join(".git/HEAD").is_file());
+        assert!(ws.join(".git/refs/target/x").is_file());
         #[cfg(unix)]
         assert!(
             ws.join("link")
