@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Types of the ferry JavaScript SDK (`index.js`). The contract's own types, generated from
 // the WIT by `cargo xtask js-types`, are in `types/`.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Write ferry pipeline steps in JavaScript.
 //
 // A step module declares itself once with `defineStep` and exports the result:

@@ -9,7 +9,7 @@ use crate::state::{
     DeadlineReached, MemoryLimitReached, MemoryLimits, ProcessGroups, Site, StepState,
 };
 use crate::stdio::LogStream;
-use ferry_engine::{FailureKind, StepOutcome, StepRequest, StepRunner};
+use ferry_engine::{FailureKind, StepFailure, StepOutcome, StepRequest, StepRunner};
 use ferry_model::{Access, Uses};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -194,10 +194,9 @@ impl Sandbox {
         store
     }
 
-    async fn run(
-        &self,
-        req: &StepRequest,
-    ) -> Result<BTreeMap<String, String>, (FailureKind, String)> {
+    /// Runs the step. An error means it never started; once it has, the outcome keeps the
+    /// outputs it set even when it failed, for reports and `continue-on-error` successors.
+    async fn run(&self, req: &StepRequest) -> Result<StepOutcome, (FailureKind, String)> {
         let step = req.step();
         let plugin = self.plugin(&step.uses).await.map_err(|e| {
             (
@@ -326,11 +325,17 @@ impl Sandbox {
         // Host calls that block (a socket read, say) never reach an epoch check; this bounds
         // them too.
         let bound = tokio::time::Instant::from_std(deadline) + EPOCH_TICK * 10;
-        match tokio::time::timeout_at(bound, guest).await {
-            Ok(result) => result?,
-            Err(_) => return Err(classify(DeadlineReached.into())),
-        }
-        Ok(std::mem::take(&mut store.data_mut().outputs))
+        let result = match tokio::time::timeout_at(bound, guest).await {
+            Ok(result) => result,
+            Err(_) => Err(classify(DeadlineReached.into())),
+        };
+        let outputs = std::mem::take(&mut store.data_mut().outputs);
+        Ok(StepOutcome {
+            result: result
+                .err()
+                .map(|(kind, message)| StepFailure::new(kind, message)),
+            outputs,
+        })
     }
 
     async fn wasi(
@@ -423,13 +428,9 @@ fn engine(pool_for: Option<usize>) -> wasmtime::Result<Engine> {
 
 impl StepRunner for Sandbox {
     async fn run_step(&self, request: StepRequest) -> StepOutcome {
-        match self.run(&request).await {
-            Ok(outputs) => StepOutcome {
-                result: None,
-                outputs,
-            },
-            Err((kind, message)) => StepOutcome::failed(kind, message),
-        }
+        self.run(&request)
+            .await
+            .unwrap_or_else(|(kind, message)| StepOutcome::failed(kind, message))
     }
 }
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Write ferry pipeline steps in Python.
 
 A step is a subclass of :class:`Step` that declares its name, inputs, outputs and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Running host programs the step was granted (`permissions: { exec: [...] }`), without a
 //! shell: arguments reach the program exactly as given.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! What a step declares about itself.
 
 use crate::wit;

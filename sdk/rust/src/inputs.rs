@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Inputs as the step receives them, checked against its declaration.
 
 use crate::Error;

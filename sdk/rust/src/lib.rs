@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Write [ferry](https://github.com/ferry-ci/ferry) pipeline steps in Rust.
 //!
 //! A step is a type implementing [`Step`]: its [`Info`] declares the name, inputs (with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! The step log: levels, groups and annotations. `println!` works too (it lands in the log
 //! as standard output); these add levels and structure.
 

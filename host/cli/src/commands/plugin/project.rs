@@ -276,7 +276,10 @@ impl Project {
         let config_path = tmp.path().join("rolldown.config.mjs");
         write_files(tmp.path(), &[("rolldown.config.mjs", &config)])?;
         let mut cmd = bundler.command();
-        cmd.arg("-c").arg(&config_path).current_dir(&self.dir);
+        cmd.arg("-c")
+            .arg(&config_path)
+            .args(["--logLevel", "warn"])
+            .current_dir(&self.dir);
         run_to_stderr(&mut cmd, "rolldown")?;
         let mut cmd = componentize.command();
         cmd.arg("--wit")

@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 /// The file of test cases in a step project.
 pub const TESTS_FILE: &str = "ferry-tests.yaml";
 
-const CASE_KEYS: [&str; 7] = [
+const CASE_KEYS: [&str; 8] = [
     "with",
     "env",
     "secrets",
     "files",
     "fixture",
+    "setup",
     "permissions",
     "expect",
 ];
@@ -39,6 +40,9 @@ pub struct Case {
     files: Vec<(String, String)>,
     /// A directory (relative to the project) copied into the workspace first.
     fixture: Option<PathBuf>,
+    /// Host commands (argv) run in the workspace before the step, e.g. to make a git
+    /// repository with tags.
+    setup: Vec<Vec<String>>,
     /// `None`: grant what the step declares.
     permissions: Option<Value>,
     expect: Option<Expect>,
@@ -160,6 +164,7 @@ fn read_cases(root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<Case> {
                         Some(dir) => case.fixture = Some(PathBuf::from(dir)),
                         None => diags.push(expected(value, "a directory path", field)),
                     },
+                    "setup" => case.setup = read_setup(value, diags),
                     "permissions" => case.permissions = Some(to_json(value)),
                     "expect" => case.expect = Some(read_expect(value, diags)),
                     _ => unknown(key, &CASE_KEYS, &format!("in case `{name}`"), diags),
@@ -176,6 +181,37 @@ fn read_cases(root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<Case> {
         );
     }
     cases
+}
+
+/// A list of commands, each a list of arguments or a string split at whitespace (no shell:
+/// no quoting, globbing or variables).
+fn read_setup(node: &Node, diags: &mut Vec<Diagnostic>) -> Vec<Vec<String>> {
+    let Kind::Seq(items) = &node.kind else {
+        diags.push(expected(node, "a list of commands", "setup"));
+        return Vec::new();
+    };
+    let mut commands = Vec::new();
+    for item in items {
+        let argv: Vec<String> = match &item.kind {
+            Kind::Scalar { text, .. } => text.split_whitespace().map(String::from).collect(),
+            Kind::Seq(args) => args
+                .iter()
+                .filter_map(|a| a.as_str())
+                .map(String::from)
+                .collect(),
+            Kind::Map(_) => Vec::new(),
+        };
+        if argv.is_empty() {
+            diags.push(
+                Diagnostic::error("a setup command must be a program and its arguments")
+                    .at(item.span)
+                    .hint("e.g. `- git init -q` or `- [git, tag, v1.0.0]`"),
+            );
+        } else {
+            commands.push(argv);
+        }
+    }
+    commands
 }
 
 fn read_expect(node: &Node, diags: &mut Vec<Diagnostic>) -> Expect {
@@ -410,6 +446,9 @@ pub async fn run_case(
         }
         super::project::write_files(&workspace, &[(path.as_str(), text.as_str())])?;
     }
+    for argv in &case.setup {
+        setup_command(argv, &workspace)?;
+    }
     let mut step = Map::new();
     step.insert("id".into(), json!("step"));
     step.insert("uses".into(), json!(wasm.to_string_lossy()));
@@ -461,6 +500,36 @@ pub async fn run_case(
     .map_err(|e| e.to_string())?;
     let outcome = std::mem::take(&mut *capture.0.lock().map_err(|e| e.to_string())?);
     Ok(outcome)
+}
+
+/// Runs one setup command on the host, in the workspace. Git gets an identity, as a fresh
+/// machine has none and commits would fail.
+fn setup_command(argv: &[String], workspace: &Path) -> Result<(), String> {
+    let shown = argv.join(" ");
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).current_dir(workspace);
+    for (name, value) in [
+        ("GIT_AUTHOR_NAME", "ferry test"),
+        ("GIT_AUTHOR_EMAIL", "test@ferry.invalid"),
+        ("GIT_COMMITTER_NAME", "ferry test"),
+        ("GIT_COMMITTER_EMAIL", "test@ferry.invalid"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            cmd.env(name, value);
+        }
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("setup `{shown}` could not start: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "setup `{shown}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// A case the checks refused before the step started counts as a failed run, so that
