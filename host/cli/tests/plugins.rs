@@ -1,0 +1,299 @@
+//! Steps written in each language, built from source with the real toolchains (installed
+//! by `cargo xtask setup`) and run through `ferry`: the `ferry plugin new` scaffolds and
+//! the example steps in `examples/plugins/`.
+
+mod common;
+
+use common::{Done, Test, repo_root, toolchain_path};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `ferry plugin new`, `build` and `test`, then the step in a passing and a failing
+/// pipeline.
+fn new_step_works(lang: &str) {
+    let t = Test::new()
+        .env("PATH", &toolchain_path())
+        .args(&["plugin", "new", "demo", "--lang", lang]);
+    t.run().code(0).stdout_has("created");
+    let t = t.then(&["plugin", "build", "demo"]);
+    t.run()
+        .code(0)
+        .stdout_has("built demo 0.1.0")
+        .stdout_has("world:  ferry:step/step@0.1.0")
+        .stdout_has("digest: sha256:")
+        .stdout_has("needs:  nothing");
+    assert!(t.path("demo/dist/demo.wasm").is_file());
+    let t = t.then(&["plugin", "test", "demo", "--no-build"]);
+    t.run().code(0).stdout_has("✓ 3 passed, 0 failed");
+    let t = t
+        .then(&["run", "--output", "plain"])
+        .file(
+            "ferry.yaml",
+            "jobs:\n  hello:\n    steps:\n      - id: greet\n        uses: ./demo/dist/demo.wasm\n        with: { who: CI }\n      - run: echo \"said ${{ steps.greet.outputs.greeting }}\"\n",
+        );
+    t.run()
+        .code(0)
+        .stdout_has("[hello/greet] Hello, CI!")
+        .stdout_has("said Hello, CI!");
+    let t = t.file(
+        "ferry.yaml",
+        "jobs:\n  hello:\n    steps:\n      - uses: ./demo/dist/demo.wasm\n        with: { who: \" \" }\n",
+    );
+    t.run().code(1).stdout_has("`who` must not be empty");
+}
+
+#[test]
+fn a_new_rust_step_builds_tests_and_runs() {
+    new_step_works("rust");
+}
+
+#[test]
+fn a_new_python_step_builds_tests_and_runs() {
+    new_step_works("python");
+}
+
+#[test]
+fn a_new_javascript_step_builds_tests_and_runs() {
+    new_step_works("js");
+}
+
+#[test]
+fn plugin_new_refuses_bad_names_and_existing_directories() {
+    let t = Test::new().args(&["plugin", "new", "Bad_Name", "--lang", "rust"]);
+    t.run()
+        .code(2)
+        .stderr_has("`Bad_Name` is not a valid step name");
+    let t = t
+        .file("taken/keep.txt", "mine")
+        .then(&["plugin", "new", "taken", "--lang", "js"]);
+    t.run()
+        .code(2)
+        .stderr_has("already exists and is not empty");
+    assert_eq!(
+        std::fs::read_to_string(t.path("taken/keep.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn plugin_build_names_a_missing_toolchain() {
+    let t = Test::new()
+        .env("PATH", "/nonexistent")
+        .args(&["plugin", "new", "py", "--lang", "python"]);
+    t.run().code(0);
+    let t = t.then(&["plugin", "build", "py"]);
+    t.run()
+        .code(2)
+        .stderr_has("componentize-py not found; install with `pip install componentize-py`");
+    let t = t.then(&["plugin", "new", "js", "--lang", "js"]);
+    t.run().code(0);
+    let t = t.then(&["plugin", "build", "js"]);
+    t.run().code(2).stderr_has(
+        "componentize-js not found; install with `npm install --save-dev @bytecodealliance/componentize-js`",
+    );
+    let t = t.then(&["plugin", "build", "."]);
+    t.run()
+        .code(2)
+        .stderr_has("is not a step project")
+        .stderr_has("ferry plugin new NAME --lang rust|python|js");
+}
+
+#[test]
+fn plugin_test_reports_what_did_not_match_with_the_log() {
+    let t = Test::new()
+        .env("PATH", &toolchain_path())
+        .args(&["plugin", "new", "demo", "--lang", "python"]);
+    t.run().code(0);
+    let t = t
+        .file(
+            "demo/ferry-tests.yaml",
+            "cases:\n  wrong:\n    with: { who: x }\n    expect:\n      outputs: { greeting: nope }\n      log: [absent]\n",
+        )
+        .then(&["plugin", "test", "demo"]);
+    t.run()
+        .code(1)
+        .stdout_has("✗ wrong")
+        .stdout_has("output `greeting`: expected \"nope\", got \"Hello, x!\"")
+        .stdout_has("no log line contains \"absent\"")
+        .stdout_has("│ Hello, x!")
+        .stdout_has("0 passed, 1 failed");
+    let t = t
+        .file("demo/ferry-tests.yaml", "cases:\n  typo:\n    wiht: {}\n")
+        .then(&["plugin", "test", "demo", "--no-build"]);
+    t.run()
+        .code(2)
+        .stderr_has("ferry-tests.yaml:3:5")
+        .stderr_has("did you mean `with`?");
+    let t = t.then(&[
+        "plugin",
+        "test",
+        "demo",
+        "--no-build",
+        "--with",
+        "who=ad hoc",
+    ]);
+    t.run()
+        .code(0)
+        .stdout_has("Hello, ad hoc!")
+        .stdout_has("output greeting = \"Hello, ad hoc!\"");
+}
+
+fn example(name: &str) -> PathBuf {
+    repo_root().join("examples/plugins").join(name)
+}
+
+fn events_of(done: &Done) -> Vec<Value> {
+    done.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn output(events: &[Value], job: &str, name: &str) -> String {
+    events
+        .iter()
+        .find(|e| e["type"] == "output" && e["job"] == job && e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("no output {job}.{name} in {events:#?}"))
+        .to_string()
+}
+
+fn finished<'a>(events: &'a [Value], job: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["type"] == "step-finished" && e["job"] == job && e["status"] != "passed")
+        .unwrap_or_else(|| panic!("no failed step in {job}"))
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@ferry.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@ferry.invalid")
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+/// The three example steps, built from source, pass their own cases, check this
+/// repository through `examples/plugins/ferry.yaml`, and fail a repository that breaks
+/// their rules.
+#[test]
+fn example_steps_build_test_and_run() {
+    let path = toolchain_path();
+    let mut t = Test::new().env("PATH", &path);
+    let mut wasm = Vec::new();
+    for name in ["license-header", "changelog", "json-schema"] {
+        let dir = example(name);
+        let dir = dir.to_str().unwrap();
+        t = t.then(&["plugin", "build", dir]);
+        t.run().code(0).stdout_has(&format!("built {name} 0.1.0"));
+        wasm.push(example(name).join("dist").join(format!("{name}.wasm")));
+        t = t.then(&["plugin", "test", dir, "--no-build"]);
+        t.run().code(0).stdout_has(" passed, 0 failed");
+    }
+
+    let pipeline = example("ferry.yaml");
+    let t = t.then(&["run", pipeline.to_str().unwrap(), "--output", "json"]);
+    let done = t.run().code(0);
+    let events = events_of(&done);
+    assert_eq!(output(&events, "licence", "missing"), "0");
+    assert!(
+        output(&events, "licence", "checked")
+            .parse::<u32>()
+            .unwrap()
+            >= 8
+    );
+    assert_eq!(output(&events, "manifests", "invalid"), "0");
+    assert_eq!(output(&events, "manifests", "checked"), "3");
+    assert!(
+        output(&events, "changelog", "releases")
+            .parse::<u32>()
+            .is_ok()
+    );
+
+    // A repository that breaks each rule once.
+    let t = t
+        .file("src/ok.rs", "// SPDX-License-Identifier: Apache-2.0\n")
+        .file("src/lib.rs", "pub fn f() {}\n")
+        .file("CHANGELOG.md", "# Changelog\n\n## 1.0.0\n- first\n")
+        .file(
+            "config/app.json",
+            "{\n  \"name\": \"app\",\n  \"port\": \"80\"\n}\n",
+        )
+        .file(
+            "schema.json",
+            "{ \"type\": \"object\", \"properties\": { \"port\": { \"type\": \"integer\" } } }",
+        );
+    git(t.dir.path(), &["init", "-q"]);
+    git(t.dir.path(), &["add", "-A"]);
+    git(t.dir.path(), &["commit", "-q", "-m", "first"]);
+    git(t.dir.path(), &["tag", "v1.0.0"]);
+    git(
+        t.dir.path(),
+        &["commit", "-q", "--allow-empty", "-m", "second"],
+    );
+    git(t.dir.path(), &["tag", "v1.1.0"]);
+    let yaml = format!(
+        "jobs:
+  licence:
+    steps:
+      - uses: {licence}
+        permissions: {{ workspace: read }}
+  changelog:
+    steps:
+      - uses: {changelog}
+        permissions: {{ workspace: read, exec: [git] }}
+  config:
+    steps:
+      - uses: {schema}
+        with: {{ schema: schema.json, files: [\"config/*.json\"] }}
+        permissions: {{ workspace: read }}
+",
+        licence = wasm[0].display(),
+        changelog = wasm[1].display(),
+        schema = wasm[2].display(),
+    );
+    let t = t
+        .file("ferry.yaml", &yaml)
+        .then(&["run", "--no-fail-fast", "--output", "json"]);
+    let done = t.run().code(1);
+    let events = events_of(&done);
+    let message = |job| {
+        finished(&events, job)["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        message("licence").contains("1 of 2 files lack the licence header"),
+        "{}",
+        message("licence")
+    );
+    assert!(
+        message("changelog").contains("1 of 2 releases have no entry in CHANGELOG.md: 1.1.0"),
+        "{}",
+        message("changelog")
+    );
+    assert!(
+        message("config").contains("1 of 1 files do not match schema.json"),
+        "{}",
+        message("config")
+    );
+    let annotations: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "annotation")
+        .map(|e| e["annotation"].to_string())
+        .collect();
+    let joined = annotations.join("\n");
+    assert!(joined.contains("src/lib.rs"), "{joined}");
+    assert!(joined.contains("release v1.1.0"), "{joined}");
+    assert!(
+        joined.contains("/port: expected integer, got string"),
+        "{joined}"
+    );
+}
