@@ -35,8 +35,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Installs what rustup does not install by itself: the wasm target and the lint tools.
+/// Everything the tests need: the Rust setup and the component toolchains.
 fn setup() -> Result<(), String> {
+    rust_setup()?;
+    python_toolchain()?;
+    node_toolchain()
+}
+
+/// Installs what rustup does not install by itself: the wasm target and the lint tools.
+fn rust_setup() -> Result<(), String> {
     let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == WASM_TARGET) {
         run("rustup", &["target", "add", WASM_TARGET])?;
@@ -47,8 +54,7 @@ fn setup() -> Result<(), String> {
             run("rustup", &["component", "add", component])?;
         }
     }
-    python_toolchain()?;
-    node_toolchain()
+    Ok(())
 }
 
 /// Where setup installs the component toolchains; tests put their `bin` folders first on
@@ -176,6 +182,36 @@ fn js_types(out: &Path) -> Result<(), String> {
     result
 }
 
+/// Fails when `sdk/js/types` differs from what the WIT generates now.
+fn check_js_types() -> Result<(), String> {
+    let fresh = std::env::temp_dir().join(format!("ferry-js-types-check-{}", std::process::id()));
+    js_types(&fresh)?;
+    let same = tree(&fresh) == tree(Path::new("sdk/js/types"));
+    let _ = std::fs::remove_dir_all(&fresh);
+    if same {
+        Ok(())
+    } else {
+        Err("sdk/js/types is out of date with the WIT: run `cargo xtask js-types` and commit the result".into())
+    }
+}
+
+/// Every file below `dir` with its contents, by relative path.
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let (Ok(rel), Ok(bytes)) = (path.strip_prefix(dir), std::fs::read(&path)) {
+                files.insert(rel.to_path_buf(), bytes);
+            }
+        }
+    }
+    files
+}
+
 /// A `file://` URL for an absolute path, as `node --import` and ES imports take.
 fn url(path: &Path) -> String {
     let text = path.to_string_lossy().replace('\\', "/");
@@ -187,7 +223,9 @@ fn url(path: &Path) -> String {
 }
 
 fn demo(extra: &[String]) -> Result<(), String> {
-    setup()?;
+    // The example pipeline needs only Rust; the Python and JavaScript toolchains are for
+    // building steps in those languages (tests, benchmark).
+    rust_setup()?;
     let mut args = vec![
         "run",
         "--package",
@@ -202,6 +240,7 @@ fn demo(extra: &[String]) -> Result<(), String> {
 
 fn test() -> Result<(), String> {
     setup()?;
+    check_js_types()?;
     run("cargo", &["fmt", "--all", "--check"])?;
     run(
         "cargo",
@@ -222,7 +261,28 @@ fn bench(extra: &[String]) -> Result<(), String> {
     run("cargo", &["build", "--release", "--package", "ferry-cli"])?;
     let mut args = vec!["run", "--release", "--package", "ferry-bench", "--"];
     args.extend(extra.iter().map(String::as_str));
-    run("cargo", &args)
+    // The language start-up figures build steps with the Python and JavaScript toolchains.
+    let bin = if cfg!(windows) { "Scripts" } else { "bin" };
+    let mut path = vec![
+        std::path::absolute(toolchains().join("python").join(bin)).map_err(|e| e.to_string())?,
+        std::path::absolute(toolchains().join("node").join("node_modules").join(".bin"))
+            .map_err(|e| e.to_string())?,
+    ];
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(path).map_err(|e| e.to_string())?;
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new("cargo")
+        .args(&args)
+        .env("PATH", path)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the benchmark failed ({status})"))
+    }
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {

@@ -4,9 +4,12 @@
 //!     that runs `/bin/true` 100 times;
 //! (b) the per-step overhead of a no-op wasm step inside the engine (scheduling, grants, log
 //!     capture, events, run record included) against spawning `/bin/true`;
-//! (c) the wall time of a one-step pipeline's second run (compiled cache warm).
+//! (c) the wall time of a one-step pipeline's second run (compiled cache warm);
+//! (d) for a no-op step written in Rust, Python and JavaScript (made with `ferry plugin new`
+//!     and built with `ferry plugin build`): its size, the first load (compile into an empty
+//!     cache), a cached load (mmap) and the cached instantiate+run of one step.
 //!
-//! Run with `cargo xtask bench` (release build). Figures are medians.
+//! Run with `cargo xtask bench` (release build, toolchains on `PATH`). Figures are medians.
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -77,6 +80,12 @@ fn main() {
     }
     let one_c = median(&mut second);
 
+    // (d) start-up per language.
+    let languages: Vec<Startup> = LANGUAGES
+        .iter()
+        .map(|lang| runtime.block_on(startup(&ferry, root, lang)))
+        .collect();
+
     let ratio_a = wasm_a.as_secs_f64() / shell_a.as_secs_f64();
     let ratio_b = step_b.as_secs_f64() / spawn_b.as_secs_f64();
     println!("ferry benchmark (medians of {ROUNDS} rounds)");
@@ -102,9 +111,159 @@ fn main() {
         fmt(one_c),
         verdict(one_c < Duration::from_millis(50))
     );
-    if ratio_a > 0.5 || ratio_b > 0.1 || one_c >= Duration::from_millis(50) {
+    println!();
+    println!("(d) a no-op step by language");
+    println!(
+        "    {:<12}{:>10}{:>14}{:>14}{:>16}",
+        "", "size", "first load", "cached load", "instantiate+run"
+    );
+    let mut missed = false;
+    for (lang, s) in LANGUAGES.iter().zip(&languages) {
+        let ok = s.run < lang.floor;
+        missed |= !ok;
+        println!(
+            "    {:<12}{:>10}{:>14}{:>14}{:>16}   (floor {}: {})",
+            lang.name,
+            format!("{:.1} MiB", s.size as f64 / (1024.0 * 1024.0)),
+            fmt(s.first),
+            fmt(s.cached),
+            fmt(s.run),
+            fmt(lang.floor),
+            verdict(ok)
+        );
+    }
+    if ratio_a > 0.5 || ratio_b > 0.1 || one_c >= Duration::from_millis(50) || missed {
         std::process::exit(1);
     }
+}
+
+struct Language {
+    name: &'static str,
+    lang: &'static str,
+    /// The step's source file and a no-op step in that language.
+    source: (&'static str, &'static str),
+    /// Steps per measured run, so that the measured time dwarfs the clock's resolution.
+    steps: usize,
+    floor: Duration,
+}
+
+const LANGUAGES: [Language; 3] = [
+    Language {
+        name: "rust",
+        lang: "rust",
+        source: (
+            "src/lib.rs",
+            "use ferry_sdk::{Error, Info, Inputs, Step};\n\nstruct Noop;\n\nimpl Step for Noop {\n    fn info() -> Info {\n        Info::new(\"noop\", \"0.1.0\", \"Does nothing.\")\n    }\n\n    fn run(_: &Inputs) -> Result<(), Error> {\n        Ok(())\n    }\n}\n\nferry_sdk::export!(Noop);\n",
+        ),
+        steps: 1000,
+        floor: Duration::from_millis(1),
+    },
+    Language {
+        name: "python",
+        lang: "python",
+        source: (
+            "app.py",
+            "import ferry_sdk as ferry\n\n\nclass Noop(ferry.Step):\n    name = \"noop\"\n\n    def run(self, inputs):\n        pass\n\n\nWitWorld = ferry.export(Noop)\n",
+        ),
+        steps: 100,
+        floor: Duration::from_millis(10),
+    },
+    Language {
+        name: "javascript",
+        lang: "js",
+        source: (
+            "src/index.js",
+            "import { defineStep } from \"@ferry-ci/sdk\";\n\nexport const { describe, run } = defineStep({ name: \"noop\", run() {} });\n",
+        ),
+        steps: 100,
+        floor: Duration::from_millis(10),
+    },
+];
+
+struct Startup {
+    size: u64,
+    first: Duration,
+    cached: Duration,
+    run: Duration,
+}
+
+/// Builds a no-op step in `lang` with the `ferry` CLI and measures how fast it starts.
+async fn startup(ferry: &Path, root: &Path, lang: &Language) -> Startup {
+    let dir = root.join(format!("noop-{}", lang.name));
+    cli(
+        ferry,
+        root,
+        &["plugin", "new", "noop", "--lang", lang.lang, "--dir"],
+        &dir,
+    );
+    std::fs::write(dir.join(lang.source.0), lang.source.1).unwrap();
+    cli(ferry, root, &["plugin", "build"], &dir);
+    let wasm = dir.join("dist").join("noop.wasm");
+    let size = std::fs::metadata(&wasm).unwrap().len();
+    let uses = ferry_model::Uses::Path(wasm.clone());
+
+    // First load: compile into an empty cache. Compiling takes seconds, so three rounds.
+    let mut first = Vec::new();
+    for round in 0..3 {
+        let cache = root.join(format!("cache-{}-{round}", lang.name));
+        let sandbox = sandbox_with(cache);
+        first.push(time_async(sandbox.plugin(&uses)).await);
+    }
+    // Cached: a new sandbox (as a new `ferry run` has) over the warm cache.
+    let warm = root.join(format!("cache-{}-0", lang.name));
+    let mut cached = Vec::new();
+    for _ in 0..ROUNDS {
+        let sandbox = sandbox_with(warm.clone());
+        cached.push(time_async(sandbox.plugin(&uses)).await);
+    }
+    // Instantiate+run: per-step time in the engine, the plugin loaded once.
+    let mut run = Vec::new();
+    for _ in 0..ROUNDS.min(5) {
+        let many = engine_run_of(root, &wasm, lang.steps, &warm).await;
+        let one = engine_run_of(root, &wasm, 1, &warm).await;
+        run.push(many.saturating_sub(one) / (lang.steps as u32 - 1));
+    }
+    Startup {
+        size,
+        first: median(&mut first),
+        cached: median(&mut cached),
+        run: median(&mut run),
+    }
+}
+
+fn hash(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+fn cli(ferry: &Path, cwd: &Path, args: &[&str], dir: &Path) {
+    let status = Command::new(ferry)
+        .args(args)
+        .arg(dir)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ferry {args:?} {} failed", dir.display());
+}
+
+async fn time_async<T, E: std::fmt::Debug>(f: impl Future<Output = Result<T, E>>) -> Duration {
+    let started = Instant::now();
+    f.await.unwrap();
+    started.elapsed()
+}
+
+fn sandbox_with(cache_dir: PathBuf) -> Arc<Sandbox> {
+    Arc::new(
+        Sandbox::new(SandboxOptions {
+            cache_dir,
+            builtins: ferry_builtins::BUILTINS,
+            concurrency: 1,
+        })
+        .unwrap(),
+    )
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -173,21 +332,40 @@ impl Reporter for Null {
     fn event(&self, _: &Event) {}
 }
 
-/// One job of `steps` no-op steps through the engine and the sandbox, run record included.
+/// One job of `steps` no-op probe steps through the engine and the sandbox, run record
+/// included.
 async fn engine_run(root: &Path, steps: usize) -> Duration {
     let file = write_pipeline(root, &format!("engine-{steps}"), steps);
+    timed_run(file, ComponentCache::default_dir()).await
+}
+
+/// The same with `steps` runs of the component at `wasm`, compiled into `cache`.
+async fn engine_run_of(root: &Path, wasm: &Path, steps: usize, cache: &Path) -> Duration {
+    let dir = root.join(format!("run-{steps}-{:x}", hash(wasm)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        "jobs:\n  noop:\n    steps:\n{}",
+        format!("      - uses: {}\n", wasm.display()).repeat(steps)
+    );
+    let file = dir.join("ferry.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    timed_run(file, cache.to_path_buf()).await
+}
+
+/// Runs the pipeline in `file`, its plugin loaded beforehand: the cost measured is per
+/// step, not per run.
+async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
     let source = Source::new(&file, std::fs::read_to_string(&file).unwrap());
     let dir = file.parent().unwrap().to_path_buf();
     let pipeline = ferry_model::parse(&source, &dir, &["shell"]).unwrap();
     let sandbox = Arc::new(
         Sandbox::new(SandboxOptions {
-            cache_dir: ComponentCache::default_dir(),
+            cache_dir,
             builtins: ferry_builtins::BUILTINS,
             concurrency: 1,
         })
         .unwrap(),
     );
-    // Load the plugin first: the cost measured is per step, not per run.
     sandbox
         .plugin(&pipeline.jobs[0].steps[0].uses)
         .await
