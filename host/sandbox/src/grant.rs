@@ -21,6 +21,18 @@ pub struct Needs {
     pub exec: Vec<String>,
 }
 
+impl Needs {
+    /// The list-valued needs by their `permissions:` key.
+    pub fn lists(&self) -> [(&'static str, &[String]); 4] {
+        [
+            ("env", &self.env),
+            ("secrets", &self.secrets),
+            ("network", &self.network),
+            ("exec", &self.exec),
+        ]
+    }
+}
+
 /// What a step actually gets.
 #[derive(Debug, Clone, Default)]
 pub struct Grant {

@@ -160,31 +160,28 @@ fn print_built(project: &Project, inspection: &Inspection) {
 
 /// One line: `workspace: read · exec: git`, or `nothing`.
 fn needs_summary(info: &ferry_sandbox::PluginInfo) -> String {
-    let Some(needs) = &info.needs else {
-        return "what `permissions:` grants (a wasi:cli/command declares nothing)".into();
-    };
-    let mut parts = Vec::new();
+    match &info.needs {
+        None => "what `permissions:` grants (a wasi:cli/command declares nothing)".into(),
+        Some(needs) if need_lines(needs).is_empty() => "nothing".into(),
+        Some(needs) => need_lines(needs).join(" · "),
+    }
+}
+
+/// Each declared need as `workspace: read`, `path: /opt/sdk (read)`, `exec: git, cargo`.
+fn need_lines(needs: &ferry_sandbox::grant::Needs) -> Vec<String> {
+    let mut lines = Vec::new();
     if let Some(ws) = needs.workspace {
-        parts.push(format!("workspace: {ws}"));
+        lines.push(format!("workspace: {ws}"));
     }
     for (path, access) in &needs.paths {
-        parts.push(format!("path: {} ({access})", path.display()));
+        lines.push(format!("path: {} ({access})", path.display()));
     }
-    for (label, items) in [
-        ("env", &needs.env),
-        ("secrets", &needs.secrets),
-        ("network", &needs.network),
-        ("exec", &needs.exec),
-    ] {
+    for (label, items) in needs.lists() {
         if !items.is_empty() {
-            parts.push(format!("{label}: {}", items.join(", ")));
+            lines.push(format!("{label}: {}", items.join(", ")));
         }
     }
-    if parts.is_empty() {
-        "nothing".into()
-    } else {
-        parts.join(" · ")
-    }
+    lines
 }
 
 fn test(args: TestArgs) -> u8 {
@@ -427,28 +424,12 @@ fn inspect(args: InspectArgs) -> u8 {
             )
         }
         Some(needs) => {
-            let mut any = false;
-            if let Some(ws) = needs.workspace {
-                crate::say!("  workspace: {ws}");
-                any = true;
-            }
-            for (path, access) in &needs.paths {
-                crate::say!("  path: {} ({access})", path.display());
-                any = true;
-            }
-            for (label, items) in [
-                ("env", &needs.env),
-                ("secrets", &needs.secrets),
-                ("network", &needs.network),
-                ("exec", &needs.exec),
-            ] {
-                if !items.is_empty() {
-                    crate::say!("  {label}: {}", items.join(", "));
-                    any = true;
-                }
-            }
-            if !any {
+            let lines = need_lines(needs);
+            if lines.is_empty() {
                 crate::say!("  nothing");
+            }
+            for line in lines {
+                crate::say!("  {line}");
             }
         }
     }

@@ -322,12 +322,7 @@ pub fn declared_permissions(info: &ferry_sandbox::PluginInfo) -> Value {
             .collect();
         p.insert("paths".into(), Value::Object(paths));
     }
-    for (key, items) in [
-        ("env", &needs.env),
-        ("secrets", &needs.secrets),
-        ("network", &needs.network),
-        ("exec", &needs.exec),
-    ] {
+    for (key, items) in needs.lists() {
         if !items.is_empty() {
             p.insert(key.into(), json!(items));
         }
