@@ -279,8 +279,10 @@ impl Project {
         cmd.arg("-c")
             .arg(&config_path)
             .args(["--logLevel", "warn"])
-            .current_dir(&self.dir);
-        run_to_stderr(&mut cmd, "rolldown")?;
+            .current_dir(&self.dir)
+            // Its stdout is only a summary of the bundle; problems come on stderr.
+            .stdout(Stdio::null());
+        run_capturing(&mut cmd, "rolldown")?;
         let mut cmd = componentize.command();
         cmd.arg("--wit")
             .arg(&wit)
