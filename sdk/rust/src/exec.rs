@@ -26,11 +26,13 @@ impl Command {
         }
     }
 
+    /// Adds one argument, passed verbatim.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.cmd.args.push(arg.into());
         self
     }
 
+    /// Adds arguments, each passed verbatim.
     pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.cmd.args.extend(args.into_iter().map(Into::into));
         self
@@ -42,6 +44,7 @@ impl Command {
         self
     }
 
+    /// Sets a variable for the program, on top of what the step itself sees.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.cmd.env.push((name.into(), value.into()));
         self
@@ -83,16 +86,20 @@ impl Command {
 /// What a finished program produced.
 #[derive(Debug, Clone)]
 pub struct Output {
+    /// The program's name as given to [`Command::new`].
     pub program: String,
     /// `None` when a signal ended the program.
     pub exit_code: Option<i32>,
+    /// Standard output, up to the host's cap.
     pub stdout: Vec<u8>,
+    /// Standard error, up to the host's cap.
     pub stderr: Vec<u8>,
     /// True when a stream was cut at the host's cap.
     pub truncated: bool,
 }
 
 impl Output {
+    /// True when the program exited with code 0.
     pub fn success(&self) -> bool {
         self.exit_code == Some(0)
     }

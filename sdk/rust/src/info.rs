@@ -15,10 +15,15 @@ pub enum Kind {
 /// One input under `with:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Input {
+    /// Name as written under `with:`.
     pub name: String,
+    /// What the input means, for `ferry plugin inspect`.
     pub description: String,
+    /// How ferry checks the value.
     pub kind: Kind,
+    /// The value used when the pipeline gives none, in its YAML spelling.
     pub default: Option<String>,
+    /// Whether a pipeline must give a value.
     pub required: bool,
 }
 
@@ -71,8 +76,11 @@ impl Input {
 /// Access to the job workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workspace {
+    /// Not mounted.
     None,
+    /// Mounted read-only.
     Read,
+    /// Mounted read-write.
     Write,
 }
 
@@ -80,11 +88,17 @@ pub enum Workspace {
 /// does not grant, and gives it nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
+    /// Access to the job workspace.
     pub workspace: Workspace,
+    /// Host paths beyond the workspace, with `true` for write access.
     pub paths: Vec<(String, bool)>,
+    /// Host environment variables the step reads.
     pub env: Vec<String>,
+    /// Secrets the step receives as environment variables.
     pub secrets: Vec<String>,
+    /// Hosts the step connects to, as `host` or `host:port`.
     pub network: Vec<String>,
+    /// Host programs the step runs through [`exec`](crate::exec).
     pub exec: Vec<String>,
 }
 
@@ -155,11 +169,17 @@ impl Capabilities {
 /// Everything `describe()` returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
+    /// Short name, e.g. `license-header`.
     pub name: String,
+    /// Semantic version.
     pub version: String,
+    /// One paragraph for users.
     pub description: String,
+    /// Inputs accepted under `with:`.
     pub inputs: Vec<Input>,
+    /// Outputs the step may set, as (name, description).
     pub outputs: Vec<(String, String)>,
+    /// What the step needs from the host.
     pub capabilities: Capabilities,
 }
 
@@ -176,16 +196,19 @@ impl Info {
         }
     }
 
+    /// Declares an input.
     pub fn input(mut self, input: Input) -> Self {
         self.inputs.push(input);
         self
     }
 
+    /// Declares an output.
     pub fn output(mut self, name: &str, description: &str) -> Self {
         self.outputs.push((name.into(), description.into()));
         self
     }
 
+    /// Declares what the step needs (the default is [`Capabilities::read_workspace`]).
     pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
         self

@@ -76,15 +76,18 @@ impl Inputs {
         self.get(name).map(str::to_string)
     }
 
+    /// A `boolean` input's value.
     pub fn boolean(&self, name: &str) -> Result<bool, Error> {
         self.value(name, Kind::Boolean).map(|v| v == "true")
     }
 
+    /// A `number` input's value.
     pub fn number(&self, name: &str) -> Result<f64, Error> {
         self.value(name, Kind::Number)
             .map(|v| v.trim().parse().unwrap_or_default())
     }
 
+    /// A `list` input's items.
     pub fn list(&self, name: &str) -> Result<Vec<String>, Error> {
         self.value(name, Kind::List)
             .map(|v| parse_list(v).unwrap_or_default())

@@ -39,6 +39,8 @@
 //! check it with `ferry plugin inspect target/wasm32-wasip2/release/greet.wasm`.
 
 // The generated bindings name this crate by its public path, as user crates see it.
+#![warn(missing_docs)]
+
 extern crate self as ferry_sdk;
 
 #[doc(hidden)]
@@ -78,6 +80,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Failed`] with a message.
     pub fn failed(message: impl Into<String>) -> Self {
         Error::Failed(message.into())
     }

@@ -32,14 +32,17 @@ pub struct Annotation {
 }
 
 impl Annotation {
+    /// An error: something is wrong at this place.
     pub fn error(message: impl Into<String>) -> Self {
         Annotation::new(Level::Error, message)
     }
 
+    /// A warning: worth a look; the step may still pass.
     pub fn warning(message: impl Into<String>) -> Self {
         Annotation::new(Level::Warn, message)
     }
 
+    /// A notice: information tied to a place.
     pub fn notice(message: impl Into<String>) -> Self {
         Annotation::new(Level::Info, message)
     }
