@@ -297,3 +297,18 @@ fn example_steps_build_test_and_run() {
         "{joined}"
     );
 }
+
+/// The Python SDK's declarations and input parsing, in plain CPython (the toolchain's).
+#[test]
+fn python_sdk_unit_tests_pass() {
+    let out = Command::new("python")
+        .args(["-m", "unittest", "discover", "-s"])
+        .arg(repo_root().join("sdk/python/tests"))
+        .env("PATH", toolchain_path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("OK"), "{stderr}");
+}

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The parts of ferry_sdk that run in plain CPython: declarations and input parsing.
+
+Run with `python3 -m unittest discover -s sdk/python/tests` (the host's tests do).
+"""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import ferry_sdk as ferry  # noqa: E402
+
+
+class Sample(ferry.Step):
+    name = "sample"
+    inputs = [
+        ferry.Input("who", "Whom.", default="world"),
+        ferry.Input("loud", "Shout.", type=bool, default=False),
+        ferry.Input("times", "How often.", type=int, default=1),
+        ferry.Input("ratio", "A ratio.", type=float),
+        ferry.Input("tags", "Tags.", type=list, default=[]),
+        ferry.Input("fail-on-warning", "Strict.", type=bool, required=True),
+    ]
+
+
+class InputsTest(unittest.TestCase):
+    def parse(self, **given):
+        given.setdefault("fail-on-warning", "false")
+        return Sample._parse_inputs(given)
+
+    def test_defaults_and_types(self):
+        inputs = self.parse(times="3", tags='["a", "b"]', ratio="0.5")
+        self.assertEqual(inputs.who, "world")
+        self.assertIs(inputs.loud, False)
+        self.assertEqual(inputs.times, 3)
+        self.assertEqual(inputs.ratio, 0.5)
+        self.assertEqual(inputs.tags, ["a", "b"])
+        self.assertIs(inputs.fail_on_warning, False)
+        self.assertIs(inputs["fail-on-warning"], False)
+
+    def test_unset_optional_input_is_none(self):
+        self.assertIsNone(self.parse().ratio)
+
+    def test_every_problem_is_reported_at_once(self):
+        with self.assertRaises(ferry.InvalidInput) as caught:
+            Sample._parse_inputs({"loud": "yes", "times": "2.5", "tags": "a,b", "colour": "red"})
+        message = str(caught.exception)
+        for text in [
+            "unknown input `colour`",
+            "input `loud` must be `true` or `false`, got `yes`",
+            "input `times` must be a whole number, got `2.5`",
+            "input `tags` must be a list of strings",
+            "input `fail-on-warning` is required",
+        ]:
+            self.assertIn(text, message)
+
+    def test_undeclared_attribute_is_an_error(self):
+        with self.assertRaises(AttributeError):
+            self.parse().colour
+
+    def test_bad_declarations_are_refused(self):
+        with self.assertRaises(TypeError):
+            ferry.Input("x", "x", type=dict)
+        with self.assertRaises(TypeError):
+            ferry.export(object)
+
+        class Nameless(ferry.Step):
+            pass
+
+        with self.assertRaises(TypeError):
+            ferry.export(Nameless)
+
+    def test_defaults_are_spelled_as_yaml(self):
+        spellings = {i.name: i._spelling(i.default) for i in Sample.inputs if i.default is not None}
+        self.assertEqual(
+            spellings, {"who": "world", "loud": "false", "times": "1", "tags": "[]"}
+        )
+
+    def test_host_calls_say_where_they_work(self):
+        with self.assertRaises(RuntimeError):
+            ferry.set_output("x", "y")
+        with self.assertRaises(RuntimeError):
+            ferry.exec("git", "status")
+
+
+if __name__ == "__main__":
+    unittest.main()
