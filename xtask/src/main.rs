@@ -108,6 +108,12 @@ fn node_toolchain() -> Result<(), String> {
             .map_err(|e| format!("cannot copy {file}: {e}"))?;
     }
     let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
+    if output(npm, &["--version"]).is_none() {
+        return Err(
+            "Node.js with npm is needed to build JavaScript steps; install Node.js 20 or newer"
+                .into(),
+        );
+    }
     // `install`, not `ci`: npm leaves other platforms' optional binaries out of a lockfile
     // written on one platform, and `ci` then refuses it. Versions are pinned exactly anyway.
     run(
