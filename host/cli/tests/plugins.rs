@@ -312,3 +312,53 @@ fn python_sdk_unit_tests_pass() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("OK"), "{stderr}");
 }
+
+/// An exception a step does not catch fails the step with its type and message, and its
+/// traceback in the log, instead of trapping the component.
+#[test]
+fn uncaught_exceptions_fail_the_step_with_their_message() {
+    for (lang, file, source, log) in [
+        (
+            "python",
+            "app.py",
+            "import ferry_sdk as ferry\n\n\nclass Boom(ferry.Step):\n    name = \"boom\"\n\n    def run(self, inputs):\n        {}[\"missing\"]\n\n\nWitWorld = ferry.export(Boom)\n",
+            "Traceback (most recent call last)",
+        ),
+        (
+            "js",
+            "src/index.js",
+            "import { defineStep } from \"@ferry-ci/sdk\";\n\nexport const { describe, run } = defineStep({\n  name: \"boom\",\n  run() {\n    null.missing;\n  },\n});\n",
+            "TypeError",
+        ),
+    ] {
+        let t = Test::new()
+            .env("PATH", &toolchain_path())
+            .args(&["plugin", "new", "boom", "--lang", lang]);
+        t.run().code(0);
+        let t = t
+            .file(&format!("boom/{file}"), source)
+            .then(&["plugin", "test", "boom", "--with", "who=x"]);
+        // `who` is no longer declared: a bad input is refused before the step runs.
+        t.run().code(1).stdout_has("unknown input `who`");
+        let t = t.then(&["plugin", "test", "boom", "--no-build", "--with", ""]);
+        t.run().code(2).stderr_has("is not NAME=VALUE");
+        let message = if lang == "python" {
+            "KeyError: 'missing'"
+        } else {
+            "TypeError: "
+        };
+        let cases = format!(
+            "cases:\n  throws:\n    expect:\n      error: {message:?}\n      log: [{log:?}]\n"
+        );
+        let t =
+            t.file("boom/ferry-tests.yaml", &cases)
+                .then(&["plugin", "test", "boom", "--no-build"]);
+        t.run().code(0).stdout_has("✓ throws");
+        // Without cases the step runs once and shows what happened.
+        std::fs::remove_file(t.path("boom/ferry-tests.yaml")).unwrap();
+        t.run()
+            .code(1)
+            .stdout_has(log)
+            .stdout_has(&format!("✗ failed: {message}"));
+    }
+}
