@@ -61,6 +61,53 @@ impl ComponentCache {
             .join(format!("{digest}-{}.cwasm", self.fingerprint))
     }
 
+    /// Loads the component in `file`. A file seen before with the same size and modification
+    /// time is not read at all: its digest comes from a note kept beside the compiled copy,
+    /// so a warm load of an 18 MB Python component costs an mmap, not a read and a hash.
+    pub fn load_file(
+        &self,
+        engine: &Engine,
+        file: &Path,
+    ) -> wasmtime::Result<(Component, String, Loaded)> {
+        let note = self.note_path(file);
+        if let Some(note) = &note
+            && let Ok(digest) = std::fs::read_to_string(note)
+        {
+            let path = self.path(digest.trim());
+            if path.is_file() {
+                // SAFETY: as in `load`: written whole by an engine with this fingerprint.
+                if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
+                    return Ok((component, digest.trim().to_string(), Loaded::Cached));
+                }
+            }
+        }
+        let bytes = std::fs::read(file)?;
+        let loaded = self.load(engine, &bytes)?;
+        if let Some(note) = note {
+            // Best effort, like the cache itself: without the note the next load hashes.
+            let _ = self.write_whole(&note, loaded.1.as_bytes());
+        }
+        Ok(loaded)
+    }
+
+    /// Where the digest of `file`, as it is now, is noted; `None` when it cannot be stat'ed.
+    fn note_path(&self, file: &Path) -> Option<PathBuf> {
+        let meta = std::fs::metadata(file).ok()?;
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let absolute = std::path::absolute(file).ok()?;
+        let identity = format!(
+            "{}\0{}\0{}",
+            absolute.display(),
+            meta.len(),
+            modified.as_nanos()
+        );
+        Some(self.dir.join("files").join(sha256(identity.as_bytes())))
+    }
+
     /// Loads the component with this content, compiling it only when no compiled copy for
     /// this engine exists. A damaged cache entry is replaced.
     pub fn load(
@@ -81,7 +128,7 @@ impl ComponentCache {
             }
         }
         let compiled = engine.precompile_component(bytes)?;
-        let component = match self.store(&path, &compiled) {
+        let component = match self.write_whole(&path, &compiled) {
             // SAFETY: as above; we just wrote it.
             Ok(()) => unsafe { Component::deserialize_file(engine, &path)? },
             // An unwritable cache costs a compile per run, never the run itself.
@@ -91,11 +138,12 @@ impl ComponentCache {
         Ok((component, digest, Loaded::Compiled))
     }
 
-    /// Puts a compiled component in place whole: a temporary file renamed over the target.
-    fn store(&self, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        std::io::Write::write_all(&mut tmp, compiled)?;
+    /// Puts a file in place whole: a temporary file renamed over the target.
+    fn write_whole(&self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut tmp, contents)?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     }

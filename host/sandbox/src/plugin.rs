@@ -93,16 +93,25 @@ pub(crate) fn interface_names(
     (imports, exports)
 }
 
-/// Loads component bytes: compile or mmap from the cache, link, detect the world.
+/// Where a component comes from.
+pub(crate) enum Source<'a> {
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
+/// Loads a component: compile or mmap from the cache, link, detect the world.
 pub(crate) fn prepare(
     engine: &wasmtime::Engine,
     linker: &wasmtime::component::Linker<StepState>,
     cache: &ComponentCache,
-    bytes: &[u8],
+    source: Source<'_>,
 ) -> Result<(Component, String, cache::Loaded, PluginKind), String> {
-    let (component, digest, loaded) = cache
-        .load(engine, bytes)
-        .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
+    let loaded = match source {
+        Source::Bytes(bytes) => cache.load(engine, bytes),
+        Source::File(path) => cache.load_file(engine, path),
+    };
+    let (component, digest, loaded) =
+        loaded.map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
     let pre: InstancePre<StepState> = linker.instantiate_pre(&component).map_err(|e| {
         format!(
             "the component needs imports ferry does not provide: {}\nhint: a step may import `ferry:step` interfaces and WASI 0.2 (`wasi:cli/imports`)",

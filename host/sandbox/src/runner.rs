@@ -90,22 +90,24 @@ impl Sandbox {
         })
     }
 
-    fn bytes_of(&self, uses: &Uses) -> Result<(String, Vec<u8>), String> {
+    /// A built-in's bytes, or a component file's path (read by the cache only when it has
+    /// not seen the file as it is now).
+    fn source_of(&self, uses: &Uses) -> Result<(String, Origin), String> {
         match uses {
             Uses::Builtin(name) => self
                 .builtins
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(n, b)| (n.to_string(), b.to_vec()))
+                .map(|(n, b)| (n.to_string(), Origin::Builtin(b)))
                 .ok_or_else(|| format!("no built-in step `{name}`")),
-            Uses::Path(path) => std::fs::read(path)
-                .map(|b| {
-                    let name = path
-                        .file_stem()
-                        .map_or("component".into(), |s| s.to_string_lossy().into_owned());
-                    (name, b)
-                })
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+            Uses::Path(path) => {
+                std::fs::File::open(path)
+                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                let name = path
+                    .file_stem()
+                    .map_or("component".into(), |s| s.to_string_lossy().into_owned());
+                Ok((name, Origin::File(path.clone())))
+            }
         }
     }
 
@@ -116,11 +118,15 @@ impl Sandbox {
             plugins.entry(uses.to_string()).or_default().clone()
         };
         cell.get_or_init(|| async {
-            let (name, bytes) = self.bytes_of(uses)?;
+            let (name, origin) = self.source_of(uses)?;
             let (engine, linker, cache) =
                 (self.engine.clone(), self.linker.clone(), self.cache.clone());
             let prepared = tokio::task::spawn_blocking(move || {
-                plugin::prepare(&engine, &linker, &cache, &bytes)
+                let source = match &origin {
+                    Origin::Builtin(bytes) => plugin::Source::Bytes(bytes),
+                    Origin::File(path) => plugin::Source::File(path),
+                };
+                plugin::prepare(&engine, &linker, &cache, source)
             })
             .await
             .map_err(|e| format!("loading the component failed: {e}"))??;
@@ -160,10 +166,11 @@ impl Sandbox {
         let size = bytes.len();
         let (engine, linker, cache) =
             (self.engine.clone(), self.linker.clone(), self.cache.clone());
-        let (component, digest, _, kind) =
-            tokio::task::spawn_blocking(move || plugin::prepare(&engine, &linker, &cache, &bytes))
-                .await
-                .map_err(|e| e.to_string())??;
+        let (component, digest, _, kind) = tokio::task::spawn_blocking(move || {
+            plugin::prepare(&engine, &linker, &cache, plugin::Source::Bytes(&bytes))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let (imports, exports) = plugin::interface_names(&self.engine, &component);
         let info = match &kind {
             PluginKind::Step(pre) => self.describe(pre).await?,
@@ -432,6 +439,12 @@ impl StepRunner for Sandbox {
             .await
             .unwrap_or_else(|(kind, message)| StepOutcome::failed(kind, message))
     }
+}
+
+/// Where a plugin's component comes from.
+enum Origin {
+    Builtin(&'static [u8]),
+    File(PathBuf),
 }
 
 /// A store for `describe()`: nothing granted at all.

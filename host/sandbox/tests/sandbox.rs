@@ -524,6 +524,46 @@ async fn the_second_load_comes_from_the_compiled_cache() {
 }
 
 #[tokio::test]
+async fn a_component_file_is_read_again_only_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("step.wasm");
+    let cache = dir.path().join("cache");
+    let load = || async {
+        let sandbox = Sandbox::new(SandboxOptions {
+            cache_dir: cache.clone(),
+            builtins: ferry_builtins::BUILTINS,
+            concurrency: 1,
+        })
+        .unwrap();
+        sandbox
+            .plugin(&ferry_model::Uses::Path(file.clone()))
+            .await
+            .unwrap()
+    };
+    std::fs::copy(ferry_builtins::fixtures::PROBE, &file).unwrap();
+    let first = load().await;
+    assert_eq!(first.cache, ferry_sandbox::cache::Loaded::Compiled);
+    let second = load().await;
+    assert_eq!(second.cache, ferry_sandbox::cache::Loaded::Cached);
+    assert_eq!(second.digest, first.digest);
+    // Another component at the same path is loaded as itself, not as the noted digest.
+    std::fs::copy(ferry_builtins::fixtures::SDK, &file).unwrap();
+    let third = load().await;
+    assert_ne!(third.digest, first.digest);
+    assert_eq!(third.info.name, "greet");
+    // A note whose compiled copy is gone falls back to reading the file.
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let fourth = load().await;
+    assert_eq!(fourth.cache, ferry_sandbox::cache::Loaded::Compiled);
+    assert_eq!(fourth.digest, third.digest);
+}
+
+#[tokio::test]
 async fn an_unwritable_cache_still_runs_steps() {
     let dir = tempfile::tempdir().unwrap();
     // A file where the cache directory should be: nothing can be written below it.
