@@ -15,6 +15,7 @@ const TARGET: &str = "wasm32-wasip2";
 /// (crate, file stem produced by cargo, constant name, embedded in the binary)
 const GUESTS: &[(&str, &str, &str, bool)] = &[
     ("ferry-plugin-shell", "ferry_plugin_shell", "SHELL", true),
+    ("ferry-plugin-lint", "ferry_plugin_lint", "LINT", true),
     ("ferry-fixture-probe", "ferry_fixture_probe", "PROBE", false),
     (
         "ferry-fixture-granted",

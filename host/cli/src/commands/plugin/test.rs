@@ -323,6 +323,11 @@ pub fn declared_permissions(info: &ferry_sandbox::PluginInfo) -> Value {
         p.insert("paths".into(), Value::Object(paths));
     }
     for (key, items) in needs.lists() {
+        // `exec: ["*"]` asks for whatever is granted: a case grants programs explicitly.
+        let items: Vec<&String> = items
+            .iter()
+            .filter(|i| i.as_str() != ferry_sandbox::grant::ANY_PROGRAM)
+            .collect();
         if !items.is_empty() {
             p.insert(key.into(), json!(items));
         }
