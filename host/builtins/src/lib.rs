@@ -6,7 +6,7 @@
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 /// Built-in steps by the name used in `uses:`.
-pub const BUILTINS: &[(&str, &[u8])] = &[("shell", SHELL), ("lint", LINT)];
+pub const BUILTINS: &[(&str, &[u8])] = &[("shell", SHELL), ("lint", LINT), ("test", TEST)];
 
 /// The bytes of the built-in step called `name`, if there is one.
 pub fn builtin(name: &str) -> Option<&'static [u8]> {

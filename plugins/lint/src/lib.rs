@@ -14,7 +14,6 @@ use ferry_sdk::log::{Annotation, group};
 use ferry_sdk::{Capabilities, Error, Info, Input, Inputs, Step, info, set_output};
 use finding::{Finding, Severity};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// A preset: the command that runs the tool in the workspace and the format it prints.
 const PRESETS: [(&str, &str, &str); 7] = [
@@ -194,7 +193,7 @@ fn run_linter(
     preset: Option<&str>,
     files: &[String],
 ) -> Result<Vec<Finding>, Error> {
-    let mut argv = split_command(command)?;
+    let mut argv = ferry_sdk::exec::split_command_line(command)?;
     if preset == Some("shellcheck") {
         argv.extend(
             files
@@ -220,7 +219,7 @@ fn run_linter(
     let mut findings = matchers::parse(format, &text).map_err(Error::Failed)?;
     for f in &mut findings {
         if let Some(file) = &f.file {
-            f.file = Some(relative(file));
+            f.file = Some(ferry_sdk::workspace_path(file));
         }
     }
     if !out.success() && findings.is_empty() {
@@ -241,61 +240,6 @@ fn run_linter(
         if findings.len() == 1 { "" } else { "s" }
     );
     Ok(findings)
-}
-
-/// Words separated by whitespace, with '…' and "…" quoting; no variables, globs or pipes.
-fn split_command(command: &str) -> Result<Vec<String>, Error> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut in_word = false;
-    for c in command.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => word.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return Err(Error::InvalidInput(format!(
-            "`command` has an unclosed quote: {command}"
-        )));
-    }
-    if in_word {
-        words.push(word);
-    }
-    if words.is_empty() {
-        return Err(Error::InvalidInput("`command` is empty".into()));
-    }
-    Ok(words)
-}
-
-/// Tools print host paths (`/home/ci/.../ws/src/lib.rs`); the workspace knows them by the
-/// longest tail that exists in it (`src/lib.rs`).
-fn relative(path: &str) -> String {
-    let path = path.replace('\\', "/");
-    let path = path.strip_prefix("./").unwrap_or(&path);
-    if !path.starts_with('/') && !path.contains(':') {
-        return path.to_string();
-    }
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    (0..parts.len())
-        .map(|i| parts[i..].join("/"))
-        .find(|tail| Path::new(tail).exists())
-        .unwrap_or_else(|| path.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, Error> {
@@ -414,22 +358,6 @@ ferry_sdk::export!(Lint);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commands_split_without_a_shell() {
-        assert_eq!(
-            split_command(r#"cargo clippy -- -D "warnings here" 'a b'"#).unwrap(),
-            ["cargo", "clippy", "--", "-D", "warnings here", "a b"]
-        );
-        assert_eq!(split_command("echo ''").unwrap(), ["echo", ""]);
-        assert!(split_command("  ").is_err());
-        assert!(split_command("echo 'open").is_err());
-        // `$HOME`, `*` and `;` are just characters.
-        assert_eq!(
-            split_command("echo $HOME *; rm").unwrap(),
-            ["echo", "$HOME", "*;", "rm"]
-        );
-    }
 
     #[test]
     fn sizes() {

@@ -124,3 +124,66 @@ impl Output {
         }
     }
 }
+
+/// Splits a command line given as an input (`cargo clippy -- -D warnings`) into a program
+/// and its arguments: words separated by whitespace, with '…' and "…" quoting. There is no
+/// shell: `$VAR`, `*`, `;` and `|` are plain characters.
+pub fn split_command_line(command: &str) -> Result<Vec<String>, Error> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    let mut in_word = false;
+    for c in command.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(Error::InvalidInput(format!(
+            "`command` has an unclosed quote: {command}"
+        )));
+    }
+    if in_word {
+        words.push(word);
+    }
+    if words.is_empty() {
+        return Err(Error::InvalidInput("`command` is empty".into()));
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_without_a_shell() {
+        assert_eq!(
+            split_command_line(r#"cargo clippy -- -D "warnings here" 'a b'"#).unwrap(),
+            ["cargo", "clippy", "--", "-D", "warnings here", "a b"]
+        );
+        assert_eq!(split_command_line("echo ''").unwrap(), ["echo", ""]);
+        assert!(split_command_line("  ").is_err());
+        assert!(split_command_line("echo 'open").is_err());
+        // `$HOME`, `*` and `;` are just characters.
+        assert_eq!(
+            split_command_line("echo $HOME *; rm").unwrap(),
+            ["echo", "$HOME", "*;", "rm"]
+        );
+    }
+}

@@ -112,6 +112,26 @@ pub trait Step {
     fn run(inputs: &Inputs) -> Result<(), Error>;
 }
 
+/// The workspace-relative form of a path a host program printed.
+///
+/// Programs run through [`exec`] see the workspace at its host path and often print
+/// absolute paths (`/home/ci/.ferry/.../src/lib.rs`); the step sees the same files relative
+/// to its current directory. The longest tail of `path` that exists in the workspace is
+/// taken (`src/lib.rs`); a relative path is returned as it is, without `./`.
+pub fn workspace_path(path: &str) -> String {
+    let path = path.replace('\\', "/");
+    let path = path.strip_prefix("./").unwrap_or(&path);
+    let absolute = path.starts_with('/') || path.get(1..3) == Some(":/");
+    if !absolute {
+        return path.to_string();
+    }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    (0..parts.len())
+        .map(|i| parts[i..].join("/"))
+        .find(|tail| std::path::Path::new(tail).exists())
+        .unwrap_or_else(|| path.to_string())
+}
+
 /// Sets an output that later steps read as `${{ steps.<id>.outputs.<name> }}`.
 pub fn set_output(name: &str, value: &str) -> Result<(), Error> {
     bindings::ferry::step::outputs::set(name, value).map_err(Error::Failed)

@@ -1,0 +1,105 @@
+//! The built-in `test` step through `ferry run`, with real runners: cargo (libtest output),
+//! node (TAP) and a JUnit report that a crash cut off.
+
+mod common;
+
+use common::Test;
+
+const CARGO_ENV: &str = "[HOME, PATH, CARGO_HOME, RUSTUP_HOME, RUSTUP_TOOLCHAIN, CARGO_TARGET_DIR]";
+
+fn crate_with(tests: &str) -> Test {
+    Test::new()
+        .file(
+            "Cargo.toml",
+            "[package]\nname = \"sample\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .file("src/lib.rs", &format!("#[cfg(test)]\nmod tests {{\n{tests}\n}}\n"))
+}
+
+fn cargo_pipeline(with: &str, extra_env: &str) -> String {
+    format!(
+        "jobs:\n  test:\n    steps:\n      - id: t\n        uses: test\n        with: {with}\n        env: {{ {extra_env} }}\n        permissions: {{ exec: [cargo], env: {CARGO_ENV} }}\n      - run: echo \"passed=${{{{ steps.t.outputs.passed }}}} failed=${{{{ steps.t.outputs.failed }}}} flaky=${{{{ steps.t.outputs.flaky }}}}\"\n"
+    )
+}
+
+#[test]
+fn a_failing_test_fails_the_pipeline_with_its_name_and_message() {
+    let t = crate_with(
+        "    #[test]\n    fn adds() { assert_eq!(1 + 1, 2); }\n    #[test]\n    fn subtracts() { assert_eq!(2 - 1, 0, \"two minus one\"); }\n    #[test]\n    #[ignore]\n    fn slow() {}\n",
+    )
+    .file("ferry.yaml", &cargo_pipeline("{ preset: cargo }", ""))
+    .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(1)
+        .stdout_has("src/lib.rs:6:22: tests::subtracts failed: assertion `left == right` failed: two minus one [test]")
+        .stdout_has("1 of 3 tests failed: tests::subtracts (assertion `left == right` failed: two minus one)")
+        .stdout_has("  ✗ test › t: 1 of 3 tests failed");
+}
+
+#[test]
+fn a_test_that_passes_on_retry_is_flaky() {
+    let marker = tempfile::tempdir().unwrap();
+    let marker = marker.path().join("ran-once");
+    let flaky = "    #[test]\n    fn steady() {}\n    #[test]\n    fn wobbly() {\n        let marker = std::env::var(\"FLAKY_MARKER\").unwrap();\n        if std::fs::metadata(&marker).is_err() {\n            std::fs::write(&marker, \"\").unwrap();\n            panic!(\"first try fails\");\n        }\n    }\n";
+    let t = crate_with(flaky)
+        .file(
+            "ferry.yaml",
+            &cargo_pipeline(
+                "{ preset: cargo, retry-failed: 2 }",
+                &format!("FLAKY_MARKER: {}", marker.display()),
+            ),
+        )
+        .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(0)
+        .stdout_has("tests::wobbly is flaky: it failed, then passed on a retry [flaky]")
+        .stdout_has("passed=2 failed=0 flaky=1");
+    // Under `flaky: fail` the same run fails.
+    std::fs::remove_file(&marker).unwrap();
+    let t = t.file(
+        "ferry.yaml",
+        &cargo_pipeline(
+            "{ preset: cargo, retry-failed: 1, flaky: fail }",
+            &format!("FLAKY_MARKER: {}", marker.display()),
+        ),
+    );
+    t.run()
+        .code(1)
+        .stdout_has("1 flaky tests (flaky: fail): tests::wobbly");
+}
+
+#[test]
+fn node_tap_results_are_read_and_annotated() {
+    let t = Test::new()
+        .file(
+            "math.test.mjs",
+            "import test from \"node:test\";\nimport assert from \"node:assert\";\ntest(\"adds\", () => assert.strictEqual(1 + 1, 2));\ntest(\"subtracts\", () => assert.strictEqual(2 - 1, 0));\n",
+        )
+        .file(
+            "ferry.yaml",
+            "jobs:\n  test:\n    steps:\n      - uses: test\n        with: { preset: node }\n        permissions: { exec: [node] }\n",
+        )
+        .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(1)
+        .stdout_has("math.test.mjs:4:1: subtracts failed: Expected values to be strictly equal:")
+        .stdout_has("1 of 2 tests failed: subtracts");
+}
+
+#[test]
+fn results_that_contradict_the_exit_status_fail_the_step() {
+    let report = "<?xml version=\"1.0\"?><testsuites><testsuite name=\"s\"><testcase name=\"a\"/><testcase name=\"b\"><failure message=\"m\">text";
+    let t = Test::new()
+        .file("cut.xml", report)
+        .file(
+            "ferry.yaml",
+            "jobs:\n  cut:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'cat cut.xml > report.xml; exit 1'\", format: junit, report: report.xml }\n        permissions: { exec: [sh] }\n  crashed:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'echo segfault >&2; exit 139'\", format: tap }\n        permissions: { exec: [sh] }\n  no-report:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'exit 2'\", format: junit, report: out.xml }\n        permissions: { exec: [sh] }\n",
+        )
+        .args(&["run", "--output", "plain", "--no-fail-fast"]);
+    t.run()
+        .code(1)
+        .stdout_has("report.xml: the JUnit report ends in the middle of an element: it was cut off")
+        .stdout_has("`sh` exited with 139 but its results show no failed test (0 read)")
+        .stdout_has("segfault")
+        .stdout_has("`sh` exited with 2 and wrote no report at `out.xml`");
+}

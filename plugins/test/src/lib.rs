@@ -1,0 +1,449 @@
+//! ferry's built-in `test` step.
+//!
+//! Runs a test command (or a preset for a common runner), reads the results from the
+//! runner's report (JUnit XML, TAP, `go test -json`, libtest output), prints a summary with
+//! the slowest tests, annotates each failure with its message and location, reruns failed
+//! tests on request to tell flaky ones apart, and refuses results that contradict the
+//! runner's exit status.
+
+mod report;
+
+use ferry_sdk::exec::Command;
+use ferry_sdk::log::{Annotation, group};
+use ferry_sdk::{Capabilities, Error, Info, Input, Inputs, Step, info, set_output, warn};
+use report::{Case, Outcome};
+use std::time::{Duration, SystemTime};
+
+/// A runner ferry knows: its command, the format of its results, where a JUnit report is.
+struct Preset {
+    name: &'static str,
+    command: &'static str,
+    format: &'static str,
+    report: Option<&'static str>,
+}
+
+const PRESETS: [Preset; 5] = [
+    Preset {
+        name: "cargo",
+        command: "cargo test --no-fail-fast",
+        format: "libtest",
+        report: None,
+    },
+    Preset {
+        name: "nextest",
+        command: "cargo nextest run --no-fail-fast",
+        format: "junit",
+        report: Some("target/nextest/default/junit.xml"),
+    },
+    Preset {
+        name: "pytest",
+        command: "pytest --junitxml=target/ferry-pytest.xml",
+        format: "junit",
+        report: Some("target/ferry-pytest.xml"),
+    },
+    Preset {
+        name: "go",
+        command: "go test -json ./...",
+        format: "go-json",
+        report: None,
+    },
+    Preset {
+        name: "node",
+        command: "node --test --test-reporter=tap",
+        format: "tap",
+        report: None,
+    },
+];
+
+struct TestStep;
+
+impl Step for TestStep {
+    fn info() -> Info {
+        Info::new(
+            "test",
+            env!("CARGO_PKG_VERSION"),
+            "Runs tests and reports each failure with its message and place, the slowest tests \
+             and flaky ones.",
+        )
+        .input(Input::string(
+            "preset",
+            "A known runner: cargo, nextest, pytest, go or node.",
+        ))
+        .input(Input::string(
+            "command",
+            "The test command line, run without a shell (overrides the preset's).",
+        ))
+        .input(Input::string(
+            "format",
+            "How to read results: junit, tap, go-json or libtest; default the preset's.",
+        ))
+        .input(Input::string(
+            "report",
+            "The JUnit report file the command writes, relative to the workspace.",
+        ))
+        .input(
+            Input::number(
+                "retry-failed",
+                "Rerun failed tests up to this many times; those that then pass are flaky.",
+            )
+            .default("0"),
+        )
+        .input(
+            Input::string("flaky", "What a flaky test does to the step: warn or fail.")
+                .default("warn"),
+        )
+        .input(Input::number("slowest", "How many of the slowest tests to list.").default("5"))
+        .output("passed", "Tests that passed (flaky ones included).")
+        .output("failed", "Tests that failed on every try.")
+        .output("skipped", "Tests that were skipped.")
+        .output("flaky", "Tests that failed and then passed on a retry.")
+        .output("total", "All tests.")
+        .output("report", "The JUnit report read, when there was one.")
+        .capabilities(Capabilities::read_workspace().exec(["*"]))
+    }
+
+    fn run(inputs: &Inputs) -> Result<(), Error> {
+        let preset = match inputs.optional("preset") {
+            None => None,
+            Some(name) => Some(PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "unknown preset `{name}`; presets: {}",
+                    PRESETS.map(|p| p.name).join(", ")
+                ))
+            })?),
+        };
+        let command = inputs
+            .optional("command")
+            .or(preset.map(|p| p.command.to_string()))
+            .ok_or_else(|| Error::InvalidInput("give `preset` or `command`".into()))?;
+        let format = inputs
+            .optional("format")
+            .or(preset.map(|p| p.format.to_string()))
+            .unwrap_or_else(|| "junit".into());
+        if !report::FORMATS.contains(&format.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "unknown format `{format}`; formats: {}",
+                report::FORMATS.join(", ")
+            )));
+        }
+        let report_path = inputs
+            .optional("report")
+            .or(preset.and_then(|p| p.report.map(String::from)));
+        if format == "junit" && report_path.is_none() {
+            return Err(Error::InvalidInput(
+                "format `junit` reads a report file: give `report` (the path the command writes)"
+                    .into(),
+            ));
+        }
+        let flaky_fails = match inputs.string("flaky")?.as_str() {
+            "warn" => false,
+            "fail" => true,
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "`flaky: {other}` is not warn or fail"
+                )));
+            }
+        };
+        let retries = inputs.number("retry-failed")?.max(0.0) as u32;
+        let argv = ferry_sdk::exec::split_command_line(&command)?;
+
+        let run = Runner {
+            format: &format,
+            report: report_path.as_deref(),
+        };
+        let mut cases = run.once(&argv, "tests")?;
+        let mut flaky = Vec::new();
+        for attempt in 1..=retries {
+            let failing: Vec<Case> = cases
+                .iter()
+                .filter(|c| c.outcome == Outcome::Failed)
+                .cloned()
+                .collect();
+            if failing.is_empty() {
+                break;
+            }
+            let Some(rerun) = preset.and_then(|p| retry_command(p.name, &argv, &failing)) else {
+                warn!(
+                    "retry-failed needs a preset that can select tests (cargo, nextest, pytest, go, node)"
+                );
+                break;
+            };
+            let again = run.once(
+                &rerun,
+                &format!("retry {attempt}: {} failed tests", failing.len()),
+            )?;
+            for case in cases.iter_mut().filter(|c| c.outcome == Outcome::Failed) {
+                if again
+                    .iter()
+                    .any(|a| a.full_name() == case.full_name() && a.outcome == Outcome::Passed)
+                {
+                    case.outcome = Outcome::Passed;
+                    flaky.push(case.full_name());
+                }
+            }
+        }
+        summarize(
+            &cases,
+            &flaky,
+            inputs.number("slowest")?.max(0.0) as usize,
+            report_path.as_deref(),
+        )?;
+        let failed = cases
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed)
+            .count();
+        if failed > 0 {
+            let first = cases
+                .iter()
+                .find(|c| c.outcome == Outcome::Failed)
+                .map(|c| format!(": {} ({})", c.full_name(), c.message))
+                .unwrap_or_default();
+            return Err(Error::failed(format!(
+                "{failed} of {} tests failed{first}",
+                cases.len()
+            )));
+        }
+        if flaky_fails && !flaky.is_empty() {
+            return Err(Error::failed(format!(
+                "{} flaky tests (flaky: fail): {}",
+                flaky.len(),
+                flaky.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct Runner<'a> {
+    format: &'a str,
+    report: Option<&'a str>,
+}
+
+impl Runner<'_> {
+    /// Runs the command once and reads its results, checking that they agree with its exit.
+    fn once(&self, argv: &[String], title: &str) -> Result<Vec<Case>, Error> {
+        let started = SystemTime::now();
+        // Machine-readable output on stdout stays out of the log; a report file leaves it
+        // for people.
+        let echo = self.format == "junit" || self.format == "libtest";
+        let mut cmd = Command::new(&argv[0]).args(&argv[1..]);
+        if !echo {
+            cmd = cmd.quiet();
+        }
+        let out = group(&format!("{title}: $ {}", argv.join(" ")), || cmd.run())?;
+        let cases = match self.report {
+            Some(path) if self.format == "junit" => {
+                let fresh = std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m + Duration::from_secs(2) >= started);
+                if !fresh {
+                    return Err(Error::failed(format!(
+                        "`{}` {} and wrote no report at `{path}`{}",
+                        argv[0],
+                        exit_text(out.exit_code),
+                        if std::path::Path::new(path).exists() {
+                            " (the one there is from an earlier run)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                let text = std::fs::read_to_string(path)?;
+                report::parse("junit", &text).map_err(|e| Error::failed(format!("{path}: {e}")))?
+            }
+            _ => {
+                let mut text = out.stdout_text();
+                text.push('\n');
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                report::parse(self.format, &text).map_err(Error::Failed)?
+            }
+        };
+        let failed = cases
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed)
+            .count();
+        if !out.success() && failed == 0 {
+            let tail: Vec<String> = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(5)
+                .map(String::from)
+                .collect();
+            return Err(Error::failed(format!(
+                "`{}` {} but its results show no failed test ({} read): the runner crashed or the \
+                 results are incomplete{}",
+                argv[0],
+                exit_text(out.exit_code),
+                cases.len(),
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; it said:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                }
+            )));
+        }
+        if out.success() && failed > 0 {
+            warn!("`{}` exited 0 although {failed} tests failed", argv[0]);
+        }
+        Ok(cases)
+    }
+}
+
+fn exit_text(code: Option<i32>) -> String {
+    code.map_or("was killed by a signal".into(), |c| {
+        format!("exited with {c}")
+    })
+}
+
+/// The command again, selecting only the failed tests, for runners that can.
+fn retry_command(preset: &str, argv: &[String], failing: &[Case]) -> Option<Vec<String>> {
+    let names: Vec<String> = failing.iter().map(|c| c.name.clone()).collect();
+    let mut cmd = argv.to_vec();
+    match preset {
+        "cargo" => {
+            if !cmd.iter().any(|a| a == "--") {
+                cmd.push("--".into());
+            }
+            cmd.push("--exact".into());
+            cmd.extend(names);
+        }
+        "nextest" => {
+            let filter: Vec<String> = names.iter().map(|n| format!("test(={n})")).collect();
+            cmd.extend(["-E".to_string(), filter.join(" | ")]);
+        }
+        "pytest" => cmd.extend(["-k".to_string(), names.join(" or ")]),
+        "go" => cmd.extend(["-run".to_string(), format!("^({})$", names.join("|"))]),
+        "node" => {
+            for n in names {
+                cmd.push(format!("--test-name-pattern=^{}$", escape_regex(&n)));
+            }
+        }
+        _ => return None,
+    }
+    Some(cmd)
+}
+
+fn escape_regex(text: &str) -> String {
+    text.chars().fold(String::new(), |mut out, c| {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}
+
+/// The summary table, the slowest tests, an annotation per failure, and the outputs.
+fn summarize(
+    cases: &[Case],
+    flaky: &[String],
+    slowest: usize,
+    report: Option<&str>,
+) -> Result<(), Error> {
+    let count = |o: Outcome| cases.iter().filter(|c| c.outcome == o).count();
+    let (passed, failed, skipped) = (
+        count(Outcome::Passed),
+        count(Outcome::Failed),
+        count(Outcome::Skipped),
+    );
+    let total_time: Duration = cases.iter().filter_map(|c| c.duration).sum();
+    info!(
+        "{:>8} {:>8} {:>8} {:>8} {:>10}",
+        "passed", "failed", "skipped", "flaky", "time"
+    );
+    info!(
+        "{passed:>8} {failed:>8} {skipped:>8} {:>8} {:>9.2}s",
+        flaky.len(),
+        total_time.as_secs_f64()
+    );
+    let mut timed: Vec<&Case> = cases.iter().filter(|c| c.duration.is_some()).collect();
+    timed.sort_by_key(|c| std::cmp::Reverse(c.duration));
+    if slowest > 0 && !timed.is_empty() {
+        info!("slowest:");
+        for case in timed.iter().take(slowest) {
+            info!(
+                "  {:>8.3}s  {}",
+                case.duration.unwrap_or_default().as_secs_f64(),
+                case.full_name()
+            );
+        }
+    }
+    for name in flaky {
+        Annotation::warning(format!(
+            "{name} is flaky: it failed, then passed on a retry"
+        ))
+        .rule("flaky")
+        .emit();
+    }
+    for case in cases.iter().filter(|c| c.outcome == Outcome::Failed) {
+        let message = format!("{} failed: {}", case.full_name(), case.message);
+        let annotation = Annotation::error(message).rule("test");
+        match case.location() {
+            Some((file, line, column)) => {
+                annotation.at(ferry_sdk::workspace_path(&file), Some(line), column)
+            }
+            None => annotation,
+        }
+        .emit();
+    }
+    for (name, value) in [
+        ("passed", passed.to_string()),
+        ("failed", failed.to_string()),
+        ("skipped", skipped.to_string()),
+        ("flaky", flaky.len().to_string()),
+        ("total", cases.len().to_string()),
+        ("report", report.unwrap_or_default().to_string()),
+    ] {
+        set_output(name, &value)?;
+    }
+    Ok(())
+}
+
+ferry_sdk::export!(TestStep);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(names: &[&str]) -> Vec<Case> {
+        report::parse(
+            "libtest",
+            &names
+                .iter()
+                .map(|n| format!("test {n} ... FAILED\n"))
+                .collect::<String>(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn retries_select_only_the_failed_tests() {
+        let argv: Vec<String> = ["cargo", "test", "--no-fail-fast"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            retry_command("cargo", &argv, &failing(&["a::b", "c"])).unwrap(),
+            [
+                "cargo",
+                "test",
+                "--no-fail-fast",
+                "--",
+                "--exact",
+                "a::b",
+                "c"
+            ]
+        );
+        assert_eq!(
+            retry_command("go", &["go".into()], &failing(&["TestA", "TestB"])).unwrap(),
+            ["go", "-run", "^(TestA|TestB)$"]
+        );
+        assert_eq!(
+            retry_command("node", &["node".into()], &failing(&["adds (1+1)"])).unwrap(),
+            ["node", "--test-name-pattern=^adds \\(1\\+1\\)$"]
+        );
+        assert!(retry_command("custom", &argv, &failing(&["x"])).is_none());
+    }
+}
