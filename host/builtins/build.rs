@@ -17,6 +17,12 @@ const GUESTS: &[(&str, &str, &str, bool)] = &[
     ("ferry-plugin-shell", "ferry_plugin_shell", "SHELL", true),
     ("ferry-plugin-lint", "ferry_plugin_lint", "LINT", true),
     ("ferry-plugin-test", "ferry_plugin_test", "TEST", true),
+    (
+        "ferry-plugin-checkout",
+        "ferry_plugin_checkout",
+        "CHECKOUT",
+        true,
+    ),
     ("ferry-fixture-probe", "ferry_fixture_probe", "PROBE", false),
     (
         "ferry-fixture-granted",

@@ -6,7 +6,12 @@
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 /// Built-in steps by the name used in `uses:`.
-pub const BUILTINS: &[(&str, &[u8])] = &[("shell", SHELL), ("lint", LINT), ("test", TEST)];
+pub const BUILTINS: &[(&str, &[u8])] = &[
+    ("shell", SHELL),
+    ("lint", LINT),
+    ("test", TEST),
+    ("checkout", CHECKOUT),
+];
 
 /// The bytes of the built-in step called `name`, if there is one.
 pub fn builtin(name: &str) -> Option<&'static [u8]> {

@@ -95,7 +95,8 @@ pub struct Host<'a> {
     pub path_var: Option<OsString>,
 }
 
-/// The exec need of a step that runs programs its user names: whatever the pipeline grants.
+/// The exec (or secrets) need of a step that runs programs (or uses secrets) its user names
+/// in an input: whatever the pipeline grants that step.
 pub const ANY_PROGRAM: &str = "*";
 
 /// Computes the grant for a step, or the refusal that lists every missing grant at once.
@@ -149,7 +150,15 @@ pub fn grant(
         }
     }
     for name in &needs.secrets {
-        if granted.secrets.contains(name) {
+        if name == ANY_PROGRAM {
+            // A step told which secret to use by an input (`token: DEPLOY_TOKEN`) gets the
+            // ones granted to it, and no other.
+            for granted in &granted.secrets {
+                if let Some(value) = secrets.get(granted) {
+                    env.insert(granted.clone(), value.clone());
+                }
+            }
+        } else if granted.secrets.contains(name) {
             if let Some(value) = secrets.get(name) {
                 env.insert(name.clone(), value.clone());
             }
