@@ -378,6 +378,7 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
         keep_workspaces: false,
         secrets: Default::default(),
         cancel: CancellationToken::new(),
+        git: Default::default(),
     };
     let plan = Plan::new(pipeline, &[]).unwrap();
     let started = Instant::now();

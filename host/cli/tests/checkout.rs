@@ -68,6 +68,13 @@ fn local_checkout_at_head_an_older_sha_and_dirty() {
         with: {{ dirty: true }}
         {GRANT}
       - run: echo \"dirty $(cat file.txt) $(cat untracked.txt)\"
+  context:
+    steps:
+      - run: echo \"before ${{{{ git.short-sha }}}} ${{{{ git.branch }}}} ${{{{ git.commit-message }}}}\"
+      - uses: checkout
+        with: {{ ref: {first} }}
+        {GRANT}
+      - run: echo \"after ${{{{ git.sha }}}} ${{{{ git.commit-message }}}}\"
 "
     );
     let t = t
@@ -77,7 +84,10 @@ fn local_checkout_at_head_an_older_sha_and_dirty() {
         .code(0)
         .stdout_has("head v2 clean main second commit Ada <ada@ferry.invalid>")
         .stdout_has(&format!("old v1 {first}"))
-        .stdout_has("dirty uncommitted new");
+        .stdout_has("dirty uncommitted new")
+        .stdout_has("before ")
+        .stdout_has(" main second commit")
+        .stdout_has(&format!("after {first} first commit"));
     // The real repository is untouched.
     assert_eq!(
         std::fs::read_to_string(t.path("file.txt")).unwrap(),

@@ -114,6 +114,8 @@ pub struct RunOptions {
     pub secrets: BTreeMap<String, String>,
     /// Cancelled on Ctrl-C.
     pub cancel: CancellationToken,
+    /// `git.*` when the run starts: the repository's commit, where there is one.
+    pub git: BTreeMap<String, String>,
 }
 
 /// How a run went.
@@ -189,6 +191,7 @@ pub async fn run<R: StepRunner>(
         run_dir: run_dir.clone(),
         source_dir: options.source_dir.clone(),
         keep_workspaces: options.keep_workspaces,
+        git: options.git.clone(),
     });
     let run_cancel = options.cancel.child_token();
     let semaphore = Arc::new(Semaphore::new(options.parallel.max(1)));
@@ -298,6 +301,7 @@ struct Shared {
     run_dir: PathBuf,
     source_dir: PathBuf,
     keep_workspaces: bool,
+    git: BTreeMap<String, String>,
 }
 
 fn skip_job(shared: &Shared, i: usize) {
@@ -364,6 +368,7 @@ async fn run_job<R: StepRunner>(
     let mut scope = JobScope {
         env: BTreeMap::new(),
         outputs: HashMap::new(),
+        git: shared.git.clone(),
     };
     let mut failed = false;
     let mut cancelled = false;
@@ -459,6 +464,16 @@ async fn run_job<R: StepRunner>(
                 value: log.mask(value),
             });
         }
+        // A checkout moves the job to another commit: `git.*` follows it.
+        if matches!(&step.uses, ferry_model::Uses::Builtin(name) if name == "checkout")
+            && outcome.result.is_none()
+        {
+            for field in ferry_model::expr::GIT_FIELDS {
+                if let Some(value) = outputs.get(field) {
+                    scope.git.insert(field.to_string(), value.clone());
+                }
+            }
+        }
         if let Some(id) = &step.id {
             scope.outputs.insert(id.clone(), outputs);
         }
@@ -520,6 +535,7 @@ fn report_setup_failure(shared: &Shared, job: &Job, message: &str) {
 struct JobScope {
     env: BTreeMap<String, String>,
     outputs: HashMap<String, BTreeMap<String, String>>,
+    git: BTreeMap<String, String>,
 }
 
 impl Scope for JobScope {
@@ -529,6 +545,10 @@ impl Scope for JobScope {
 
     fn step_output(&self, step: &str, name: &str) -> Option<String> {
         self.outputs.get(step)?.get(name).cloned()
+    }
+
+    fn git(&self, name: &str) -> Option<String> {
+        self.git.get(name).cloned()
     }
 }
 

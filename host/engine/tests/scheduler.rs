@@ -139,6 +139,7 @@ async fn run_opts(
         keep_workspaces: false,
         secrets,
         cancel,
+        git: Default::default(),
     };
     let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
         .await

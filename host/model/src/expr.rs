@@ -29,13 +29,27 @@ pub enum Reference {
     Env { name: String },
     /// `steps.<step>.outputs.<name>`.
     StepOutput { step: String, name: String },
+    /// `git.<name>`: the commit being built (see [`GIT_FIELDS`]).
+    Git { name: String },
 }
+
+/// What `git.*` holds: the repository's commit when the run starts, then what the last
+/// `checkout` step checked out.
+pub const GIT_FIELDS: [&str; 6] = [
+    "sha",
+    "short-sha",
+    "ref",
+    "branch",
+    "commit-message",
+    "author",
+];
 
 impl std::fmt::Display for Reference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reference::Env { name } => write!(f, "env.{name}"),
             Reference::StepOutput { step, name } => write!(f, "steps.{step}.outputs.{name}"),
+            Reference::Git { name } => write!(f, "git.{name}"),
         }
     }
 }
@@ -44,6 +58,7 @@ impl std::fmt::Display for Reference {
 pub trait Scope {
     fn env(&self, name: &str) -> Option<String>;
     fn step_output(&self, step: &str, name: &str) -> Option<String>;
+    fn git(&self, name: &str) -> Option<String>;
 }
 
 impl Template {
@@ -113,6 +128,7 @@ impl Template {
                     let value = match reference {
                         Reference::Env { name } => scope.env(name),
                         Reference::StepOutput { step, name } => scope.step_output(step, name),
+                        Reference::Git { name } => scope.git(name),
                     };
                     match value {
                         Some(v) => out.push_str(&v),
@@ -152,13 +168,23 @@ fn parse_reference(inner: &str) -> Result<Reference, (String, String)> {
                 name: name.to_string(),
             })
         }
+        ["git", name] if GIT_FIELDS.contains(name) => Ok(Reference::Git {
+            name: name.to_string(),
+        }),
+        ["git", name] => Err((
+            format!("`git.{name}` is not known"),
+            match crate::diag::suggest(name, GIT_FIELDS) {
+                Some(s) => format!("did you mean `git.{s}`?"),
+                None => format!("`git.*` holds {}", GIT_FIELDS.join(", ")),
+            },
+        )),
         _ if inner.is_empty() => Err((
             "empty expression `${{ }}`".into(),
             "write a reference such as `${{ env.NAME }}`".into(),
         )),
         _ => Err((
             format!("unsupported expression `{inner}`"),
-            "expressions can read `env.NAME` and `steps.<id>.outputs.<name>`".into(),
+            "expressions can read `env.NAME`, `steps.<id>.outputs.<name>` and `git.<field>`".into(),
         )),
     }
 }
@@ -190,6 +216,18 @@ mod tests {
         fn step_output(&self, step: &str, name: &str) -> Option<String> {
             (step == "s" && name == "o").then(|| "out".into())
         }
+        fn git(&self, name: &str) -> Option<String> {
+            (name == "short-sha").then(|| "abc1234".into())
+        }
+    }
+
+    #[test]
+    fn git_fields_render_and_typos_are_caught() {
+        let t = Template::parse("at ${{ git.short-sha }}", Span::default(), "").unwrap();
+        assert_eq!(t.render(&Fixed).unwrap(), "at abc1234");
+        let err = Template::parse("${{ git.shaa }}", Span::default(), "").unwrap_err();
+        assert_eq!(err.message, "`git.shaa` is not known");
+        assert_eq!(err.hint.as_deref(), Some("did you mean `git.sha`?"));
     }
 
     #[test]

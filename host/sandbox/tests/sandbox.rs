@@ -103,6 +103,7 @@ async fn run_with(
         keep_workspaces: false,
         secrets,
         cancel: CancellationToken::new(),
+        git: Default::default(),
     };
     let result = ferry_engine::run(plan, sandbox, collect.clone(), options)
         .await

@@ -74,6 +74,7 @@ pub fn execute(args: Args) -> u8 {
         keep_workspaces: args.keep_workspaces,
         secrets,
         cancel: cancel.clone(),
+        git: git_info(&plan.pipeline),
     };
     let result = runtime.block_on(async {
         let interrupt = cancel.clone();
@@ -108,6 +109,47 @@ pub fn execute(args: Args) -> u8 {
         }
         Err(e) => super::fail(e.to_string()),
     }
+}
+
+/// `git.*` for the run: the commit of the repository the pipeline lives in. Asked of `git`
+/// only when the pipeline reads `git.*`, so other runs pay nothing for it.
+fn git_info(pipeline: &ferry_model::Pipeline) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
+    let reads_git = text
+        .split("${{")
+        .skip(1)
+        .any(|expr| expr.split("}}").next().is_some_and(|e| e.contains("git.")));
+    if !reads_git {
+        return BTreeMap::new();
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(&pipeline.dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(sha) = git(&["rev-parse", "HEAD"]) else {
+        return BTreeMap::new();
+    };
+    let mut info = BTreeMap::from([
+        ("short-sha".to_string(), sha.chars().take(7).collect()),
+        ("sha".to_string(), sha),
+        ("ref".to_string(), "HEAD".to_string()),
+    ]);
+    for (field, args) in [
+        (
+            "branch",
+            &["symbolic-ref", "--quiet", "--short", "HEAD"][..],
+        ),
+        ("commit-message", &["log", "-1", "--format=%s"][..]),
+        ("author", &["log", "-1", "--format=%an <%ae>"][..]),
+    ] {
+        info.insert(field.to_string(), git(args).unwrap_or_default());
+    }
+    info
 }
 
 /// Secret values for the names the pipeline grants, read from the host environment.

@@ -489,6 +489,7 @@ pub async fn run_case(
         keep_workspaces: false,
         secrets: case.secrets.clone(),
         cancel: CancellationToken::new(),
+        git: Default::default(),
     };
     ferry_engine::run(
         plan,
