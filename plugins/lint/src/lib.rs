@@ -54,6 +54,13 @@ impl Step for Lint {
             "How to read the linter's output: clippy, rustfmt, flake8, ruff, eslint, shellcheck, \
              yamllint or generic (`file:line:col: message`); default the preset's, else generic.",
         ))
+        .input(
+            Input::string(
+                "directory",
+                "Where to run the command, relative to the workspace.",
+            )
+            .default("."),
+        )
         .input(Input::list(
             "checks",
             "Built-in checks to run: whitespace, final-newline, conflict-markers, large-files, \
@@ -166,7 +173,14 @@ impl Step for Lint {
             );
         }
         if let Some(command) = command {
-            findings.extend(run_linter(&command, &format, preset.map(|p| p.0), &files)?);
+            let directory = inputs.string("directory")?;
+            findings.extend(run_linter(
+                &command,
+                &format,
+                preset.map(|p| p.0),
+                &files,
+                &directory,
+            )?);
         }
         report(&findings);
         let worst = findings.iter().map(|f| f.severity).max();
@@ -192,6 +206,7 @@ fn run_linter(
     format: &str,
     preset: Option<&str>,
     files: &[String],
+    directory: &str,
 ) -> Result<Vec<Finding>, Error> {
     let mut argv = ferry_sdk::exec::split_command_line(command)?;
     if preset == Some("shellcheck") {
@@ -204,7 +219,11 @@ fn run_linter(
     }
     let program = argv.remove(0);
     let out = group(&format!("$ {command}"), || {
-        Command::new(&program).args(argv).quiet().run()
+        Command::new(&program)
+            .args(argv)
+            .cwd(directory)
+            .quiet()
+            .run()
     })?;
     let stdout = out.stdout_text();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -219,7 +238,7 @@ fn run_linter(
     let mut findings = matchers::parse(format, &text).map_err(Error::Failed)?;
     for f in &mut findings {
         if let Some(file) = &f.file {
-            f.file = Some(ferry_sdk::workspace_path(file));
+            f.file = Some(ferry_sdk::workspace_path(directory, file));
         }
     }
     if !out.success() && findings.is_empty() {

@@ -73,6 +73,13 @@ impl Step for TestStep {
             "command",
             "The test command line, run without a shell (overrides the preset's).",
         ))
+        .input(
+            Input::string(
+                "directory",
+                "Where to run the command, relative to the workspace.",
+            )
+            .default("."),
+        )
         .input(Input::string(
             "format",
             "How to read results: junit, tap, go-json or libtest; default the preset's.",
@@ -147,9 +154,16 @@ impl Step for TestStep {
         let retries = inputs.number("retry-failed")?.max(0.0) as u32;
         let argv = ferry_sdk::exec::split_command_line(&command)?;
 
+        let directory = inputs.string("directory")?;
+        // The report path is the command's, so it starts where the command runs.
+        let report_path = report_path.map(|r| match directory.as_str() {
+            "." => r,
+            dir => format!("{}/{r}", dir.trim_end_matches('/')),
+        });
         let run = Runner {
             format: &format,
             report: report_path.as_deref(),
+            directory: &directory,
         };
         let mut cases = run.once(&argv, "tests")?;
         let mut flaky = Vec::new();
@@ -187,6 +201,7 @@ impl Step for TestStep {
             &flaky,
             inputs.number("slowest")?.max(0.0) as usize,
             report_path.as_deref(),
+            &directory,
         )?;
         let failed = cases
             .iter()
@@ -216,7 +231,9 @@ impl Step for TestStep {
 
 struct Runner<'a> {
     format: &'a str,
+    /// The JUnit report, relative to the workspace.
     report: Option<&'a str>,
+    directory: &'a str,
 }
 
 impl Runner<'_> {
@@ -226,7 +243,7 @@ impl Runner<'_> {
         // Machine-readable output on stdout stays out of the log; a report file leaves it
         // for people.
         let echo = self.format == "junit" || self.format == "libtest";
-        let mut cmd = Command::new(&argv[0]).args(&argv[1..]);
+        let mut cmd = Command::new(&argv[0]).args(&argv[1..]).cwd(self.directory);
         if !echo {
             cmd = cmd.quiet();
         }
@@ -342,6 +359,7 @@ fn summarize(
     flaky: &[String],
     slowest: usize,
     report: Option<&str>,
+    directory: &str,
 ) -> Result<(), Error> {
     let count = |o: Outcome| cases.iter().filter(|c| c.outcome == o).count();
     let (passed, failed, skipped) = (
@@ -382,9 +400,11 @@ fn summarize(
         let message = format!("{} failed: {}", case.full_name(), case.message);
         let annotation = Annotation::error(message).rule("test");
         match case.location() {
-            Some((file, line, column)) => {
-                annotation.at(ferry_sdk::workspace_path(&file), Some(line), column)
-            }
+            Some((file, line, column)) => annotation.at(
+                ferry_sdk::workspace_path(directory, &file),
+                Some(line),
+                column,
+            ),
             None => annotation,
         }
         .emit();

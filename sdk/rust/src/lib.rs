@@ -117,13 +117,19 @@ pub trait Step {
 /// Programs run through [`exec`] see the workspace at its host path and often print
 /// absolute paths (`/home/ci/.ferry/.../src/lib.rs`); the step sees the same files relative
 /// to its current directory. The longest tail of `path` that exists in the workspace is
-/// taken (`src/lib.rs`); a relative path is returned as it is, without `./`.
-pub fn workspace_path(path: &str) -> String {
+/// taken (`src/lib.rs`); a relative path is taken as relative to `dir`, where the program
+/// ran (`crates/app` and `src/lib.rs` give `crates/app/src/lib.rs`).
+pub fn workspace_path(dir: &str, path: &str) -> String {
     let path = path.replace('\\', "/");
     let path = path.strip_prefix("./").unwrap_or(&path);
     let absolute = path.starts_with('/') || path.get(1..3) == Some(":/");
     if !absolute {
-        return path.to_string();
+        let dir = dir.trim_start_matches("./").trim_end_matches('/');
+        return if dir.is_empty() || dir == "." {
+            path.to_string()
+        } else {
+            format!("{dir}/{path}")
+        };
     }
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     (0..parts.len())
