@@ -176,3 +176,24 @@ fn refs_and_urls_that_git_would_execute_are_refused() {
         .stdout_has("it would be read as an option");
     assert!(!marker.exists(), "a refused value reached git");
 }
+
+/// The example projects' own pipelines (checkout → lint → test) pass on this repository.
+#[test]
+fn example_projects_pass_checkout_lint_and_test() {
+    for (example, expected) in [
+        ("rust-crate", "3 tests passed at "),
+        ("python-project", "3 tests passed at "),
+    ] {
+        let pipeline = common::repo_root()
+            .join("examples")
+            .join(example)
+            .join("ferry.yaml");
+        let t = Test::new()
+            .env("PATH", &common::toolchain_path())
+            .args(&["run", pipeline.to_str().unwrap(), "--output", "plain"]);
+        t.run()
+            .code(0)
+            .stdout_has(expected)
+            .stdout_has("0 errors, 0 warnings, 0 notices");
+    }
+}
