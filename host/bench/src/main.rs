@@ -9,6 +9,10 @@
 //!     and built with `ferry plugin build`): its size, the first load (compile into an empty
 //!     cache), a cached load (mmap) and the cached instantiate+run of one step.
 //!
+//! (e) the built-in steps against the same tool run from a shell: checkout of a 1,000-file
+//!     repository (`git clone`), a lint pass over it (`ruff`) and a tiny test suite
+//!     (`pytest`), each as a whole `ferry run`.
+//!
 //! Run with `cargo xtask bench` (release build, toolchains on `PATH`). Figures are medians.
 
 use ferry_builtins::fixtures;
@@ -86,6 +90,9 @@ fn main() {
         .map(|lang| runtime.block_on(startup(&ferry, root, lang)))
         .collect();
 
+    // (e) built-in steps against their bare tools.
+    let builtins = builtin_overheads(&ferry, root);
+
     let ratio_a = wasm_a.as_secs_f64() / shell_a.as_secs_f64();
     let ratio_b = step_b.as_secs_f64() / spawn_b.as_secs_f64();
     println!("ferry benchmark (medians of {ROUNDS} rounds)");
@@ -132,9 +139,114 @@ fn main() {
             verdict(ok)
         );
     }
+    println!();
+    println!("(e) built-in steps against the bare tool, whole process");
+    for (name, ferry_time, shell_time) in &builtins {
+        let ratio = ferry_time.as_secs_f64() / shell_time.as_secs_f64();
+        let ok = ratio <= 1.10;
+        missed |= !ok;
+        println!(
+            "    {name:<34}{:>10} vs {:>10}   {ratio:.3}x   (floor 1.10x: {})",
+            fmt(*ferry_time),
+            fmt(*shell_time),
+            verdict(ok)
+        );
+    }
     if ratio_a > 0.5 || ratio_b > 0.1 || one_c >= Duration::from_millis(50) || missed {
         std::process::exit(1);
     }
+}
+
+/// (name, `ferry run` time, shell time) for checkout, lint and test.
+fn builtin_overheads(ferry: &Path, root: &Path) -> Vec<(&'static str, Duration, Duration)> {
+    const N: usize = 7;
+    let sh = |script: &str, dir: &Path| {
+        let status = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "sh -c {script}");
+    };
+    // A repository of 1,000 Python files in 20 directories, and a tiny test suite.
+    let repo = root.join("thousand");
+    for i in 0..1000 {
+        let dir = repo.join(format!("pkg{}", i % 20));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("mod{i}.py")),
+            format!("def f{i}(x):\n    return x + {i}\n"),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(repo.join("tests")).unwrap();
+    std::fs::write(
+        repo.join("tests/test_small.py"),
+        "def test_a():\n    assert 1 + 1 == 2\n\n\ndef test_b():\n    assert 'a' in 'abc'\n",
+    )
+    .unwrap();
+    sh(
+        "git init -q && git add -A && git -c user.name=b -c user.email=b@b commit -qm bench",
+        &repo,
+    );
+    let url = format!("file://{}", repo.display());
+    let bench_dir = |name: &str, yaml: String| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ferry.yaml"), yaml).unwrap();
+        dir.join("ferry.yaml")
+    };
+    // Checkout runs in an empty pipeline directory; lint and test in the repository.
+    let checkout = bench_dir(
+        "e-checkout",
+        format!(
+            "jobs:\n  c:\n    steps:\n      - uses: checkout\n        with: {{ repository: \"{url}\", path: src }}\n        permissions: {{ workspace: write, exec: [git] }}\n"
+        ),
+    );
+    let lint = repo.join("lint.yaml");
+    std::fs::write(&lint, "jobs:\n  l:\n    steps:\n      - uses: lint\n        with: { preset: ruff }\n        permissions: { exec: [ruff] }\n").unwrap();
+    let test = repo.join("test.yaml");
+    std::fs::write(&test, "jobs:\n  t:\n    steps:\n      - uses: test\n        with: { preset: pytest }\n        permissions: { exec: [pytest] }\n").unwrap();
+    sh(
+        "printf '.ferry/\\ntarget/\\n.pytest_cache/\\n.ruff_cache/\\n' > .gitignore",
+        &repo,
+    );
+    let clone_dir = root.join("e-clone");
+    let cases: [(&'static str, &Path, String, &Path); 3] = [
+        (
+            "checkout, 1,000 files (git clone)",
+            &checkout,
+            format!("rm -rf src && git clone -q --depth 1 {url} src"),
+            &clone_dir,
+        ),
+        (
+            "lint, 1,000 files (ruff check)",
+            &lint,
+            "ruff check --output-format=json . > /dev/null".into(),
+            &repo,
+        ),
+        (
+            "test, tiny suite (pytest)",
+            &test,
+            "pytest -q --junitxml=target/bare.xml".into(),
+            &repo,
+        ),
+    ];
+    std::fs::create_dir_all(&clone_dir).unwrap();
+    let mut results = Vec::new();
+    for (name, pipeline, script, dir) in cases {
+        run_ferry(ferry, pipeline);
+        sh(&script, dir);
+        let (mut f, mut s) = (Vec::new(), Vec::new());
+        for _ in 0..N {
+            f.push(time(|| run_ferry(ferry, pipeline)));
+            s.push(time(|| sh(&script, dir)));
+        }
+        results.push((name, median(&mut f), median(&mut s)));
+    }
+    results
 }
 
 struct Language {

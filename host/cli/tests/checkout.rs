@@ -188,9 +188,12 @@ fn example_projects_pass_checkout_lint_and_test() {
             .join("examples")
             .join(example)
             .join("ferry.yaml");
-        let t = Test::new()
-            .env("PATH", &common::toolchain_path())
-            .args(&["run", pipeline.to_str().unwrap(), "--output", "plain"]);
+        let t = Test::new().env("PATH", &common::toolchain_path()).args(&[
+            "run",
+            pipeline.to_str().unwrap(),
+            "--output",
+            "plain",
+        ]);
         t.run()
             .code(0)
             .stdout_has(expected)
