@@ -120,6 +120,9 @@ export const log: {
 
 export function setOutput(name: string, value: unknown): void;
 
+/** Keeps a workspace file with the run record: `.ferry/runs/<run>/files/<job>/<step>/<path>`. */
+export function keepFile(path: string): void;
+
 export const workspace: {
   exists(path: string): boolean;
   readBytes(path: string): Uint8Array;

@@ -257,6 +257,18 @@ export function setOutput(name, value) {
   }
 }
 
+/**
+ * Keeps a workspace file (a report, say) with the run record, where it outlives the
+ * workspace: `.ferry/runs/<run>/files/<job>/<step>/<path>`.
+ */
+export function keepFile(path) {
+  try {
+    woutputs.keep(path);
+  } catch (e) {
+    throw new Failed(`cannot keep \`${path}\`: ${e?.payload ?? e}`);
+  }
+}
+
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 

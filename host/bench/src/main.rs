@@ -184,7 +184,7 @@ fn builtin_overheads(ferry: &Path, root: &Path) -> Vec<(&'static str, Duration, 
     std::fs::create_dir_all(repo.join("tests")).unwrap();
     std::fs::write(
         repo.join("tests/test_small.py"),
-        "def test_a():\n    assert 1 + 1 == 2\n\n\ndef test_b():\n    assert 'a' in 'abc'\n",
+        "def test_a():\n    assert len(\"ab\") == 2\n\n\ndef test_b():\n    assert \"a\" in list(\"abc\")\n",
     )
     .unwrap();
     sh(

@@ -102,4 +102,14 @@ fn results_that_contradict_the_exit_status_fail_the_step() {
         .stdout_has("`sh` exited with 139 but its results show no failed test (0 read)")
         .stdout_has("segfault")
         .stdout_has("`sh` exited with 2 and wrote no report at `out.xml`");
+    // The cut-off report is kept with the run record for whoever investigates.
+    let runs = t.path(".ferry/runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let kept = run.join("files/cut/step-1/report.xml");
+    assert!(kept.is_file(), "{} missing", kept.display());
 }

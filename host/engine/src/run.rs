@@ -41,6 +41,8 @@ pub struct StepRequest {
     /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`); created by whoever
     /// writes it first.
     pub output_file: PathBuf,
+    /// Where files the step keeps (`outputs.keep`) go: `.ferry/runs/<run>/files/<job>/<step>`.
+    pub kept_dir: PathBuf,
     /// How long the step may run once it is loaded (`timeout-minutes`, bounded by what is
     /// left of the job's).
     pub timeout: Duration,
@@ -432,6 +434,11 @@ async fn run_job<R: StepRunner>(
                     secrets,
                     workspace: workspace.clone(),
                     output_file: output_file.clone(),
+                    kept_dir: shared
+                        .run_dir
+                        .join("files")
+                        .join(sanitize(&job.id))
+                        .join(sanitize(&key)),
                     timeout,
                     log: log.clone(),
                     cancel: cancel.clone(),

@@ -6,6 +6,9 @@ use crate::state::StepState;
 /// Most bytes of outputs one step may set; they travel through expressions, not files.
 const MAX_OUTPUT_BYTES: usize = 1 << 20;
 
+/// Largest file a step may keep with the run record.
+const MAX_KEPT_BYTES: u64 = 100 << 20;
+
 impl outputs::Host for StepState {
     fn set(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
         let valid = !name.is_empty()
@@ -26,6 +29,66 @@ impl outputs::Host for StepState {
         }
         self.outputs.insert(name, value);
         Ok(Ok(()))
+    }
+
+    fn keep(&mut self, path: String) -> wasmtime::Result<Result<(), String>> {
+        let result = self.keep_file(&path);
+        if result.is_ok() {
+            self.log.line(
+                ferry_engine::Level::Info,
+                &format!("[ferry] kept `{path}` with the run record"),
+            );
+        }
+        Ok(result)
+    }
+}
+
+impl StepState {
+    /// Copies a workspace file into the run record, refusing anything outside the workspace.
+    fn keep_file(&self, path: &str) -> Result<(), String> {
+        let rel = std::path::Path::new(path);
+        let plain = !path.is_empty()
+            && rel.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+        if !plain {
+            return Err(format!(
+                "`{path}` is not a path inside the workspace (no `..`, not absolute)"
+            ));
+        }
+        let workspace = self
+            .workspace
+            .canonicalize()
+            .map_err(|e| format!("the workspace is not available: {e}"))?;
+        let source = workspace
+            .join(rel)
+            .canonicalize()
+            .map_err(|e| format!("`{path}`: {e}"))?;
+        if !source.starts_with(&workspace) {
+            return Err(format!(
+                "`{path}` leads outside the workspace through a symbolic link"
+            ));
+        }
+        let meta = std::fs::metadata(&source).map_err(|e| format!("`{path}`: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("`{path}` is not a file"));
+        }
+        if meta.len() > MAX_KEPT_BYTES {
+            return Err(format!(
+                "`{path}` is {} bytes; files kept with the run record are limited to {MAX_KEPT_BYTES}",
+                meta.len()
+            ));
+        }
+        let target = self.kept_dir.join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot keep `{path}`: {e}"))?;
+        }
+        std::fs::copy(&source, &target)
+            .map(drop)
+            .map_err(|e| format!("cannot keep `{path}`: {e}"))
     }
 }
 

@@ -265,6 +265,7 @@ impl Sandbox {
             outputs: BTreeMap::new(),
             workspace: req.workspace.clone(),
             output_file: req.output_file.clone(),
+            kept_dir: req.kept_dir.clone(),
             deadline,
             processes: processes.clone(),
             site: Site {
@@ -467,6 +468,7 @@ fn bare_state(deadline: Instant) -> StepState {
         grant: Grant::default(),
         workspace: PathBuf::new(),
         output_file: PathBuf::new(),
+        kept_dir: PathBuf::new(),
         deadline,
         processes: ProcessGroups::default(),
         site: Site {

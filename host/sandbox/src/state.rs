@@ -21,6 +21,8 @@ pub struct StepState {
     pub workspace: PathBuf,
     /// `$FERRY_OUTPUT` for child processes.
     pub output_file: PathBuf,
+    /// Where `outputs.keep` copies files.
+    pub kept_dir: PathBuf,
     pub deadline: Instant,
     /// Process groups of running children.
     pub processes: ProcessGroups,

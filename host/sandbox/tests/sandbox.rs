@@ -193,6 +193,45 @@ async fn denies_a_planted_symlink_that_points_outside() {
 }
 
 #[tokio::test]
+async fn keeps_a_workspace_file_with_the_run_record() {
+    let out = run(&probe("keep", "README.md"), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Passed, "{message}");
+    let kept = out.result.dir.join("files/probe/step-1/README.md");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "a repository\n");
+    out.sibling_passed();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn refuses_to_keep_files_outside_the_workspace() {
+    for (arg, why) in [
+        (
+            "../outside/secret.txt",
+            "is not a path inside the workspace",
+        ),
+        ("/etc/passwd", "is not a path inside the workspace"),
+        (
+            "link",
+            "leads outside the workspace through a symbolic link",
+        ),
+        ("missing.txt", "No such file"),
+    ] {
+        let out = run(&probe("keep", arg), |root| {
+            outside(root);
+            std::os::unix::fs::symlink(root.join("outside/secret.txt"), root.join("repo/link"))
+                .unwrap();
+        })
+        .await;
+        let (status, _, message) = out.step("probe");
+        assert_eq!(status, Status::Failed, "{arg}: {message}");
+        assert!(message.contains(why), "{arg}: {message}");
+        assert!(!out.result.dir.join("files").exists(), "{arg} was kept");
+        out.sibling_passed();
+    }
+}
+
+#[tokio::test]
 async fn denies_environment_variables_not_granted() {
     // PATH is set on the host; the probe neither declares nor is granted it.
     assert!(std::env::var_os("PATH").is_some());

@@ -105,10 +105,12 @@ fn ruff(output: &str) -> Result<Vec<Finding>, String> {
         .iter()
         .map(|d| {
             let rule = d["code"].as_str().unwrap_or("syntax");
-            let severity = if d["code"].is_null() {
-                Severity::Error
-            } else {
-                Severity::Warning
+            // Newer ruff says how serious a finding is; older ones only mark syntax errors
+            // (no code).
+            let severity = match d["severity"].as_str().and_then(Severity::from_word) {
+                Some(severity) => severity,
+                None if d["code"].is_null() => Severity::Error,
+                None => Severity::Warning,
             };
             Finding::new(severity, rule, d["message"].as_str().unwrap_or_default()).at(
                 d["filename"].as_str().unwrap_or_default(),
@@ -322,7 +324,7 @@ mod tests {
         assert_eq!(found.len(), 4);
         assert_eq!(
             found[0],
-            "warning /tmp/ws/py/app.py:1:1 I001 Import block is un-sorted or un-formatted"
+            "error /tmp/ws/py/app.py:1:1 I001 Import block is un-sorted or un-formatted"
         );
         assert!(
             parse("ruff", "not json")

@@ -10,7 +10,9 @@ mod report;
 
 use ferry_sdk::exec::Command;
 use ferry_sdk::log::{Annotation, group};
-use ferry_sdk::{Capabilities, Error, Info, Input, Inputs, Step, info, set_output, warn};
+use ferry_sdk::{
+    Capabilities, Error, Info, Input, Inputs, Step, info, keep_file, set_output, warn,
+};
 use report::{Case, Outcome};
 use std::time::{Duration, SystemTime};
 
@@ -105,7 +107,10 @@ impl Step for TestStep {
         .output("skipped", "Tests that were skipped.")
         .output("flaky", "Tests that failed and then passed on a retry.")
         .output("total", "All tests.")
-        .output("report", "The JUnit report read, when there was one.")
+        .output(
+            "report",
+            "The JUnit report read, when there was one; it is kept with the run record.",
+        )
         .capabilities(Capabilities::read_workspace().exec(["*"]))
     }
 
@@ -266,6 +271,10 @@ impl Runner<'_> {
                     )));
                 }
                 let text = std::fs::read_to_string(path)?;
+                // The report outlives the workspace, whatever it says.
+                if let Err(e) = keep_file(path) {
+                    warn!("{e}");
+                }
                 report::parse("junit", &text).map_err(|e| Error::failed(format!("{path}: {e}")))?
             }
             _ => {

@@ -60,6 +60,7 @@ __all__ = [
     "StepError",
     "exec",
     "export",
+    "keep_file",
     "log",
     "set_output",
 ]
@@ -384,6 +385,17 @@ def set_output(name: str, value: Any) -> None:
         _outputs.set(name, str(value))
     except Exception as e:  # the host's refusal arrives as Err(message)
         raise Failed(f"output `{name}` was refused: {getattr(e, 'value', e)}") from None
+
+
+def keep_file(path: str) -> None:
+    """Keeps a workspace file (a report, say) with the run record, where it outlives the
+    workspace: ``.ferry/runs/<run>/files/<job>/<step>/<path>``."""
+    if _outputs is None:
+        raise RuntimeError("keep_file() only works inside a ferry step")
+    try:
+        _outputs.keep(path)
+    except Exception as e:  # the host's refusal arrives as Err(message)
+        raise Failed(f"cannot keep `{path}`: {getattr(e, 'value', e)}") from None
 
 
 @dataclass

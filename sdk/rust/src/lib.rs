@@ -138,6 +138,12 @@ pub fn workspace_path(dir: &str, path: &str) -> String {
         .unwrap_or_else(|| path.to_string())
 }
 
+/// Keeps a workspace file (a report, say) with the run record, where it outlives the
+/// workspace: `.ferry/runs/<run>/files/<job>/<step>/<path>`.
+pub fn keep_file(path: &str) -> Result<(), Error> {
+    bindings::ferry::step::outputs::keep(path).map_err(Error::Failed)
+}
+
 /// Sets an output that later steps read as `${{ steps.<id>.outputs.<name> }}`.
 pub fn set_output(name: &str, value: &str) -> Result<(), Error> {
     bindings::ferry::step::outputs::set(name, value).map_err(Error::Failed)

@@ -104,6 +104,8 @@ declare module 'ferry:step/types@0.1.0' {
     env: Array<string>,
     /**
      * Names of secrets the step receives (as environment variables, masked in logs).
+     * `*` means the secrets the pipeline grants the step, for steps told by an input
+     * which secret to use.
      */
     secrets: Array<string>,
     /**
@@ -111,7 +113,10 @@ declare module 'ferry:step/types@0.1.0' {
      */
     network: Array<string>,
     /**
-     * Host programs the step runs through the `process` interface, by name.
+     * Host programs the step runs through the `process` interface, by name. A step
+     * that runs programs its user names (a linter or test runner given as an input)
+     * declares `*`: it then gets exactly the programs the pipeline grants it, and none
+     * when none are granted.
      */
     exec: Array<string>,
   }
