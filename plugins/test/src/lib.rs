@@ -88,7 +88,7 @@ impl Step for TestStep {
         ))
         .input(Input::string(
             "report",
-            "The JUnit report file the command writes, relative to the workspace.",
+            "The JUnit report the command writes: a path or a glob (`reports/*.xml`), relative to where it runs.",
         ))
         .input(
             Input::number(
@@ -254,28 +254,43 @@ impl Runner<'_> {
         }
         let out = group(&format!("{title}: $ {}", argv.join(" ")), || cmd.run())?;
         let cases = match self.report {
-            Some(path) if self.format == "junit" => {
-                let fresh = std::fs::metadata(path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|m| m + Duration::from_secs(2) >= started);
-                if !fresh {
+            Some(pattern) if self.format == "junit" => {
+                // Only reports written by this run count: one left from an earlier run
+                // would pass a crash off as results.
+                let fresh: Vec<String> = report_files(pattern)?
+                    .into_iter()
+                    .filter(|f| {
+                        std::fs::metadata(f)
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|m| m + Duration::from_secs(2) >= started)
+                    })
+                    .collect();
+                if fresh.is_empty() {
+                    let stale = !report_files(pattern)?.is_empty();
                     return Err(Error::failed(format!(
-                        "`{}` {} and wrote no report at `{path}`{}",
+                        "`{}` {} and wrote no report at `{pattern}`{}",
                         argv[0],
                         exit_text(out.exit_code),
-                        if std::path::Path::new(path).exists() {
+                        if stale {
                             " (the one there is from an earlier run)"
                         } else {
                             ""
                         }
                     )));
                 }
-                let text = std::fs::read_to_string(path)?;
-                // The report outlives the workspace, whatever it says.
-                if let Err(e) = keep_file(path) {
-                    warn!("{e}");
+                let mut cases = Vec::new();
+                for file in &fresh {
+                    let text = std::fs::read_to_string(file)?;
+                    // The report outlives the workspace, whatever it says.
+                    if let Err(e) = keep_file(file) {
+                        warn!("{e}");
+                    }
+                    cases.extend(
+                        report::parse("junit", &text)
+                            .map_err(|e| Error::failed(format!("{file}: {e}")))?,
+                    );
                 }
-                report::parse("junit", &text).map_err(|e| Error::failed(format!("{path}: {e}")))?
+                cases
             }
             _ => {
                 let mut text = out.stdout_text();
@@ -322,6 +337,43 @@ fn exit_text(code: Option<i32>) -> String {
     code.map_or("was killed by a signal".into(), |c| {
         format!("exited with {c}")
     })
+}
+
+/// The report files a `report` input names: a path, or a glob (`target/reports/*.xml`,
+/// `**/TEST-*.xml`) over the workspace, sorted.
+fn report_files(pattern: &str) -> Result<Vec<String>, Error> {
+    if !pattern.contains(['*', '?', '[']) {
+        return Ok(vec![pattern.to_string()]
+            .into_iter()
+            .filter(|p| std::path::Path::new(p).is_file())
+            .collect());
+    }
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| Error::InvalidInput(format!("`report: {pattern}`: {e}")))?
+        .compile_matcher();
+    let mut found = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(if dir.is_empty() { "." } else { &dir })? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            let kind = entry.file_type()?;
+            if kind.is_dir() && name != ".git" {
+                stack.push(path);
+            } else if kind.is_file() && glob.is_match(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// The command again, selecting only the failed tests, for runners that can.
