@@ -143,12 +143,19 @@ impl Step for Lint {
             )));
         }
         let max_size = parse_size(&inputs.string("max-size")?)?;
-        let files = workspace_files(
-            &inputs.list("include")?,
-            &inputs
-                .optional("exclude")
-                .map_or(Ok(Vec::new()), |_| inputs.list("exclude"))?,
-        )?;
+        // Walking the workspace costs time on large trees: only the built-in checks and the
+        // shellcheck preset (which takes files as arguments) need the list.
+        let needs_files = !checks.is_empty() || preset.is_some_and(|p| p.0 == "shellcheck");
+        let files = if needs_files {
+            workspace_files(
+                &inputs.list("include")?,
+                &inputs
+                    .optional("exclude")
+                    .map_or(Ok(Vec::new()), |_| inputs.list("exclude"))?,
+            )?
+        } else {
+            Vec::new()
+        };
 
         let mut findings = Vec::new();
         if !checks.is_empty() {
