@@ -142,6 +142,39 @@ fn remote_checkout_from_a_bare_repository() {
 }
 
 #[test]
+fn a_remote_with_a_submodule_checks_out_recursively() {
+    let lib = Test::new();
+    git(lib.dir.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(lib.path("lib.txt"), "from the submodule\n").unwrap();
+    git(lib.dir.path(), &["add", "-A"]);
+    git(lib.dir.path(), &["commit", "-q", "-m", "lib"]);
+    let app = Test::new();
+    git(app.dir.path(), &["init", "-q", "-b", "main"]);
+    let lib_url = format!("file://{}", lib.dir.path().display());
+    git(
+        app.dir.path(),
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &lib_url,
+            "vendor/lib",
+        ],
+    );
+    git(app.dir.path(), &["commit", "-q", "-m", "app with lib"]);
+    let url = format!("file://{}", app.dir.path().display());
+    let yaml = format!(
+        "jobs:\n  sub:\n    steps:\n      - uses: checkout\n        with: {{ repository: \"{url}\", path: src, submodules: true, depth: 0 }}\n        {GRANT}\n      - run: cat src/vendor/lib/lib.txt\n"
+    );
+    let t = Test::new()
+        .file("ferry.yaml", &yaml)
+        .args(&["run", "--output", "plain"]);
+    t.run().code(0).stdout_has("from the submodule");
+}
+
+#[test]
 fn refs_and_urls_that_git_would_execute_are_refused() {
     let t = Test::new();
     repository(&t);

@@ -87,6 +87,33 @@ fn node_tap_results_are_read_and_annotated() {
 }
 
 #[test]
+fn junit_reports_are_found_by_glob_and_merged() {
+    let suite = |name: &str, failing: bool| {
+        let case = if failing {
+            format!(
+                "<testcase name=\"{name}\"><failure message=\"{name} broke\">at app/{name}.py:3</failure></testcase>"
+            )
+        } else {
+            format!("<testcase name=\"{name}\"/>")
+        };
+        format!("<?xml version=\"1.0\"?><testsuite name=\"{name}\">{case}</testsuite>")
+    };
+    let t = Test::new()
+        .file("fixtures/TEST-a.xml", &suite("a", false))
+        .file("fixtures/TEST-b.xml", &suite("b", true))
+        .file("app/b.py", "x = 1\n")
+        .file(
+            "ferry.yaml",
+            "jobs:\n  junit:\n    steps:\n      - id: t\n        uses: test\n        with: { command: \"sh -c 'mkdir -p out/x && cp fixtures/TEST-a.xml out/ && cp fixtures/TEST-b.xml out/x/ && exit 1'\", format: junit, report: \"out/**/TEST-*.xml\" }\n        permissions: { exec: [sh] }\n",
+        )
+        .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(1)
+        .stdout_has("app/b.py:3: b::b failed: b broke [test]")
+        .stdout_has("1 of 2 tests failed: b::b (b broke)");
+}
+
+#[test]
 fn results_that_contradict_the_exit_status_fail_the_step() {
     let report = "<?xml version=\"1.0\"?><testsuites><testsuite name=\"s\"><testcase name=\"a\"/><testcase name=\"b\"><failure message=\"m\">text";
     let t = Test::new()

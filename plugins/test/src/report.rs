@@ -60,6 +60,7 @@ impl Case {
                 .rsplit_once(" at ")
                 .map_or(line, |(_, tail)| tail)
                 .trim_end_matches(':');
+            let candidate = candidate.strip_prefix("at ").unwrap_or(candidate);
             if let Some(found) = file_line(candidate) {
                 return Some(found);
             }
