@@ -86,6 +86,7 @@ pub fn parse(source: &Source, dir: &Path, builtins: &[&str]) -> Result<Pipeline,
         builtins,
         dir,
         diags: Vec::new(),
+        reads_git: false,
     };
     let pipeline = match yaml::parse(&source.text) {
         Ok(Some(root)) => reader.pipeline(&root),
@@ -119,6 +120,8 @@ struct Reader<'a> {
     builtins: &'a [&'a str],
     dir: &'a Path,
     diags: Vec<Diagnostic>,
+    /// Whether any expression reads `git.*`.
+    reads_git: bool,
 }
 
 type Entries = [(Node, Node)];
@@ -182,6 +185,7 @@ impl Reader<'_> {
             dir: self.dir.to_path_buf(),
             env,
             jobs,
+            reads_git: self.reads_git,
         })
     }
 
@@ -707,7 +711,12 @@ impl Reader<'_> {
             }
         };
         match Template::parse(&text, node.span, &self.source.text) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                self.reads_git |= t
+                    .references()
+                    .any(|(r, _)| matches!(r, crate::Reference::Git { .. }));
+                Some(t)
+            }
             Err(d) => {
                 self.diags.push(d);
                 None

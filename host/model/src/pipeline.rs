@@ -24,6 +24,8 @@ pub struct Pipeline {
     pub env: BTreeMap<String, Template>,
     /// Jobs in file order.
     pub jobs: Vec<Job>,
+    /// Whether an expression reads `git.*`, so the host asks git only when needed.
+    pub reads_git: bool,
 }
 
 impl Pipeline {

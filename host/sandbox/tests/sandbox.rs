@@ -538,20 +538,24 @@ async fn plain_wasi_commands_run_as_steps() {
     out.sibling_passed();
 }
 
+/// A new sandbox over the compiled cache in `cache_dir`, as a new `ferry run` would make,
+/// loading the plugin `uses` names.
+async fn load_fresh(cache_dir: &Path, uses: ferry_model::Uses) -> Arc<ferry_sandbox::Plugin> {
+    let sandbox = Sandbox::new(SandboxOptions {
+        cache_dir: cache_dir.to_path_buf(),
+        builtins: ferry_builtins::BUILTINS,
+        concurrency: 1,
+    })
+    .unwrap();
+    sandbox.plugin(&uses).await.unwrap()
+}
+
 #[tokio::test]
 async fn the_second_load_comes_from_the_compiled_cache() {
     let dir = tempfile::tempdir().unwrap();
     let load = || async {
-        let sandbox = Sandbox::new(SandboxOptions {
-            cache_dir: dir.path().to_path_buf(),
-            builtins: ferry_builtins::BUILTINS,
-            concurrency: 4,
-        })
-        .unwrap();
-        sandbox
-            .plugin(&ferry_model::Uses::Builtin("shell".into()))
+        load_fresh(dir.path(), ferry_model::Uses::Builtin("shell".into()))
             .await
-            .unwrap()
             .cache
     };
     assert_eq!(load().await, ferry_sandbox::cache::Loaded::Compiled);
@@ -568,18 +572,7 @@ async fn a_component_file_is_read_again_only_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("step.wasm");
     let cache = dir.path().join("cache");
-    let load = || async {
-        let sandbox = Sandbox::new(SandboxOptions {
-            cache_dir: cache.clone(),
-            builtins: ferry_builtins::BUILTINS,
-            concurrency: 1,
-        })
-        .unwrap();
-        sandbox
-            .plugin(&ferry_model::Uses::Path(file.clone()))
-            .await
-            .unwrap()
-    };
+    let load = || load_fresh(&cache, ferry_model::Uses::Path(file.clone()));
     std::fs::copy(ferry_builtins::fixtures::PROBE, &file).unwrap();
     let first = load().await;
     assert_eq!(first.cache, ferry_sandbox::cache::Loaded::Compiled);

@@ -305,27 +305,8 @@ fn workspace_files(include: &[String], exclude: &[String]) -> Result<Vec<String>
     };
     let include = set(include, "include")?;
     let exclude = set(exclude, "exclude")?;
-    let mut files = Vec::new();
-    let mut stack = vec![String::new()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(if dir.is_empty() { "." } else { &dir })?;
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = if dir.is_empty() {
-                name.clone()
-            } else {
-                format!("{dir}/{name}")
-            };
-            let kind = entry.file_type()?;
-            if kind.is_dir() && name != ".git" && !exclude.is_match(&path) {
-                stack.push(path);
-            } else if kind.is_file() && include.is_match(&path) && !exclude.is_match(&path) {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+    let mut files = ferry_sdk::workspace_files(|dir| exclude.is_match(dir))?;
+    files.retain(|path| include.is_match(path) && !exclude.is_match(path));
     Ok(files)
 }
 

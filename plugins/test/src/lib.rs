@@ -257,8 +257,9 @@ impl Runner<'_> {
             Some(pattern) if self.format == "junit" => {
                 // Only reports written by this run count: one left from an earlier run
                 // would pass a crash off as results.
-                let fresh: Vec<String> = report_files(pattern)?
-                    .into_iter()
+                let all = report_files(pattern)?;
+                let fresh: Vec<&String> = all
+                    .iter()
                     .filter(|f| {
                         std::fs::metadata(f)
                             .and_then(|m| m.modified())
@@ -266,7 +267,7 @@ impl Runner<'_> {
                     })
                     .collect();
                 if fresh.is_empty() {
-                    let stale = !report_files(pattern)?.is_empty();
+                    let stale = !all.is_empty();
                     return Err(Error::failed(format!(
                         "`{}` {} and wrote no report at `{pattern}`{}",
                         argv[0],
@@ -353,26 +354,8 @@ fn report_files(pattern: &str) -> Result<Vec<String>, Error> {
         .build()
         .map_err(|e| Error::InvalidInput(format!("`report: {pattern}`: {e}")))?
         .compile_matcher();
-    let mut found = Vec::new();
-    let mut stack = vec![String::new()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(if dir.is_empty() { "." } else { &dir })? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = if dir.is_empty() {
-                name.clone()
-            } else {
-                format!("{dir}/{name}")
-            };
-            let kind = entry.file_type()?;
-            if kind.is_dir() && name != ".git" {
-                stack.push(path);
-            } else if kind.is_file() && glob.is_match(&path) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
+    let mut found = ferry_sdk::workspace_files(|_| false)?;
+    found.retain(|path| glob.is_match(path));
     Ok(found)
 }
 

@@ -144,6 +144,33 @@ pub fn keep_file(path: &str) -> Result<(), Error> {
     bindings::ferry::step::outputs::keep(path).map_err(Error::Failed)
 }
 
+/// Every file of the workspace, as paths relative to its root with `/` separators, sorted.
+/// `.git` is never entered, symbolic links are not followed, and a directory for which
+/// `skip_dir(path)` is true is not entered either.
+pub fn workspace_files(skip_dir: impl Fn(&str) -> bool) -> std::io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(if dir.is_empty() { "." } else { &dir })? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            let kind = entry.file_type()?;
+            if kind.is_dir() && name != ".git" && !skip_dir(&path) {
+                stack.push(path);
+            } else if kind.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Sets an output that later steps read as `${{ steps.<id>.outputs.<name> }}`.
 pub fn set_output(name: &str, value: &str) -> Result<(), Error> {
     bindings::ferry::step::outputs::set(name, value).map_err(Error::Failed)

@@ -114,12 +114,7 @@ pub fn execute(args: Args) -> u8 {
 /// `git.*` for the run: the commit of the repository the pipeline lives in. Asked of `git`
 /// only when the pipeline reads `git.*`, so other runs pay nothing for it.
 fn git_info(pipeline: &ferry_model::Pipeline) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
-    let reads_git = text
-        .split("${{")
-        .skip(1)
-        .any(|expr| expr.split("}}").next().is_some_and(|e| e.contains("git.")));
-    if !reads_git {
+    if !pipeline.reads_git {
         return BTreeMap::new();
     }
     let git = |args: &[&str]| {
