@@ -553,7 +553,6 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
         fail_fast: true,
         state_dir: dir.join(".ferry"),
         source_dir: dir.clone(),
-        keep_workspaces: false,
         secrets: Default::default(),
         cancel: CancellationToken::new(),
         git: Default::default(),

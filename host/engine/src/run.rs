@@ -110,8 +110,6 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// What each job's workspace is copied from.
     pub source_dir: PathBuf,
-    /// Keep job workspaces after the run (they are removed by default).
-    pub keep_workspaces: bool,
     /// Secret values by name; masked in every log.
     pub secrets: BTreeMap<String, String>,
     /// Cancelled on Ctrl-C.
@@ -192,7 +190,7 @@ pub async fn run<R: StepRunner>(
         run_id: id.as_str().into(),
         run_dir: run_dir.clone(),
         source_dir: options.source_dir.clone(),
-        keep_workspaces: options.keep_workspaces,
+        work_dir: options.state_dir.join("work"),
         git: options.git.clone(),
     });
     let run_cancel = options.cancel.child_token();
@@ -275,10 +273,7 @@ pub async fn run<R: StepRunner>(
             source,
         });
     }
-    if !options.keep_workspaces {
-        let _ = std::fs::remove_dir_all(run_dir.join("workspaces"));
-        let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
-    }
+    let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
     let summary = std::fs::read(run_dir.join("run.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -302,7 +297,8 @@ struct Shared {
     run_id: Arc<str>,
     run_dir: PathBuf,
     source_dir: PathBuf,
-    keep_workspaces: bool,
+    /// Where job workspaces are kept between runs.
+    work_dir: PathBuf,
     git: BTreeMap<String, String>,
 }
 
@@ -346,26 +342,28 @@ async fn run_job<R: StepRunner>(
         });
         status
     };
-    let workspace = shared.run_dir.join("workspaces").join(sanitize(&job.id));
     let outputs_dir = shared.run_dir.join("outputs").join(sanitize(&job.id));
-    let (src, dst) = (shared.source_dir.clone(), workspace.clone());
+    let (src, root, name) = (
+        shared.source_dir.clone(),
+        shared.work_dir.clone(),
+        sanitize(&job.id),
+    );
     let prepared = tokio::task::spawn_blocking(move || {
-        crate::workspace::copy_tree(&src, &dst)?;
+        let (workspace, _) = crate::workspace::Workspace::prepare(&src, &root, &name)?;
         std::fs::create_dir_all(&outputs_dir)?;
-        Ok::<_, std::io::Error>(outputs_dir)
+        Ok::<_, std::io::Error>((workspace, outputs_dir))
     })
-    .await;
-    let outputs_dir = match prepared {
-        Ok(Ok(dir)) => dir,
-        Ok(Err(e)) => {
-            report_setup_failure(shared, job, &format!("cannot prepare the workspace: {e}"));
-            return finish(Status::Failed);
-        }
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    let (workspace_guard, outputs_dir) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
             report_setup_failure(shared, job, &format!("cannot prepare the workspace: {e}"));
             return finish(Status::Failed);
         }
     };
+    let workspace = workspace_guard.path().to_path_buf();
     let job_deadline = job.timeout.map(|t| started + t);
     let mut scope = JobScope {
         env: BTreeMap::new(),
@@ -508,9 +506,7 @@ async fn run_job<R: StepRunner>(
             failed = true;
         }
     }
-    if !shared.keep_workspaces {
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(workspace)).await;
-    }
+    drop(workspace_guard);
     finish(if cancelled {
         Status::Cancelled
     } else if failed {

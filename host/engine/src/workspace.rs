@@ -1,7 +1,15 @@
-//! Job workspaces: a private copy of the repository for each job.
+//! Job workspaces: each job works in its own copy of the repository.
+//!
+//! A job's copy is kept between runs under `.ferry/work/<job>` and brought back in line with
+//! the repository when the job starts again, so a run pays for what changed since the last
+//! one instead of copying the whole tree: a repository of thousands of files costs a walk and
+//! a `stat` per file when nothing changed.
 
-use std::io;
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, Metadata};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The repository a pipeline lives in: the nearest directory at or above `dir` that holds
 /// `.git`, else `dir` itself.
@@ -13,94 +21,189 @@ pub fn repository_root(dir: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-/// Copies `src` into `dst`, honouring `.gitignore` and skipping `.ferry`. A `.git`
-/// directory is copied whole, so that `git log`, tags and diffs work in a job as they do in
-/// a checkout, while nothing a job does reaches the real repository; a `.git` *file* (a
-/// worktree or submodule pointing elsewhere) is left out for the same reason.
-/// Symbolic links are copied as links, never followed, so a link that points outside the
-/// repository stays a link (and the sandbox refuses to follow it).
+/// A job's workspace, held while the job runs: the same job in another run at the same time
+/// gets a workspace of its own.
+pub struct Workspace {
+    path: PathBuf,
+    // Released when the job ends; the lock is what makes the directory this job's.
+    _lock: File,
+}
+
+impl Workspace {
+    /// Takes the first free workspace for `job` under `root` (`root/job`, else `root/job~2`,
+    /// ...) and brings it in line with `src`.
+    pub fn prepare(src: &Path, root: &Path, job: &str) -> io::Result<(Workspace, Synced)> {
+        create_private_dir(root)?;
+        let mut slot = 1;
+        loop {
+            let name = match slot {
+                1 => job.to_string(),
+                n => format!("{job}~{n}"),
+            };
+            slot += 1;
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(root.join(format!("{name}.lock")))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            let path = root.join(&name);
+            let synced = sync_tree(src, &path, Some(&root.join(format!("{name}.state"))))?;
+            return Ok((Workspace { path, _lock: lock }, synced));
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What bringing a workspace in line took.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Files copied or linked because they were new, changed in the repository, or changed
+    /// by the job's last run.
+    pub copied: u64,
+    /// Files left as they were.
+    pub unchanged: u64,
+    /// Files and directories removed because the repository no longer has them (or never
+    /// had: what a job created).
+    pub removed: u64,
+}
+
+/// Copies `src` into an empty or missing `dst`; see [`sync_tree`] for what is copied.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<Synced> {
+    sync_tree(src, dst, None)
+}
+
+/// Makes `dst` a copy of `src`, honouring `.gitignore` and skipping `.ferry`: anything in
+/// `dst` that `src` does not have is removed, and a file is copied unless `state` (what the
+/// last sync recorded) shows that neither side has changed since.
 ///
-/// Files are copied by several threads at once; git's object files, which git never
-/// changes once written, are hard-linked where the file system allows.
-pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<u64> {
+/// A `.git` directory is copied whole, so that `git log`, tags and diffs work in a job as
+/// they do in a checkout, while nothing a job does reaches the real repository; a `.git`
+/// *file* (a worktree or submodule pointing elsewhere) is left out for the same reason. Git's
+/// object files, which git never changes once written, are hard-linked where the file system
+/// allows. Symbolic links are copied as links, never followed, on either side: a link a job
+/// planted where the repository has a directory is removed, not written through.
+pub fn sync_tree(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<Synced> {
     let mut plan = Plan::default();
-    plan_filtered(src, dst, &mut plan)?;
+    plan_filtered(src, &mut plan)?;
     let git = src.join(".git");
     if git.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-        plan_all(&git, &dst.join(".git"), false, &mut plan)?;
+        plan.entries.push((PathBuf::from(".git"), Kind::Dir));
+        plan_all(&git, Path::new(".git"), false, &mut plan)?;
     }
-    plan.execute()
+    // A sync that is interrupted must not leave a record that vouches for files it had not
+    // finished, so the old record is consumed before anything is touched.
+    let (recorded, clock) = match state {
+        Some(state) => {
+            let recorded = State::take(state, src);
+            let clock = Clock {
+                path: state.with_extension("tick"),
+            };
+            (recorded, Some(clock))
+        }
+        None => (HashMap::new(), None),
+    };
+    let started = match (&clock, state.and_then(Path::parent)) {
+        (Some(clock), Some(dir)) => {
+            create_private_dir(dir)?;
+            Some(clock.now()?)
+        }
+        _ => None,
+    };
+    let mut synced = Synced::default();
+    let present = prepare_dirs(src, dst, &plan, &mut synced)?;
+    let files: Vec<_> = plan
+        .entries
+        .iter()
+        .filter_map(|(rel, kind)| match kind {
+            Kind::File { shared: true } if present.contains(rel.as_path()) => {
+                synced.unchanged += 1;
+                None
+            }
+            Kind::File { shared } => Some((rel.as_path(), *shared)),
+            _ => None,
+        })
+        .collect();
+    let results = in_parallel(&files, |&(rel, shared)| {
+        sync_file(
+            &src.join(rel),
+            &dst.join(rel),
+            shared,
+            recorded.get(rel),
+            started,
+        )
+    })?;
+    let mut record = Vec::new();
+    for ((rel, _), (copied, kept)) in files.iter().zip(results) {
+        if copied {
+            synced.copied += 1;
+        } else {
+            synced.unchanged += 1;
+        }
+        if let Some(kept) = kept {
+            record.push((*rel, kept));
+        }
+    }
+    if let (Some(state), Some(clock)) = (state, clock) {
+        // What the job does next must show in the files' change times, so the clock has to
+        // move past every time recorded here before the job starts (file systems stamp
+        // times in ticks of up to a few milliseconds).
+        let newest = record
+            .iter()
+            .map(|(_, r)| r.src.changed.max(r.dst.changed))
+            .max();
+        if newest.is_none_or(|newest| clock.wait_past(newest)) {
+            State::write(state, src, &record)?;
+        }
+    }
+    Ok(synced)
 }
 
-/// What to create, in order: directories first, then files in any order.
+/// What the repository has, as paths relative to its root; a directory comes before what
+/// it holds.
 #[derive(Default)]
 struct Plan {
-    dirs: Vec<PathBuf>,
-    links: Vec<(PathBuf, PathBuf)>,
-    /// (from, to, may hard-link)
-    files: Vec<(PathBuf, PathBuf, bool)>,
+    entries: Vec<(PathBuf, Kind)>,
 }
 
-impl Plan {
-    fn execute(self) -> io::Result<u64> {
-        for dir in &self.dirs {
-            std::fs::create_dir_all(dir)?;
-        }
-        for (from, to) in &self.links {
-            copy_link(from, to)?;
-        }
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 8);
-        let chunk = self.files.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = self
-                .files
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        for (from, to, link) in part {
-                            if !(*link && std::fs::hard_link(from, to).is_ok()) {
-                                std::fs::copy(from, to)?;
-                            }
-                        }
-                        Ok::<_, io::Error>(())
-                    })
-                })
-                .collect();
-            for worker in workers {
-                worker
-                    .join()
-                    .map_err(|_| io::Error::other("a copying thread panicked"))??;
-            }
-            Ok::<_, io::Error>(())
-        })?;
-        Ok(self.files.len() as u64)
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    Link,
+    /// `shared`: may be hard-linked to the repository's file.
+    File {
+        shared: bool,
+    },
 }
 
 /// Everything below `src`, ignore files included (they are git's data here). Below
 /// `objects/`, files may be hard-linked: git writes objects once and never in place.
-fn plan_all(src: &Path, dst: &Path, in_objects: bool, plan: &mut Plan) -> io::Result<()> {
-    plan.dirs.push(dst.to_path_buf());
+fn plan_all(src: &Path, rel: &Path, in_objects: bool, plan: &mut Plan) -> io::Result<()> {
     for entry in std::fs::read_dir(src)? {
         let entry = entry?;
         let kind = entry.file_type()?;
-        let target = dst.join(entry.file_name());
+        let rel = rel.join(entry.file_name());
         if kind.is_dir() {
             let objects = in_objects || entry.file_name() == "objects";
-            plan_all(&entry.path(), &target, objects, plan)?;
+            plan.entries.push((rel.clone(), Kind::Dir));
+            plan_all(&entry.path(), &rel, objects, plan)?;
         } else if kind.is_symlink() {
-            plan.links.push((entry.path(), target));
+            plan.entries.push((rel, Kind::Link));
         } else if kind.is_file() {
-            plan.files.push((entry.path(), target, in_objects));
+            plan.entries.push((rel, Kind::File { shared: in_objects }));
         }
     }
     Ok(())
 }
 
-fn plan_filtered(src: &Path, dst: &Path, plan: &mut Plan) -> io::Result<()> {
-    plan.dirs.push(dst.to_path_buf());
+fn plan_filtered(src: &Path, plan: &mut Plan) -> io::Result<()> {
     let walker = ignore::WalkBuilder::new(src)
         .hidden(false)
         .git_ignore(true)
@@ -116,33 +219,389 @@ fn plan_filtered(src: &Path, dst: &Path, plan: &mut Plan) -> io::Result<()> {
         if rel.as_os_str().is_empty() {
             continue;
         }
-        let target = dst.join(rel);
         let Some(kind) = entry.file_type() else {
             continue;
         };
-        if kind.is_dir() {
-            plan.dirs.push(target);
+        let kind = if kind.is_dir() {
+            Kind::Dir
         } else if kind.is_symlink() {
-            plan.links.push((entry.path().to_path_buf(), target));
+            Kind::Link
         } else if kind.is_file() {
-            plan.files.push((entry.path().to_path_buf(), target, false));
+            Kind::File { shared: false }
+        } else {
+            continue;
+        };
+        plan.entries.push((rel.to_path_buf(), kind));
+    }
+    Ok(())
+}
+
+/// Removes from `dst` what the plan does not have (or has as another kind of entry), then
+/// creates the plan's directories and links. Files are left to [`sync_file`], except git's
+/// objects already there: an object's name is the hash of its content, so a file of that name
+/// needs no further look (git itself trusts an object by its name the same way).
+fn prepare_dirs<'p>(
+    src: &Path,
+    dst: &Path,
+    plan: &'p Plan,
+    synced: &mut Synced,
+) -> io::Result<HashSet<&'p Path>> {
+    let mut present = HashSet::new();
+    match dst.symlink_metadata() {
+        Ok(m) if m.is_dir() => {
+            let planned: HashMap<&Path, Kind> = plan
+                .entries
+                .iter()
+                .map(|(p, k)| (p.as_path(), *k))
+                .collect();
+            prune(dst, Path::new(""), &planned, &mut present, synced)?;
+        }
+        Ok(_) => {
+            std::fs::remove_file(dst)?;
+            create_private_dir(dst)?;
+        }
+        Err(_) => create_private_dir(dst)?,
+    }
+    for (rel, kind) in &plan.entries {
+        let target = dst.join(rel);
+        match kind {
+            Kind::Dir => match std::fs::create_dir(&target) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            },
+            Kind::Link => {
+                let to = std::fs::read_link(src.join(rel))?;
+                if std::fs::read_link(&target).is_ok_and(|t| t == to) {
+                    synced.unchanged += 1;
+                    continue;
+                }
+                remove_any(&target)?;
+                make_link(&src.join(rel), &to, &target)?;
+                synced.copied += 1;
+            }
+            Kind::File { .. } => {}
+        }
+    }
+    Ok(present)
+}
+
+/// Removes what is below `dst/rel` and not planned. Links are never followed: a link where
+/// the plan has a directory is removed like any other stranger.
+fn prune<'p>(
+    dst: &Path,
+    rel: &Path,
+    planned: &HashMap<&'p Path, Kind>,
+    present: &mut HashSet<&'p Path>,
+    synced: &mut Synced,
+) -> io::Result<()> {
+    for entry in std::fs::read_dir(dst.join(rel))? {
+        let entry = entry?;
+        let rel = rel.join(entry.file_name());
+        let kind = entry.file_type()?;
+        let keep = match planned.get_key_value(rel.as_path()) {
+            Some((_, Kind::Dir)) => kind.is_dir(),
+            Some((_, Kind::Link)) => kind.is_symlink(),
+            Some((planned, Kind::File { shared })) => {
+                if *shared && kind.is_file() {
+                    present.insert(*planned);
+                }
+                kind.is_file()
+            }
+            None => false,
+        };
+        if !keep {
+            remove_any(&entry.path())?;
+            synced.removed += 1;
+        } else if kind.is_dir() {
+            prune(dst, &rel, planned, present, synced)?;
         }
     }
     Ok(())
 }
 
+/// Removes a file, link or directory tree if it exists. Directories a job made read-only (Go's
+/// module cache does) are made writable first.
+fn remove_any(path: &Path) -> io::Result<()> {
+    let Ok(meta) = path.symlink_metadata() else {
+        return Ok(());
+    };
+    if !meta.is_dir() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                make_writable(path.parent().unwrap_or(path))?;
+                std::fs::remove_file(path)
+            }
+            other => other,
+        };
+    }
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_writable(path)?;
+            std::fs::remove_dir_all(path)
+        }
+        other => other,
+    }
+}
+
+/// Gives the owner write access to `dir` and every directory below it.
+fn make_writable(dir: &Path) -> io::Result<()> {
+    let meta = dir.symlink_metadata()?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mut perms = meta.permissions();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        perms.set_mode(perms.mode() | 0o700);
+    }
+    #[cfg(not(unix))]
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(dir, perms)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings one file in line; returns whether it was copied and what to record about it.
+fn sync_file(
+    from: &Path,
+    to: &Path,
+    shared: bool,
+    recorded: Option<&Recorded>,
+    started: Option<Stamp>,
+) -> io::Result<(bool, Option<Recorded>)> {
+    let src = Ident::of(&from.symlink_metadata()?);
+    let dst = to.symlink_metadata().ok().map(|m| Ident::of(&m));
+    if shared {
+        // A hard link has the very metadata of the file it links to.
+        if dst == Some(src) {
+            return Ok((false, None));
+        }
+        remove_any(to)?;
+        if std::fs::hard_link(from, to).is_ok() {
+            return Ok((true, None));
+        }
+    } else if let (Some(recorded), Some(dst)) = (recorded, dst)
+        && recorded.src == src
+        && recorded.dst == dst
+    {
+        return Ok((false, Some(*recorded)));
+    }
+    // A fresh file, not a write into the old one: whatever the old one was linked to stays
+    // untouched.
+    remove_any(to)?;
+    std::fs::copy(from, to)?;
+    // A file that changed in the clock tick the sync started in may change again within that
+    // tick without its times showing it; it is copied again next time rather than trusted.
+    let settled = started.is_some_and(|started| src.changed < started);
+    let kept = settled.then(|| {
+        to.symlink_metadata().ok().map(|m| Recorded {
+            src,
+            dst: Ident::of(&m),
+        })
+    });
+    Ok((true, kept.flatten()))
+}
+
+/// Runs `f` over `items` on a few threads and returns the results in order.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> io::Result<R> + Sync,
+) -> io::Result<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<io::Result<Vec<R>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for worker in workers {
+            out.extend(
+                worker
+                    .join()
+                    .map_err(|_| io::Error::other("a copying thread panicked"))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// A file system time stamp in nanoseconds (100 ns units on Windows).
+type Stamp = i128;
+
+/// What identifies a file's content without reading it: if any part moves, the file may
+/// have changed. `changed` moves on every write and cannot be set back by a tool (the inode
+/// change time; on Windows, where there is none, the last write time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ident {
+    len: u64,
+    modified: Stamp,
+    changed: Stamp,
+    id: u64,
+    mode: u32,
+}
+
+impl Ident {
+    #[cfg(unix)]
+    fn of(m: &Metadata) -> Ident {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |s: i64, ns: i64| Stamp::from(s) * 1_000_000_000 + Stamp::from(ns);
+        Ident {
+            len: m.len(),
+            modified: stamp(m.mtime(), m.mtime_nsec()),
+            changed: stamp(m.ctime(), m.ctime_nsec()),
+            id: m.ino() ^ m.dev().rotate_left(32),
+            mode: m.mode(),
+        }
+    }
+
+    #[cfg(windows)]
+    fn of(m: &Metadata) -> Ident {
+        use std::os::windows::fs::MetadataExt;
+        Ident {
+            len: m.len(),
+            modified: Stamp::from(m.creation_time()),
+            changed: Stamp::from(m.last_write_time()),
+            id: 0,
+            mode: m.file_attributes(),
+        }
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.len, self.modified, self.changed, self.id, self.mode
+        )
+    }
+
+    fn decode(fields: &[&str]) -> Option<Ident> {
+        match fields {
+            [len, modified, changed, id, mode] => Some(Ident {
+                len: len.parse().ok()?,
+                modified: modified.parse().ok()?,
+                changed: changed.parse().ok()?,
+                id: id.parse().ok()?,
+                mode: mode.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A file as the last sync left it on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Recorded {
+    src: Ident,
+    dst: Ident,
+}
+
+/// The record of the last sync: one line per file that was in line with the repository.
+struct State;
+
+const STATE_HEADER: &str = "ferry-workspace 1";
+
+impl State {
+    /// Reads and removes the record. A record for another source, or one that does not
+    /// parse, vouches for nothing.
+    fn take(path: &Path, src: &Path) -> HashMap<PathBuf, Recorded> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let _ = std::fs::remove_file(path);
+        let mut lines = text.lines();
+        if lines.next() != Some(&format!("{STATE_HEADER} {}", src.display())) {
+            return HashMap::new();
+        }
+        lines
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.splitn(11, ' ').collect();
+                let [a @ .., rel] = fields.as_slice() else {
+                    return None;
+                };
+                let (s, d) = (a.get(..5)?, a.get(5..)?);
+                Some((
+                    PathBuf::from(rel),
+                    Recorded {
+                        src: Ident::decode(s)?,
+                        dst: Ident::decode(d)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Writes the record whole or not at all. It is not synced to disk: a record a power cut
+    /// left empty or cut short vouches for fewer files, never for wrong ones.
+    fn write(path: &Path, src: &Path, record: &[(&Path, Recorded)]) -> io::Result<()> {
+        let mut text = format!("{STATE_HEADER} {}\n", src.display());
+        for (rel, r) in record {
+            // A name a line cannot hold is simply copied every time.
+            let Some(rel) = rel.to_str().filter(|r| !r.contains('\n')) else {
+                continue;
+            };
+            text.push_str(&format!("{} {} {rel}\n", r.src.encode(), r.dst.encode()));
+        }
+        let tmp = path.with_extension("state.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// The file system's clock, read by touching a file beside the workspace.
+struct Clock {
+    path: PathBuf,
+}
+
+impl Clock {
+    fn now(&self) -> io::Result<Stamp> {
+        // Any write stamps the file with the clock's current tick.
+        std::fs::write(&self.path, b"tick")?;
+        Ok(Ident::of(&self.path.symlink_metadata()?).changed)
+    }
+
+    /// Waits until the clock reads later than `stamp`; false if it does not within seconds
+    /// (a file system with a coarse clock, or a clock set back).
+    fn wait_past(&self, stamp: Stamp) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            match self.now() {
+                Ok(now) if now > stamp => return true,
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 #[cfg(unix)]
-fn copy_link(src: &Path, dst: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
+fn make_link(_src: &Path, to: &Path, dst: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(to, dst)
 }
 
 #[cfg(windows)]
-fn copy_link(src: &Path, dst: &Path) -> io::Result<()> {
-    let target = std::fs::read_link(src)?;
+fn make_link(src: &Path, to: &Path, dst: &Path) -> io::Result<()> {
     if src.is_dir() {
-        std::os::windows::fs::symlink_dir(target, dst)
+        std::os::windows::fs::symlink_dir(to, dst)
     } else {
-        std::os::windows::fs::symlink_file(target, dst)
+        std::os::windows::fs::symlink_file(to, dst)
     }
 }
 
@@ -197,5 +656,150 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+    }
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn read(root: &Path, rel: &str) -> String {
+        std::fs::read_to_string(root.join(rel)).unwrap()
+    }
+
+    /// A repository of a few files, and the paths of its workspace and sync record.
+    fn repo() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("repo");
+        write(&src, ".gitignore", "target/\n");
+        write(&src, "src/lib.rs", "pub fn a() {}\n");
+        write(&src, "src/util/mod.rs", "pub fn b() {}\n");
+        write(&src, "README.md", "hello\n");
+        write(&src, ".git/HEAD", "ref: refs/heads/main\n");
+        write(&src, ".git/objects/ab/cdef", "blob");
+        // Files written in the clock tick a sync starts in are not trusted by the next one, so
+        // the tests start a tick later, as a user's edits usually do.
+        let clock = Clock {
+            path: tmp.path().join("tick"),
+        };
+        assert!(clock.wait_past(clock.now().unwrap()));
+        let (dst, state) = (
+            tmp.path().join("work/job"),
+            tmp.path().join("work/job.state"),
+        );
+        (tmp, src, dst, state)
+    }
+
+    #[test]
+    fn a_second_sync_of_an_unchanged_tree_copies_nothing() {
+        let (_tmp, src, dst, state) = repo();
+        let first = sync_tree(&src, &dst, Some(&state)).unwrap();
+        assert_eq!((first.copied, first.unchanged, first.removed), (6, 0, 0));
+        let second = sync_tree(&src, &dst, Some(&state)).unwrap();
+        assert_eq!((second.copied, second.unchanged, second.removed), (0, 6, 0));
+        assert_eq!(read(&dst, "src/lib.rs"), "pub fn a() {}\n");
+    }
+
+    #[test]
+    fn a_sync_undoes_what_the_job_did_and_follows_the_repository() {
+        let (_tmp, src, dst, state) = repo();
+        sync_tree(&src, &dst, Some(&state)).unwrap();
+        // The job: edits a tracked file in place with the same length and sets its
+        // modification time back, creates files (some ignored), removes one.
+        let edited = dst.join("src/lib.rs");
+        let before = std::fs::metadata(&edited).unwrap().modified().unwrap();
+        std::fs::write(&edited, "pub fn z() {}\n").unwrap();
+        File::options()
+            .write(true)
+            .open(&edited)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        write(&dst, "target/debug/out", "build output");
+        write(&dst, "new.txt", "made by the job");
+        std::fs::remove_file(dst.join("README.md")).unwrap();
+        // Meanwhile the repository: one file changed, one removed, one added.
+        write(&src, "src/util/mod.rs", "pub fn b() { changed() }\n");
+        std::fs::remove_file(src.join("src/util/mod.rs")).unwrap();
+        write(&src, "src/util/mod.rs", "pub fn b2() {}\n");
+        write(&src, "docs/guide.md", "guide\n");
+        let synced = sync_tree(&src, &dst, Some(&state)).unwrap();
+        assert_eq!(read(&dst, "src/lib.rs"), "pub fn a() {}\n");
+        assert_eq!(read(&dst, "src/util/mod.rs"), "pub fn b2() {}\n");
+        assert_eq!(read(&dst, "README.md"), "hello\n");
+        assert_eq!(read(&dst, "docs/guide.md"), "guide\n");
+        assert!(!dst.join("target").exists());
+        assert!(!dst.join("new.txt").exists());
+        assert_eq!((synced.copied, synced.removed), (4, 2), "{synced:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_by_a_job_is_removed_not_written_through() {
+        let (tmp, src, dst, state) = repo();
+        sync_tree(&src, &dst, Some(&state)).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::remove_dir_all(dst.join("src")).unwrap();
+        std::os::unix::fs::symlink(&outside, dst.join("src")).unwrap();
+        sync_tree(&src, &dst, Some(&state)).unwrap();
+        assert!(dst.join("src").symlink_metadata().unwrap().is_dir());
+        assert_eq!(read(&dst, "src/lib.rs"), "pub fn a() {}\n");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_only_directories_a_job_made_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_tmp, src, dst, state) = repo();
+        sync_tree(&src, &dst, Some(&state)).unwrap();
+        write(&dst, "gomod/cache/x.go", "package x");
+        for dir in ["gomod/cache", "gomod"] {
+            std::fs::set_permissions(dst.join(dir), std::fs::Permissions::from_mode(0o555))
+                .unwrap();
+        }
+        sync_tree(&src, &dst, Some(&state)).unwrap();
+        assert!(!dst.join("gomod").exists());
+    }
+
+    #[test]
+    fn an_interrupted_sync_leaves_no_record_to_trust() {
+        let (_tmp, src, dst, state) = repo();
+        sync_tree(&src, &dst, Some(&state)).unwrap();
+        assert!(state.is_file());
+        // A sync that dies after reading the record has consumed it...
+        let _ = State::take(&state, &src);
+        assert!(!state.exists());
+        std::fs::write(dst.join("src/lib.rs"), "pub fn q() {}\n").unwrap();
+        // ...so the next one checks everything and copies every file again.
+        let synced = sync_tree(&src, &dst, Some(&state)).unwrap();
+        assert_eq!(synced.copied, 5, "{synced:?}");
+        assert_eq!(read(&dst, "src/lib.rs"), "pub fn a() {}\n");
+    }
+
+    #[test]
+    fn a_record_of_another_repository_vouches_for_nothing() {
+        let (tmp, src, dst, state) = repo();
+        sync_tree(&src, &dst, Some(&state)).unwrap();
+        let other = tmp.path().join("other");
+        std::fs::rename(&src, &other).unwrap();
+        let synced = sync_tree(&other, &dst, Some(&state)).unwrap();
+        assert_eq!(synced.unchanged, 1, "only the linked object: {synced:?}");
+    }
+
+    #[test]
+    fn the_same_job_in_two_runs_at_once_gets_two_workspaces() {
+        let (tmp, src, _, _) = repo();
+        let root = tmp.path().join("work");
+        let (first, _) = Workspace::prepare(&src, &root, "build").unwrap();
+        let (second, _) = Workspace::prepare(&src, &root, "build").unwrap();
+        assert_eq!(first.path(), root.join("build"));
+        assert_eq!(second.path(), root.join("build~2"));
+        drop(first);
+        let (third, synced) = Workspace::prepare(&src, &root, "build").unwrap();
+        assert_eq!(third.path(), root.join("build"));
+        assert_eq!(synced.copied, 0);
     }
 }

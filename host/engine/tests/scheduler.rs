@@ -136,7 +136,6 @@ async fn run_opts(
         fail_fast,
         state_dir: dir.path().join(".ferry"),
         source_dir: dir.path().to_path_buf(),
-        keep_workspaces: false,
         secrets,
         cancel,
         git: Default::default(),
@@ -288,8 +287,13 @@ async fn the_run_record_is_complete() {
         "hi\n"
     );
     assert!(
-        !dir.join("workspaces").exists(),
-        "workspaces are removed after the run"
+        !dir.join("outputs").exists(),
+        "output files are removed after the run"
+    );
+    let work = dir.parent().unwrap().parent().unwrap().join("work");
+    assert!(
+        work.join("a").is_dir(),
+        "the job's workspace stays for inspection until the job runs again"
     );
 }
 

@@ -100,7 +100,6 @@ async fn run_with(
         fail_fast: false,
         state_dir: repo.join(".ferry"),
         source_dir: repo.clone(),
-        keep_workspaces: false,
         secrets,
         cancel: CancellationToken::new(),
         git: Default::default(),
@@ -149,12 +148,8 @@ async fn reads_inside_the_workspace() {
 
 #[tokio::test]
 async fn denies_parent_directory_escape() {
-    // From .ferry/runs/<id>/workspaces/probe, six levels up is the temp root.
-    let out = run(
-        &probe("read", "../../../../../../outside/secret.txt"),
-        outside,
-    )
-    .await;
+    // From .ferry/work/probe, four levels up is the temp root.
+    let out = run(&probe("read", "../../../../outside/secret.txt"), outside).await;
     assert!(out.root.path().join("outside/secret.txt").is_file());
     let (status, kind, message) = out.step("probe");
     assert_eq!(

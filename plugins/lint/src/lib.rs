@@ -24,7 +24,11 @@ const PRESETS: [(&str, &str, &str); 7] = [
     ),
     ("rustfmt", "cargo fmt --all --check", "rustfmt"),
     ("flake8", "flake8 .", "flake8"),
-    ("ruff", "ruff check --output-format=json .", "ruff"),
+    (
+        "ruff",
+        "ruff check --no-cache --output-format=json .",
+        "ruff",
+    ),
     ("eslint", "eslint -f json .", "eslint"),
     ("shellcheck", "shellcheck -f json1", "shellcheck"),
     ("yamllint", "yamllint -f parsable .", "yamllint"),

@@ -23,9 +23,6 @@ pub struct Args {
     /// Keep running other jobs when one fails
     #[arg(long)]
     no_fail_fast: bool,
-    /// Keep each job's workspace under `.ferry/runs/<run>/workspaces/`
-    #[arg(long)]
-    keep_workspaces: bool,
 }
 
 pub fn execute(args: Args) -> u8 {
@@ -71,7 +68,6 @@ pub fn execute(args: Args) -> u8 {
         fail_fast: !args.no_fail_fast,
         source_dir: ferry_engine::workspace::repository_root(&plan.pipeline.dir),
         state_dir,
-        keep_workspaces: args.keep_workspaces,
         secrets,
         cancel: cancel.clone(),
         git: git_info(&plan.pipeline),

@@ -486,7 +486,6 @@ pub async fn run_case(
         fail_fast: true,
         state_dir: tmp.path().join("state"),
         source_dir: workspace,
-        keep_workspaces: false,
         secrets: case.secrets.clone(),
         cancel: CancellationToken::new(),
         git: Default::default(),
