@@ -87,6 +87,34 @@ fn node_tap_results_are_read_and_annotated() {
 }
 
 #[test]
+fn npm_test_gets_the_reporter_of_the_runner_its_script_starts() {
+    let t = Test::new()
+        .file(
+            "web/package.json",
+            "{ \"name\": \"web\", \"private\": true, \"scripts\": { \"test\": \"node --test\" } }\n",
+        )
+        .file(
+            "web/test/math.test.mjs",
+            "import test from \"node:test\";\nimport assert from \"node:assert\";\ntest(\"adds\", () => assert.strictEqual(1 + 1, 2));\ntest(\"divides\", () => assert.strictEqual(6 / 3, 3, \"six by three\"));\n",
+        )
+        .file(
+            "jest/package.json",
+            "{ \"scripts\": { \"test\": \"NODE_ENV=test jest --coverage\" } }\n",
+        )
+        .file(
+            "ferry.yaml",
+            "jobs:\n  web:\n    steps:\n      - uses: test\n        with: { preset: npm, directory: web }\n        permissions: { exec: [npm] }\n  jest:\n    steps:\n      - uses: test\n        with: { preset: npm, directory: jest }\n        permissions: { exec: [npm] }\n",
+        )
+        .args(&["run", "--output", "plain", "--no-fail-fast"]);
+    t.run()
+        .code(1)
+        .stdout_has("$ npm test --silent -- --test-reporter=tap")
+        .stdout_has("web/test/math.test.mjs:4:1: divides failed: six by three")
+        .stdout_has("1 of 2 tests failed: divides")
+        .stdout_has("the test script in `jest/package.json` is `NODE_ENV=test jest --coverage`: give `command` and `format` instead");
+}
+
+#[test]
 fn junit_reports_are_found_by_glob_and_merged() {
     let suite = |name: &str, failing: bool| {
         let case = if failing {

@@ -24,7 +24,7 @@ struct Preset {
     report: Option<&'static str>,
 }
 
-const PRESETS: [Preset; 5] = [
+const PRESETS: [Preset; 6] = [
     Preset {
         name: "cargo",
         command: "cargo test --no-fail-fast",
@@ -55,6 +55,14 @@ const PRESETS: [Preset; 5] = [
         format: "tap",
         report: None,
     },
+    // The command and format depend on the runner package.json's test script starts; see
+    // `npm_test`.
+    Preset {
+        name: "npm",
+        command: "npm test",
+        format: "tap",
+        report: None,
+    },
 ];
 
 struct TestStep;
@@ -69,7 +77,8 @@ impl Step for TestStep {
         )
         .input(Input::string(
             "preset",
-            "A known runner: cargo, nextest, pytest, go or node.",
+            "A known runner: cargo, nextest, pytest, go, node, or npm (`npm test` with the \
+             reporter of the runner its test script starts: node --test, mocha or vitest).",
         ))
         .input(Input::string(
             "command",
@@ -124,13 +133,18 @@ impl Step for TestStep {
                 ))
             })?),
         };
+        let directory = inputs.string("directory")?;
+        let mut preset_command = preset.map(|p| (p.command.to_string(), p.format, p.report));
+        if preset.is_some_and(|p| p.name == "npm") && inputs.optional("command").is_none() {
+            preset_command = Some(npm_test(&directory)?);
+        }
         let command = inputs
             .optional("command")
-            .or(preset.map(|p| p.command.to_string()))
+            .or(preset_command.as_ref().map(|p| p.0.clone()))
             .ok_or_else(|| Error::InvalidInput("give `preset` or `command`".into()))?;
         let format = inputs
             .optional("format")
-            .or(preset.map(|p| p.format.to_string()))
+            .or(preset_command.as_ref().map(|p| p.1.to_string()))
             .unwrap_or_else(|| "junit".into());
         if !report::FORMATS.contains(&format.as_str()) {
             return Err(Error::InvalidInput(format!(
@@ -140,7 +154,7 @@ impl Step for TestStep {
         }
         let report_path = inputs
             .optional("report")
-            .or(preset.and_then(|p| p.report.map(String::from)));
+            .or(preset_command.and_then(|p| p.2.map(String::from)));
         if format == "junit" && report_path.is_none() {
             return Err(Error::InvalidInput(
                 "format `junit` reads a report file: give `report` (the path the command writes)"
@@ -159,7 +173,6 @@ impl Step for TestStep {
         let retries = inputs.number("retry-failed")?.max(0.0) as u32;
         let argv = ferry_sdk::exec::split_command_line(&command)?;
 
-        let directory = inputs.string("directory")?;
         // The report path is the command's, so it starts where the command runs.
         let report_path = report_path.map(|r| match directory.as_str() {
             "." => r,
@@ -332,6 +345,53 @@ impl Runner<'_> {
         }
         Ok(cases)
     }
+}
+
+/// `npm test` runs whatever package.json's test script says, so the flags that make its
+/// results readable depend on the runner the script starts.
+fn npm_test(directory: &str) -> Result<(String, &'static str, Option<&'static str>), Error> {
+    let path = match directory {
+        "." => "package.json".to_string(),
+        dir => format!("{}/package.json", dir.trim_end_matches('/')),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::InvalidInput(format!(
+            "preset `npm` reads the test script from `{path}`: {e}"
+        ))
+    })?;
+    let package: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidInput(format!("`{path}` is not valid JSON: {e}")))?;
+    let script = package["scripts"]["test"].as_str().ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "`{path}` has no `scripts.test`: add one, or give `command` instead of the preset"
+        ))
+    })?;
+    // `NODE_ENV=test mocha`, `npx vitest`, `cross-env X=1 mocha`: the runner is the first
+    // word that is neither an assignment nor a launcher.
+    let runner = script
+        .split_whitespace()
+        .find(|w| !w.contains('=') && !matches!(*w, "npx" | "cross-env" | "env"));
+    let (flags, format, report) = match runner {
+        Some("node") if script.split_whitespace().any(|w| w == "--test") => {
+            ("--test-reporter=tap", "tap", None)
+        }
+        Some("mocha") => ("--reporter=tap", "tap", None),
+        Some("vitest") => (
+            "--reporter=junit --outputFile=target/ferry-vitest.xml",
+            "junit",
+            Some("target/ferry-vitest.xml"),
+        ),
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "preset `npm` knows the reporters of `node --test`, mocha and vitest, but the \
+                 test script in `{path}` is `{script}`: give `command` and `format` instead \
+                 (for jest: `command: npx jest --ci --reporters=default --reporters=jest-junit`, \
+                 `format: junit`, `report: junit.xml`)"
+            )));
+        }
+    };
+    // `--silent` keeps npm's own banner out of the results on stdout.
+    Ok((format!("npm test --silent -- {flags}"), format, report))
 }
 
 fn exit_text(code: Option<i32>) -> String {
