@@ -1,12 +1,15 @@
 //! The built-in `checkout` step through `ferry run`, against real git repositories: the
 //! local one at HEAD, at an older sha and dirty, a remote served from a local bare
-//! repository, and refused option and transport injection.
+//! repository and over smart HTTP with a token, and refused option and transport injection.
 
 mod common;
 
 use common::Test;
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -232,4 +235,198 @@ fn example_projects_pass_checkout_lint_and_test() {
             .stdout_has(expected)
             .stdout_has("0 errors, 0 warnings, 0 notices");
     }
+}
+
+/// A git smart-HTTP server on loopback: `git http-backend` behind a few lines of HTTP that
+/// answer 401 unless the request carries `Authorization: Bearer <token>`. It records every
+/// Authorization header it sees.
+struct GitHttp {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl GitHttp {
+    fn start(root: PathBuf, token: &'static str) -> GitHttp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (root, log) = (root.clone(), log.clone());
+                std::thread::spawn(move || serve(stream, &root, token, &log));
+            }
+        });
+        GitHttp { url, seen }
+    }
+}
+
+fn serve(stream: TcpStream, root: &Path, token: &str, seen: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap().to_string(), parts.next().unwrap());
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let auth = header("authorization").unwrap_or_default();
+    seen.lock().unwrap().push(auth.clone());
+    if auth != format!("Bearer {token}") {
+        let _ = out.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    let mut body = Vec::new();
+    if let Some(len) = header("content-length") {
+        body.resize(len.parse().unwrap(), 0);
+        reader.read_exact(&mut body).unwrap();
+    } else if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    let mut cgi = Command::new("git");
+    cgi.arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    for (name, var) in [
+        ("content-type", "CONTENT_TYPE"),
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+        ("git-protocol", "GIT_PROTOCOL"),
+    ] {
+        if let Some(v) = header(name) {
+            cgi.env(var, v);
+        }
+    }
+    let mut child = cgi.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let response = child.wait_with_output().unwrap().stdout;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| {
+            response
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, 2))
+        })
+        .unwrap();
+    let head = String::from_utf8_lossy(&response[..split.0]).to_string();
+    let status = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Status: "))
+        .unwrap_or("200 OK")
+        .to_string();
+    let mut reply = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for l in head.lines().filter(|l| !l.starts_with("Status: ")) {
+        reply.push_str(l);
+        reply.push_str("\r\n");
+    }
+    reply.push_str("\r\n");
+    let _ = out.write_all(reply.as_bytes());
+    let _ = out.write_all(&response[split.0 + split.1..]);
+}
+
+#[test]
+fn a_private_remote_over_smart_http_is_read_with_a_granted_token_that_never_reaches_disk() {
+    let origin = Test::new();
+    repository(&origin);
+    let served = tempfile::tempdir().unwrap();
+    git(
+        served.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            origin.dir.path().to_str().unwrap(),
+            "app.git",
+        ],
+    );
+    let server = GitHttp::start(served.path().to_path_buf(), "s3cret-token");
+    let url = format!("{}/app.git", server.url);
+    let yaml = format!(
+        "jobs:
+  with-token:
+    steps:
+      - id: co
+        uses: checkout
+        with: {{ repository: \"{url}\", path: src, token: TOKEN }}
+        permissions: {{ workspace: write, exec: [git], secrets: [TOKEN] }}
+      - run: echo \"cloned $(cat src/file.txt)\"; grep -rl s3cret\"\"-token . || echo \"token on no file\"
+  without-token:
+    steps:
+      - uses: checkout
+        with: {{ repository: \"{url}\", path: src }}
+        {GRANT}
+  wrong-token:
+    steps:
+      - uses: checkout
+        with: {{ repository: \"{url}\", path: src, token: WRONG }}
+        permissions: {{ workspace: write, exec: [git], secrets: [WRONG] }}
+"
+    );
+    let t = Test::new()
+        .file("ferry.yaml", &yaml)
+        .env("TOKEN", "s3cret-token")
+        .env("WRONG", "guess")
+        .args(&["run", "--output", "plain", "--no-fail-fast"]);
+    let done = t
+        .run()
+        .code(1)
+        .stdout_has("cloned v2")
+        .stdout_has("token on no file");
+    let done = done
+        .stdout_has("without-token › checkout: `git fetch` failed: the remote asks for credentials: set `token:` to the name of a granted secret holding a token")
+        .stdout_has("wrong-token › checkout: `git fetch` failed: the remote refused the token");
+    assert!(!done.stdout.contains("s3cret-token") && !done.stdout.contains("guess"));
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.iter().any(|a| a == "Bearer s3cret-token"));
+    assert!(seen.iter().any(|a| a == "Bearer guess"));
+    // The workspace kept after the run holds no copy of the token either.
+    let work = t.path(".ferry/work/with-token");
+    let found = Command::new("grep")
+        .args(["-rl", "s3cret-token", "."])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&found.stdout)
+    );
 }

@@ -233,7 +233,17 @@ impl Git {
         if out.success() {
             Ok(out)
         } else {
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let mut why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // Git words a 401 as a prompt it was not allowed to show.
+            if why.contains("could not read Username") || why.contains("Authentication failed") {
+                why = match self.auth {
+                    Some(_) => format!("the remote refused the token ({why})"),
+                    None => format!(
+                        "the remote asks for credentials: set `token:` to the name of a granted \
+                         secret holding a token ({why})"
+                    ),
+                };
+            }
             Err(Error::failed(format!(
                 "`git {}` failed: {why}",
                 args.first().copied().unwrap_or_default()
