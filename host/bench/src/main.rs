@@ -556,6 +556,8 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
         secrets: Default::default(),
         cancel: CancellationToken::new(),
         git: Default::default(),
+        vars: Default::default(),
+        inputs: Default::default(),
     };
     let plan = Plan::new(pipeline, &[]).unwrap();
     let started = Instant::now();

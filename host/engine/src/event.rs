@@ -1,6 +1,7 @@
 //! What happens during a run, as events every reporter and the run record consume.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Severity of a log line; `Stdout` and `Stderr` are a guest's or a process's raw streams.
@@ -155,6 +156,12 @@ pub enum Event {
         job: Arc<str>,
         status: Status,
         duration_ms: f64,
+        /// Why a job was skipped or could not start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// The job's `outputs:`, evaluated when it ended.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        outputs: BTreeMap<String, String>,
     },
     RunFinished {
         run: String,

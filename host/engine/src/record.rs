@@ -31,6 +31,11 @@ pub struct JobSummary {
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
+    /// Why the job was skipped or could not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
     pub steps: Vec<StepSummary>,
 }
 
@@ -144,6 +149,8 @@ impl RunRecord {
                         JobSummary {
                             status: Status::Skipped,
                             duration_ms: None,
+                            message: None,
+                            outputs: BTreeMap::new(),
                             steps: Vec::new(),
                         },
                     );
@@ -205,10 +212,14 @@ impl RunRecord {
                 job,
                 status,
                 duration_ms,
+                message,
+                outputs,
             } => {
                 if let Some(j) = state.summary.jobs.get_mut(&**job) {
                     j.status = *status;
                     j.duration_ms = Some(*duration_ms);
+                    j.message.clone_from(message);
+                    j.outputs.clone_from(outputs);
                 }
             }
             Event::RunFinished {

@@ -5,7 +5,7 @@ use crate::event::{Event, FailureKind, JobInfo, Reporter, Status};
 use crate::log::{Masker, StepLog};
 use crate::record::{RunRecord, RunSummary, new_run_id, sanitize};
 use ferry_model::pipeline::DEFAULT_STEP_TIMEOUT;
-use ferry_model::{Job, Pipeline, Plan, Scope, Step};
+use ferry_model::{Job, Pipeline, Plan, Progress, Scope, Step};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -116,6 +116,10 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// `git.*` when the run starts: the repository's commit, where there is one.
     pub git: BTreeMap<String, String>,
+    /// `vars.*`: values given on the command line (`--var NAME=VALUE`).
+    pub vars: BTreeMap<String, String>,
+    /// `inputs.*`: the inputs of a manual run (`--input NAME=VALUE`).
+    pub inputs: BTreeMap<String, String>,
 }
 
 /// How a run went.
@@ -192,12 +196,17 @@ pub async fn run<R: StepRunner>(
         source_dir: options.source_dir.clone(),
         work_dir: options.state_dir.join("work"),
         git: options.git.clone(),
+        vars: options.vars.clone(),
+        inputs: options.inputs.clone(),
+        finished: Default::default(),
     });
     let run_cancel = options.cancel.child_token();
     let semaphore = Arc::new(Semaphore::new(options.parallel.max(1)));
     let mut state: HashMap<usize, Option<Status>> = order.iter().map(|&i| (i, None)).collect();
     let mut running = JoinSet::new();
     let mut any_failed = false;
+    // Whether a job, or one it needs directly or through others, failed or was cancelled.
+    let mut failed_above: HashMap<usize, bool> = HashMap::new();
     loop {
         for &i in &order {
             if state[&i].is_some() {
@@ -208,27 +217,66 @@ pub async fn run<R: StepRunner>(
             if needs.iter().any(waiting) {
                 continue;
             }
-            let blocked = needs.iter().any(|n| {
-                let ok = state.get(n) == Some(&Some(Status::Passed))
-                    || (pipeline.jobs[*n].continue_on_error
-                        && state.get(n) == Some(&Some(Status::Failed)));
-                !ok
+            let tolerated =
+                |n: &usize| pipeline.jobs[*n].continue_on_error && state[n] == Some(Status::Failed);
+            let all_passed = needs
+                .iter()
+                .all(|n| state[n] == Some(Status::Passed) || tolerated(n));
+            let above = needs.iter().any(|n| {
+                matches!(state[n], Some(Status::Failed | Status::Cancelled)) && !tolerated(n)
+                    || failed_above.get(n) == Some(&true)
             });
-            if blocked || run_cancel.is_cancelled() {
-                skip_job(&shared, i);
+            failed_above.insert(i, above);
+            let progress = if options.cancel.is_cancelled() {
+                Progress::Cancelled
+            } else if above {
+                Progress::Failure
+            } else {
+                Progress::Success
+            };
+            let job = &pipeline.jobs[i];
+            let reads_status = job.condition.as_ref().is_some_and(|c| c.reads_status);
+            let skip_reason = if options.cancel.is_cancelled() && !reads_status {
+                Some("the run was cancelled".to_string())
+            } else if job.condition.is_none() && !all_passed {
+                Some("a job it needs did not pass".to_string())
+            } else if run_cancel.is_cancelled() && !reads_status {
+                Some("another job failed and the run stops (fail-fast)".to_string())
+            } else {
+                match &job.condition {
+                    None if all_passed => None,
+                    None => Some("a job it needs did not pass".to_string()),
+                    Some(condition) => match condition.test(&job_scope(&shared, job, progress)) {
+                        Ok(true) => None,
+                        Ok(false) => Some(format!("`if: {}` is false", condition.text)),
+                        Err(e) => {
+                            finish_unstarted(&shared, i, Status::Failed, &format!("`if:` {e}"));
+                            state.insert(i, Some(Status::Failed));
+                            any_failed |= !job.continue_on_error;
+                            continue;
+                        }
+                    },
+                }
+            };
+            if let Some(reason) = skip_reason {
+                finish_unstarted(&shared, i, Status::Skipped, &reason);
                 state.insert(i, Some(Status::Skipped));
                 continue;
             }
             state.insert(i, Some(Status::Running));
             let shared = shared.clone();
             let runner = runner.clone();
-            let cancel = run_cancel.child_token();
+            // A job that asked to run after failures is not cancelled by fail-fast.
+            let cancel = match reads_status {
+                true => options.cancel.child_token(),
+                false => run_cancel.child_token(),
+            };
             let semaphore = semaphore.clone();
             running.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
                 // A job still waiting for a slot when the run was cancelled never started.
                 if cancel.is_cancelled() {
-                    skip_job(&shared, i);
+                    finish_unstarted(&shared, i, Status::Skipped, "the run was cancelled");
                     return (i, Status::Skipped);
                 }
                 (i, run_job(&shared, runner, i, cancel).await)
@@ -299,10 +347,28 @@ struct Shared {
     source_dir: PathBuf,
     /// Where job workspaces are kept between runs.
     work_dir: PathBuf,
+    vars: BTreeMap<String, String>,
+    inputs: BTreeMap<String, String>,
+    /// Jobs that ended: their status and outputs, for `needs.*` and `jobs.*`.
+    finished: std::sync::Mutex<HashMap<String, Ended>>,
     git: BTreeMap<String, String>,
 }
 
-fn skip_job(shared: &Shared, i: usize) {
+/// How a job ended and the outputs it left.
+type Ended = (Status, BTreeMap<String, String>);
+
+impl Shared {
+    fn record_job(&self, id: &str, status: Status, outputs: BTreeMap<String, String>) {
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), (status, outputs));
+    }
+}
+
+/// Reports a job that did not start: skipped by its condition or the run, or failed
+/// because its condition could not be evaluated.
+fn finish_unstarted(shared: &Shared, i: usize, status: Status, message: &str) {
     let job = &shared.pipeline.jobs[i];
     let id: Arc<str> = job.id.as_str().into();
     for step in &job.steps {
@@ -315,11 +381,62 @@ fn skip_job(shared: &Shared, i: usize) {
             duration_ms: 0.0,
         });
     }
+    shared.record_job(&job.id, status, BTreeMap::new());
     shared.reporter.event(&Event::JobFinished {
         job: id,
-        status: Status::Skipped,
+        status,
         duration_ms: 0.0,
+        message: Some(message.to_string()),
+        outputs: BTreeMap::new(),
     });
+}
+
+/// What a job's `if:` reads: the pipeline's `env`, `vars`, `inputs`, `git`, `runner`, and
+/// the results and outputs of the jobs that ended.
+fn job_scope(shared: &Shared, job: &Job, progress: Progress) -> Scope {
+    let mut scope = base_scope(shared, job, progress);
+    let env = ferry_model::expr::render_map(&shared.pipeline.env, &scope).unwrap_or_default();
+    scope.contexts.insert("env", serde_json::json!(env));
+    scope
+}
+
+fn base_scope(shared: &Shared, job: &Job, progress: Progress) -> Scope {
+    let mut scope = Scope {
+        progress,
+        ..Scope::default()
+    };
+    scope
+        .contexts
+        .insert("vars", serde_json::json!(shared.vars));
+    scope.contexts.insert("git", serde_json::json!(shared.git));
+    scope
+        .contexts
+        .insert("inputs", serde_json::json!(shared.inputs));
+    scope.contexts.insert(
+        "runner",
+        serde_json::json!({"os": std::env::consts::OS, "arch": std::env::consts::ARCH}),
+    );
+    let finished = shared.finished.lock().unwrap_or_else(|e| e.into_inner());
+    for (id, (status, outputs)) in finished.iter() {
+        let entry = serde_json::json!({"result": result_name(*status), "outputs": outputs});
+        if job.needs.contains(id) {
+            scope.set("needs", &[id], entry.clone());
+        }
+        scope.set("jobs", &[id], entry);
+    }
+    scope
+}
+
+/// A status as expressions name it (`needs.build.result == 'success'`), as in GitHub
+/// Actions.
+fn result_name(status: Status) -> &'static str {
+    match status {
+        Status::Passed => "success",
+        Status::Failed | Status::Interrupted => "failure",
+        Status::Cancelled => "cancelled",
+        Status::Skipped => "skipped",
+        Status::Running => "running",
+    }
 }
 
 async fn run_job<R: StepRunner>(
@@ -334,11 +451,14 @@ async fn run_job<R: StepRunner>(
     shared.reporter.event(&Event::JobStarted {
         job: job_id.clone(),
     });
-    let finish = |status: Status| {
+    let finish = |status: Status, outputs: BTreeMap<String, String>, message: Option<String>| {
+        shared.record_job(&job.id, status, outputs.clone());
         shared.reporter.event(&Event::JobFinished {
             job: job_id.clone(),
             status,
             duration_ms: millis(started.elapsed()),
+            message,
+            outputs,
         });
         status
     };
@@ -360,31 +480,60 @@ async fn run_job<R: StepRunner>(
         Ok(prepared) => prepared,
         Err(e) => {
             report_setup_failure(shared, job, &format!("cannot prepare the workspace: {e}"));
-            return finish(Status::Failed);
+            return finish(Status::Failed, BTreeMap::new(), None);
         }
     };
     let workspace = workspace_guard.path().to_path_buf();
     let job_deadline = job.timeout.map(|t| started + t);
     let mut scope = JobScope {
-        env: BTreeMap::new(),
-        outputs: HashMap::new(),
+        steps: serde_json::Map::new(),
         git: shared.git.clone(),
+        hash_files: {
+            let workspace = workspace.clone();
+            Arc::new(move |globs: &[String]| crate::workspace::hash_files(&workspace, globs))
+        },
     };
     let mut failed = false;
     let mut cancelled = false;
     for (index, step) in job.steps.iter().enumerate() {
         let key: Arc<str> = step.key().into();
-        if failed || cancel.is_cancelled() {
-            cancelled |= cancel.is_cancelled() && !failed;
+        let progress = if failed {
+            Progress::Failure
+        } else {
+            Progress::Success
+        };
+        let skip = |message: Option<String>, scope: &mut JobScope| {
+            scope.record_step(step, "skipped", &BTreeMap::new());
             shared.reporter.event(&Event::StepFinished {
                 job: job_id.clone(),
-                step: key,
+                step: key.clone(),
                 status: Status::Skipped,
                 failure: None,
-                message: None,
+                message,
                 duration_ms: 0.0,
             });
+        };
+        if cancel.is_cancelled() {
+            cancelled |= !failed;
+            skip(None, &mut scope);
             continue;
+        }
+        let run = match &step.condition {
+            None => Ok(!failed),
+            Some(condition) => condition
+                .test(&scope.scope(shared, job, step, progress))
+                .map_err(|e| StepFailure::new(FailureKind::InvalidInput, format!("`if:` {e}"))),
+        };
+        match (&run, &step.condition) {
+            (Ok(false), None) => {
+                skip(None, &mut scope);
+                continue;
+            }
+            (Ok(false), Some(c)) => {
+                skip(Some(format!("`if: {}` is false", c.text)), &mut scope);
+                continue;
+            }
+            _ => {}
         }
         let step_started = Instant::now();
         shared.reporter.event(&Event::StepStarted {
@@ -410,7 +559,8 @@ async fn run_job<R: StepRunner>(
             (None, None) => DEFAULT_STEP_TIMEOUT,
         }
         .min(MAX_STEP_TIME);
-        let outcome = match prepare_step(shared, job, step, &mut scope) {
+        let prepared = run.and_then(|_| prepare_step(shared, job, step, &scope, progress));
+        let outcome = match prepared {
             Err(failure) => StepOutcome {
                 result: Some(failure),
                 outputs: BTreeMap::new(),
@@ -479,10 +629,13 @@ async fn run_job<R: StepRunner>(
                 }
             }
         }
-        if let Some(id) = &step.id {
-            scope.outputs.insert(id.clone(), outputs);
-        }
         let step_cancelled = cancel.is_cancelled() && outcome.result.is_some();
+        let outcome_name = match (&outcome.result, step_cancelled) {
+            (None, _) => "success",
+            (Some(_), true) => "cancelled",
+            (Some(_), false) => "failure",
+        };
+        scope.record_step(step, outcome_name, &outputs);
         let (status, failure, message) = match (&outcome.result, step_cancelled) {
             (None, _) => (Status::Passed, None, None),
             (Some(_), true) => (Status::Cancelled, None, Some("cancelled".to_string())),
@@ -507,13 +660,38 @@ async fn run_job<R: StepRunner>(
         }
     }
     drop(workspace_guard);
-    finish(if cancelled {
+    let status = if cancelled {
         Status::Cancelled
     } else if failed {
         Status::Failed
     } else {
         Status::Passed
-    })
+    };
+    // Outputs are evaluated whatever happened, so a later job can read what was set before
+    // a failure; one that cannot be evaluated is left out and said so.
+    let mut outputs = BTreeMap::new();
+    let mut message = None;
+    if !job.outputs.is_empty() {
+        let progress = if failed {
+            Progress::Failure
+        } else {
+            Progress::Success
+        };
+        let view = scope.scope_for_job(shared, job, progress);
+        for (name, template) in &job.outputs {
+            match template.render(&view) {
+                Ok(value) => {
+                    outputs.insert(name.clone(), shared.masker.mask(&value));
+                }
+                Err(e) => message = Some(format!("output `{name}`: {e}")),
+            }
+        }
+    }
+    let status = match (&message, status) {
+        (Some(_), Status::Passed) => Status::Failed,
+        (_, status) => status,
+    };
+    finish(status, outputs, message)
 }
 
 fn report_setup_failure(shared: &Shared, job: &Job, message: &str) {
@@ -535,23 +713,51 @@ fn report_setup_failure(shared: &Shared, job: &Job, message: &str) {
     }
 }
 
+/// What a job's steps have done so far, for their expressions.
 struct JobScope {
-    env: BTreeMap<String, String>,
-    outputs: HashMap<String, BTreeMap<String, String>>,
+    /// `steps.<id>`: `outputs`, `outcome` and `conclusion` of the steps with an id.
+    steps: serde_json::Map<String, serde_json::Value>,
     git: BTreeMap<String, String>,
+    hash_files: ferry_model::expr::HashFiles,
 }
 
-impl Scope for JobScope {
-    fn env(&self, name: &str) -> Option<String> {
-        self.env.get(name).cloned()
+impl JobScope {
+    fn record_step(&mut self, step: &Step, outcome: &str, outputs: &BTreeMap<String, String>) {
+        let Some(id) = &step.id else {
+            return;
+        };
+        // `conclusion` is the outcome after `continue-on-error`, as in GitHub Actions.
+        let conclusion = match outcome {
+            "failure" if step.continue_on_error => "success",
+            other => other,
+        };
+        self.steps.insert(
+            id.clone(),
+            serde_json::json!({"outputs": outputs, "outcome": outcome, "conclusion": conclusion}),
+        );
     }
 
-    fn step_output(&self, step: &str, name: &str) -> Option<String> {
-        self.outputs.get(step)?.get(name).cloned()
+    /// The values a step's expressions read. `secrets` holds only what the step is granted.
+    fn scope(&self, shared: &Shared, job: &Job, step: &Step, progress: Progress) -> Scope {
+        let mut scope = self.scope_for_job(shared, job, progress);
+        let secrets: BTreeMap<&String, &String> = step
+            .permissions
+            .secrets
+            .iter()
+            .filter_map(|name| shared.secrets.get(name).map(|v| (name, v)))
+            .collect();
+        scope.contexts.insert("secrets", serde_json::json!(secrets));
+        scope
     }
 
-    fn git(&self, name: &str) -> Option<String> {
-        self.git.get(name).cloned()
+    fn scope_for_job(&self, shared: &Shared, job: &Job, progress: Progress) -> Scope {
+        let mut scope = base_scope(shared, job, progress);
+        scope
+            .contexts
+            .insert("steps", serde_json::Value::Object(self.steps.clone()));
+        scope.contexts.insert("git", serde_json::json!(self.git));
+        scope.hash_files = Some(self.hash_files.clone());
+        scope
     }
 }
 
@@ -562,19 +768,20 @@ fn prepare_step(
     shared: &Shared,
     job: &Job,
     step: &Step,
-    scope: &mut JobScope,
+    job_scope: &JobScope,
+    progress: Progress,
 ) -> Result<Prepared, StepFailure> {
     let bad = |e: String| StepFailure::new(FailureKind::InvalidInput, e);
+    let mut scope = job_scope.scope(shared, job, step, progress);
     // Each level may read the ones above it.
-    scope.env.clear();
+    let mut env = BTreeMap::new();
     for map in [&shared.pipeline.env, &job.env, &step.env] {
-        for (name, template) in map {
-            let value = template.render(scope).map_err(bad)?;
-            scope.env.insert(name.clone(), value);
-        }
+        scope.contexts.insert("env", serde_json::json!(env));
+        env.extend(ferry_model::expr::render_map(map, &scope).map_err(bad)?);
     }
-    let inputs = ferry_model::expr::render_map(&step.with, scope).map_err(bad)?;
-    Ok((inputs, scope.env.clone()))
+    scope.contexts.insert("env", serde_json::json!(env));
+    let inputs = ferry_model::expr::render_map(&step.with, &scope).map_err(bad)?;
+    Ok((inputs, env))
 }
 
 /// Reads `name=value` lines and `name<<DELIMITER` blocks, as `$GITHUB_OUTPUT` works.

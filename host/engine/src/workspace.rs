@@ -62,6 +62,44 @@ impl Workspace {
     }
 }
 
+/// `hashFiles(globs...)`: the sha256 of the sha256 of every file below `root` that matches
+/// one of the globs (`!` excludes), in path order, as hex; empty when nothing matches, as in
+/// GitHub Actions. `.git` is not searched.
+pub fn hash_files(root: &Path, globs: &[String]) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+    let mut builder = ignore::overrides::OverrideBuilder::new(root);
+    for glob in globs {
+        builder
+            .add(glob)
+            .map_err(|e| format!("`{glob}` is not a glob: {e}"))?;
+    }
+    let matcher = builder.build().map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    let walker = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .filter_entry(|e| e.file_name() != ".git")
+        .build();
+    for entry in walker {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_type().is_some_and(|t| t.is_file())
+            && matcher.matched(entry.path(), false).is_whitelist()
+        {
+            files.push(entry.into_path());
+        }
+    }
+    if files.is_empty() {
+        return Ok(String::new());
+    }
+    files.sort();
+    let mut all = Sha256::new();
+    for file in files {
+        let bytes =
+            std::fs::read(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+        all.update(Sha256::digest(&bytes));
+    }
+    Ok(all.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// What bringing a workspace in line took.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Synced {

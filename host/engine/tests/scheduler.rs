@@ -124,6 +124,17 @@ async fn run_opts(
     secrets: BTreeMap<String, String>,
     cancel: CancellationToken,
 ) -> Run {
+    run_git(yaml, parallel, fail_fast, secrets, cancel, BTreeMap::new()).await
+}
+
+async fn run_git(
+    yaml: &str,
+    parallel: usize,
+    fail_fast: bool,
+    secrets: BTreeMap<String, String>,
+    cancel: CancellationToken,
+    git: BTreeMap<String, String>,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let source = Source::new(dir.path().join("ferry.yaml"), yaml);
     let pipeline =
@@ -138,7 +149,9 @@ async fn run_opts(
         source_dir: dir.path().to_path_buf(),
         secrets,
         cancel,
-        git: Default::default(),
+        git,
+        vars: Default::default(),
+        inputs: Default::default(),
     };
     let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
         .await
@@ -245,7 +258,9 @@ async fn a_missing_output_fails_only_that_step_naming_the_expression() {
     assert_eq!(step.failure, Some(FailureKind::InvalidInput));
     assert_eq!(
         step.message.as_deref(),
-        Some("`${{ steps.one.outputs.nothing }}` has no value")
+        Some(
+            "`${{ steps.one.outputs.nothing }}`: `nothing` is not set (use `has(...)` to test whether a value is there)"
+        )
     );
 }
 
@@ -313,4 +328,112 @@ async fn cancelling_the_run_cancels_running_steps_and_records_it() {
     assert_eq!(run.steps("a"), [Status::Cancelled, Status::Skipped]);
     assert_eq!(run.job("b"), Status::Skipped);
     assert_eq!(run.result.summary.status, Status::Cancelled);
+}
+
+fn message(run: &Run, job: &str) -> String {
+    run.result.summary.jobs[job]
+        .message
+        .clone()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_deploy_job_runs_only_on_main() {
+    let yaml = "jobs:\n  test: { steps: [{ run: pass }] }\n  deploy:\n    needs: test\n    if: git.branch == 'main' && success()\n    steps: [{ run: pass }]\n";
+    for (branch, want) in [("main", Status::Passed), ("feature/x", Status::Skipped)] {
+        let git = BTreeMap::from([("branch".to_string(), branch.to_string())]);
+        let run = run_git(
+            yaml,
+            2,
+            true,
+            BTreeMap::new(),
+            CancellationToken::new(),
+            git,
+        )
+        .await;
+        assert_eq!(run.job("deploy"), want, "on {branch}");
+        assert_eq!(run.result.status, Status::Passed);
+        if want == Status::Skipped {
+            assert_eq!(
+                message(&run, "deploy"),
+                "`if: git.branch == 'main' && success()` is false"
+            );
+            assert_eq!(run.steps("deploy"), [Status::Skipped]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn cleanup_steps_run_after_a_failure_and_others_are_skipped() {
+    let yaml = "jobs:\n  a:\n    steps:\n      - { id: build, run: fail }\n      - run: pass\n      - { if: always(), run: echo cleanup }\n      - { if: failure(), run: \"echo build was ${{ steps.build.outcome }}\" }\n      - { if: \"steps.build.outcome == 'success'\", run: pass }\n";
+    let run = run(yaml, 1, true).await;
+    assert_eq!(
+        run.steps("a"),
+        [
+            Status::Failed,
+            Status::Skipped,
+            Status::Passed,
+            Status::Passed,
+            Status::Skipped
+        ]
+    );
+    assert_eq!(run.job("a"), Status::Failed);
+    let seen = run.fake.seen.lock().unwrap();
+    assert_eq!(seen.last().unwrap().1["script"], "echo build was failure");
+    let skipped = &run.result.summary.jobs["a"].steps[4];
+    assert_eq!(
+        skipped.message.as_deref(),
+        Some("`if: steps.build.outcome == 'success'` is false")
+    );
+}
+
+#[tokio::test]
+async fn a_version_computed_in_one_job_reaches_the_jobs_that_need_it() {
+    let yaml = "jobs:\n  build:\n    outputs: { version: \"${{ steps.v.outputs.version }}\", tag: \"v${{ steps.v.outputs.version }}\" }\n    steps: [{ id: v, run: out version=1.4.2 }]\n  publish:\n    needs: build\n    if: needs.build.result == 'success' && startsWith(needs.build.outputs.tag, 'v1.')\n    steps: [{ run: \"echo ${{ needs.build.outputs.version }} as ${{ needs.build.outputs.tag }}\" }]\n";
+    let run = run(yaml, 2, true).await;
+    assert_eq!(run.job("publish"), Status::Passed);
+    let seen = run.fake.seen.lock().unwrap();
+    assert_eq!(seen.last().unwrap().1["script"], "echo 1.4.2 as v1.4.2");
+    let outputs = &run.result.summary.jobs["build"].outputs;
+    assert_eq!(outputs["version"], "1.4.2");
+    assert!(run.events.iter().any(|(_, e)| matches!(e, Event::JobFinished { job, outputs, .. } if &**job == "build" && outputs["tag"] == "v1.4.2")));
+}
+
+#[tokio::test]
+async fn jobs_after_a_failure_are_skipped_unless_they_ask_for_it() {
+    let yaml = "jobs:\n  build: { steps: [{ run: fail }] }\n  test: { needs: build, steps: [{ run: pass }] }\n  report:\n    needs: test\n    if: failure()\n    steps: [{ run: \"echo ${{ needs.test.result }}\" }]\n  always:\n    needs: build\n    if: always()\n    steps: [{ run: pass }]\n  unrelated: { steps: [{ run: sleep 300 }] }\n";
+    // Fail-fast cancels the unrelated job, but not the jobs that asked to run after failures.
+    let run = run(yaml, 4, true).await;
+    assert_eq!(run.job("build"), Status::Failed);
+    assert_eq!(run.job("test"), Status::Skipped);
+    assert_eq!(message(&run, "test"), "a job it needs did not pass");
+    assert_eq!(
+        run.job("report"),
+        Status::Passed,
+        "failure() sees the failure two levels up"
+    );
+    assert_eq!(run.job("always"), Status::Passed);
+    assert_eq!(run.job("unrelated"), Status::Cancelled);
+    let seen = run.fake.seen.lock().unwrap();
+    assert!(seen.iter().any(|s| s.1["script"] == "echo skipped"));
+}
+
+#[tokio::test]
+async fn a_condition_that_cannot_be_evaluated_fails_its_job_naming_it() {
+    let yaml = "jobs:\n  a:\n    if: vars.level > 2\n    steps: [{ run: pass }]\n  b:\n    steps:\n      - { if: \"'on'\", run: pass }\n";
+    let run = run(yaml, 2, false).await;
+    assert_eq!(run.job("a"), Status::Failed);
+    assert_eq!(
+        message(&run, "a"),
+        "`if:` `${{ vars.level > 2 }}`: `level` is not set (use `has(...)` to test whether a value is there)"
+    );
+    let step = &run.result.summary.jobs["b"].steps[0];
+    assert_eq!(step.failure, Some(FailureKind::InvalidInput));
+    assert!(
+        step.message
+            .as_deref()
+            .unwrap()
+            .contains("is a condition but gives"),
+        "{step:?}"
+    );
 }

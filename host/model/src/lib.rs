@@ -11,7 +11,7 @@ pub mod pipeline;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Report, Severity, Source, Span};
-pub use expr::{Reference, Scope, Template};
+pub use expr::{Expression, Progress, Scope, Template};
 pub use graph::Plan;
 pub use parse::{load, parse};
 pub use pipeline::{Access, Job, NetworkGrant, Permissions, Pipeline, Step, Uses};

@@ -1,10 +1,10 @@
 //! Reads a pipeline file into a validated [`Pipeline`], collecting every error at once.
 
 use crate::diag::{Diagnostic, Report, Source, Span, suggest};
-use crate::expr::{Reference, Template};
+use crate::expr::{Expression, Template};
 use crate::pipeline::{Access, Job, NetworkGrant, Permissions, Pipeline, Step, Uses, parse_size};
 use crate::yaml::{self, Kind, Node};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,12 +55,7 @@ const PERMISSION_KEYS: &[&str] = &[
 
 /// Keys this release reads but does not implement yet; using one is an error rather than
 /// being silently ignored.
-const NOT_YET: &[(&str, &str)] = &[
-    ("if", "conditions"),
-    ("matrix", "matrices"),
-    ("environment", "environments"),
-    ("outputs", "job outputs"),
-];
+const NOT_YET: &[(&str, &str)] = &[("matrix", "matrices"), ("environment", "environments")];
 
 /// Reads and validates the pipeline file at `path`. `builtins` names the built-in steps.
 pub fn load(path: &Path, builtins: &[&str]) -> Result<Pipeline, Report> {
@@ -127,6 +122,10 @@ struct Reader<'a> {
 type Entries = [(Node, Node)];
 
 /// A step id and where it was declared, for reference checks.
+/// A context path an expression reads, where, and the secrets granted where it is read
+/// (`None` outside a step).
+type Found<'a> = (Vec<String>, Span, Option<&'a BTreeSet<String>>);
+
 struct Declared {
     id: String,
     index: usize,
@@ -290,16 +289,60 @@ impl Reader<'_> {
             },
         }
         self.check_env_refs(&env, pipeline_env, &BTreeMap::new());
-        Some(Job {
+        let condition = get(entries, "if").and_then(|n| self.condition(n));
+        let mut outputs = BTreeMap::new();
+        if let Some(n) = get(entries, "outputs")
+            && let Some(map) = self.mapping(n, "`outputs`")
+        {
+            for (k, v) in map {
+                let Some(name) = self.string(k, "an output name") else {
+                    continue;
+                };
+                if !is_identifier(&name) {
+                    self.error(
+                        k.span,
+                        format!("invalid output name `{name}`"),
+                        "output names start with a letter or `_` and contain only letters, digits, `-` and `_`",
+                    );
+                    continue;
+                }
+                if let Some(t) = self.template(v) {
+                    outputs.insert(name, t);
+                }
+            }
+        }
+        let declared: Vec<Declared> = steps
+            .iter()
+            .filter_map(|s| s.id.clone().map(|id| Declared { id, index: s.index }))
+            .collect();
+        for t in outputs.values() {
+            self.check_step_refs(t, &id, usize::MAX, &declared);
+        }
+        if let Some(c) = &condition {
+            for (path, span) in &c.paths {
+                if path[0] == "steps" {
+                    self.error(
+                        *span,
+                        format!("a job's `if:` cannot read `{}`", path.join(".")),
+                        "it is decided before the job's steps run; read `needs.<job>.outputs` or move the condition to a step",
+                    );
+                }
+            }
+        }
+        let job = Job {
             id,
             name,
             span: key.span,
             needs,
+            condition,
+            outputs,
             env,
             steps,
             timeout,
             continue_on_error,
-        })
+        };
+        self.check_job_refs(&job, ids);
+        Some(job)
     }
 
     fn step(
@@ -485,8 +528,13 @@ impl Reader<'_> {
         let continue_on_error = get(entries, "continue-on-error")
             .and_then(|n| self.boolean(n, "`continue-on-error`"))
             .unwrap_or(false);
+        let condition = get(entries, "if").and_then(|n| self.condition(n));
+        if let Some(c) = &condition {
+            self.check_step_refs_in(c, job, index, declared);
+        }
         Some(Step {
             index,
+            condition,
             id,
             name,
             span: node.span,
@@ -658,7 +706,7 @@ impl Reader<'_> {
                 };
                 self.error(key.span, format!("unknown key `{name}` {context}"), hint);
             } else if let Some((_, what)) = NOT_YET.iter().find(|(k, _)| *k == name)
-                && (allowed == JOB_KEYS || (allowed == STEP_KEYS && name == "if"))
+                && allowed == JOB_KEYS
             {
                 self.error(
                     key.span,
@@ -712,14 +760,100 @@ impl Reader<'_> {
         };
         match Template::parse(&text, node.span, &self.source.text) {
             Ok(t) => {
-                self.reads_git |= t
-                    .references()
-                    .any(|(r, _)| matches!(r, crate::Reference::Git { .. }));
+                self.reads_git |= t.expressions().any(reads_git);
                 Some(t)
             }
             Err(d) => {
                 self.diags.push(d);
                 None
+            }
+        }
+    }
+
+    /// An `if:` condition: an expression, bare or in `${{ }}`.
+    fn condition(&mut self, node: &Node) -> Option<crate::Expression> {
+        let text = match &node.kind {
+            Kind::Scalar { text, .. } => text.clone(),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("`if` must be an expression, found {}", node.describe()),
+                    "write a condition such as `if: git.branch == 'main'`",
+                );
+                return None;
+            }
+        };
+        match Template::condition(&text, node.span, &self.source.text) {
+            Ok(e) => {
+                self.reads_git |= reads_git(&e);
+                Some(e)
+            }
+            Err(d) => {
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    /// `needs.<job>` must name a job this one needs, `jobs.<job>` a job of the file, and
+    /// `secrets.<name>` a secret granted to the step that reads it.
+    fn check_job_refs(&mut self, job: &Job, ids: &[String]) {
+        let job_level = job
+            .env
+            .values()
+            .chain(job.outputs.values())
+            .flat_map(|t| t.expressions())
+            .chain(job.condition.iter());
+        let mut found: Vec<Found> = job_level
+            .flat_map(|e| e.paths.iter().map(|(p, s)| (p.clone(), *s, None)))
+            .collect();
+        for step in &job.steps {
+            let exprs = step
+                .with
+                .values()
+                .chain(step.env.values())
+                .flat_map(|t| t.expressions())
+                .chain(step.condition.iter());
+            for e in exprs {
+                for (p, s) in &e.paths {
+                    found.push((p.clone(), *s, Some(&step.permissions.secrets)));
+                }
+            }
+        }
+        for (path, span, granted) in found {
+            let Some(name) = path.get(1) else {
+                continue;
+            };
+            match (path[0].as_str(), granted) {
+                ("needs", _) if !job.needs.contains(name) => {
+                    let hint = if ids.contains(name) {
+                        format!("add `{name}` to `needs:` of job `{}`", job.id)
+                    } else {
+                        match suggest(name, job.needs.iter().map(String::as_str)) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!("job `{}` needs {}", job.id, if job.needs.is_empty() { "no job".to_string() } else { list(&job.needs) }),
+                        }
+                    };
+                    self.error(span, format!("`needs.{name}` is not a job that `{}` needs", job.id), hint);
+                }
+                ("jobs", _) if !ids.contains(name) => {
+                    let hint = match suggest(name, ids.iter().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("jobs in this file: {}", list(ids)),
+                    };
+                    self.error(span, format!("`jobs.{name}` is not a job of this file"), hint);
+                }
+                ("secrets", None) => self.error(
+                    span,
+                    format!("`secrets.{name}` is read outside a step"),
+                    "secrets reach only steps granted them: read it in a step's `with:`, `env:` or `if:`",
+                ),
+                ("secrets", Some(granted)) if !granted.contains(name) => self.error(
+                    span,
+                    format!("`secrets.{name}` is not granted to this step"),
+                    format!("add it under the step's `permissions: {{ secrets: [{name}] }}`"),
+                ),
+                _ => {}
             }
         }
     }
@@ -842,8 +976,21 @@ impl Reader<'_> {
         index: usize,
         declared: &[Declared],
     ) {
-        for (reference, span) in template.references() {
-            let Reference::StepOutput { step, .. } = reference else {
+        for expr in template.expressions() {
+            self.check_step_refs_in(expr, job, index, declared);
+        }
+    }
+
+    fn check_step_refs_in(
+        &mut self,
+        expr: &Expression,
+        job: &str,
+        index: usize,
+        declared: &[Declared],
+    ) {
+        for (path, span) in &expr.paths {
+            let (Some("steps"), Some(step)) = (path.first().map(String::as_str), path.get(1))
+            else {
                 continue;
             };
             if declared.iter().any(|d| &d.id == step && d.index < index) {
@@ -854,8 +1001,11 @@ impl Reader<'_> {
                 None => "an expression can read outputs of earlier steps in the same job that have an `id:`".into(),
             };
             self.error(
-                span,
-                format!("`{reference}` refers to no earlier step `{step}` in job `{job}`"),
+                *span,
+                format!(
+                    "`{}` refers to no earlier step `{step}` in job `{job}`",
+                    path.join(".")
+                ),
                 hint,
             );
         }
@@ -878,8 +1028,8 @@ impl Reader<'_> {
         pipeline: &BTreeMap<String, Template>,
         visible: &BTreeMap<String, Template>,
     ) {
-        for (reference, span) in template.references() {
-            let Reference::Env { name } = reference else {
+        for (path, span) in template.expressions().flat_map(|e| &e.paths) {
+            let (Some("env"), Some(name)) = (path.first().map(String::as_str), path.get(1)) else {
                 continue;
             };
             if pipeline.contains_key(name) || visible.contains_key(name) {
@@ -892,7 +1042,7 @@ impl Reader<'_> {
                     "define `{name}` under `env:`; host variables reach steps through `permissions.env`, not expressions"
                 ),
             };
-            self.error(span, format!("`env.{name}` is not defined"), hint);
+            self.error(*span, format!("`env.{name}` is not defined"), hint);
         }
     }
 
@@ -990,4 +1140,8 @@ fn truncate(s: &str, max: usize) -> String {
     } else {
         format!("{}…", s.chars().take(max - 1).collect::<String>())
     }
+}
+
+fn reads_git(expr: &Expression) -> bool {
+    expr.paths.iter().any(|(p, _)| p[0] == "git")
 }

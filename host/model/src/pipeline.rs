@@ -1,7 +1,7 @@
 //! The validated pipeline: what the engine runs. Nothing downstream re-reads YAML.
 
 use crate::diag::Span;
-use crate::expr::Template;
+use crate::expr::{Expression, Template};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +41,10 @@ pub struct Job {
     pub name: String,
     pub span: Span,
     pub needs: Vec<String>,
+    /// `if:`; without one the job runs when every job it needs passed.
+    pub condition: Option<Expression>,
+    /// `outputs:`, evaluated when the job ends; read downstream as `needs.<id>.outputs`.
+    pub outputs: BTreeMap<String, Template>,
     pub env: BTreeMap<String, Template>,
     pub steps: Vec<Step>,
     pub timeout: Option<Duration>,
@@ -51,6 +55,8 @@ pub struct Job {
 pub struct Step {
     /// Position in the job, from 0.
     pub index: usize,
+    /// `if:`; without one the step runs when no earlier step failed.
+    pub condition: Option<Expression>,
     pub id: Option<String>,
     /// Display name: `name:`, else the id, else derived from `uses`/`run`.
     pub name: String,

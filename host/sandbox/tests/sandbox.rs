@@ -103,6 +103,8 @@ async fn run_with(
         secrets,
         cancel: CancellationToken::new(),
         git: Default::default(),
+        vars: Default::default(),
+        inputs: Default::default(),
     };
     let result = ferry_engine::run(plan, sandbox, collect.clone(), options)
         .await

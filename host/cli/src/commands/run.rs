@@ -23,6 +23,19 @@ pub struct Args {
     /// Keep running other jobs when one fails
     #[arg(long)]
     no_fail_fast: bool,
+    /// A value expressions read as `vars.NAME` (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = assignment)]
+    vars: Vec<(String, String)>,
+    /// An input expressions read as `inputs.NAME`, as a manual trigger gives (repeatable)
+    #[arg(long = "input", value_name = "NAME=VALUE", value_parser = assignment)]
+    inputs: Vec<(String, String)>,
+}
+
+fn assignment(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not NAME=VALUE")),
+    }
 }
 
 pub fn execute(args: Args) -> u8 {
@@ -71,6 +84,8 @@ pub fn execute(args: Args) -> u8 {
         secrets,
         cancel: cancel.clone(),
         git: git_info(&plan.pipeline),
+        vars: args.vars.into_iter().collect(),
+        inputs: args.inputs.into_iter().collect(),
     };
     let result = runtime.block_on(async {
         let interrupt = cancel.clone();

@@ -142,9 +142,15 @@ impl Reporter for Plain {
                 job,
                 status,
                 duration_ms,
+                message,
+                ..
             } => {
+                let why = message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 format!(
-                    "{} job {}",
+                    "{} job {}{why}",
                     s.dim(&format!("[{job}]")),
                     status_text(s, *status, *duration_ms)
                 )

@@ -489,6 +489,8 @@ pub async fn run_case(
         secrets: case.secrets.clone(),
         cancel: CancellationToken::new(),
         git: Default::default(),
+        vars: Default::default(),
+        inputs: Default::default(),
     };
     ferry_engine::run(
         plan,
