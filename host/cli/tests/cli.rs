@@ -396,3 +396,74 @@ fn version_and_completions() {
         .code(0)
         .stdout_has("_ferry");
 }
+
+const BRANCHING: &str = "name: branching\njobs:\n  test:\n    matrix:\n      python: [\"3.12\", \"3.13\"]\n    outputs: { tested: \"${{ matrix.python }}\" }\n    steps:\n      - run: echo testing on ${{ matrix.python }}\n  deploy:\n    needs: test\n    if: git.branch == 'main' && success()\n    steps:\n      - run: echo deploying ${{ git.short-sha }} after ${{ needs.test.result }}\n  notify:\n    needs: deploy\n    if: always()\n    steps:\n      - run: echo deploy was ${{ needs.deploy.result }}\n";
+
+fn git_repo(t: &Test, branch: &str) {
+    for args in [
+        vec!["init", "-q", "-b", branch],
+        vec!["add", "ferry.yaml"],
+        vec![
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@b",
+            "commit",
+            "-qm",
+            "init",
+        ],
+    ] {
+        let status = std::process::Command::new("git")
+            .args(&args)
+            .current_dir(t.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+}
+
+#[test]
+fn a_deploy_job_runs_on_main_and_is_skipped_elsewhere() {
+    let t = Test::new()
+        .file("ferry.yaml", BRANCHING)
+        .args(&["run", "--output", "plain"]);
+    git_repo(&t, "main");
+    t.run()
+        .code(0)
+        .stdout_has("[test (3.12)/step-1] testing on 3.12")
+        .stdout_has("[test (3.13)/step-1] testing on 3.13")
+        .stdout_has("deploying ")
+        .stdout_has(" after success")
+        .stdout_has("[notify/step-1] deploy was success");
+    let t = Test::new()
+        .file("ferry.yaml", BRANCHING)
+        .args(&["run", "--output", "plain"]);
+    git_repo(&t, "feature");
+    let done = t
+        .run()
+        .code(0)
+        .stdout_has("[deploy] job skipped: `if: git.branch == 'main' && success()` is false")
+        .stdout_has("[notify/step-1] deploy was skipped");
+    assert!(!done.stdout.contains("deploying"));
+}
+
+#[test]
+fn graph_shows_matrix_jobs_and_conditions() {
+    Test::new()
+        .file("ferry.yaml", BRANCHING)
+        .args(&["graph"])
+        .run()
+        .code(0)
+        .stdout_has("j0[\"test (3.12)\"]")
+        .stdout_has("j1[\"test (3.13)\"]")
+        .stdout_has("deploy[\"deploy<br/>if: git.branch == 'main' && success()\"]")
+        .stdout_has("j0 --> deploy")
+        .stdout_has("j1 --> deploy");
+    Test::new()
+        .file("ferry.yaml", BRANCHING)
+        .args(&["graph", "--format", "dot"])
+        .run()
+        .code(0)
+        .stdout_has("\"test (3.13)\" -> \"deploy\";")
+        .stdout_has("[label=\"notify\\nif: always()\"]");
+}

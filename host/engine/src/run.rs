@@ -202,6 +202,17 @@ pub async fn run<R: StepRunner>(
     });
     let run_cancel = options.cancel.child_token();
     let semaphore = Arc::new(Semaphore::new(options.parallel.max(1)));
+    // Each matrix's combinations share a token their fail-fast cancels and a bound on how
+    // many run at once.
+    let mut matrices: HashMap<&str, (CancellationToken, Option<Arc<Semaphore>>)> = HashMap::new();
+    for job in &pipeline.jobs {
+        if let Some(m) = &job.instance {
+            matrices.entry(m.group.as_str()).or_insert_with(|| {
+                let limit = m.max_parallel.map(|n| Arc::new(Semaphore::new(n)));
+                (run_cancel.child_token(), limit)
+            });
+        }
+    }
     let mut state: HashMap<usize, Option<Status>> = order.iter().map(|&i| (i, None)).collect();
     let mut running = JoinSet::new();
     let mut any_failed = false;
@@ -236,12 +247,15 @@ pub async fn run<R: StepRunner>(
             };
             let job = &pipeline.jobs[i];
             let reads_status = job.condition.as_ref().is_some_and(|c| c.reads_status);
+            let matrix = job.instance.as_ref().map(|m| &matrices[m.group.as_str()]);
             let skip_reason = if options.cancel.is_cancelled() && !reads_status {
                 Some("the run was cancelled".to_string())
             } else if job.condition.is_none() && !all_passed {
                 Some("a job it needs did not pass".to_string())
             } else if run_cancel.is_cancelled() && !reads_status {
                 Some("another job failed and the run stops (fail-fast)".to_string())
+            } else if matrix.is_some_and(|(token, _)| token.is_cancelled()) && !reads_status {
+                Some("another combination of the matrix failed (fail-fast)".to_string())
             } else {
                 match &job.condition {
                     None if all_passed => None,
@@ -267,12 +281,18 @@ pub async fn run<R: StepRunner>(
             let shared = shared.clone();
             let runner = runner.clone();
             // A job that asked to run after failures is not cancelled by fail-fast.
-            let cancel = match reads_status {
-                true => options.cancel.child_token(),
-                false => run_cancel.child_token(),
+            let cancel = match (reads_status, matrix) {
+                (true, _) => options.cancel.child_token(),
+                (false, Some((token, _))) => token.child_token(),
+                (false, None) => run_cancel.child_token(),
             };
             let semaphore = semaphore.clone();
+            let limit = matrix.and_then(|(_, limit)| limit.clone());
             running.spawn(async move {
+                let _in_matrix = match limit {
+                    Some(limit) => Some(limit.acquire_owned().await),
+                    None => None,
+                };
                 let _permit = semaphore.acquire_owned().await;
                 // A job still waiting for a slot when the run was cancelled never started.
                 if cancel.is_cancelled() {
@@ -296,10 +316,20 @@ pub async fn run<R: StepRunner>(
             }
         };
         state.insert(i, Some(status));
-        if status == Status::Failed && !pipeline.jobs[i].continue_on_error {
+        let job = &pipeline.jobs[i];
+        if status == Status::Failed && !job.continue_on_error {
             any_failed = true;
-            if options.fail_fast {
-                run_cancel.cancel();
+            match &job.instance {
+                // A matrix with `fail-fast: false` wants every combination's result.
+                Some(m) if !m.fail_fast => {}
+                Some(m) => {
+                    matrices[m.group.as_str()].0.cancel();
+                    if options.fail_fast {
+                        run_cancel.cancel();
+                    }
+                }
+                None if options.fail_fast => run_cancel.cancel(),
+                None => {}
             }
         }
     }
@@ -358,11 +388,24 @@ struct Shared {
 type Ended = (Status, BTreeMap<String, String>);
 
 impl Shared {
-    fn record_job(&self, id: &str, status: Status, outputs: BTreeMap<String, String>) {
-        self.finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), (status, outputs));
+    /// Records how a job ended under the name `needs.*` and `jobs.*` know it by: the
+    /// combinations of a matrix together, failed if one failed, their outputs merged.
+    fn record_job(&self, job: &Job, status: Status, outputs: BTreeMap<String, String>) {
+        let name = job.instance.as_ref().map_or(&job.id, |m| &m.group);
+        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let rank = |s: Status| match s {
+            Status::Failed | Status::Interrupted => 3,
+            Status::Cancelled => 2,
+            Status::Skipped => 1,
+            _ => 0,
+        };
+        let entry = finished
+            .entry(name.clone())
+            .or_insert((Status::Passed, BTreeMap::new()));
+        if rank(status) >= rank(entry.0) {
+            entry.0 = status;
+        }
+        entry.1.extend(outputs);
     }
 }
 
@@ -381,7 +424,7 @@ fn finish_unstarted(shared: &Shared, i: usize, status: Status, message: &str) {
             duration_ms: 0.0,
         });
     }
-    shared.record_job(&job.id, status, BTreeMap::new());
+    shared.record_job(job, status, BTreeMap::new());
     shared.reporter.event(&Event::JobFinished {
         job: id,
         status,
@@ -409,6 +452,12 @@ fn base_scope(shared: &Shared, job: &Job, progress: Progress) -> Scope {
         .contexts
         .insert("vars", serde_json::json!(shared.vars));
     scope.contexts.insert("git", serde_json::json!(shared.git));
+    if let Some(m) = &job.instance {
+        let values: serde_json::Map<String, serde_json::Value> = m.values.iter().cloned().collect();
+        scope
+            .contexts
+            .insert("matrix", serde_json::Value::Object(values));
+    }
     scope
         .contexts
         .insert("inputs", serde_json::json!(shared.inputs));
@@ -452,7 +501,7 @@ async fn run_job<R: StepRunner>(
         job: job_id.clone(),
     });
     let finish = |status: Status, outputs: BTreeMap<String, String>, message: Option<String>| {
-        shared.record_job(&job.id, status, outputs.clone());
+        shared.record_job(job, status, outputs.clone());
         shared.reporter.event(&Event::JobFinished {
             job: job_id.clone(),
             status,

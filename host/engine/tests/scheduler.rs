@@ -437,3 +437,78 @@ async fn a_condition_that_cannot_be_evaluated_fails_its_job_naming_it() {
         "{step:?}"
     );
 }
+
+const MATRIX: &str = "jobs:\n  test:\n    matrix:\n      python: [\"3.11\", \"3.12\", \"3.13\"]\n      os: [linux, macos]\n      exclude: [{ python: \"3.11\", os: macos }]\n      include: [{ python: \"3.14\", os: linux }, { os: linux, python: \"3.12\", experimental: true }]\n      max-parallel: 2\n    steps:\n      - run: sleep 100\n      - run: \"echo ${{ matrix.os }}-${{ matrix.python }}${{ has(matrix.experimental) ? ' (experimental)' : '' }}\"\n  after:\n    needs: test\n    steps: [{ run: \"echo ${{ needs.test.result }}\" }]\n";
+
+#[tokio::test]
+async fn a_matrix_runs_each_combination_as_a_named_job_within_max_parallel() {
+    let run = run(MATRIX, 8, true).await;
+    let names: Vec<&String> = run.result.summary.jobs.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "after",
+            "test (3.11, linux)",
+            "test (3.12, linux, true)",
+            "test (3.12, macos)",
+            "test (3.13, linux)",
+            "test (3.13, macos)",
+            "test (3.14, linux)",
+        ]
+    );
+    assert_eq!(run.result.status, Status::Passed);
+    let seen = run.fake.seen.lock().unwrap();
+    let echoed: Vec<&str> = seen
+        .iter()
+        .filter_map(|s| s.1["script"].strip_prefix("echo "))
+        .collect();
+    assert!(echoed.contains(&"linux-3.12 (experimental)"), "{echoed:?}");
+    assert!(echoed.contains(&"macos-3.13"));
+    assert_eq!(
+        echoed.last(),
+        Some(&"success"),
+        "`after` waits for every combination"
+    );
+    // At most two combinations at once, and two did run together.
+    let mut running = 0;
+    let mut most = 0;
+    for (_, e) in &run.events {
+        match e {
+            Event::JobStarted { job } if job.starts_with("test (") => running += 1,
+            Event::JobFinished { job, .. } if job.starts_with("test (") => running -= 1,
+            _ => continue,
+        }
+        most = most.max(running);
+    }
+    assert_eq!(most, 2);
+}
+
+#[tokio::test]
+async fn matrix_fail_fast_cancels_the_other_combinations() {
+    let yaml = "jobs:\n  test:\n    matrix:\n      os: [linux, macos, windows]\n    steps: [{ run: \"${{ matrix.os == 'macos' ? 'fail' : 'sleep 5000' }}\" }]\n  lint: { steps: [{ run: sleep 300 }] }\n";
+    // Without the run's own fail-fast, only the matrix's cancels, and only its siblings.
+    let run = run(yaml, 8, false).await;
+    assert_eq!(run.job("test (macos)"), Status::Failed);
+    assert_eq!(run.job("test (linux)"), Status::Cancelled);
+    assert_eq!(run.job("test (windows)"), Status::Cancelled);
+    assert_eq!(run.job("lint"), Status::Passed);
+
+    let keep_going = yaml
+        .replace(
+            "      os: [linux, macos, windows]\n",
+            "      os: [linux, macos, windows]\n      fail-fast: false\n",
+        )
+        .replace("sleep 5000", "sleep 50");
+    let run = run_opts(
+        &keep_going,
+        8,
+        true,
+        BTreeMap::new(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(run.job("test (macos)"), Status::Failed);
+    assert_eq!(run.job("test (linux)"), Status::Passed);
+    assert_eq!(run.job("test (windows)"), Status::Passed);
+    assert_eq!(run.job("lint"), Status::Passed);
+}

@@ -1,6 +1,6 @@
 //! The job graph: which jobs run, in what order, and renderings of it.
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Instance, Job, Pipeline};
 use std::fmt::Write as _;
 
 /// The jobs selected for a run, each with the indices of the jobs it needs.
@@ -30,31 +30,38 @@ impl PlanError {
 }
 
 impl Plan {
-    /// Plans every job, or only `only` and what they need (transitively).
-    pub fn new(pipeline: Pipeline, only: &[String]) -> Result<Plan, PlanError> {
-        let index_of = |id: &str| pipeline.jobs.iter().position(|j| j.id == id);
-        let mut selected = vec![only.is_empty(); pipeline.jobs.len()];
+    /// Plans every job, or only `only` and what they need (transitively). A matrix job
+    /// becomes one job per combination, named `job (a, b)`; `needs` and `--job` naming it
+    /// mean all of them.
+    pub fn new(mut pipeline: Pipeline, only: &[String]) -> Result<Plan, PlanError> {
+        pipeline.jobs = expand(std::mem::take(&mut pipeline.jobs));
+        let jobs = &pipeline.jobs;
+        let indices_of = |name: &str| -> Vec<usize> {
+            (0..jobs.len())
+                .filter(|&i| {
+                    jobs[i].id == name || jobs[i].instance.as_ref().is_some_and(|m| m.group == name)
+                })
+                .collect()
+        };
+        let mut selected = vec![only.is_empty(); jobs.len()];
         let mut stack = Vec::new();
         for id in only {
-            match index_of(id) {
-                Some(i) => stack.push(i),
-                None => {
-                    let ids = pipeline.jobs.iter().map(|j| j.id.as_str());
-                    let hint =
-                        crate::diag::suggest(id, ids).map(|s| format!("did you mean `{s}`?"));
-                    return Err(PlanError::UnknownJob(id.clone(), hint));
-                }
+            let found = indices_of(id);
+            if found.is_empty() {
+                let ids = jobs.iter().map(|j| j.id.as_str());
+                let hint = crate::diag::suggest(id, ids).map(|s| format!("did you mean `{s}`?"));
+                return Err(PlanError::UnknownJob(id.clone(), hint));
             }
+            stack.extend(found);
         }
         while let Some(i) = stack.pop() {
             if !std::mem::replace(&mut selected[i], true) {
-                stack.extend(pipeline.jobs[i].needs.iter().filter_map(|n| index_of(n)));
+                stack.extend(jobs[i].needs.iter().flat_map(|n| indices_of(n)));
             }
         }
-        let needs: Vec<Vec<usize>> = pipeline
-            .jobs
+        let needs: Vec<Vec<usize>> = jobs
             .iter()
-            .map(|j| j.needs.iter().filter_map(|n| index_of(n)).collect())
+            .map(|j| j.needs.iter().flat_map(|n| indices_of(n)).collect())
             .collect();
         // Kahn's algorithm in file order, so the order is stable and readable.
         let mut order = Vec::new();
@@ -78,20 +85,39 @@ impl Plan {
         })
     }
 
+    /// A node id Mermaid accepts: the job id, or `j<index>` for a matrix combination.
+    fn node(&self, i: usize) -> String {
+        let job = &self.pipeline.jobs[i];
+        match job.instance {
+            None => job.id.clone(),
+            Some(_) => format!("j{i}"),
+        }
+    }
+
+    /// A job's label: its name, then its condition, each made safe by `quote` and joined
+    /// by `newline`.
+    fn label(&self, i: usize, newline: &str, quote: impl Fn(&str) -> String) -> String {
+        let job = &self.pipeline.jobs[i];
+        match &job.condition {
+            Some(c) => format!(
+                "{}{newline}{}",
+                quote(&job.name),
+                quote(&format!("if: {}", c.text))
+            ),
+            None => quote(&job.name),
+        }
+    }
+
     /// The graph as a Mermaid flowchart.
     pub fn mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
         for &i in &self.order {
-            let job = &self.pipeline.jobs[i];
-            let _ = writeln!(out, "    {}[\"{}\"]", job.id, escape(&job.name, '"'));
+            let label = self.label(i, "<br/>", |s| s.replace('"', "#quot;"));
+            let _ = writeln!(out, "    {}[\"{label}\"]", self.node(i));
         }
         for &i in &self.order {
             for &n in &self.needs[i] {
-                let _ = writeln!(
-                    out,
-                    "    {} --> {}",
-                    self.pipeline.jobs[n].id, self.pipeline.jobs[i].id
-                );
+                let _ = writeln!(out, "    {} --> {}", self.node(n), self.node(i));
             }
         }
         out
@@ -108,8 +134,8 @@ impl Plan {
             let _ = writeln!(
                 out,
                 "    \"{}\" [label=\"{}\"];",
-                job.id,
-                escape(&job.name, '"')
+                escape(&job.id, '"'),
+                self.label(i, "\\n", |s| escape(s, '"'))
             );
         }
         for &i in &self.order {
@@ -117,13 +143,45 @@ impl Plan {
                 let _ = writeln!(
                     out,
                     "    \"{}\" -> \"{}\";",
-                    self.pipeline.jobs[n].id, self.pipeline.jobs[i].id
+                    escape(&self.pipeline.jobs[n].id, '"'),
+                    escape(&self.pipeline.jobs[i].id, '"')
                 );
             }
         }
         out.push_str("}\n");
         out
     }
+}
+
+/// One job per combination of each matrix job, in place of it.
+fn expand(jobs: Vec<Job>) -> Vec<Job> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for mut job in jobs {
+        let Some(matrix) = job.matrix.take() else {
+            out.push(job);
+            continue;
+        };
+        for values in matrix.combinations {
+            let shown: Vec<String> = values
+                .iter()
+                .map(|(_, v)| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            let mut instance = job.clone();
+            instance.id = format!("{} ({})", job.id, shown.join(", "));
+            instance.name = format!("{} ({})", job.name, shown.join(", "));
+            instance.instance = Some(Instance {
+                group: job.id.clone(),
+                values,
+                fail_fast: matrix.fail_fast,
+                max_parallel: matrix.max_parallel,
+            });
+            out.push(instance);
+        }
+    }
+    out
 }
 
 fn escape(s: &str, quote: char) -> String {

@@ -14,4 +14,6 @@ pub use diag::{Diagnostic, Report, Severity, Source, Span};
 pub use expr::{Expression, Progress, Scope, Template};
 pub use graph::Plan;
 pub use parse::{load, parse};
-pub use pipeline::{Access, Job, NetworkGrant, Permissions, Pipeline, Step, Uses};
+pub use pipeline::{
+    Access, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline, Step, Uses,
+};

@@ -2,6 +2,7 @@
 
 use crate::diag::{Diagnostic, Report, Source, Span, suggest};
 use crate::expr::{Expression, Template};
+use crate::pipeline::Matrix;
 use crate::pipeline::{Access, Job, NetworkGrant, Permissions, Pipeline, Step, Uses, parse_size};
 use crate::yaml::{self, Kind, Node};
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,7 +56,7 @@ const PERMISSION_KEYS: &[&str] = &[
 
 /// Keys this release reads but does not implement yet; using one is an error rather than
 /// being silently ignored.
-const NOT_YET: &[(&str, &str)] = &[("matrix", "matrices"), ("environment", "environments")];
+const NOT_YET: &[(&str, &str)] = &[("environment", "environments")];
 
 /// Reads and validates the pipeline file at `path`. `builtins` names the built-in steps.
 pub fn load(path: &Path, builtins: &[&str]) -> Result<Pipeline, Report> {
@@ -290,6 +291,7 @@ impl Reader<'_> {
         }
         self.check_env_refs(&env, pipeline_env, &BTreeMap::new());
         let condition = get(entries, "if").and_then(|n| self.condition(n));
+        let matrix = get(entries, "matrix").and_then(|n| self.matrix(n, &id));
         let mut outputs = BTreeMap::new();
         if let Some(n) = get(entries, "outputs")
             && let Some(map) = self.mapping(n, "`outputs`")
@@ -336,6 +338,8 @@ impl Reader<'_> {
             needs,
             condition,
             outputs,
+            matrix,
+            instance: None,
             env,
             steps,
             timeout,
@@ -700,7 +704,7 @@ impl Reader<'_> {
             if !allowed.contains(&name) {
                 let hint = match (name, suggest(name, allowed.iter().copied())) {
                     ("runs-on", _) => "ferry runs every step as a sandboxed component on this machine; remove `runs-on`".to_string(),
-                    ("strategy", _) => "matrices are not supported yet; remove `strategy`".to_string(),
+                    ("strategy", _) => "write the matrix as `matrix:` on the job, with `fail-fast` and `max-parallel` inside it".to_string(),
                     (_, Some(s)) => format!("did you mean `{s}`?"),
                     _ => format!("allowed keys {context}: {}", list(allowed)),
                 };
@@ -770,6 +774,152 @@ impl Reader<'_> {
         }
     }
 
+    /// `matrix:`: axes (lists of values), `include`, `exclude`, `fail-fast`, `max-parallel`.
+    fn matrix(&mut self, node: &Node, job: &str) -> Option<Matrix> {
+        let entries = self.mapping(node, &format!("`matrix` of job `{job}`"))?;
+        let mut axes: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+        let mut include = Vec::new();
+        let mut exclude = Vec::new();
+        let mut fail_fast = true;
+        let mut max_parallel = None;
+        for (k, v) in entries {
+            let Some(key) = self.string(k, "a matrix key") else {
+                continue;
+            };
+            match key.as_str() {
+                "fail-fast" => fail_fast = self.boolean(v, "`fail-fast`").unwrap_or(true),
+                "max-parallel" => {
+                    max_parallel = match v.as_str().and_then(|t| t.parse::<usize>().ok()) {
+                        Some(n) if n > 0 => Some(n),
+                        _ => {
+                            self.error(
+                                v.span,
+                                "`max-parallel` must be a whole number above 0",
+                                "write e.g. `max-parallel: 2`",
+                            );
+                            None
+                        }
+                    }
+                }
+                "include" | "exclude" => {
+                    let Kind::Seq(items) = &v.kind else {
+                        self.error(
+                            v.span,
+                            format!("`{key}` must be a list of combinations"),
+                            format!("write `{key}: [{{ os: linux, python: \"3.12\" }}]`"),
+                        );
+                        continue;
+                    };
+                    for item in items {
+                        let Some(map) = self.mapping(item, &format!("an entry of `{key}`")) else {
+                            continue;
+                        };
+                        let mut combo = Vec::new();
+                        for (ik, iv) in map {
+                            if let (Some(name), Some(value)) =
+                                (self.string(ik, "a matrix key"), self.matrix_value(iv))
+                            {
+                                combo.push((name, value, ik.span));
+                            }
+                        }
+                        if key == "include" {
+                            include.push(combo)
+                        } else {
+                            exclude.push(combo)
+                        }
+                    }
+                }
+                _ => {
+                    if !is_identifier(&key) {
+                        self.error(k.span, format!("invalid matrix axis `{key}`"), "axis names start with a letter or `_` and contain only letters, digits, `-` and `_`");
+                        continue;
+                    }
+                    let Kind::Seq(items) = &v.kind else {
+                        self.error(
+                            v.span,
+                            format!("matrix axis `{key}` must be a list of values"),
+                            format!("write `{key}: [a, b]`"),
+                        );
+                        continue;
+                    };
+                    if items.is_empty() {
+                        self.error(
+                            v.span,
+                            format!("matrix axis `{key}` has no values"),
+                            "give at least one value, or remove the axis",
+                        );
+                    }
+                    let values = items.iter().filter_map(|i| self.matrix_value(i)).collect();
+                    axes.push((key, values));
+                }
+            }
+        }
+        for combo in &exclude {
+            for (name, _, span) in combo {
+                if !axes.iter().any(|(a, _)| a == name) {
+                    let hint = match suggest(name, axes.iter().map(|(a, _)| a.as_str())) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "`exclude` removes combinations of the matrix's axes".to_string(),
+                    };
+                    self.error(
+                        *span,
+                        format!("`exclude` names `{name}`, which is not an axis"),
+                        hint,
+                    );
+                }
+            }
+        }
+        let strip =
+            |c: &Vec<(String, serde_json::Value, Span)>| -> Vec<(String, serde_json::Value)> {
+                c.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect()
+            };
+        let matrix = Matrix::expand(
+            &axes,
+            &include.iter().map(strip).collect::<Vec<_>>(),
+            &exclude.iter().map(strip).collect::<Vec<_>>(),
+            fail_fast,
+            max_parallel,
+        );
+        if matrix.combinations.is_empty() {
+            self.error(
+                node.span,
+                format!("the matrix of job `{job}` has no combination left"),
+                "check `exclude`, or add values or `include` entries",
+            );
+            return None;
+        }
+        Some(matrix)
+    }
+
+    /// A matrix value: a plain scalar that reads as a number or boolean is one, anything
+    /// quoted is a string, lists and mappings are kept as they are.
+    fn matrix_value(&mut self, node: &Node) -> Option<serde_json::Value> {
+        Some(match &node.kind {
+            Kind::Scalar { text, plain: true } => match text.as_str() {
+                "true" => serde_json::Value::Bool(true),
+                "false" => serde_json::Value::Bool(false),
+                t => match (t.parse::<i64>(), t.parse::<f64>()) {
+                    (Ok(i), _) => serde_json::json!(i),
+                    (_, Ok(f)) if f.is_finite() => serde_json::json!(f),
+                    _ => serde_json::Value::String(t.to_string()),
+                },
+            },
+            Kind::Scalar { text, .. } => serde_json::Value::String(text.clone()),
+            Kind::Seq(items) => serde_json::Value::Array(
+                items.iter().filter_map(|i| self.matrix_value(i)).collect(),
+            ),
+            Kind::Map(entries) => {
+                let mut map = serde_json::Map::new();
+                for (k, v) in entries {
+                    if let (Some(k), Some(v)) = (k.as_str(), self.matrix_value(v)) {
+                        map.insert(k.to_string(), v);
+                    }
+                }
+                serde_json::Value::Object(map)
+            }
+        })
+    }
+
     /// An `if:` condition: an expression, bare or in `${{ }}`.
     fn condition(&mut self, node: &Node) -> Option<crate::Expression> {
         let text = match &node.kind {
@@ -835,6 +985,23 @@ impl Reader<'_> {
                         }
                     };
                     self.error(span, format!("`needs.{name}` is not a job that `{}` needs", job.id), hint);
+                }
+                ("matrix", _)
+                    if !job.matrix.as_ref().is_some_and(|m| {
+                        m.combinations.iter().any(|c| c.iter().any(|(k, _)| k == name))
+                    }) =>
+                {
+                    let keys: BTreeSet<&str> = job
+                        .matrix
+                        .iter()
+                        .flat_map(|m| m.combinations.iter().flatten().map(|(k, _)| k.as_str()))
+                        .collect();
+                    let hint = match (keys.is_empty(), suggest(name, keys.iter().copied())) {
+                        (true, _) => format!("job `{}` has no `matrix:`", job.id),
+                        (_, Some(s)) => format!("did you mean `matrix.{s}`?"),
+                        _ => format!("the matrix of `{}` has {}", job.id, keys.into_iter().collect::<Vec<_>>().join(", ")),
+                    };
+                    self.error(span, format!("`matrix.{name}` is not in the matrix of job `{}`", job.id), hint);
                 }
                 ("jobs", _) if !ids.contains(name) => {
                     let hint = match suggest(name, ids.iter().map(String::as_str)) {

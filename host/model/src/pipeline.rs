@@ -45,10 +45,102 @@ pub struct Job {
     pub condition: Option<Expression>,
     /// `outputs:`, evaluated when the job ends; read downstream as `needs.<id>.outputs`.
     pub outputs: BTreeMap<String, Template>,
+    /// `matrix:` as written; [`crate::Plan`] turns the job into one job per combination.
+    pub matrix: Option<Matrix>,
+    /// For one combination of a matrix job: the job's id as written, and the values.
+    pub instance: Option<Instance>,
     pub env: BTreeMap<String, Template>,
     pub steps: Vec<Step>,
     pub timeout: Option<Duration>,
     pub continue_on_error: bool,
+}
+
+/// A matrix: every combination of its axes, less `exclude`, plus `include`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Each combination's values, axes in the order written, then keys `include` added.
+    pub combinations: Vec<Vec<(String, serde_json::Value)>>,
+    /// Cancel the other combinations when one fails (the default).
+    pub fail_fast: bool,
+    /// How many combinations may run at once.
+    pub max_parallel: Option<usize>,
+}
+
+/// One combination of a matrix job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The job's id as written: what `needs:` and `needs.<job>` name.
+    pub group: String,
+    pub values: Vec<(String, serde_json::Value)>,
+    pub fail_fast: bool,
+    pub max_parallel: Option<usize>,
+}
+
+impl Matrix {
+    /// Expands axes into combinations. An `include` entry that agrees with existing
+    /// combinations on every axis it names adds its other keys to them; one that matches
+    /// none is a combination of its own. An `exclude` entry removes every combination that
+    /// has all of its values.
+    pub fn expand(
+        axes: &[(String, Vec<serde_json::Value>)],
+        include: &[Vec<(String, serde_json::Value)>],
+        exclude: &[Vec<(String, serde_json::Value)>],
+        fail_fast: bool,
+        max_parallel: Option<usize>,
+    ) -> Matrix {
+        let mut combinations: Vec<Vec<(String, serde_json::Value)>> = if axes.is_empty() {
+            Vec::new()
+        } else {
+            vec![Vec::new()]
+        };
+        for (axis, values) in axes {
+            combinations = combinations
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((axis.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let has = |c: &[(String, serde_json::Value)], (k, v): &(String, serde_json::Value)| {
+            c.iter().any(|(ck, cv)| ck == k && cv == v)
+        };
+        combinations.retain(|c| {
+            !exclude
+                .iter()
+                .any(|e| !e.is_empty() && e.iter().all(|kv| has(c, kv)))
+        });
+        let is_axis = |k: &str| axes.iter().any(|(a, _)| a == k);
+        for entry in include {
+            let mut matched = false;
+            for c in combinations.iter_mut() {
+                let agrees = entry
+                    .iter()
+                    .filter(|(k, _)| is_axis(k))
+                    .all(|kv| has(c, kv));
+                if agrees {
+                    for (k, v) in entry.iter().filter(|(k, _)| !is_axis(k)) {
+                        match c.iter_mut().find(|(ck, _)| ck == k) {
+                            Some(slot) => slot.1 = v.clone(),
+                            None => c.push((k.clone(), v.clone())),
+                        }
+                    }
+                    matched = true;
+                }
+            }
+            if !matched {
+                combinations.push(entry.clone());
+            }
+        }
+        Matrix {
+            combinations,
+            fail_fast,
+            max_parallel,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
