@@ -170,6 +170,12 @@ fn expand(jobs: Vec<Job>) -> Vec<Job> {
                 })
                 .collect();
             let mut instance = job.clone();
+            for step in &mut instance.steps {
+                // Validation rendered these for every combination already.
+                if let Ok(p) = step.permissions.for_combination(&values) {
+                    step.permissions = p;
+                }
+            }
             instance.id = format!("{} ({})", job.id, shown.join(", "));
             instance.name = format!("{} ({})", job.name, shown.join(", "));
             instance.instance = Some(Instance {

@@ -2,8 +2,8 @@
 
 use crate::diag::{Diagnostic, Report, Source, Span, suggest};
 use crate::expr::{Expression, Template};
-use crate::pipeline::Matrix;
-use crate::pipeline::{Access, Job, NetworkGrant, Permissions, Pipeline, Step, Uses, parse_size};
+use crate::pipeline::{Access, Job, Permissions, Pipeline, Step, Uses, parse_size};
+use crate::pipeline::{GRANT_LISTS, Matrix};
 use crate::yaml::{self, Kind, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -346,6 +346,7 @@ impl Reader<'_> {
             continue_on_error,
         };
         self.check_job_refs(&job, ids);
+        self.check_templated_grants(&job);
         Some(job)
     }
 
@@ -513,6 +514,11 @@ impl Reader<'_> {
         for template in with.values() {
             self.check_env_refs_in(template, scope.pipeline, &visible);
         }
+        let condition = get(entries, "if").and_then(|n| self.condition(n));
+        if let Some(c) = &condition {
+            self.check_step_refs_in(c, job, index, declared);
+            self.check_env_refs_of(c, scope.pipeline, &visible);
+        }
         self.check_env_refs(&env, scope.pipeline, scope.job);
         let name = get(entries, "name")
             .and_then(|n| self.string(n, "`name`"))
@@ -532,10 +538,6 @@ impl Reader<'_> {
         let continue_on_error = get(entries, "continue-on-error")
             .and_then(|n| self.boolean(n, "`continue-on-error`"))
             .unwrap_or(false);
-        let condition = get(entries, "if").and_then(|n| self.condition(n));
-        if let Some(c) = &condition {
-            self.check_step_refs_in(c, job, index, declared);
-        }
         Some(Step {
             index,
             condition,
@@ -619,42 +621,33 @@ impl Reader<'_> {
                 p.paths.insert(PathBuf::from(path), access);
             }
         }
-        for (key, target) in [("env", &mut p.env), ("secrets", &mut p.secrets)] {
-            if let Some(n) = get(entries, key) {
-                for (name, span) in self.string_list(n, &format!("`{key}`")) {
-                    if !is_env_name(&name) {
-                        self.error(
-                            span,
-                            format!("invalid variable name `{name}` in `permissions.{key}`"),
-                            "names contain letters, digits and `_`, and do not start with a digit",
-                        );
+        for key in GRANT_LISTS {
+            let Some(n) = get(entries, key) else {
+                continue;
+            };
+            for (text, span) in self.string_list(n, &format!("`{key}`")) {
+                if text.contains("${{") {
+                    let source = &self.source.text;
+                    match Template::parse(&text, span, source) {
+                        Ok(t) => {
+                            let other = t
+                                .expressions()
+                                .flat_map(|e| &e.paths)
+                                .find(|(path, _)| path[0] != "matrix");
+                            match other {
+                                Some((path, at)) => self.error(
+                                    *at,
+                                    format!("a grant cannot read `{}`", path.join(".")),
+                                    "grants are fixed before anything runs: they can read only the job's `matrix`",
+                                ),
+                                None => p.templated.push((key.to_string(), t)),
+                            }
+                        }
+                        Err(d) => self.diags.push(d),
                     }
-                    target.insert(name);
+                } else if let Err((message, hint)) = p.add(key, &text) {
+                    self.error(span, message, hint);
                 }
-            }
-        }
-        if let Some(n) = get(entries, "network") {
-            for (text, span) in self.string_list(n, "`network`") {
-                match NetworkGrant::parse(&text) {
-                    Some(g) => p.network.push(g),
-                    None => self.error(
-                        span,
-                        format!("invalid network grant `{text}`"),
-                        "write a host name or address with an optional port: `api.example.com:443`",
-                    ),
-                }
-            }
-        }
-        if let Some(n) = get(entries, "exec") {
-            for (program, span) in self.string_list(n, "`exec`") {
-                if program.contains('/') || program.contains('\\') || program.is_empty() {
-                    self.error(
-                        span,
-                        format!("`{program}` in `permissions.exec` is not a program name"),
-                        "name programs as found on PATH, e.g. `git`; ferry resolves the path itself",
-                    );
-                }
-                p.exec.insert(program);
             }
         }
         for (key, target) in [("memory", &mut p.memory), ("log-limit", &mut p.log_limit)] {
@@ -945,6 +938,35 @@ impl Reader<'_> {
         }
     }
 
+    /// Grants that read `matrix.*` must give a valid grant for every combination.
+    fn check_templated_grants(&mut self, job: &Job) {
+        for step in &job.steps {
+            let Some((_, first)) = step.permissions.templated.first() else {
+                continue;
+            };
+            let Some(matrix) = &job.matrix else {
+                self.error(
+                    first.span,
+                    format!("job `{}` has no `matrix:` for a grant to read", job.id),
+                    "write the grant itself, e.g. `exec: [python3]`",
+                );
+                continue;
+            };
+            for values in &matrix.combinations {
+                if let Err((message, hint)) = step.permissions.for_combination(values) {
+                    let shown: Vec<String> =
+                        values.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                    self.error(
+                        first.span,
+                        format!("{message} (in the combination {})", shown.join(", ")),
+                        hint,
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
     /// `needs.<job>` must name a job this one needs, `jobs.<job>` a job of the file, and
     /// `secrets.<name>` a secret granted to the step that reads it.
     fn check_job_refs(&mut self, job: &Job, ids: &[String]) {
@@ -1195,7 +1217,18 @@ impl Reader<'_> {
         pipeline: &BTreeMap<String, Template>,
         visible: &BTreeMap<String, Template>,
     ) {
-        for (path, span) in template.expressions().flat_map(|e| &e.paths) {
+        for expr in template.expressions() {
+            self.check_env_refs_of(expr, pipeline, visible);
+        }
+    }
+
+    fn check_env_refs_of(
+        &mut self,
+        expr: &Expression,
+        pipeline: &BTreeMap<String, Template>,
+        visible: &BTreeMap<String, Template>,
+    ) {
+        for (path, span) in &expr.paths {
             let (Some("env"), Some(name)) = (path.first().map(String::as_str), path.get(1)) else {
                 continue;
             };

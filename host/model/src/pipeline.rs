@@ -268,7 +268,7 @@ impl std::fmt::Display for NetworkGrant {
 
 /// What a step is allowed to touch. The default allows reading the workspace and nothing
 /// else.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Permissions {
     pub workspace: Access,
     /// Host paths beyond the workspace.
@@ -284,9 +284,83 @@ pub struct Permissions {
     pub memory: Option<u64>,
     /// Log cap in bytes.
     pub log_limit: Option<u64>,
+    /// Grants that read `matrix.*` (`exec: ["${{ matrix.tool }}"]`), by list key: each
+    /// combination of the job gets them with its values.
+    pub templated: Vec<(String, Template)>,
 }
 
+/// The keys of `permissions` whose values are lists of names.
+pub const GRANT_LISTS: [&str; 4] = ["env", "secrets", "network", "exec"];
+
 impl Permissions {
+    /// Adds one entry of a list key ([`GRANT_LISTS`]); what is wrong with it, and how to
+    /// fix it, otherwise.
+    pub fn add(&mut self, key: &str, text: &str) -> Result<(), (String, String)> {
+        match key {
+            "env" | "secrets" => {
+                let valid = text
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err((
+                        format!("invalid variable name `{text}` in `permissions.{key}`"),
+                        "names contain letters, digits and `_`, and do not start with a digit"
+                            .into(),
+                    ));
+                }
+                let target = if key == "env" {
+                    &mut self.env
+                } else {
+                    &mut self.secrets
+                };
+                target.insert(text.to_string());
+            }
+            "network" => match NetworkGrant::parse(text) {
+                Some(g) => self.network.push(g),
+                None => {
+                    return Err((
+                        format!("invalid network grant `{text}`"),
+                        "write a host name or address with an optional port: `api.example.com:443`"
+                            .into(),
+                    ));
+                }
+            },
+            _ => {
+                if text.contains('/') || text.contains('\\') || text.is_empty() {
+                    return Err((
+                        format!("`{text}` in `permissions.exec` is not a program name"),
+                        "name programs as found on PATH, e.g. `git`; ferry resolves the path itself".into(),
+                    ));
+                }
+                self.exec.insert(text.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The grants with `templated` ones filled in from a matrix combination.
+    pub fn for_combination(
+        &self,
+        values: &[(String, serde_json::Value)],
+    ) -> Result<Permissions, (String, String)> {
+        let mut p = self.clone();
+        p.templated.clear();
+        let mut scope = crate::expr::Scope::default();
+        scope.contexts.insert(
+            "matrix",
+            serde_json::Value::Object(values.iter().cloned().collect()),
+        );
+        for (key, template) in &self.templated {
+            let text = template
+                .render(&scope)
+                .map_err(|e| (e, "a grant can read only the job's `matrix`".to_string()))?;
+            p.add(key, &text)?;
+        }
+        Ok(p)
+    }
+
     pub fn memory_limit(&self) -> u64 {
         self.memory.unwrap_or(DEFAULT_MEMORY)
     }
@@ -368,5 +442,58 @@ mod tests {
         assert_eq!(v6.to_string(), "[::1]:8080");
         assert!(NetworkGrant::parse("bad host").is_none());
         assert!(NetworkGrant::parse("h:notaport").is_none());
+    }
+
+    #[test]
+    fn each_matrix_combination_gets_its_own_grants() {
+        let yaml = "jobs:\n  test:\n    matrix:\n      tool: [python3, node]\n      port: [8080]\n    steps:\n      - run: echo\n        permissions: { exec: [\"${{ matrix.tool }}\"], network: [\"localhost:${{ matrix.port }}\"] }\n";
+        let source = crate::Source::new("ferry.yaml", yaml);
+        let pipeline = crate::parse(&source, std::path::Path::new("."), &["shell"]).unwrap();
+        let plan = crate::Plan::new(pipeline, &[]).unwrap();
+        let grants: Vec<(String, Vec<String>, String)> = plan
+            .pipeline
+            .jobs
+            .iter()
+            .map(|j| {
+                let p = &j.steps[0].permissions;
+                (
+                    j.id.clone(),
+                    p.exec.iter().cloned().collect(),
+                    p.network[0].to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            grants,
+            [
+                (
+                    "test (python3, 8080)".to_string(),
+                    vec!["python3".to_string()],
+                    "localhost:8080".to_string()
+                ),
+                (
+                    "test (node, 8080)".to_string(),
+                    vec!["node".to_string()],
+                    "localhost:8080".to_string()
+                ),
+            ]
+        );
+        let bad = yaml.replace("node]", "../node]");
+        let source = crate::Source::new("ferry.yaml", bad.as_str());
+        let report = crate::parse(&source, std::path::Path::new("."), &["shell"]).unwrap_err();
+        assert!(
+            report.diagnostics[0].message.starts_with("`../node` in `permissions.exec` is not a program name (in the combination tool: \"../node\""),
+            "{}",
+            report.diagnostics[0].message
+        );
+        let no_matrix = "jobs:\n  a:\n    steps:\n      - run: echo\n        permissions: { exec: [\"${{ matrix.tool }}\"] }\n";
+        let source = crate::Source::new("ferry.yaml", no_matrix);
+        let report = crate::parse(&source, std::path::Path::new("."), &["shell"]).unwrap_err();
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .any(|d| d.message == "job `a` has no `matrix:` for a grant to read")
+        );
     }
 }
