@@ -292,27 +292,11 @@ impl Reader<'_> {
         self.check_env_refs(&env, pipeline_env, &BTreeMap::new());
         let condition = get(entries, "if").and_then(|n| self.condition(n));
         let matrix = get(entries, "matrix").and_then(|n| self.matrix(n, &id));
-        let mut outputs = BTreeMap::new();
-        if let Some(n) = get(entries, "outputs")
-            && let Some(map) = self.mapping(n, "`outputs`")
-        {
-            for (k, v) in map {
-                let Some(name) = self.string(k, "an output name") else {
-                    continue;
-                };
-                if !is_identifier(&name) {
-                    self.error(
-                        k.span,
-                        format!("invalid output name `{name}`"),
-                        "output names start with a letter or `_` and contain only letters, digits, `-` and `_`",
-                    );
-                    continue;
-                }
-                if let Some(t) = self.template(v) {
-                    outputs.insert(name, t);
-                }
-            }
-        }
+        let outputs = get(entries, "outputs")
+            .map(|n| {
+                self.named_templates(n, "`outputs`", is_identifier, "output name", "output names start with a letter or `_` and contain only letters, digits, `-` and `_`")
+            })
+            .unwrap_or_default();
         let declared: Vec<Declared> = steps
             .iter()
             .filter_map(|s| s.id.clone().map(|id| Declared { id, index: s.index }))
@@ -1138,17 +1122,32 @@ impl Reader<'_> {
     }
 
     fn env_map(&mut self, node: &Node, what: &str) -> BTreeMap<String, Template> {
+        self.named_templates(
+            node,
+            what,
+            is_env_name,
+            "variable name",
+            "names contain letters, digits and `_`, and do not start with a digit",
+        )
+    }
+
+    /// A mapping of names, each checked by `valid`, to string values that may hold
+    /// expressions.
+    fn named_templates(
+        &mut self,
+        node: &Node,
+        what: &str,
+        valid: fn(&str) -> bool,
+        noun: &str,
+        rule: &str,
+    ) -> BTreeMap<String, Template> {
         let mut out = BTreeMap::new();
         for (k, v) in self.mapping(node, what).unwrap_or_default() {
-            let Some(name) = self.string(k, "a variable name") else {
+            let Some(name) = self.string(k, &format!("a {noun}")) else {
                 continue;
             };
-            if !is_env_name(&name) {
-                self.error(
-                    k.span,
-                    format!("invalid variable name `{name}`"),
-                    "names contain letters, digits and `_`, and do not start with a digit",
-                );
+            if !valid(&name) {
+                self.error(k.span, format!("invalid {noun} `{name}`"), rule);
                 continue;
             }
             if let Some(t) = self.template(v) {
@@ -1320,7 +1319,7 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn is_env_name(s: &str) -> bool {
+pub(crate) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
