@@ -298,12 +298,7 @@ impl Permissions {
     pub fn add(&mut self, key: &str, text: &str) -> Result<(), (String, String)> {
         match key {
             "env" | "secrets" => {
-                let valid = text
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid {
+                if !crate::parse::is_env_name(text) {
                     return Err((
                         format!("invalid variable name `{text}` in `permissions.{key}`"),
                         "names contain letters, digits and `_`, and do not start with a digit"
