@@ -821,6 +821,22 @@ fn prepare_step(
     progress: Progress,
 ) -> Result<Prepared, StepFailure> {
     let bad = |e: String| StepFailure::new(FailureKind::InvalidInput, e);
+    let maps = [&shared.pipeline.env, &job.env, &step.env, &step.with];
+    // Most steps hold no expression: they need no evaluation context at all.
+    if maps
+        .iter()
+        .all(|m| m.values().all(|t| t.as_literal().is_some()))
+    {
+        let text = |m: &BTreeMap<String, ferry_model::Template>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, t)| (k.clone(), t.as_literal().unwrap_or_default().to_string()))
+                .collect()
+        };
+        let mut env = text(&shared.pipeline.env);
+        env.extend(text(&job.env));
+        env.extend(text(&step.env));
+        return Ok((text(&step.with), env));
+    }
     let mut scope = job_scope.scope(shared, job, step, progress);
     // Each level may read the ones above it.
     let mut env = BTreeMap::new();
