@@ -585,11 +585,17 @@ async fn run_job<R: StepRunner>(
             _ => {}
         }
         let step_started = Instant::now();
+        // A name that cannot be evaluated is shown as written; its inputs will say why.
+        let name = step
+            .name_template
+            .as_ref()
+            .and_then(|t| t.render(&scope.scope(shared, job, step, progress)).ok())
+            .map_or_else(|| step.name.clone(), |n| shared.masker.mask(&n));
         shared.reporter.event(&Event::StepStarted {
             job: job_id.clone(),
             step: key.clone(),
             index,
-            name: step.name.clone(),
+            name,
         });
         let log = StepLog::new(
             job_id.clone(),

@@ -512,3 +512,18 @@ async fn matrix_fail_fast_cancels_the_other_combinations() {
     assert_eq!(run.job("test (windows)"), Status::Passed);
     assert_eq!(run.job("lint"), Status::Passed);
 }
+
+#[tokio::test]
+async fn names_may_hold_expressions() {
+    let yaml = "jobs:\n  test:\n    name: \"tests on ${{ matrix.os }}\"\n    matrix: { os: [linux] }\n    steps:\n      - { id: v, run: out version=2.0 }\n      - { name: \"publish ${{ steps.v.outputs.version }} for ${{ matrix.os }}\", run: pass }\n";
+    let run = run(yaml, 1, true).await;
+    let started = run.events.iter().find_map(|(_, e)| match e {
+        Event::RunStarted { jobs, .. } => Some(jobs[0].name.clone()),
+        _ => None,
+    });
+    assert_eq!(started.as_deref(), Some("tests on linux"));
+    assert_eq!(
+        run.result.summary.jobs["test (linux)"].steps[1].name,
+        "publish 2.0 for linux"
+    );
+}

@@ -177,7 +177,16 @@ fn expand(jobs: Vec<Job>) -> Vec<Job> {
                 }
             }
             instance.id = format!("{} ({})", job.id, shown.join(", "));
-            instance.name = format!("{} ({})", job.name, shown.join(", "));
+            // A name that reads the matrix says which combination it is by itself.
+            let mut scope = crate::expr::Scope::default();
+            scope.contexts.insert(
+                "matrix",
+                serde_json::Value::Object(values.iter().cloned().collect()),
+            );
+            instance.name = match job.name_template.as_ref().map(|t| t.render(&scope)) {
+                Some(Ok(name)) => name,
+                _ => format!("{} ({})", job.name, shown.join(", ")),
+            };
             instance.instance = Some(Instance {
                 group: job.id.clone(),
                 values,

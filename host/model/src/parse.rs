@@ -207,9 +207,30 @@ impl Reader<'_> {
         }
         let entries = self.mapping(node, &format!("job `{id}`"))?;
         self.check_keys(entries, JOB_KEYS, &format!("in job `{id}`"));
-        let name = get(entries, "name")
+        let name_node = get(entries, "name");
+        let name = name_node
             .and_then(|n| self.string(n, "`name`"))
             .unwrap_or_else(|| id.clone());
+        // A job's name may read its matrix (`name: test on ${{ matrix.os }}`), nothing else:
+        // it is shown before the job runs.
+        let name_template = name_node
+            .filter(|_| name.contains("${{"))
+            .and_then(|n| self.template(n))
+            .filter(|t| {
+                let other = t
+                    .expressions()
+                    .flat_map(|e| &e.paths)
+                    .find(|(p, _)| p[0] != "matrix")
+                    .cloned();
+                if let Some((path, span)) = &other {
+                    self.error(
+                        *span,
+                        format!("a job's `name` cannot read `{}`", path.join(".")),
+                        "it is shown before the job runs: it can read only the job's `matrix`",
+                    );
+                }
+                other.is_none()
+            });
         let mut needs = Vec::new();
         if let Some(n) = get(entries, "needs") {
             for (need, span) in self.string_list(n, "`needs`") {
@@ -324,6 +345,7 @@ impl Reader<'_> {
             outputs,
             matrix,
             instance: None,
+            name_template,
             env,
             steps,
             timeout,
@@ -504,10 +526,18 @@ impl Reader<'_> {
             self.check_env_refs_of(c, scope.pipeline, &visible);
         }
         self.check_env_refs(&env, scope.pipeline, scope.job);
-        let name = get(entries, "name")
+        let name_node = get(entries, "name");
+        let name = name_node
             .and_then(|n| self.string(n, "`name`"))
             .or_else(|| id.clone())
             .unwrap_or(derived_name);
+        let name_template = name_node
+            .filter(|_| name.contains("${{"))
+            .and_then(|n| self.template(n));
+        if let Some(t) = &name_template {
+            self.check_step_refs(t, job, index, declared);
+            self.check_env_refs_in(t, scope.pipeline, &visible);
+        }
         let (permissions, permissions_span) = match get(entries, "permissions") {
             Some(n) => match self.permissions(n) {
                 Some(p) => (p, Some(n.span)),
@@ -525,6 +555,7 @@ impl Reader<'_> {
         Some(Step {
             index,
             condition,
+            name_template,
             id,
             name,
             span: node.span,
@@ -958,6 +989,7 @@ impl Reader<'_> {
             .env
             .values()
             .chain(job.outputs.values())
+            .chain(job.name_template.iter())
             .flat_map(|t| t.expressions())
             .chain(job.condition.iter());
         let mut found: Vec<Found> = job_level
@@ -968,6 +1000,7 @@ impl Reader<'_> {
                 .with
                 .values()
                 .chain(step.env.values())
+                .chain(step.name_template.iter())
                 .flat_map(|t| t.expressions())
                 .chain(step.condition.iter());
             for e in exprs {

@@ -49,6 +49,8 @@ pub struct Job {
     pub matrix: Option<Matrix>,
     /// For one combination of a matrix job: the job's id as written, and the values.
     pub instance: Option<Instance>,
+    /// `name:` when it reads the matrix; each combination's name is rendered from it.
+    pub name_template: Option<Template>,
     pub env: BTreeMap<String, Template>,
     pub steps: Vec<Step>,
     pub timeout: Option<Duration>,
@@ -149,6 +151,8 @@ pub struct Step {
     pub index: usize,
     /// `if:`; without one the step runs when no earlier step failed.
     pub condition: Option<Expression>,
+    /// `name:` when it holds expressions, rendered when the step starts.
+    pub name_template: Option<Template>,
     pub id: Option<String>,
     /// Display name: `name:`, else the id, else derived from `uses`/`run`.
     pub name: String,
