@@ -443,6 +443,7 @@ fn a_deploy_job_runs_on_main_and_is_skipped_elsewhere() {
         .run()
         .code(0)
         .stdout_has("[deploy] job skipped: `if: git.branch == 'main' && success()` is false")
+        .stdout_has("  - deploy skipped: `if: git.branch == 'main' && success()` is false")
         .stdout_has("[notify/step-1] deploy was skipped");
     assert!(!done.stdout.contains("deploying"));
 }

@@ -230,6 +230,12 @@ pub fn summary(s: &Style, result: &RunResult) {
     };
     out("");
     for (job, j) in &summary.jobs {
+        // Why a job did not run (its `if:`, a failed need) or could not start.
+        match (j.status, &j.message) {
+            (Status::Failed, Some(m)) => out(&format!("  {} {job}: {m}", s.red("✗"))),
+            (Status::Skipped, Some(m)) => out(&s.dim(&format!("  - {job} skipped: {m}"))),
+            _ => {}
+        }
         for step in &j.steps {
             if step.status == Status::Failed {
                 out(&format!(
