@@ -411,8 +411,8 @@ fn a_private_remote_over_smart_http_is_read_with_a_granted_token_that_never_reac
         .stdout_has("cloned v2")
         .stdout_has("token on no file");
     let done = done
-        .stdout_has("without-token › checkout: `git fetch` failed: the remote asks for credentials: set `token:` to the name of a granted secret holding a token")
-        .stdout_has("wrong-token › checkout: `git fetch` failed: the remote refused the token");
+        .stdout_has("without-token › checkout: `git clone` failed: the remote asks for credentials: set `token:` to the name of a granted secret holding a token")
+        .stdout_has("wrong-token › checkout: `git clone` failed: the remote refused the token");
     assert!(!done.stdout.contains("s3cret-token") && !done.stdout.contains("guess"));
     let seen = server.seen.lock().unwrap();
     assert!(seen.iter().any(|a| a == "Bearer s3cret-token"));

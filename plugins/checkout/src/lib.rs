@@ -62,7 +62,7 @@ impl Step for Checkout {
             },
         };
         let branch = match &repository {
-            None => local(&git, wanted.as_deref(), inputs)?,
+            None => Branch::Named(local(&git, wanted.as_deref(), inputs)?),
             Some(url) => {
                 safety::check_url(url)?;
                 remote(&git, url, wanted.as_deref(), inputs)?
@@ -75,12 +75,21 @@ impl Step for Checkout {
             git.run(&["lfs", "pull"])
                 .map_err(|e| Error::failed(format!("{e} (is git-lfs installed on the host?)")))?;
         }
-        // One git for all three: every process costs milliseconds.
-        let head = git.text(&["log", "-1", "--format=%H%n%an <%ae>%n%s"])?;
+        // One git for all four: every process costs milliseconds.
+        let head = git.text(&["log", "-1", "--format=%H%n%an <%ae>%n%s%n%D"])?;
         let mut lines = head.lines();
         let sha = lines.next().unwrap_or_default().to_string();
         let author = lines.next().unwrap_or_default().to_string();
         let subject = lines.next().unwrap_or_default().to_string();
+        let branch = match branch {
+            Branch::Named(b) => b,
+            // `%D` reads `HEAD -> main, origin/main` on a branch, `HEAD, tag: v2` off one.
+            Branch::OfHead => lines.next().and_then(|refs| {
+                refs.split(", ")
+                    .find_map(|r| r.strip_prefix("HEAD -> "))
+                    .map(String::from)
+            }),
+        };
         info!("checked out {} ({subject})", &sha[..sha.len().min(12)]);
         for (name, value) in [
             ("sha", sha.as_str()),
@@ -152,12 +161,7 @@ fn local(git: &Git, wanted: Option<&str>, inputs: &Inputs) -> Result<Option<Stri
 }
 
 /// A remote: an empty (or new) directory, one fetch of the ref, a detached checkout.
-fn remote(
-    git: &Git,
-    url: &str,
-    wanted: Option<&str>,
-    inputs: &Inputs,
-) -> Result<Option<String>, Error> {
+fn remote(git: &Git, url: &str, wanted: Option<&str>, inputs: &Inputs) -> Result<Branch, Error> {
     if inputs.boolean("dirty")? {
         return Err(Error::InvalidInput(
             "`dirty` applies to the local repository only".into(),
@@ -170,9 +174,42 @@ fn remote(
             git.dir
         )));
     }
+    let depth = inputs.number("depth")?;
+    // A branch, a tag or the default branch: one `git clone`, which costs one process
+    // where init, fetch and checkout cost three. A sha or another ref needs a fetch.
+    let is_sha = |r: &str| r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
+    // A URL with credentials in it takes the fetch path, which keeps it out of `.git/config`.
+    let credentials = url.split_once("://").is_some_and(|(_, rest)| {
+        rest.split('/')
+            .next()
+            .is_some_and(|host| host.contains('@'))
+    });
+    if !credentials && !wanted.is_some_and(|r| is_sha(r) || r.starts_with("refs/")) {
+        let mut clone = vec!["clone".to_string(), "--quiet".into(), "--no-tags".into()];
+        if depth >= 1.0 {
+            clone.push(format!("--depth={}", depth as u64));
+        }
+        if let Some(r) = wanted {
+            clone.push(format!("--branch={r}"));
+        }
+        clone.push("--end-of-options".into());
+        clone.push(url.to_string());
+        clone.push(git.dir.clone());
+        let args: Vec<&str> = clone.iter().map(String::as_str).collect();
+        let top = Git {
+            dir: ".".into(),
+            auth: git.auth.clone(),
+        };
+        match top.run(&args) {
+            Ok(_) => return Ok(Branch::OfHead),
+            // `--branch` takes branches and tags git clone can see; a tag hidden by
+            // `--no-tags` is fetched below.
+            Err(e) if wanted.is_some() && e.to_string().contains("not found in upstream") => {}
+            Err(e) => return Err(e),
+        }
+    }
     std::fs::create_dir_all(dir)?;
     git.run(&["init", "--quiet"])?;
-    let depth = inputs.number("depth")?;
     let mut fetch = vec!["fetch".to_string(), "--quiet".into(), "--no-tags".into()];
     if depth >= 1.0 {
         fetch.push(format!("--depth={}", depth as u64));
@@ -193,7 +230,13 @@ fn remote(
             .filter(|out| !out.stdout_text().trim().is_empty())
             .map(|_| r.to_string()),
     };
-    Ok(branch)
+    Ok(Branch::Named(branch))
+}
+
+/// The branch a checkout is on, or that it is whatever HEAD is attached to.
+enum Branch {
+    Named(Option<String>),
+    OfHead,
 }
 
 /// `git` in one directory of the workspace, hardened against what a repository or an input
