@@ -546,7 +546,10 @@ async fn run_job<R: StepRunner>(
     let mut cancelled = false;
     for (index, step) in job.steps.iter().enumerate() {
         let key: Arc<str> = step.key().into();
-        let progress = if failed {
+        let job_cancelled = cancel.is_cancelled();
+        let progress = if job_cancelled {
+            Progress::Cancelled
+        } else if failed {
             Progress::Failure
         } else {
             Progress::Success
@@ -562,11 +565,20 @@ async fn run_job<R: StepRunner>(
                 duration_ms: 0.0,
             });
         };
-        if cancel.is_cancelled() {
+        // After a cancel only cleanup runs: steps whose condition reads `always()` or
+        // `cancelled()`, with a token of their own (a second Ctrl-C quits the process).
+        let cleanup = step.condition.as_ref().is_some_and(|c| c.reads_status);
+        if job_cancelled {
             cancelled |= !failed;
-            skip(None, &mut scope);
-            continue;
+            if !cleanup {
+                skip(None, &mut scope);
+                continue;
+            }
         }
+        let step_cancel = match job_cancelled {
+            true => CancellationToken::new(),
+            false => cancel.clone(),
+        };
         let run = match &step.condition {
             None => Ok(!failed),
             Some(condition) => condition
@@ -644,7 +656,7 @@ async fn run_job<R: StepRunner>(
                         .join(sanitize(&key)),
                     timeout,
                     log: log.clone(),
-                    cancel: cancel.clone(),
+                    cancel: step_cancel.clone(),
                 };
                 let backstop = tokio::time::Instant::now() + timeout + DEADLINE_GRACE;
                 tokio::select! {
@@ -653,7 +665,7 @@ async fn run_job<R: StepRunner>(
                         FailureKind::Timeout,
                         "the step did not stop at its deadline and was abandoned",
                     ),
-                    _ = cancel.cancelled() => StepOutcome::failed(FailureKind::Internal, "cancelled"),
+                    _ = step_cancel.cancelled() => StepOutcome::failed(FailureKind::Internal, "cancelled"),
                 }
             }
         };
@@ -684,7 +696,7 @@ async fn run_job<R: StepRunner>(
                 }
             }
         }
-        let step_cancelled = cancel.is_cancelled() && outcome.result.is_some();
+        let step_cancelled = step_cancel.is_cancelled() && outcome.result.is_some();
         let outcome_name = match (&outcome.result, step_cancelled) {
             (None, _) => "success",
             (Some(_), true) => "cancelled",
@@ -727,7 +739,10 @@ async fn run_job<R: StepRunner>(
     let mut outputs = BTreeMap::new();
     let mut message = None;
     if !job.outputs.is_empty() {
-        let progress = if failed {
+        let job_cancelled = cancel.is_cancelled();
+        let progress = if job_cancelled {
+            Progress::Cancelled
+        } else if failed {
             Progress::Failure
         } else {
             Progress::Success

@@ -527,3 +527,27 @@ async fn names_may_hold_expressions() {
         "publish 2.0 for linux"
     );
 }
+
+#[tokio::test]
+async fn after_a_cancel_only_cleanup_steps_run() {
+    let yaml = "jobs:\n  a:\n    steps:\n      - run: sleep 10000\n      - run: pass\n      - { if: always(), run: echo cleanup }\n      - { if: cancelled(), run: echo was cancelled }\n      - { if: failure(), run: echo failure }\n";
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let run = run_opts(yaml, 1, true, BTreeMap::new(), cancel).await;
+    assert_eq!(run.result.status, Status::Cancelled);
+    assert_eq!(run.job("a"), Status::Cancelled);
+    assert_eq!(
+        run.steps("a"),
+        [
+            Status::Cancelled,
+            Status::Skipped,
+            Status::Passed,
+            Status::Passed,
+            Status::Skipped
+        ]
+    );
+}
