@@ -747,7 +747,13 @@ async fn run_job<R: StepRunner>(
         } else {
             Progress::Success
         };
-        let view = scope.scope_for_job(shared, job, progress);
+        let mut view = scope.scope_for_job(shared, job, progress);
+        let mut env = BTreeMap::new();
+        for map in [&shared.pipeline.env, &job.env] {
+            view.contexts.insert("env", serde_json::json!(env));
+            env.extend(ferry_model::expr::render_map(map, &view).unwrap_or_default());
+        }
+        view.contexts.insert("env", serde_json::json!(env));
         for (name, template) in &job.outputs {
             match template.render(&view) {
                 Ok(value) => {

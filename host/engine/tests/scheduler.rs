@@ -389,7 +389,7 @@ async fn cleanup_steps_run_after_a_failure_and_others_are_skipped() {
 
 #[tokio::test]
 async fn a_version_computed_in_one_job_reaches_the_jobs_that_need_it() {
-    let yaml = "jobs:\n  build:\n    outputs: { version: \"${{ steps.v.outputs.version }}\", tag: \"v${{ steps.v.outputs.version }}\" }\n    steps: [{ id: v, run: out version=1.4.2 }]\n  publish:\n    needs: build\n    if: needs.build.result == 'success' && startsWith(needs.build.outputs.tag, 'v1.')\n    steps: [{ run: \"echo ${{ needs.build.outputs.version }} as ${{ needs.build.outputs.tag }}\" }]\n";
+    let yaml = "jobs:\n  build:\n    env: { PREFIX: v }\n    outputs: { version: \"${{ steps.v.outputs.version }}\", tag: \"${{ env.PREFIX }}${{ steps.v.outputs.version }}\" }\n    steps: [{ id: v, run: out version=1.4.2 }]\n  publish:\n    needs: build\n    if: needs.build.result == 'success' && startsWith(needs.build.outputs.tag, 'v1.')\n    steps: [{ run: \"echo ${{ needs.build.outputs.version }} as ${{ needs.build.outputs.tag }}\" }]\n";
     let run = run(yaml, 2, true).await;
     assert_eq!(run.job("publish"), Status::Passed);
     let seen = run.fake.seen.lock().unwrap();

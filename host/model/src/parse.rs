@@ -324,6 +324,7 @@ impl Reader<'_> {
             .collect();
         for t in outputs.values() {
             self.check_step_refs(t, &id, usize::MAX, &declared);
+            self.check_env_refs_in(t, pipeline_env, &env);
         }
         if let Some(c) = &condition {
             for (path, span) in &c.paths {
