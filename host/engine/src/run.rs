@@ -238,13 +238,7 @@ pub async fn run<R: StepRunner>(
                     || failed_above.get(n) == Some(&true)
             });
             failed_above.insert(i, above);
-            let progress = if options.cancel.is_cancelled() {
-                Progress::Cancelled
-            } else if above {
-                Progress::Failure
-            } else {
-                Progress::Success
-            };
+            let progress = progress(options.cancel.is_cancelled(), above);
             let job = &pipeline.jobs[i];
             let reads_status = job.condition.as_ref().is_some_and(|c| c.reads_status);
             let matrix = job.instance.as_ref().map(|m| &matrices[m.group.as_str()]);
@@ -438,8 +432,7 @@ fn finish_unstarted(shared: &Shared, i: usize, status: Status, message: &str) {
 /// the results and outputs of the jobs that ended.
 fn job_scope(shared: &Shared, job: &Job, progress: Progress) -> Scope {
     let mut scope = base_scope(shared, job, progress);
-    let env = ferry_model::expr::render_map(&shared.pipeline.env, &scope).unwrap_or_default();
-    scope.contexts.insert("env", serde_json::json!(env));
+    let _ = render_env(&[&shared.pipeline.env], &mut scope);
     scope
 }
 
@@ -474,6 +467,31 @@ fn base_scope(shared: &Shared, job: &Job, progress: Progress) -> Scope {
         scope.set("jobs", &[id], entry);
     }
     scope
+}
+
+/// How things are going, as the status functions see it.
+fn progress(cancelled: bool, failed: bool) -> Progress {
+    if cancelled {
+        Progress::Cancelled
+    } else if failed {
+        Progress::Failure
+    } else {
+        Progress::Success
+    }
+}
+
+/// Evaluates `env` levels in order, each reading the ones above it, into the scope's `env`.
+fn render_env(
+    levels: &[&BTreeMap<String, ferry_model::Template>],
+    scope: &mut Scope,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut env = BTreeMap::new();
+    scope.contexts.insert("env", serde_json::json!(env));
+    for level in levels {
+        env.extend(ferry_model::expr::render_map(level, scope)?);
+        scope.contexts.insert("env", serde_json::json!(env));
+    }
+    Ok(env)
 }
 
 /// A status as expressions name it (`needs.build.result == 'success'`), as in GitHub
@@ -547,13 +565,7 @@ async fn run_job<R: StepRunner>(
     for (index, step) in job.steps.iter().enumerate() {
         let key: Arc<str> = step.key().into();
         let job_cancelled = cancel.is_cancelled();
-        let progress = if job_cancelled {
-            Progress::Cancelled
-        } else if failed {
-            Progress::Failure
-        } else {
-            Progress::Success
-        };
+        let progress = progress(job_cancelled, failed);
         let skip = |message: Option<String>, scope: &mut JobScope| {
             scope.record_step(step, "skipped", &BTreeMap::new());
             shared.reporter.event(&Event::StepFinished {
@@ -739,21 +751,10 @@ async fn run_job<R: StepRunner>(
     let mut outputs = BTreeMap::new();
     let mut message = None;
     if !job.outputs.is_empty() {
-        let job_cancelled = cancel.is_cancelled();
-        let progress = if job_cancelled {
-            Progress::Cancelled
-        } else if failed {
-            Progress::Failure
-        } else {
-            Progress::Success
-        };
+        let progress = progress(cancel.is_cancelled(), failed);
         let mut view = scope.scope_for_job(shared, job, progress);
-        let mut env = BTreeMap::new();
-        for map in [&shared.pipeline.env, &job.env] {
-            view.contexts.insert("env", serde_json::json!(env));
-            env.extend(ferry_model::expr::render_map(map, &view).unwrap_or_default());
-        }
-        view.contexts.insert("env", serde_json::json!(env));
+        // An env that cannot be evaluated leaves `env.*` unset; outputs reading it say so.
+        let _ = render_env(&[&shared.pipeline.env, &job.env], &mut view);
         for (name, template) in &job.outputs {
             match template.render(&view) {
                 Ok(value) => {
@@ -848,30 +849,17 @@ fn prepare_step(
     progress: Progress,
 ) -> Result<Prepared, StepFailure> {
     let bad = |e: String| StepFailure::new(FailureKind::InvalidInput, e);
-    let maps = [&shared.pipeline.env, &job.env, &step.env, &step.with];
-    // Most steps hold no expression: they need no evaluation context at all.
-    if maps
+    let levels = [&shared.pipeline.env, &job.env, &step.env];
+    // Most steps hold no expression: literals need no evaluation context.
+    let literal = levels
         .iter()
-        .all(|m| m.values().all(|t| t.as_literal().is_some()))
-    {
-        let text = |m: &BTreeMap<String, ferry_model::Template>| -> BTreeMap<String, String> {
-            m.iter()
-                .map(|(k, t)| (k.clone(), t.as_literal().unwrap_or_default().to_string()))
-                .collect()
-        };
-        let mut env = text(&shared.pipeline.env);
-        env.extend(text(&job.env));
-        env.extend(text(&step.env));
-        return Ok((text(&step.with), env));
-    }
-    let mut scope = job_scope.scope(shared, job, step, progress);
-    // Each level may read the ones above it.
-    let mut env = BTreeMap::new();
-    for map in [&shared.pipeline.env, &job.env, &step.env] {
-        scope.contexts.insert("env", serde_json::json!(env));
-        env.extend(ferry_model::expr::render_map(map, &scope).map_err(bad)?);
-    }
-    scope.contexts.insert("env", serde_json::json!(env));
+        .chain([&&step.with])
+        .all(|m| m.values().all(|t| t.as_literal().is_some()));
+    let mut scope = match literal {
+        true => Scope::default(),
+        false => job_scope.scope(shared, job, step, progress),
+    };
+    let env = render_env(&levels, &mut scope).map_err(bad)?;
     let inputs = ferry_model::expr::render_map(&step.with, &scope).map_err(bad)?;
     Ok((inputs, env))
 }

@@ -469,8 +469,8 @@ impl Template {
 
     /// The text with every expression replaced by its value.
     pub fn render(&self, scope: &Scope) -> Result<String, String> {
-        if self.as_literal().is_some() {
-            return Ok(self.as_literal().unwrap_or_default().to_string());
+        if let Some(text) = self.as_literal() {
+            return Ok(text.to_string());
         }
         let ctx = scope.cel()?;
         self.render_in(&ctx)
