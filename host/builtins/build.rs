@@ -23,6 +23,7 @@ const GUESTS: &[(&str, &str, &str, bool)] = &[
         "CHECKOUT",
         true,
     ),
+    ("ferry-plugin-image", "ferry_plugin_image", "IMAGE", true),
     ("ferry-fixture-probe", "ferry_fixture_probe", "PROBE", false),
     (
         "ferry-fixture-granted",

@@ -11,6 +11,7 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     ("lint", LINT),
     ("test", TEST),
     ("checkout", CHECKOUT),
+    ("image", IMAGE),
 ];
 
 /// The bytes of the built-in step called `name`, if there is one.

@@ -95,8 +95,8 @@ pub struct Host<'a> {
     pub path_var: Option<OsString>,
 }
 
-/// The exec (or secrets) need of a step that runs programs (or uses secrets) its user names
-/// in an input: whatever the pipeline grants that step.
+/// The exec, secrets or network need of a step that runs programs, uses secrets or reaches
+/// hosts its user names in an input: whatever the pipeline grants that step.
 pub const ANY_PROGRAM: &str = "*";
 
 /// Computes the grant for a step, or the refusal that lists every missing grant at once.
@@ -168,6 +168,11 @@ pub fn grant(
     }
     let mut network = Vec::new();
     for text in &needs.network {
+        if text == ANY_PROGRAM {
+            // The hosts are the user's choice (a registry, a webhook): the grant is the list.
+            network.extend(granted.network.iter().cloned());
+            continue;
+        }
         let Some(need) = NetworkGrant::parse(text) else {
             missing
                 .invalid

@@ -59,6 +59,7 @@ pub mod bindings {
 pub use wit_bindgen as __wit_bindgen;
 
 pub mod exec;
+pub mod http;
 mod info;
 mod inputs;
 pub mod log;
