@@ -24,6 +24,8 @@ const GUESTS: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     ("ferry-plugin-image", "ferry_plugin_image", "IMAGE", true),
+    ("ferry-plugin-deploy", "ferry_plugin_deploy", "DEPLOY", true),
+    ("ferry-plugin-verify", "ferry_plugin_verify", "VERIFY", true),
     ("ferry-fixture-probe", "ferry_fixture_probe", "PROBE", false),
     (
         "ferry-fixture-granted",

@@ -12,6 +12,8 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     ("test", TEST),
     ("checkout", CHECKOUT),
     ("image", IMAGE),
+    ("deploy", DEPLOY),
+    ("verify", VERIFY),
 ];
 
 /// The bytes of the built-in step called `name`, if there is one.

@@ -40,6 +40,10 @@ enum Command {
     Run(commands::run::Args),
     Validate(commands::validate::Args),
     Graph(commands::graph::Args),
+    Approve(commands::approve::ApproveArgs),
+    Reject(commands::approve::RejectArgs),
+    Deployments(commands::deployments::Args),
+    Rollback(commands::rollback::Args),
     #[command(subcommand)]
     Plugin(commands::plugin::Command),
     Completions(commands::completions::Args),
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::execute(args),
         Command::Validate(args) => commands::validate::execute(args),
         Command::Graph(args) => commands::graph::execute(args),
+        Command::Approve(args) => commands::approve::approve(args),
+        Command::Reject(args) => commands::approve::reject(args),
+        Command::Deployments(args) => commands::deployments::execute(args),
+        Command::Rollback(args) => commands::rollback::execute(args),
         Command::Plugin(command) => commands::plugin::execute(command),
         Command::Completions(args) => commands::completions::execute::<Cli>(args),
     };

@@ -168,6 +168,20 @@ pub enum Event {
         status: Status,
         duration_ms: f64,
     },
+    /// Something a person watching the run should know that is no step's log: a job waiting
+    /// for its concurrency group, a cancel requested by another run, a rollback.
+    Notice {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<Arc<str>>,
+        text: String,
+    },
+    /// A gated job asks for approval (`decision` is `None`), or was decided.
+    Approval {
+        job: Arc<str>,
+        environment: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decision: Option<crate::gate::Decision>,
+    },
 }
 
 /// A job as announced at the start of a run.

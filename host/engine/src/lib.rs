@@ -3,7 +3,9 @@
 //! It knows nothing about WebAssembly: steps run through a [`StepRunner`], which the sandbox
 //! implements and tests fake.
 
+pub mod deployments;
 pub mod event;
+pub mod gate;
 pub mod log;
 pub mod os;
 pub mod record;

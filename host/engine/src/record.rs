@@ -36,6 +36,9 @@ pub struct JobSummary {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// The decision on a job behind `approval: required`: who, when, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::gate::Decision>,
     pub steps: Vec<StepSummary>,
 }
 
@@ -151,6 +154,7 @@ impl RunRecord {
                             duration_ms: None,
                             message: None,
                             outputs: BTreeMap::new(),
+                            approval: None,
                             steps: Vec::new(),
                         },
                     );
@@ -231,7 +235,16 @@ impl RunRecord {
                 state.summary.finished_at = Some(rfc3339(now_ms()));
                 state.summary.duration_ms = Some(*duration_ms);
             }
-            Event::Output { .. } => {}
+            Event::Approval {
+                job,
+                decision: Some(decision),
+                ..
+            } => {
+                if let Some(j) = state.summary.jobs.get_mut(&**job) {
+                    j.approval = Some(decision.clone());
+                }
+            }
+            Event::Output { .. } | Event::Notice { .. } | Event::Approval { .. } => {}
         }
         serde_json::to_writer(&mut state.events, event)?;
         state.events.write_all(b"\n")?;

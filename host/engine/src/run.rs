@@ -194,12 +194,23 @@ pub async fn run<R: StepRunner>(
         run_id: id.as_str().into(),
         run_dir: run_dir.clone(),
         source_dir: options.source_dir.clone(),
+        state_dir: options.state_dir.clone(),
         work_dir: options.state_dir.join("work"),
         git: options.git.clone(),
         vars: options.vars.clone(),
         inputs: options.inputs.clone(),
         finished: Default::default(),
     });
+    // Another run (`cancel-in-progress`) or `ferry cancel` may ask this one to stop.
+    let watcher = {
+        let reporter = reporter.clone();
+        crate::gate::watch_cancel_requests(run_dir.clone(), options.cancel.clone(), move |why| {
+            reporter.event(&Event::Notice {
+                job: None,
+                text: format!("cancelling: {}", why.trim()),
+            });
+        })
+    };
     let run_cancel = options.cancel.child_token();
     let semaphore = Arc::new(Semaphore::new(options.parallel.max(1)));
     // Each matrix's combinations share a token their fail-fast cancels and a bound on how
@@ -287,6 +298,11 @@ pub async fn run<R: StepRunner>(
                     Some(limit) => Some(limit.acquire_owned().await),
                     None => None,
                 };
+                // Waiting for a group or a person does not take one of the `parallel` slots.
+                let _group = match gate(&shared, i, &cancel).await {
+                    Ok(lock) => lock,
+                    Err(status) => return (i, status),
+                };
                 let _permit = semaphore.acquire_owned().await;
                 // A job still waiting for a slot when the run was cancelled never started.
                 if cancel.is_cancelled() {
@@ -327,6 +343,7 @@ pub async fn run<R: StepRunner>(
             }
         }
     }
+    watcher.abort();
     let status = if options.cancel.is_cancelled() {
         Status::Cancelled
     } else if any_failed {
@@ -369,6 +386,8 @@ struct Shared {
     run_id: Arc<str>,
     run_dir: PathBuf,
     source_dir: PathBuf,
+    /// `.ferry/`: workspaces, concurrency locks, the deployment history.
+    state_dir: PathBuf,
     /// Where job workspaces are kept between runs.
     work_dir: PathBuf,
     vars: BTreeMap<String, String>,
@@ -401,6 +420,119 @@ impl Shared {
         }
         entry.1.extend(outputs);
     }
+}
+
+/// Holds a job until it may start: its concurrency group is free, and, behind
+/// `approval: required`, someone approved it. `Err` when the job ended without starting.
+async fn gate(
+    shared: &Shared,
+    i: usize,
+    cancel: &CancellationToken,
+) -> Result<Option<crate::gate::GroupLock>, Status> {
+    use crate::gate::{Holder, Pending, acquire_group, await_approval};
+    let job = &shared.pipeline.jobs[i];
+    let id: Arc<str> = job.id.as_str().into();
+    let notice = |text: String| {
+        shared.reporter.event(&Event::Notice {
+            job: Some(id.clone()),
+            text,
+        })
+    };
+    let end = |status: Status, message: String| {
+        finish_unstarted(shared, i, status, &message);
+        Err(status)
+    };
+    let mut lock = None;
+    if let Some(c) = &job.concurrency {
+        let group = match c
+            .group
+            .render(&job_scope(shared, job, progress(false, false)))
+        {
+            Ok(group) => group,
+            Err(e) => return end(Status::Failed, format!("`concurrency`: {e}")),
+        };
+        let me = Holder {
+            run: shared.run_id.to_string(),
+            job: job.id.clone(),
+            since: crate::record::rfc3339(crate::record::now_ms()),
+        };
+        let waiting = |holder: Option<Holder>| {
+            notice(match holder {
+                Some(h) => format!(
+                    "waits for concurrency group `{group}`, held by job `{}` of run {}",
+                    h.job, h.run
+                ),
+                None => format!("waits for concurrency group `{group}`"),
+            })
+        };
+        match acquire_group(
+            &shared.state_dir,
+            &group,
+            me,
+            c.cancel_in_progress,
+            cancel,
+            waiting,
+        )
+        .await
+        {
+            Ok(Some(held)) => lock = Some(held),
+            Ok(None) => {
+                return end(
+                    Status::Cancelled,
+                    format!("cancelled while waiting for concurrency group `{group}`"),
+                );
+            }
+            Err(e) => {
+                return end(
+                    Status::Failed,
+                    format!("cannot take concurrency group `{group}`: {e}"),
+                );
+            }
+        }
+    }
+    if let Some(env) = job.environment.as_ref().filter(|e| e.approval) {
+        let run = shared.run_id.to_string();
+        shared.reporter.event(&Event::Approval {
+            job: id.clone(),
+            environment: env.name.clone(),
+            decision: None,
+        });
+        notice(format!(
+            "waits for approval to deploy to `{}`: run `ferry approve {run} {}` or `ferry reject {run} {}`",
+            env.name, job.id, job.id
+        ));
+        let pending = Pending {
+            run,
+            job: job.id.clone(),
+            environment: env.name.clone(),
+            since: crate::record::rfc3339(crate::record::now_ms()),
+        };
+        match await_approval(&shared.run_dir, &pending, cancel).await {
+            Ok(Some(decision)) => {
+                shared.reporter.event(&Event::Approval {
+                    job: id.clone(),
+                    environment: env.name.clone(),
+                    decision: Some(decision.clone()),
+                });
+                if !decision.approved {
+                    let why = decision
+                        .reason
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    return end(Status::Failed, format!("rejected by {}{why}", decision.by));
+                }
+                notice(format!("approved by {}", decision.by));
+            }
+            Ok(None) => {
+                return end(
+                    Status::Cancelled,
+                    "cancelled while waiting for approval".to_string(),
+                );
+            }
+            Err(e) => return end(Status::Failed, format!("approval: {e}")),
+        }
+    }
+    Ok(lock)
 }
 
 /// Reports a job that did not start: skipped by its condition or the run, or failed
@@ -562,6 +694,7 @@ async fn run_job<R: StepRunner>(
     };
     let mut failed = false;
     let mut cancelled = false;
+    let mut deploys: Vec<DeployCall> = Vec::new();
     for (index, step) in job.steps.iter().enumerate() {
         let key: Arc<str> = step.key().into();
         let job_cancelled = cancel.is_cancelled();
@@ -639,6 +772,7 @@ async fn run_job<R: StepRunner>(
         }
         .min(MAX_STEP_TIME);
         let prepared = run.and_then(|_| prepare_step(shared, job, step, &scope, progress));
+        let mut deploy_call = None;
         let outcome = match prepared {
             Err(failure) => StepOutcome {
                 result: Some(failure),
@@ -651,6 +785,17 @@ async fn run_job<R: StepRunner>(
                     .iter()
                     .filter_map(|name| shared.secrets.get(name).map(|v| (name.clone(), v.clone())))
                     .collect();
+                if is_deploy(step) && job.environment.is_some() {
+                    deploy_call = Some(DeployCall {
+                        index,
+                        inputs: inputs.clone(),
+                        env: env.clone(),
+                        secrets: BTreeMap::clone(&secrets),
+                        outputs: BTreeMap::new(),
+                        passed: false,
+                        rollback: None,
+                    });
+                }
                 let request = StepRequest {
                     run_id: shared.run_id.clone(),
                     pipeline: shared.pipeline.clone(),
@@ -731,6 +876,32 @@ async fn run_job<R: StepRunner>(
             message,
             duration_ms: millis(step_started.elapsed()),
         });
+        if let Some(mut call) = deploy_call {
+            call.passed = status == Status::Passed;
+            call.outputs = outputs;
+            deploys.push(call);
+        } else if status == Status::Failed && job.environment.is_some() {
+            // A check after a deploy failed: put back what served before, newest first.
+            for call in deploys
+                .iter_mut()
+                .rev()
+                .filter(|d| d.passed && d.rollback.is_none())
+            {
+                let what = format!("`{}`", step.name);
+                call.rollback = Some(
+                    rollback(
+                        shared,
+                        &runner,
+                        job_index,
+                        call,
+                        &workspace,
+                        &outputs_dir,
+                        &what,
+                    )
+                    .await,
+                );
+            }
+        }
         if status == Status::Failed && !step.continue_on_error {
             failed = true;
         }
@@ -768,7 +939,207 @@ async fn run_job<R: StepRunner>(
         (Some(_), Status::Passed) => Status::Failed,
         (_, status) => status,
     };
+    let message = match &job.environment {
+        Some(env) => {
+            let view = scope.scope_for_job(shared, job, progress(cancel.is_cancelled(), failed));
+            let url = env.url.as_ref().and_then(|u| u.render(&view).ok());
+            let said = record_deployments(shared, job, &env.name, url, &deploys, status, &outputs);
+            match (message, said) {
+                (Some(m), Some(d)) => Some(format!("{m}; {d}")),
+                (m, d) => m.or(d),
+            }
+        }
+        None => message,
+    };
     finish(status, outputs, message)
+}
+
+/// A call of the built-in `deploy` step in a job with an `environment`, kept so that a
+/// failed check later in the job can undo it.
+struct DeployCall {
+    index: usize,
+    inputs: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+    outputs: BTreeMap<String, String>,
+    passed: bool,
+    /// The version restored, or why it could not be.
+    rollback: Option<Result<String, String>>,
+}
+
+fn is_deploy(step: &Step) -> bool {
+    matches!(&step.uses, ferry_model::Uses::Builtin(name) if name == "deploy")
+}
+
+/// Runs a deploy step again with `rollback: <previous>`. It runs even when the run was
+/// cancelled: leaving a release that failed its checks in place is the worse outcome.
+async fn rollback<R: StepRunner>(
+    shared: &Shared,
+    runner: &Arc<R>,
+    job_index: usize,
+    call: &DeployCall,
+    workspace: &Path,
+    outputs_dir: &Path,
+    cause: &str,
+) -> Result<String, String> {
+    let job = &shared.pipeline.jobs[job_index];
+    let step = &job.steps[call.index];
+    let environment = job.environment.as_ref().map_or("", |e| e.name.as_str());
+    let job_id: Arc<str> = job.id.as_str().into();
+    let Some(previous) = call.outputs.get("previous").filter(|p| !p.is_empty()) else {
+        let why = "there is no earlier release to roll back to".to_string();
+        shared.reporter.event(&Event::Notice {
+            job: Some(job_id),
+            text: format!("{cause} failed and `{environment}` keeps the new release: {why}"),
+        });
+        return Err(why);
+    };
+    shared.reporter.event(&Event::Notice {
+        job: Some(job_id.clone()),
+        text: format!("{cause} failed: rolling `{environment}` back to {previous}"),
+    });
+    let key: Arc<str> = format!("{}.rollback", step.key()).into();
+    let log = StepLog::new(
+        job_id.clone(),
+        key.clone(),
+        shared.reporter.clone(),
+        shared.masker.clone(),
+        step.permissions.log_limit(),
+    );
+    let mut inputs = call.inputs.clone();
+    inputs.insert("rollback".into(), previous.clone());
+    let request = StepRequest {
+        run_id: shared.run_id.clone(),
+        pipeline: shared.pipeline.clone(),
+        job_index,
+        step_index: call.index,
+        inputs,
+        env: call.env.clone(),
+        secrets: call.secrets.clone(),
+        workspace: workspace.to_path_buf(),
+        output_file: outputs_dir.join(format!("{}.out", sanitize(&key))),
+        kept_dir: shared
+            .run_dir
+            .join("files")
+            .join(sanitize(&job.id))
+            .join(sanitize(&key)),
+        timeout: step
+            .timeout
+            .unwrap_or(DEFAULT_STEP_TIMEOUT)
+            .min(MAX_STEP_TIME),
+        log: log.clone(),
+        cancel: CancellationToken::new(),
+    };
+    let outcome = runner.run_step(request).await;
+    log.flush();
+    let result = match outcome.result {
+        None => Ok(previous.clone()),
+        Some(f) => Err(log.mask(&f.message)),
+    };
+    shared.reporter.event(&Event::Notice {
+        job: Some(job_id),
+        text: match &result {
+            Ok(v) => format!("rolled `{environment}` back to {v}"),
+            Err(e) => format!("the rollback of `{environment}` failed: {e}"),
+        },
+    });
+    result
+}
+
+/// Appends what a job did to its environment to the deployment history; returns what the
+/// job's summary should say about it.
+fn record_deployments(
+    shared: &Shared,
+    job: &Job,
+    environment: &str,
+    url: Option<String>,
+    deploys: &[DeployCall],
+    status: Status,
+    job_outputs: &BTreeMap<String, String>,
+) -> Option<String> {
+    use crate::deployments::{Deployment, Outcome, append};
+    let entry = |outcome: Outcome, version: String, call: Option<&DeployCall>| Deployment {
+        environment: environment.to_string(),
+        outcome,
+        version,
+        digest: call
+            .and_then(|c| c.outputs.get("digest"))
+            .filter(|d| !d.is_empty())
+            .cloned(),
+        target: call.and_then(|c| c.outputs.get("target")).cloned(),
+        url: url.clone(),
+        at: crate::record::rfc3339(crate::record::now_ms()),
+        run: shared.run_id.to_string(),
+        job: job.id.clone(),
+        step: call.map(|c| job.steps[c.index].key()),
+        inputs: call
+            .map(|c| {
+                c.inputs
+                    .iter()
+                    .filter(|(k, _)| *k != "rollback")
+                    .map(|(k, v)| (k.clone(), shared.masker.mask(v)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        message: None,
+    };
+    let mut entries = Vec::new();
+    let mut said = None;
+    for call in deploys {
+        let version = call
+            .outputs
+            .get("version")
+            .or_else(|| call.inputs.get("version"))
+            .cloned()
+            .unwrap_or_default();
+        match (&call.rollback, call.passed) {
+            (_, false) => entries.push(entry(Outcome::Failed, version, Some(call))),
+            (Some(Ok(restored)), true) => {
+                entries.push(entry(Outcome::RolledBack, version, Some(call)));
+                entries.push(entry(Outcome::Rollback, restored.clone(), Some(call)));
+                said = Some(format!("rolled `{environment}` back to {restored}"));
+            }
+            (Some(Err(why)), true) => {
+                // The new release still serves: the history must say so.
+                let mut e = entry(Outcome::Deployed, version, Some(call));
+                e.message = Some(format!("a later step failed; not rolled back: {why}"));
+                entries.push(e);
+                said = Some(format!("`{environment}` was not rolled back: {why}"));
+            }
+            (None, true) => {
+                let action = call.outputs.get("action").map(String::as_str);
+                let outcome = match action {
+                    Some("rollback") => Outcome::Rollback,
+                    _ => Outcome::Deployed,
+                };
+                entries.push(entry(outcome, version, Some(call)));
+            }
+        }
+    }
+    if deploys.is_empty() && matches!(status, Status::Passed | Status::Failed) {
+        // A job that deploys its own way (`run: ./deploy.sh`): the job's `version` output,
+        // or the commit.
+        let version = job_outputs
+            .get("version")
+            .or_else(|| shared.git.get("short-sha"))
+            .cloned()
+            .unwrap_or_else(|| shared.run_id.to_string());
+        let outcome = if status == Status::Passed {
+            Outcome::Deployed
+        } else {
+            Outcome::Failed
+        };
+        entries.push(entry(outcome, version, None));
+    }
+    for e in entries {
+        if let Err(err) = append(&shared.state_dir, &e) {
+            shared.reporter.event(&Event::Notice {
+                job: Some(job.id.as_str().into()),
+                text: format!("cannot write the deployment history: {err}"),
+            });
+        }
+    }
+    said
 }
 
 fn report_setup_failure(shared: &Shared, job: &Job, message: &str) {

@@ -29,7 +29,7 @@ pub const CONTEXTS: [&str; 10] = [
 
 /// What `git.*` holds: the repository's commit when the run starts, then what the last
 /// `checkout` step checked out.
-pub const GIT_FIELDS: [&str; 8] = [
+pub const GIT_FIELDS: [&str; 9] = [
     "sha",
     "short-sha",
     "ref",
@@ -37,6 +37,7 @@ pub const GIT_FIELDS: [&str; 8] = [
     "tag",
     "event",
     "commit-message",
+    "commit-time",
     "author",
 ];
 

@@ -15,5 +15,6 @@ pub use expr::{Expression, Progress, Scope, Template};
 pub use graph::Plan;
 pub use parse::{load, parse};
 pub use pipeline::{
-    Access, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline, Step, Uses,
+    Access, Concurrency, Environment, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline,
+    Step, Uses,
 };

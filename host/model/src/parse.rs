@@ -2,11 +2,13 @@
 
 use crate::diag::{Diagnostic, Report, Source, Span, suggest};
 use crate::expr::{Expression, Template};
-use crate::pipeline::{Access, Job, Permissions, Pipeline, Step, Uses, parse_size};
+use crate::pipeline::{
+    Access, Concurrency, Environment, Job, Permissions, Pipeline, Step, Uses, parse_size,
+};
 use crate::pipeline::{GRANT_LISTS, Matrix};
 use crate::yaml::{self, Kind, Node};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Shell used by `run:` steps that do not name one.
@@ -27,8 +29,11 @@ const JOB_KEYS: &[&str] = &[
     "if",
     "matrix",
     "environment",
+    "concurrency",
     "outputs",
 ];
+const ENVIRONMENT_KEYS: &[&str] = &["name", "url", "approval"];
+const CONCURRENCY_KEYS: &[&str] = &["group", "cancel-in-progress"];
 const STEP_KEYS: &[&str] = &[
     "id",
     "name",
@@ -53,10 +58,6 @@ const PERMISSION_KEYS: &[&str] = &[
     "memory",
     "log-limit",
 ];
-
-/// Keys this release reads but does not implement yet; using one is an error rather than
-/// being silently ignored.
-const NOT_YET: &[(&str, &str)] = &[("environment", "environments")];
 
 /// Reads and validates the pipeline file at `path`. `builtins` names the built-in steps.
 pub fn load(path: &Path, builtins: &[&str]) -> Result<Pipeline, Report> {
@@ -326,12 +327,21 @@ impl Reader<'_> {
             self.check_step_refs(t, &id, usize::MAX, &declared);
             self.check_env_refs_in(t, pipeline_env, &env);
         }
-        if let Some(c) = &condition {
-            for (path, span) in &c.paths {
+        let environment = get(entries, "environment").and_then(|n| self.environment(n));
+        let concurrency = match get(entries, "concurrency") {
+            Some(n) => self.concurrency(n),
+            None => environment.as_ref().map(|e| Concurrency {
+                group: Template::literal(format!("environment {}", e.name)),
+                cancel_in_progress: false,
+            }),
+        };
+        let group_exprs = concurrency.iter().flat_map(|c| c.group.expressions());
+        for e in condition.iter().chain(group_exprs) {
+            for (path, span) in &e.paths {
                 if path[0] == "steps" {
                     self.error(
                         *span,
-                        format!("a job's `if:` cannot read `{}`", path.join(".")),
+                        format!("a job's `if:` or `concurrency` cannot read `{}`", path.join(".")),
                         "it is decided before the job's steps run; read `needs.<job>.outputs` or move the condition to a step",
                     );
                 }
@@ -351,6 +361,8 @@ impl Reader<'_> {
             steps,
             timeout,
             continue_on_error,
+            environment,
+            concurrency,
         };
         self.check_job_refs(&job, ids);
         self.check_templated_grants(&job);
@@ -626,15 +638,17 @@ impl Reader<'_> {
                 let (Some(path), Some(access)) = (self.string(k, "a path"), self.access(v)) else {
                     continue;
                 };
-                if !Path::new(&path).is_absolute() {
+                let relative = path.starts_with("./") || path.starts_with("../");
+                if !Path::new(&path).is_absolute() && !relative {
                     self.error(
                         k.span,
-                        format!("path `{path}` in `permissions.paths` is not absolute"),
-                        "name host paths from the root, e.g. `/opt/sdk: read`; the workspace is granted by `workspace:`",
+                        format!("path `{path}` in `permissions.paths` is neither absolute nor relative to the pipeline file"),
+                        "name host paths from the root (`/opt/sdk: read`) or from the pipeline's folder (`./deploy: write`); the workspace is granted by `workspace:`",
                     );
                     continue;
                 }
-                p.paths.insert(PathBuf::from(path), access);
+                p.paths
+                    .insert(crate::pipeline::host_path(self.dir, &path), access);
             }
         }
         for key in GRANT_LISTS {
@@ -700,6 +714,87 @@ impl Reader<'_> {
         }
     }
 
+    /// `environment: NAME` or `environment: { name, url, approval: required }`.
+    fn environment(&mut self, node: &Node) -> Option<Environment> {
+        let (name_node, entries) = match &node.kind {
+            Kind::Scalar { .. } => (node, None),
+            _ => {
+                let entries = self.mapping(node, "`environment`")?;
+                self.check_keys(entries, ENVIRONMENT_KEYS, "in `environment`");
+                let Some(name) = get(entries, "name") else {
+                    self.error(
+                        node.span,
+                        "`environment` has no `name`",
+                        "write e.g. `environment: { name: production, approval: required }`",
+                    );
+                    return None;
+                };
+                (name, Some(entries))
+            }
+        };
+        let name = self.string(name_node, "the environment's name")?;
+        if !is_identifier(&name) {
+            self.error(
+                name_node.span,
+                format!("invalid environment name `{name}`"),
+                "environment names start with a letter or `_` and contain only letters, digits, `-` and `_`",
+            );
+            return None;
+        }
+        let url = entries
+            .and_then(|e| get(e, "url"))
+            .and_then(|n| self.template(n));
+        let approval = match entries.and_then(|e| get(e, "approval")) {
+            None => false,
+            Some(n) => match n.as_str() {
+                Some("required") => true,
+                Some("none") => false,
+                _ => {
+                    self.error(
+                        n.span,
+                        "`approval` must be `required` or `none`",
+                        "write `approval: required` to wait for `ferry approve` before the job starts",
+                    );
+                    false
+                }
+            },
+        };
+        Some(Environment {
+            name,
+            url,
+            approval,
+            span: node.span,
+        })
+    }
+
+    /// `concurrency: GROUP` or `concurrency: { group, cancel-in-progress }`.
+    fn concurrency(&mut self, node: &Node) -> Option<Concurrency> {
+        let (group_node, cancel) = match &node.kind {
+            Kind::Scalar { .. } => (node, false),
+            _ => {
+                let entries = self.mapping(node, "`concurrency`")?;
+                self.check_keys(entries, CONCURRENCY_KEYS, "in `concurrency`");
+                let Some(group) = get(entries, "group") else {
+                    self.error(
+                        node.span,
+                        "`concurrency` has no `group`",
+                        "write e.g. `concurrency: { group: deploy, cancel-in-progress: true }`",
+                    );
+                    return None;
+                };
+                let cancel = get(entries, "cancel-in-progress")
+                    .and_then(|n| self.boolean(n, "`cancel-in-progress`"))
+                    .unwrap_or(false);
+                (group, cancel)
+            }
+        };
+        let group = self.template(group_node)?;
+        Some(Concurrency {
+            group,
+            cancel_in_progress: cancel,
+        })
+    }
+
     fn check_keys(&mut self, entries: &Entries, allowed: &[&str], context: &str) {
         for (key, _) in entries {
             let Some(name) = key.as_str() else {
@@ -718,14 +813,6 @@ impl Reader<'_> {
                     _ => format!("allowed keys {context}: {}", list(allowed)),
                 };
                 self.error(key.span, format!("unknown key `{name}` {context}"), hint);
-            } else if let Some((_, what)) = NOT_YET.iter().find(|(k, _)| *k == name)
-                && allowed == JOB_KEYS
-            {
-                self.error(
-                    key.span,
-                    format!("`{name}` is not supported yet"),
-                    format!("{what} arrive in a later release; remove `{name}` for now"),
-                );
             }
         }
     }
@@ -991,6 +1078,8 @@ impl Reader<'_> {
             .values()
             .chain(job.outputs.values())
             .chain(job.name_template.iter())
+            .chain(job.environment.iter().flat_map(|e| e.url.iter()))
+            .chain(job.concurrency.iter().map(|c| &c.group))
             .flat_map(|t| t.expressions())
             .chain(job.condition.iter());
         let mut found: Vec<Found> = job_level

@@ -55,6 +55,31 @@ pub struct Job {
     pub steps: Vec<Step>,
     pub timeout: Option<Duration>,
     pub continue_on_error: bool,
+    /// `environment:`: where the job deploys.
+    pub environment: Option<Environment>,
+    /// `concurrency:`, or one job per environment at a time when the job names one.
+    pub concurrency: Option<Concurrency>,
+}
+
+/// Where a job deploys: `environment: production` or a mapping with `url` and `approval`.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    /// Where the deployed service answers, shown in the summary and the history.
+    pub url: Option<Template>,
+    /// `approval: required`: the job waits for `ferry approve` before it starts.
+    pub approval: bool,
+    pub span: Span,
+}
+
+/// At most one job of a group runs at a time, across runs of every pipeline in the same
+/// state directory.
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    /// Rendered when the job is about to start.
+    pub group: Template,
+    /// A newer job cancels the run holding the group instead of waiting for it.
+    pub cancel_in_progress: bool,
 }
 
 /// A matrix: every combination of its axes, less `exclude`, plus `include`.
@@ -405,6 +430,24 @@ pub fn format_size(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// `path` made absolute against `dir` (a relative `dir` against the current directory), with
+/// `.` and `..` resolved by name: what a grant and the step it is for both call the path.
+pub fn host_path(dir: &std::path::Path, path: &str) -> PathBuf {
+    use std::path::Component;
+    let joined = std::path::absolute(dir.join(path)).unwrap_or_else(|_| dir.join(path));
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -95,8 +95,9 @@ pub struct Host<'a> {
     pub path_var: Option<OsString>,
 }
 
-/// The exec, secrets or network need of a step that runs programs, uses secrets or reaches
-/// hosts its user names in an input: whatever the pipeline grants that step.
+/// The exec, secrets, network or paths need of a step that runs programs, uses secrets,
+/// reaches hosts or opens host paths its user names in an input: whatever the pipeline grants
+/// that step.
 pub const ANY_PROGRAM: &str = "*";
 
 /// Computes the grant for a step, or the refusal that lists every missing grant at once.
@@ -129,6 +130,12 @@ pub fn grant(
     }
     let mut paths = Vec::new();
     for (path, access) in &needs.paths {
+        if path.as_os_str() == ANY_PROGRAM {
+            // Host locations the user names in inputs (`path: ./deploy/staging`): the
+            // paths the pipeline grants, with the access it grants.
+            paths.extend(granted.paths.iter().map(|(p, a)| (p.clone(), *a)));
+            continue;
+        }
         let ok = granted
             .paths
             .iter()
@@ -327,10 +334,22 @@ fn join(items: impl Iterator<Item = String>) -> String {
 }
 
 /// Variables every step and every process it runs sees, whatever was granted: they describe
-/// the run, not the host.
-pub fn standard_env(run_id: &str, job: &str, step: &str) -> [(&'static str, String); 5] {
+/// the run. `FERRY_PIPELINE_DIR` is what relative `permissions.paths` are relative to, so a
+/// step given such a path as an input finds it.
+pub fn standard_env(
+    run_id: &str,
+    job: &str,
+    step: &str,
+    pipeline_dir: &std::path::Path,
+) -> [(&'static str, String); 6] {
     [
         ("CI", "true".into()),
+        (
+            "FERRY_PIPELINE_DIR",
+            ferry_model::pipeline::host_path(pipeline_dir, ".")
+                .to_string_lossy()
+                .into_owned(),
+        ),
         ("FERRY", "true".into()),
         ("FERRY_RUN_ID", run_id.into()),
         ("FERRY_JOB", job.into()),

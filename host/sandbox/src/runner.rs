@@ -243,7 +243,9 @@ impl Sandbox {
                 ),
             )
         })?;
-        let standard_env = grant::standard_env(&req.run_id, &req.job().id, &step.key()).to_vec();
+        let standard_env =
+            grant::standard_env(&req.run_id, &req.job().id, &step.key(), &req.pipeline.dir)
+                .to_vec();
         let wasi = self
             .wasi(&grant, req, &plugin.info, &inputs, &standard_env)
             .await
@@ -376,6 +378,12 @@ impl Sandbox {
             }
         }
         for (path, access) in &grant.paths {
+            // A write grant names where the step may put things (a deploy target, an
+            // export): make it, as `mkdir -p` would, rather than fail the first run.
+            if *access == ferry_model::Access::Write && !path.exists() {
+                std::fs::create_dir_all(path)
+                    .map_err(|e| format!("cannot create granted path `{}`: {e}", path.display()))?;
+            }
             let guest = path.to_string_lossy();
             b.preopened_dir(path, &*guest, fs_perms(*access))
                 .map_err(|e| format!("cannot open granted path `{}`: {e}", path.display()))?;

@@ -38,6 +38,7 @@ impl Step for Image {
         .input(Input::string("context", "The build context directory, relative to the workspace.").default("."))
         .input(Input::list("output", "Any of `oci-layout`, `oci-archive` and `registry`.").default("[\"oci-layout\"]"))
         .input(Input::string("path", "Where the layout (a directory) or archive (a .tar file) is written, relative to the workspace; default `target/image` or `target/image.tar`."))
+        .input(Input::string("export", "Also write the image layout to this host directory (absolute, or relative to the pipeline file; granted with `permissions: { paths: { ...: write } }`), where later jobs and `deploy` find it."))
         .input(Input::list("tags", "Names for the image: `app:1.0` in a layout or archive, `registry/repo:tag` to push.").default("[]"))
         .input(Input::list("build-args", "`NAME=value` pairs for `ARG`.").default("[]"))
         .input(Input::list("labels", "`NAME=value` labels added to the image config.").default("[]"))
@@ -52,7 +53,13 @@ impl Step for Image {
         .output("image", "The first tag pinned by digest (`repo:tag@sha256:...`), or the digest.")
         .output("tags", "The tags written or pushed, comma-separated.")
         .output("path", "Where the layout or archive was written.")
-        .capabilities(Capabilities::write_workspace().network(["*"]).secrets(["*"]).exec(["*"]))
+        .capabilities(
+            Capabilities::write_workspace()
+                .path("*", true)
+                .network(["*"])
+                .secrets(["*"])
+                .exec(["*"]),
+        )
     }
 
     fn run(inputs: &Inputs) -> Result<(), Error> {
@@ -211,6 +218,15 @@ impl Step for Image {
         } else if wants("oci-layout") {
             set_output("path", &layout_dir)?;
         }
+        if let Some(export) = inputs.optional("export").filter(|e| !e.is_empty()) {
+            let export = ferry_sdk::host_path(&export);
+            copy_layout(&store, &export).map_err(|e| {
+                Error::failed(format!(
+                    "cannot export the image to `{export}`: {e}; grant it with `permissions: {{ paths: {{ {export}: write }} }}`"
+                ))
+            })?;
+            info!("exported the image layout to {export}");
+        }
         if wants("registry") {
             for tag in &tags {
                 let reference = Reference::parse(tag).map_err(Error::InvalidInput)?;
@@ -308,7 +324,7 @@ impl Bases for BaseImages {
                     dir: safe_path(dir, "FROM").map_err(|e| e.to_string())?,
                 };
                 let index = source.index().map_err(|e| e.to_string())?;
-                let digest = pick(&index, tag, platform, reference, &source)?;
+                let digest = ferry_oci::pick(&index, tag, platform, reference, &source)?;
                 copy_image(&source, store, &digest)?;
                 Ok(digest)
             }
@@ -339,59 +355,18 @@ fn split_tag(text: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The manifest digest an index names for `tag` (or its only image) and `platform`.
-fn pick(
-    index: &[serde_json::Value],
-    tag: Option<&str>,
-    platform: &Platform,
-    what: &str,
-    store: &Store,
-) -> Result<String, String> {
-    let named: Vec<&serde_json::Value> = match tag {
-        Some(tag) => index
-            .iter()
-            .filter(|d| {
-                d["annotations"][oci::REF_NAME] == tag
-                    || d["annotations"]["io.containerd.image.name"]
-                        .as_str()
-                        .is_some_and(|n| n == tag || n.ends_with(&format!(":{tag}")))
-            })
-            .collect(),
-        None => index.iter().collect(),
-    };
-    let chosen = match named.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(format!(
-                "`{what}` has no image{}",
-                tag.map(|t| format!(" tagged `{t}`")).unwrap_or_default()
-            ));
-        }
-        many => many
-            .iter()
-            .find(|d| platform.matches(&d["platform"]))
-            .copied()
-            .ok_or_else(|| format!("`{what}` holds several images: name one with `:TAG`"))?,
-    };
-    let digest = chosen["digest"]
-        .as_str()
-        .ok_or("an index entry without a digest")?
-        .to_string();
-    if chosen["mediaType"] == oci::INDEX || chosen["mediaType"] == oci::DOCKER_LIST {
-        let nested = store.json(&digest).map_err(|e| e.to_string())?;
-        let manifests = nested["manifests"].as_array().cloned().unwrap_or_default();
-        let inner = manifests
-            .iter()
-            .find(|m| platform.matches(&m["platform"]))
-            .ok_or_else(|| {
-                format!(
-                    "`{what}` has no image for {}/{}",
-                    platform.os, platform.architecture
-                )
-            })?;
-        return Ok(inner["digest"].as_str().unwrap_or_default().to_string());
+/// Copies a layout's blobs (those missing) and index to another layout.
+fn copy_layout(from: &Store, to: &str) -> Result<(), String> {
+    fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    let target = Store::open(to).map_err(|e| e.to_string())?;
+    let index = from.index().map_err(|e| e.to_string())?;
+    for entry in &index {
+        let digest = entry["digest"]
+            .as_str()
+            .ok_or("an index entry without a digest")?;
+        copy_image(from, &target, digest)?;
     }
-    Ok(digest)
+    target.set_index(index).map_err(|e| e.to_string())
 }
 
 fn copy_image(source: &Store, store: &Store, manifest: &str) -> Result<(), String> {
@@ -442,7 +417,7 @@ fn import_oci_archive(
     )
     .map_err(|e| format!("`{file}`: index.json: {e}"))?;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
-    pick(&manifests, tag, platform, file, store)
+    ferry_oci::pick(&manifests, tag, platform, file, store)
 }
 
 /// `docker save` output: `manifest.json` names a config and layer files by path.

@@ -274,18 +274,19 @@ impl Client {
         Ok(digest)
     }
 
-    fn manifest(
+    /// A manifest's bytes and media type, checked against `target` when it is a digest;
+    /// `None` when the registry does not have it.
+    fn manifest_bytes(
         &mut self,
         reference: &Reference,
         target: &str,
         scope: &str,
-        store: &Store,
-    ) -> Result<(String, Value), String> {
+    ) -> Result<Option<(Vec<u8>, String)>, String> {
         let url = self.url(&format!("{}/manifests/{target}", reference.repository));
         let mut response = self.send("GET", url, &[("Accept", ACCEPT)], None, scope)?;
         match response.status {
             200 => {}
-            404 => return Err(format!("`{reference}` is not in the registry")),
+            404 => return Ok(None),
             s => {
                 return Err(format!(
                     "manifest of `{reference}`: HTTP {s}: {}",
@@ -293,6 +294,10 @@ impl Client {
                 ));
             }
         }
+        let media_type = response
+            .header("content-type")
+            .unwrap_or(oci::MANIFEST)
+            .to_string();
         let bytes = response.bytes(8 << 20).map_err(|e| e.to_string())?;
         let digest = oci::sha256(&bytes);
         if target.starts_with("sha256:") && digest != target {
@@ -300,10 +305,90 @@ impl Client {
                 "the registry sent a manifest for `{target}` whose bytes hash to `{digest}`"
             ));
         }
+        Ok(Some((bytes, media_type)))
+    }
+
+    fn manifest(
+        &mut self,
+        reference: &Reference,
+        target: &str,
+        scope: &str,
+        store: &Store,
+    ) -> Result<(String, Value), String> {
+        let (bytes, _) = self
+            .manifest_bytes(reference, target, scope)?
+            .ok_or_else(|| format!("`{reference}` is not in the registry"))?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("manifest of `{reference}`: {e}"))?;
-        store.put(&bytes).map_err(|e| e.to_string())?;
+        let (digest, _) = store.put(&bytes).map_err(|e| e.to_string())?;
         Ok((digest, value))
+    }
+
+    /// The digest `reference`'s tag points at, if it exists.
+    pub fn digest_of(&mut self, reference: &Reference) -> Result<Option<String>, String> {
+        let scope = format!("repository:{}:pull", reference.repository);
+        Ok(self
+            .manifest_bytes(reference, reference.target(), &scope)?
+            .map(|(bytes, _)| oci::sha256(&bytes)))
+    }
+
+    /// Points `tag` at the manifest `digest` of `image`'s repository, byte for byte.
+    pub fn copy_manifest(
+        &mut self,
+        image: &Reference,
+        digest: &str,
+        tag: &str,
+        store: &Store,
+    ) -> Result<(), String> {
+        let scope = format!("repository:{}:pull,push", image.repository);
+        let (bytes, media_type) = self.manifest_bytes(image, digest, &scope)?.ok_or_else(|| {
+            format!(
+                "`{digest}` is not in `{}/{}`",
+                image.registry, image.repository
+            )
+        })?;
+        store.put(&bytes).map_err(|e| e.to_string())?;
+        self.put_manifest(image, tag, &bytes, &media_type, &scope)
+    }
+
+    fn put_manifest(
+        &mut self,
+        reference: &Reference,
+        tag: &str,
+        bytes: &[u8],
+        media_type: &str,
+        scope: &str,
+    ) -> Result<(), String> {
+        let url = self.url(&format!("{}/manifests/{tag}", reference.repository));
+        let n = bytes.len() as u64;
+        let mut body = bytes;
+        let mut response = match self.send(
+            "PUT",
+            url.clone(),
+            &[("Content-Type", media_type)],
+            Some((&mut body, n)),
+            scope,
+        ) {
+            Err(e) if e == "retry" => {
+                let mut body = bytes;
+                self.send(
+                    "PUT",
+                    url,
+                    &[("Content-Type", media_type)],
+                    Some((&mut body, n)),
+                    scope,
+                )?
+            }
+            other => other?,
+        };
+        if response.status != 201 && response.status != 200 {
+            let status = response.status;
+            return Err(format!(
+                "the registry refused the manifest of `{reference}` (HTTP {status}): {}",
+                response.text().unwrap_or_default().trim()
+            ));
+        }
+        Ok(())
     }
 
     /// Pushes the image whose manifest is `manifest_digest` in `store` to `reference`.
@@ -345,44 +430,11 @@ impl Client {
             }
         }
         let bytes = std::fs::read(store.blob_path(manifest_digest)).map_err(|e| e.to_string())?;
-        let url = self.url(&format!(
-            "{}/manifests/{}",
-            reference.repository,
-            reference.target()
-        ));
         let media_type = manifest["mediaType"]
             .as_str()
             .unwrap_or(oci::MANIFEST)
             .to_string();
-        let mut body = bytes.as_slice();
-        let n = bytes.len() as u64;
-        let mut response = match self.send(
-            "PUT",
-            url.clone(),
-            &[("Content-Type", &media_type)],
-            Some((&mut body, n)),
-            &scope,
-        ) {
-            Err(e) if e == "retry" => {
-                let mut body = bytes.as_slice();
-                self.send(
-                    "PUT",
-                    url,
-                    &[("Content-Type", &media_type)],
-                    Some((&mut body, n)),
-                    &scope,
-                )?
-            }
-            other => other?,
-        };
-        if response.status != 201 && response.status != 200 {
-            let status = response.status;
-            return Err(format!(
-                "the registry refused the manifest of `{reference}` (HTTP {status}): {}",
-                response.text().unwrap_or_default().trim()
-            ));
-        }
-        Ok(())
+        self.put_manifest(reference, reference.target(), &bytes, &media_type, &scope)
     }
 
     fn upload(

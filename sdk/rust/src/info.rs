@@ -135,7 +135,8 @@ impl Capabilities {
         }
     }
 
-    /// A host path beyond the workspace.
+    /// A host path beyond the workspace; `"*"` for the paths the pipeline grants the step,
+    /// for a step told where to read or write by an input (see [`crate::host_path`]).
     pub fn path(mut self, path: &str, write: bool) -> Self {
         self.paths.push((path.into(), write));
         self

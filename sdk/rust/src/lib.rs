@@ -139,6 +139,31 @@ pub fn workspace_path(dir: &str, path: &str) -> String {
         .unwrap_or_else(|| path.to_string())
 }
 
+/// The path a step sees for a host location named in an input (`path: ./deploy/staging`):
+/// absolute as given, or relative to the pipeline file's folder (`FERRY_PIPELINE_DIR`), the
+/// way relative `permissions.paths` grants are. The step can reach it only if it is granted.
+pub fn host_path(path: &str) -> String {
+    let path = path.replace('\\', "/");
+    let base = if path.starts_with('/') {
+        String::new()
+    } else {
+        std::env::var("FERRY_PIPELINE_DIR")
+            .unwrap_or_default()
+            .replace('\\', "/")
+    };
+    let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Keeps a workspace file (a report, say) with the run record, where it outlives the
 /// workspace: `.ferry/runs/<run>/files/<job>/<step>/<path>`.
 pub fn keep_file(path: &str) -> Result<(), Error> {

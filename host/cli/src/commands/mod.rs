@@ -1,8 +1,11 @@
 //! One module per subcommand: its arguments and an `execute` that calls into the crates.
 
+pub mod approve;
 pub mod completions;
+pub mod deployments;
 pub mod graph;
 pub mod plugin;
+pub mod rollback;
 pub mod run;
 pub mod validate;
 
@@ -78,6 +81,23 @@ pub async fn check_plugins(sandbox: &Sandbox, pipeline: &Pipeline) -> Result<(),
         diagnostics,
     });
     Err(exit::USAGE)
+}
+
+/// `.ferry/` beside the pipeline file, absolute: where runs, workspaces, locks and the
+/// deployment history live.
+pub fn state_dir(pipeline: &Pipeline) -> PathBuf {
+    ferry_model::pipeline::host_path(&pipeline.dir, ".ferry")
+}
+
+/// The state directory for commands that read it without running anything: beside the
+/// pipeline file given, or `ferry.yaml` here.
+pub fn state_dir_of(file: Option<PathBuf>) -> Result<PathBuf, u8> {
+    let path = pipeline_path(file).map_err(fail)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok(ferry_model::pipeline::host_path(dir, ".ferry"))
 }
 
 /// Prints an error with its hint lines and returns the usage exit code.

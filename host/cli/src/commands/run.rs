@@ -50,13 +50,35 @@ pub fn execute(args: Args) -> u8 {
             return super::fail(format!("{e}{hint}"));
         }
     };
-    let state_dir = std::path::absolute(plan.pipeline.dir.join(".ferry"))
-        .unwrap_or_else(|_| plan.pipeline.dir.join(".ferry"));
+    run_plan(
+        plan,
+        Settings {
+            output: args.output,
+            parallel: args.parallel,
+            fail_fast: !args.no_fail_fast,
+            vars: args.vars.into_iter().collect(),
+            inputs: args.inputs.into_iter().collect(),
+        },
+    )
+}
+
+/// How to run a plan, from the command line.
+pub struct Settings {
+    pub output: Output,
+    pub parallel: Option<usize>,
+    pub fail_fast: bool,
+    pub vars: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// Runs a plan the way `ferry run` does and returns the exit code.
+pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
+    let state_dir = super::state_dir(&plan.pipeline);
     for id in ferry_engine::record::recover_interrupted(&state_dir) {
         eprintln!("note: run {id} was left unfinished by a host that stopped; marked interrupted");
     }
     let secrets = secrets(&plan);
-    let parallel = args
+    let parallel = settings
         .parallel
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,19 +96,23 @@ pub fn execute(args: Args) -> u8 {
     if let Err(code) = runtime.block_on(super::check_plugins(&sandbox, &plan.pipeline)) {
         return code;
     }
-    let reporter = report::reporter(args.output);
+    let reporter = report::reporter(settings.output);
     let cancel = CancellationToken::new();
     let options = RunOptions {
         parallel,
-        fail_fast: !args.no_fail_fast,
+        fail_fast: settings.fail_fast,
         source_dir: ferry_engine::workspace::repository_root(&plan.pipeline.dir),
-        state_dir,
+        state_dir: state_dir.clone(),
         secrets,
         cancel: cancel.clone(),
         git: git_info(&plan.pipeline),
-        vars: args.vars.into_iter().collect(),
-        inputs: args.inputs.into_iter().collect(),
+        vars: settings.vars,
+        inputs: settings.inputs,
     };
+    let reporters: Vec<Arc<dyn ferry_engine::Reporter>> = vec![
+        reporter.clone() as Arc<dyn ferry_engine::Reporter>,
+        Arc::new(report::Prompter::new(state_dir)),
+    ];
     let result = runtime.block_on(async {
         let interrupt = cancel.clone();
         tokio::spawn(async move {
@@ -102,7 +128,7 @@ pub fn execute(args: Args) -> u8 {
         ferry_engine::run(
             plan,
             sandbox,
-            reporter.clone() as Arc<dyn ferry_engine::Reporter>,
+            Arc::new(ferry_engine::event::Fanout(reporters)),
             options,
         )
         .await
@@ -151,6 +177,7 @@ fn git_info(pipeline: &ferry_model::Pipeline) -> BTreeMap<String, String> {
             &["symbolic-ref", "--quiet", "--short", "HEAD"][..],
         ),
         ("commit-message", &["log", "-1", "--format=%s"][..]),
+        ("commit-time", &["log", "-1", "--format=%ct"][..]),
         ("author", &["log", "-1", "--format=%an <%ae>"][..]),
     ] {
         info.insert(field.to_string(), git(args).unwrap_or_default());

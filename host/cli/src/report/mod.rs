@@ -155,7 +155,12 @@ impl Reporter for Plain {
                     status_text(s, *status, *duration_ms)
                 )
             }
+            Event::Notice { job, text } => match job {
+                Some(job) => format!("{} {text}", s.dim(&format!("[{job}]"))),
+                None => text.clone(),
+            },
             Event::JobStarted { .. }
+            | Event::Approval { .. }
             | Event::GroupEnd { .. }
             | Event::Output { .. }
             | Event::RunFinished { .. } => {
@@ -254,4 +259,53 @@ pub fn summary(s: &Style, result: &RunResult) {
     }
     out(&format!("{verdict} · jobs: {}", parts.join(", ")));
     out(&s.dim(&format!("record: {}", result.dir.display())));
+}
+
+/// Asks at the terminal when a job waits for approval, if ferry runs in one; the answer is
+/// written as `ferry approve` would write it, so whichever comes first decides.
+pub struct Prompter {
+    state_dir: std::path::PathBuf,
+    run: std::sync::Mutex<Option<String>>,
+    interactive: bool,
+}
+
+impl Prompter {
+    pub fn new(state_dir: std::path::PathBuf) -> Prompter {
+        Prompter {
+            state_dir,
+            run: std::sync::Mutex::new(None),
+            interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Reporter for Prompter {
+    fn event(&self, event: &Event) {
+        let mut run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::RunStarted { run: id, .. } => *run = Some(id.clone()),
+            Event::Approval {
+                job,
+                environment,
+                decision: None,
+            } if self.interactive => {
+                let Some(id) = run.clone() else { return };
+                let run_dir = self.state_dir.join("runs").join(&id);
+                let (job, environment) = (job.to_string(), environment.clone());
+                std::thread::spawn(move || {
+                    eprint!("deploy job `{job}` to `{environment}`? [y/N] ");
+                    let mut answer = String::new();
+                    if std::io::stdin().read_line(&mut answer).is_err() {
+                        return;
+                    }
+                    let approved = matches!(answer.trim(), "y" | "Y" | "yes");
+                    let reason = (!approved).then(|| "declined at the prompt".to_string());
+                    let decision = ferry_engine::gate::decision(approved, reason);
+                    // Decided elsewhere in the meantime: that decision stands.
+                    let _ = ferry_engine::gate::decide(&run_dir, &job, &decision);
+                });
+            }
+            _ => {}
+        }
+    }
 }

@@ -187,6 +187,10 @@ impl Reporter for Tty {
                     }
                 }
             }
+            Event::Notice { job, text } => state.pending.push(match job {
+                Some(job) => format!("{} {} {text}", s.yellow("⏸"), s.bold(job)),
+                None => format!("{} {text}", s.yellow("⏸")),
+            }),
             _ => {}
         }
     }
