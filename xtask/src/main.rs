@@ -3,8 +3,9 @@
 //! - `cargo xtask demo`: set up and run the example pipeline
 //! - `cargo xtask test`: set up, then formatting, clippy and every test
 //! - `cargo xtask bench`: the benchmark of ferry's per-step overhead (release build)
-//! - `cargo xtask setup`: only the setup: wasm target, lint tools, and the Python and
-//!   JavaScript component toolchains in `target/toolchains/` (pinned in `xtask/toolchains/`)
+//! - `cargo xtask setup`: only the setup: wasm target, lint tools, the Python and
+//!   JavaScript component toolchains in `target/toolchains/` (pinned in `xtask/toolchains/`),
+//!   and skopeo, umoci and docker-registry from Debian for the image tests
 //! - `cargo xtask js-types`: regenerate `sdk/js/types/` from the WIT with jco
 
 use std::path::{Path, PathBuf};
@@ -35,11 +36,57 @@ fn main() -> ExitCode {
     }
 }
 
-/// Everything the tests need: the Rust setup and the component toolchains.
+/// Everything the tests need: the Rust setup, the component toolchains, and the OCI tools
+/// the image tests check ferry's output with.
 fn setup() -> Result<(), String> {
     rust_setup()?;
     python_toolchain()?;
-    node_toolchain()
+    node_toolchain()?;
+    oci_tools()
+}
+
+/// Tools ferry did not write, to validate what it builds and pushes: skopeo and umoci read
+/// the images, and the CNCF distribution server (`docker-registry`) is the registry the
+/// tests push to on loopback. From Debian's packages, as root or through `sudo -n`.
+fn oci_tools() -> Result<(), String> {
+    const TOOLS: [(&str, &str); 3] = [
+        ("skopeo", "skopeo"),
+        ("umoci", "umoci"),
+        ("docker-registry", "docker-registry"),
+    ];
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(program, _)| output(program, &["--version"]).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let hint = format!(
+        "the image tests need {}; install them with your package manager (Debian: `apt-get install {}`)",
+        missing.join(", "),
+        missing.join(" ")
+    );
+    if output("apt-get", &["--version"]).is_none() {
+        return Err(hint);
+    }
+    let root = output("id", &["-u"]).is_some_and(|u| u.trim() == "0");
+    let apt = |args: &[&str]| -> Result<(), String> {
+        let mut full: Vec<&str> = Vec::new();
+        if !root {
+            full.extend(["sudo", "-n"]);
+        }
+        full.push("apt-get");
+        full.extend(args);
+        run(full[0], &full[1..])
+    };
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    if apt(&install).is_err() {
+        apt(&["update", "-q"]).map_err(|e| format!("{e}\n{hint}"))?;
+        apt(&install).map_err(|e| format!("{e}\n{hint}"))?;
+    }
+    Ok(())
 }
 
 /// Installs what rustup does not install by itself: the wasm target and the lint tools.

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Interprets each step's script: `pass`, `fail`, `sleep MS`, `out NAME=VALUE`, `echo TEXT`,
-/// `write-output NAME=VALUE` (through `$FERRY_OUTPUT`), `secret`.
+/// Interprets each step's script: `pass`, `fail`, `sleep MS`, `out NAME=VALUE`,
+/// `outs NAME=VALUE...`, `echo TEXT`, `write-output NAME=VALUE` (through `$FERRY_OUTPUT`),
+/// `secret`. A step given `rollback: V` says it restored `V`.
 #[derive(Default)]
 struct Fake {
     seen: Mutex<Vec<Seen>>,
@@ -21,7 +22,11 @@ type Seen = (String, BTreeMap<String, String>, BTreeMap<String, String>);
 
 impl StepRunner for Fake {
     async fn run_step(&self, req: StepRequest) -> StepOutcome {
-        let script = req.inputs.get("script").cloned().unwrap_or_default();
+        let script = match req.inputs.get("rollback") {
+            // A deploy asked to restore a version says it did.
+            Some(v) => format!("outs version={v} action=rollback"),
+            None => req.inputs.get("script").cloned().unwrap_or_default(),
+        };
         self.seen.lock().unwrap().push((
             format!("{}/{}", req.job().id, req.step().key()),
             req.inputs.clone(),
@@ -43,6 +48,14 @@ impl StepRunner for Fake {
                     outputs: BTreeMap::from([(k.to_string(), v.to_string())]),
                 }
             }
+            "outs" => StepOutcome {
+                result: None,
+                outputs: rest
+                    .split_whitespace()
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
             "write-output" => {
                 std::fs::write(&req.output_file, format!("{rest}\n")).unwrap();
                 StepOutcome::default()
@@ -549,5 +562,230 @@ async fn after_a_cancel_only_cleanup_steps_run() {
             Status::Passed,
             Status::Skipped
         ]
+    );
+}
+
+/// Runs `yaml` with its state in `dir`, so that several runs share locks and history.
+async fn run_in(dir: std::path::PathBuf, yaml: &str) -> (RunResult, Vec<Event>, Arc<Fake>) {
+    let source = Source::new(dir.join("ferry.yaml"), yaml);
+    let pipeline =
+        ferry_model::parse(&source, &dir, &["shell", "deploy"]).unwrap_or_else(|r| panic!("{r}"));
+    let plan = Plan::new(pipeline, &[]).unwrap();
+    let fake = Arc::new(Fake::default());
+    let collect = Arc::new(Collect::default());
+    let options = RunOptions {
+        parallel: 4,
+        fail_fast: true,
+        state_dir: dir.join(".ferry"),
+        source_dir: dir.clone(),
+        secrets: BTreeMap::new(),
+        cancel: CancellationToken::new(),
+        git: BTreeMap::new(),
+        vars: Default::default(),
+        inputs: Default::default(),
+    };
+    let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
+        .await
+        .unwrap();
+    let events = collect
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    (result, events, fake)
+}
+
+/// The run directories under `dir` whose `job` waits for approval, newest last.
+async fn waiting(dir: &std::path::Path, count: usize) -> Vec<std::path::PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join(".ferry/runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !ferry_engine::gate::waiting_in(p).is_empty())
+            .collect();
+        found.sort();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no run waits for approval");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const GATED: &str = "jobs:\n  deploy:\n    environment: { name: production, approval: required }\n    outputs: { version: \"${{ steps.v.outputs.version }}\" }\n    steps: [{ id: v, run: outs version=7 }]\n";
+
+#[tokio::test]
+async fn an_approved_job_runs_and_the_record_says_who_approved_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
+    let run_dir = waiting(dir.path(), 1).await.remove(0);
+    let pending = ferry_engine::gate::waiting_in(&run_dir);
+    assert_eq!(pending[0].environment, "production");
+    let decision = ferry_engine::gate::Decision {
+        approved: true,
+        by: "alice".into(),
+        at: "2026-11-22T10:00:00Z".into(),
+        reason: Some("release notes read".into()),
+    };
+    ferry_engine::gate::decide(&run_dir, "deploy", &decision).unwrap();
+    let (result, events, fake) = run.await.unwrap();
+    assert_eq!(result.status, Status::Passed);
+    assert_eq!(result.summary.jobs["deploy"].approval, Some(decision));
+    assert_eq!(fake.seen.lock().unwrap().len(), 1);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Approval { decision: None, .. }))
+    );
+    let history = ferry_engine::deployments::read(&dir.path().join(".ferry")).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].version, "7");
+    assert_eq!(
+        history[0].outcome,
+        ferry_engine::deployments::Outcome::Deployed
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_job_fails_without_running_a_step_and_says_who_rejected_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
+    let run_dir = waiting(dir.path(), 1).await.remove(0);
+    let decision = ferry_engine::gate::Decision {
+        approved: false,
+        by: "bob".into(),
+        at: "2026-11-22T10:00:00Z".into(),
+        reason: Some("freeze until Monday".into()),
+    };
+    ferry_engine::gate::decide(&run_dir, "deploy", &decision).unwrap();
+    let (result, _, fake) = run.await.unwrap();
+    assert_eq!(result.status, Status::Failed);
+    let job = &result.summary.jobs["deploy"];
+    assert_eq!(job.status, Status::Failed);
+    assert_eq!(
+        job.message.as_deref(),
+        Some("rejected by bob: freeze until Monday")
+    );
+    assert_eq!(job.approval.as_ref().map(|d| d.approved), Some(false));
+    assert!(fake.seen.lock().unwrap().is_empty(), "no step ran");
+    assert!(
+        ferry_engine::deployments::read(&dir.path().join(".ferry"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_second_run_queues_behind_the_group_while_the_first_waits_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
+    let first_dir = waiting(dir.path(), 1).await.remove(0);
+    let second = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
+    // The second run is behind the concurrency group, not at the approval gate.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(waiting(dir.path(), 1).await, vec![first_dir.clone()]);
+    assert!(!second.is_finished());
+    let approve = ferry_engine::gate::decision(true, None);
+    ferry_engine::gate::decide(&first_dir, "deploy", &approve).unwrap();
+    let (first_result, _, _) = first.await.unwrap();
+    assert_eq!(first_result.status, Status::Passed);
+    // Now the second holds the group and asks.
+    let runs = waiting(dir.path(), 1).await;
+    assert_eq!(runs.len(), 1);
+    assert_ne!(runs[0], first_dir);
+    ferry_engine::gate::decide(&runs[0], "deploy", &approve).unwrap();
+    let (second_result, events, _) = second.await.unwrap();
+    assert_eq!(second_result.status, Status::Passed);
+    let queued = events.iter().find_map(|e| match e {
+        Event::Notice { text, .. } if text.contains("waits for concurrency group") => {
+            Some(text.clone())
+        }
+        _ => None,
+    });
+    let queued = queued.expect("the second run said it waited");
+    assert!(queued.contains(&first_result.id), "{queued}");
+    assert!(queued.contains("environment production"), "{queued}");
+}
+
+#[tokio::test]
+async fn cancel_in_progress_stops_the_older_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "jobs:\n  deploy:\n    concurrency: { group: deploy-main, cancel-in-progress: true }\n    steps: [{ run: sleep 20000 }]\n";
+    let older = tokio::spawn(run_in(dir.path().to_path_buf(), yaml));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let newer_yaml = "jobs:\n  deploy:\n    concurrency: { group: deploy-main, cancel-in-progress: true }\n    steps: [{ run: pass }]\n";
+    let started = Instant::now();
+    let (newer, _, _) = run_in(dir.path().to_path_buf(), newer_yaml).await;
+    assert_eq!(newer.status, Status::Passed);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the newer run did not wait for the older"
+    );
+    let (older, events, _) = older.await.unwrap();
+    assert_eq!(older.status, Status::Cancelled);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Notice { text, .. } if text.contains("cancel-in-progress"))
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_failed_check_after_a_deploy_rolls_it_back_and_the_history_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "jobs:\n  staging:\n    environment: staging\n    steps:\n      - uses: deploy\n        with: { script: outs version=2 previous=1 }\n      - run: fail\n";
+    let (result, _, fake) = run_in(dir.path().to_path_buf(), yaml).await;
+    assert_eq!(result.status, Status::Failed);
+    let job = &result.summary.jobs["staging"];
+    assert_eq!(job.message.as_deref(), Some("rolled `staging` back to 1"));
+    let seen = fake.seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "deploy, the check, and the rollback");
+    assert_eq!(seen[2].1.get("rollback").map(String::as_str), Some("1"));
+    assert_eq!(
+        seen[2].1.get("script").map(String::as_str),
+        Some("outs version=2 previous=1")
+    );
+    use ferry_engine::deployments::{Outcome, current, read};
+    let history = read(&dir.path().join(".ferry")).unwrap();
+    let outcomes: Vec<(Outcome, &str)> = history
+        .iter()
+        .map(|d| (d.outcome, d.version.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![(Outcome::RolledBack, "2"), (Outcome::Rollback, "1")]
+    );
+    assert_eq!(current(&history, "staging").unwrap().version, "1");
+    assert_eq!(history[0].step.as_deref(), Some("step-1"));
+}
+
+#[tokio::test]
+async fn without_an_earlier_release_a_failed_check_leaves_the_deploy_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "jobs:\n  staging:\n    environment: staging\n    steps:\n      - uses: deploy\n        with: { script: outs version=1 previous= }\n      - run: fail\n";
+    let (result, _, fake) = run_in(dir.path().to_path_buf(), yaml).await;
+    assert_eq!(result.status, Status::Failed);
+    assert_eq!(
+        fake.seen.lock().unwrap().len(),
+        2,
+        "no rollback was attempted"
+    );
+    let message = result.summary.jobs["staging"]
+        .message
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        message.contains("not rolled back: there is no earlier release"),
+        "{message}"
+    );
+    let history = ferry_engine::deployments::read(&dir.path().join(".ferry")).unwrap();
+    assert_eq!(
+        history[0].outcome,
+        ferry_engine::deployments::Outcome::Deployed
     );
 }

@@ -31,11 +31,15 @@ const JS_WASI_DEPS: [(&str, &str); 3] = [
 ];
 
 /// The Rust SDK sources, vendored into new Rust projects.
-pub const RUST_SDK: [(&str, &str); 5] = [
+pub const RUST_SDK: [(&str, &str); 6] = [
     ("lib.rs", include_str!("../../../../../sdk/rust/src/lib.rs")),
     (
         "exec.rs",
         include_str!("../../../../../sdk/rust/src/exec.rs"),
+    ),
+    (
+        "http.rs",
+        include_str!("../../../../../sdk/rust/src/http.rs"),
     ),
     (
         "info.rs",

@@ -1,0 +1,545 @@
+//! The built-in `image` step through `ferry run`, checked by tools ferry did not write:
+//! skopeo and umoci read what it builds, and a CNCF distribution server (`docker-registry`)
+//! on loopback takes its pushes and gives them back. `cargo xtask setup` installs all three.
+
+mod common;
+
+use common::Test;
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): run `cargo xtask setup`"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ferry run --output plain` in the test's directory; the test keeps its files.
+fn ferry_run(t: &Test) -> common::Done {
+    let out = t
+        .command()
+        .args(["run", "--output", "plain"])
+        .output()
+        .unwrap();
+    common::Done {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A registry on a free loopback port, removed when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .spawn()
+            .expect("docker-registry is missing: run `cargo xtask setup`");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `output` printed by a step in plain output (`[job/step] image sha256:...`).
+fn digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.split("] image ").nth(1))
+        .unwrap_or_else(|| panic!("no digest in:\n{stdout}"))
+        .trim()
+        .to_string()
+}
+
+const SITE_DOCKERFILE: &str = "\
+ARG BASE=scratch
+FROM ${BASE} AS files
+COPY site/ /srv/site/
+ADD vendor.tar.gz /opt/vendor/
+
+FROM scratch
+ARG VERSION=dev
+LABEL org.opencontainers.image.version=$VERSION maintainer=\"ferry tests\"
+ENV APP_HOME=/srv/site \\
+    MODE=production
+COPY --from=files /srv/site/ $APP_HOME/
+COPY --from=files /opt/vendor/ /opt/vendor/
+COPY --chmod=600 --chown=1000:1000 secret.conf /etc/app/
+WORKDIR /srv
+WORKDIR site
+USER 1000:1000
+EXPOSE 8080 9090/udp
+ENTRYPOINT [\"/srv/site/run.sh\"]
+CMD [\"--port\", \"8080\"]
+";
+
+/// A build context: a site, a script, a vendored tarball, a file `.dockerignore` drops.
+fn context(t: &Test) {
+    let dir = t.dir.path();
+    for (name, text) in [
+        ("site/index.html", "<h1>hello</h1>\n"),
+        ("site/run.sh", "#!/bin/sh\necho serving\n"),
+        ("site/notes.tmp", "not for the image\n"),
+        ("secret.conf", "token=placeholder\n"),
+        (".dockerignore", "**/*.tmp\n"),
+        ("Dockerfile", SITE_DOCKERFILE),
+    ] {
+        std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("vendor-src/lib")).unwrap();
+    std::fs::write(dir.join("vendor-src/lib/util.js"), "export const x = 1;\n").unwrap();
+    let status = Command::new("tar")
+        .args(["-czf", "vendor.tar.gz", "-C", "vendor-src", "."])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(dir.join("vendor-src")).unwrap();
+}
+
+const BUILD: &str = "jobs:
+  image:
+    steps:
+      - uses: image
+        with:
+          output: [oci-layout, oci-archive]
+          tags: [site:1.0]
+          build-args: [VERSION=1.0]
+        permissions: { workspace: write }
+";
+
+fn workspace_file(t: &Test, path: &str) -> std::path::PathBuf {
+    t.path(&format!(".ferry/work/image/{path}"))
+}
+
+#[test]
+fn the_same_inputs_build_the_same_image_byte_for_byte() {
+    let build = |mode: u32, epoch: &str| -> (String, Vec<u8>, Test) {
+        let t = Test::new().file("ferry.yaml", BUILD);
+        context(&t);
+        // Host metadata must not matter: other modes and times than the first build.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let conf = t.path("secret.conf");
+            std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let _ = mode;
+        let when = std::time::SystemTime::now() - Duration::from_secs(u64::from(mode) * 1000);
+        std::fs::File::options()
+            .write(true)
+            .open(t.path("site/index.html"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        // The host's SOURCE_DATE_EPOCH is not granted: only the pipeline's `env:` counts.
+        let t = t.env("SOURCE_DATE_EPOCH", epoch);
+        let done = ferry_run(&t).code(0);
+        let archive = std::fs::read(workspace_file(&t, "target/image.tar")).unwrap();
+        (digest(&done.stdout), archive, t)
+    };
+    let (first, first_archive, _a) = build(0o644, "0");
+    let (second, second_archive, _b) = build(0o600, "1700000000");
+    assert_eq!(first, second, "two builds of the same input");
+    assert!(first_archive == second_archive, "the archives differ");
+    let with_epoch = |epoch: &str| {
+        let t = Test::new().file(
+            "ferry.yaml",
+            &format!("env: {{ SOURCE_DATE_EPOCH: \"{epoch}\" }}\n{BUILD}"),
+        );
+        context(&t);
+        digest(&ferry_run(&t).code(0).stdout)
+    };
+    let dated = with_epoch("1700000000");
+    assert_ne!(dated, first, "the epoch is part of the image");
+    assert_eq!(dated, with_epoch("1700000000"));
+}
+
+#[test]
+fn skopeo_and_umoci_read_the_layout_and_the_archive() {
+    let t = Test::new().file("ferry.yaml", BUILD);
+    context(&t);
+    let done = ferry_run(&t).code(0);
+    let digest = digest(&done.stdout);
+    let layout = workspace_file(&t, "target/image");
+    let layout = layout.to_str().unwrap();
+    let inspect = json(&tool("skopeo", &["inspect", &format!("oci:{layout}:1.0")]));
+    assert_eq!(inspect["Digest"], digest.as_str());
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Labels"]["org.opencontainers.image.version"], "1.0");
+    assert_eq!(inspect["Labels"]["maintainer"], "ferry tests");
+    let archive = workspace_file(&t, "target/image.tar");
+    let from_archive = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}:1.0", archive.display())],
+    ));
+    assert_eq!(from_archive["Digest"], digest.as_str());
+    let config = json(&tool(
+        "skopeo",
+        &["inspect", "--config", &format!("oci:{layout}:1.0")],
+    ));
+    let c = &config["config"];
+    assert_eq!(
+        c["Env"],
+        serde_json::json!(["APP_HOME=/srv/site", "MODE=production"])
+    );
+    assert_eq!(c["WorkingDir"], "/srv/site");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/srv/site/run.sh"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["--port", "8080"]));
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object() && c["ExposedPorts"]["9090/udp"].is_object());
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+
+    let bundle = t.path("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{layout}:1.0"),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("srv/site/index.html")).unwrap(),
+        "<h1>hello</h1>\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/vendor/lib/util.js")).unwrap(),
+        "export const x = 1;\n"
+    );
+    assert!(
+        !rootfs.join("srv/site/notes.tmp").exists(),
+        ".dockerignore keeps it out"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(rootfs.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("srv/site/run.sh"), 0o755, "a script is executable");
+        assert_eq!(mode("srv/site/index.html"), 0o644);
+        assert_eq!(mode("etc/app/secret.conf"), 0o600, "--chmod");
+    }
+    // Owners as the layer records them (umoci --rootless maps them to the current user).
+    let manifest = json(&tool(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{layout}:1.0")],
+    ));
+    let last = manifest["layers"][2]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let listing = tool("tar", &["-tvf", &format!("{layout}/blobs/sha256/{last}")]);
+    assert!(
+        listing.contains("1000/1000") && listing.contains("etc/app/secret.conf"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("0/0") && listing.contains("etc/app/"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn push_and_pull_back_by_digest_then_build_on_it() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let t = Test::new().file(
+        "ferry.yaml",
+        &format!(
+            "jobs:
+  image:
+    steps:
+      - uses: image
+        with:
+          output: [registry]
+          tags: [{host}/team/site:1.0, {host}/team/site:latest]
+        permissions: {{ workspace: write, network: [\"{host}\"] }}
+"
+        ),
+    );
+    context(&t);
+    let pushed = digest(&ferry_run(&t).code(0).stdout);
+    let remote = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{host}/team/site@{pushed}"),
+        ],
+    ));
+    assert_eq!(remote["Digest"], pushed.as_str());
+    let tags = json(&tool(
+        "skopeo",
+        &[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{host}/team/site"),
+        ],
+    ));
+    let mut tags: Vec<String> = tags["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, vec!["1.0", "latest"]);
+    // Pulled back by an independent client, byte for byte.
+    let pulled = t.path("pulled");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{host}/team/site@{pushed}"),
+            &format!("oci:{}:pulled", pulled.display()),
+        ],
+    );
+    let local = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:pulled", pulled.display())],
+    ));
+    assert_eq!(local["Digest"], pushed.as_str());
+
+    // ferry pulls it back by digest as a base image and builds on it.
+    let t2 = Test::new()
+        .file(
+            "Dockerfile",
+            &format!("FROM {host}/team/site@{pushed}\nCOPY extra.txt /srv/extra.txt\n"),
+        )
+        .file("extra.txt", "more\n")
+        .file(
+            "ferry.yaml",
+            &format!(
+                "jobs:
+  image:
+    steps:
+      - uses: image
+        with: {{ tags: [\"derived:1\"] }}
+        permissions: {{ workspace: write, network: [\"{host}\"] }}
+"
+            ),
+        );
+    ferry_run(&t2).code(0);
+    let derived = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            &format!("oci:{}:1", workspace_file(&t2, "target/image").display()),
+        ],
+    ));
+    let layers = derived["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4, "the base's three layers and one more");
+    assert_eq!(layers[..3], remote["Layers"].as_array().unwrap()[..]);
+}
+
+#[test]
+fn a_push_without_a_network_grant_is_refused() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let t = Test::new().file(
+        "ferry.yaml",
+        &format!(
+            "jobs:
+  image:
+    steps:
+      - uses: image
+        with: {{ output: [registry], tags: [\"{host}/team/site:1.0\"] }}
+        permissions: {{ workspace: write }}
+"
+        ),
+    );
+    context(&t);
+    ferry_run(&t)
+        .code(1)
+        .stdout_has(&format!("cannot connect to {host}"))
+        .stdout_has("granted under `permissions: { network: [...] }`");
+}
+
+#[test]
+fn run_needs_a_granted_container_engine_and_says_which_line() {
+    let t = Test::new()
+        .file("Dockerfile", "FROM scratch\nCOPY a /a\nRUN make\n")
+        .file("a", "a\n")
+        .file(
+            "ferry.yaml",
+            "jobs:\n  image:\n    steps:\n      - uses: image\n        permissions: { workspace: write }\n",
+        );
+    ferry_run(&t)
+        .code(1)
+        .stdout_has("Dockerfile:3: `RUN` executes commands inside the image, which needs a container engine")
+        .stdout_has("permissions: { exec: [buildah] }");
+}
+
+#[test]
+fn bad_dockerfiles_are_refused_at_their_line() {
+    for (dockerfile, expected) in [
+        (
+            "COPY a /a\n",
+            "Dockerfile:1: the first instruction must be `FROM`",
+        ),
+        (
+            "FROM scratch\nCOPY a b /dst\n",
+            "Dockerfile:2: with several sources or a wildcard, the destination must be a directory ending in `/`",
+        ),
+        (
+            "FROM scratch\nCOPY missing.txt /\n",
+            "Dockerfile:2: `missing.txt` matches nothing in the build context",
+        ),
+        (
+            "FROM scratch\nCOPY --chown=app a /a\n",
+            "Dockerfile:2: `--chown=app`: give numeric ids",
+        ),
+        (
+            "FROM scratch\nFETCH a\n",
+            "Dockerfile:2: unknown instruction `FETCH`",
+        ),
+        (
+            "FROM scratch\nCOPY ../outside /x\n",
+            "Dockerfile:2: `../outside` is outside the build context",
+        ),
+        (
+            "FROM scratch\nADD https://example.com/x.tar /x\n",
+            "downloads are not supported",
+        ),
+    ] {
+        let t = Test::new()
+            .file("Dockerfile", dockerfile)
+            .file("a", "a\n")
+            .file("b", "b\n")
+            .file(
+                "ferry.yaml",
+                "jobs:\n  image:\n    steps:\n      - uses: image\n        permissions: { workspace: write }\n",
+            );
+        ferry_run(&t).code(1).stdout_has(expected);
+    }
+}
+
+#[test]
+fn a_docker_archive_and_an_oci_archive_serve_as_base_images() {
+    let base = Test::new().file("ferry.yaml", BUILD);
+    context(&base);
+    ferry_run(&base).code(0);
+    let layout = workspace_file(&base, "target/image");
+    let t = Test::new().file("extra.txt", "more\n");
+    let docker_archive = t.path("base-docker.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:1.0", layout.display()),
+            &format!("docker-archive:{}:site:1.0", docker_archive.display()),
+        ],
+    );
+    std::fs::copy(
+        workspace_file(&base, "target/image.tar"),
+        t.path("base-oci.tar"),
+    )
+    .unwrap();
+    for (from, name) in [
+        ("docker-archive:base-docker.tar", "docker"),
+        ("oci-archive:base-oci.tar:1.0", "oci"),
+    ] {
+        std::fs::write(
+            t.path("Dockerfile"),
+            format!("FROM {from}\nCOPY extra.txt /srv/extra.txt\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            t.path("ferry.yaml"),
+            format!("jobs:\n  image:\n    steps:\n      - uses: image\n        with: {{ tags: [\"{name}:1\"] }}\n        permissions: {{ workspace: write }}\n"),
+        )
+        .unwrap();
+        let status = t
+            .command()
+            .args(["run", "--output", "plain"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building on the {name} archive");
+        let bundle = t.path(&format!("bundle-{name}"));
+        tool(
+            "umoci",
+            &[
+                "unpack",
+                "--rootless",
+                "--image",
+                &format!("{}:1", workspace_file(&t, "target/image").display()),
+                bundle.to_str().unwrap(),
+            ],
+        );
+        let rootfs = bundle.join("rootfs");
+        assert!(
+            rootfs.join("srv/site/index.html").is_file(),
+            "{name}: the base's files"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("srv/extra.txt")).unwrap(),
+            "more\n"
+        );
+    }
+}
