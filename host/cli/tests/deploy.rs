@@ -214,7 +214,8 @@ const GATED: &str = "jobs:
       - run: echo deployed
 ";
 
-/// Starts `ferry run` and waits until its job asks for approval.
+/// Starts `ferry run` and waits until its job asks for approval; the caller waits for it.
+#[allow(clippy::zombie_processes)]
 fn start_gated(t: &Test) -> std::process::Child {
     let mut child = t
         .command()
