@@ -60,7 +60,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                "version: 0.1\nlog: {{ level: error, accesslog: {{ disabled: true }} }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
                 dir.path().join("data").display()
             ),
         )
@@ -68,6 +68,8 @@ impl Registry {
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("docker-registry is missing: run `cargo xtask setup`");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -542,4 +544,60 @@ fn a_docker_archive_and_an_oci_archive_serve_as_base_images() {
             "more\n"
         );
     }
+}
+
+#[test]
+fn an_oci_deploy_promotes_a_digest_and_a_failed_check_puts_the_tag_back() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let push = |text: &str| {
+        let t = Test::new()
+            .file("Dockerfile", "FROM scratch\nCOPY page.txt /page.txt\n")
+            .file("page.txt", text)
+            .file(
+                "ferry.yaml",
+                &format!(
+                    "jobs:\n  image:\n    steps:\n      - uses: image\n        with: {{ output: [registry], tags: [\"{host}/team/site:build\"] }}\n        permissions: {{ workspace: write, network: [\"{host}\"] }}\n"
+                ),
+            );
+        digest(&ferry_run(&t).code(0).stdout)
+    };
+    let (good, bad) = (push("good\n"), push("bad\n"));
+    assert_ne!(good, bad);
+    let tagged = || {
+        json(&tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                &format!("docker://{host}/team/site:production"),
+            ],
+        ))["Digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let promote = |digest: &str, check: &str| {
+        let t = Test::new().file(
+            "ferry.yaml",
+            &format!(
+                "jobs:
+  production:
+    environment: production
+    steps:
+      - uses: deploy
+        with: {{ target: oci, image: \"{host}/team/site@{digest}\", tag: production }}
+        permissions: {{ network: [\"{host}\"] }}
+      - run: {check}
+"
+            ),
+        );
+        ferry_run(&t)
+    };
+    promote(&good, "true").code(0);
+    assert_eq!(tagged(), good);
+    promote(&bad, "false")
+        .code(1)
+        .stdout_has(&format!("rolled `production` back to {good}"));
+    assert_eq!(tagged(), good, "the tag points at the good digest again");
 }

@@ -156,7 +156,7 @@ pub enum Event {
         job: Arc<str>,
         status: Status,
         duration_ms: f64,
-        /// Why a job was skipped or could not start.
+        /// Why a job was skipped or could not start, or what it deployed or rolled back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
         /// The job's `outputs:`, evaluated when it ended.

@@ -253,11 +253,21 @@ pub fn decision(approved: bool, reason: Option<String>) -> Decision {
     }
 }
 
-/// The user running this process, for the record.
+/// The user running this process, for the record: `FERRY_USER` (a CI bot can name the
+/// person it acts for), the login name, or what `id -un` says.
 pub fn user() -> String {
     ["FERRY_USER", "USER", "USERNAME", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .or_else(|| {
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .filter(|u| !u.is_empty())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 

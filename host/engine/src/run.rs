@@ -1083,6 +1083,10 @@ fn record_deployments(
             .unwrap_or_default(),
         message: None,
     };
+    let at = url
+        .as_deref()
+        .map(|u| format!(" ({u})"))
+        .unwrap_or_default();
     let mut entries = Vec::new();
     let mut said = None;
     for call in deploys {
@@ -1108,10 +1112,13 @@ fn record_deployments(
             }
             (None, true) => {
                 let action = call.outputs.get("action").map(String::as_str);
-                let outcome = match action {
-                    Some("rollback") => Outcome::Rollback,
-                    _ => Outcome::Deployed,
+                let (outcome, verb) = match action {
+                    Some("rollback") => (Outcome::Rollback, "restored"),
+                    _ => (Outcome::Deployed, "deployed"),
                 };
+                if status == Status::Passed {
+                    said = Some(format!("{verb} {version} to `{environment}`{at}"));
+                }
                 entries.push(entry(outcome, version, Some(call)));
             }
         }
@@ -1125,6 +1132,7 @@ fn record_deployments(
             .cloned()
             .unwrap_or_else(|| shared.run_id.to_string());
         let outcome = if status == Status::Passed {
+            said = Some(format!("deployed {version} to `{environment}`{at}"));
             Outcome::Deployed
         } else {
             Outcome::Failed

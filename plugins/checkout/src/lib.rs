@@ -39,6 +39,7 @@ impl Step for Checkout {
         .output("ref", "The ref asked for, or HEAD.")
         .output("branch", "The branch, when the ref is one.")
         .output("commit-message", "The commit's subject line.")
+        .output("commit-time", "The commit's time in seconds since 1970, for `SOURCE_DATE_EPOCH`.")
         .output("author", "The commit's author, as `Name <email>`.")
         .capabilities(Capabilities::write_workspace().exec(["git"]).secrets(["*"]))
     }
@@ -75,10 +76,11 @@ impl Step for Checkout {
             git.run(&["lfs", "pull"])
                 .map_err(|e| Error::failed(format!("{e} (is git-lfs installed on the host?)")))?;
         }
-        // One git for all four: every process costs milliseconds.
-        let head = git.text(&["log", "-1", "--format=%H%n%an <%ae>%n%s%n%D"])?;
+        // One git for all of them: every process costs milliseconds.
+        let head = git.text(&["log", "-1", "--format=%H%n%ct%n%an <%ae>%n%s%n%D"])?;
         let mut lines = head.lines();
         let sha = lines.next().unwrap_or_default().to_string();
+        let time = lines.next().unwrap_or_default().to_string();
         let author = lines.next().unwrap_or_default().to_string();
         let subject = lines.next().unwrap_or_default().to_string();
         let branch = match branch {
@@ -97,6 +99,7 @@ impl Step for Checkout {
             ("ref", wanted.as_deref().unwrap_or("HEAD")),
             ("branch", branch.as_deref().unwrap_or("")),
             ("commit-message", subject.as_str()),
+            ("commit-time", time.as_str()),
             ("author", author.as_str()),
         ] {
             set_output(name, value)?;

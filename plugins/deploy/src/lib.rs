@@ -510,14 +510,9 @@ fn promote(inputs: &Inputs, rollback: Option<String>) -> Result<Done, Error> {
         .digest_of(&tagged)
         .map_err(Error::failed)?
         .unwrap_or_default();
-    let dir = format!("target/.ferry-deploy-{}", unique());
-    let store =
-        Store::open(&dir).map_err(|e| Error::failed(format!("cannot write `{dir}`: {e}")))?;
-    let result = client
-        .copy_manifest(&image, &digest, &tag, &store)
-        .map_err(|e| Error::failed(format!("cannot tag {digest} as `{tag}`: {e}")));
-    let _ = fs::remove_dir_all(&dir);
-    result?;
+    client
+        .copy_manifest(&image, &digest, &tag)
+        .map_err(|e| Error::failed(format!("cannot tag {digest} as `{tag}`: {e}")))?;
     info!(
         "{}:{tag} → {digest} (was {})",
         image.repository,

@@ -338,7 +338,6 @@ impl Client {
         image: &Reference,
         digest: &str,
         tag: &str,
-        store: &Store,
     ) -> Result<(), String> {
         let scope = format!("repository:{}:pull,push", image.repository);
         let (bytes, media_type) = self.manifest_bytes(image, digest, &scope)?.ok_or_else(|| {
@@ -347,7 +346,6 @@ impl Client {
                 image.registry, image.repository
             )
         })?;
-        store.put(&bytes).map_err(|e| e.to_string())?;
         self.put_manifest(image, tag, &bytes, &media_type, &scope)
     }
 

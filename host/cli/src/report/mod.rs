@@ -235,8 +235,10 @@ pub fn summary(s: &Style, result: &RunResult) {
     };
     out("");
     for (job, j) in &summary.jobs {
-        // Why a job did not run (its `if:`, a failed need) or could not start.
+        // Why a job did not run (its `if:`, a failed need) or could not start, or what it
+        // deployed where.
         match (j.status, &j.message) {
+            (Status::Passed, Some(m)) => out(&format!("  {} {job}: {m}", s.green("✓"))),
             (Status::Failed, Some(m)) => out(&format!("  {} {job}: {m}", s.red("✗"))),
             (Status::Skipped, Some(m)) => out(&s.dim(&format!("  - {job} skipped: {m}"))),
             _ => {}
