@@ -13,7 +13,11 @@
 //!     repository (`git clone`), a lint pass over it (`ruff`) and a tiny test suite
 //!     (`pytest`), each as a whole `ferry run`.
 //!
-//! Run with `cargo xtask bench` (release build, toolchains on `PATH`). Figures are medians.
+//! (f) the `image` step building a 50 MB context into an OCI image layout, against `tar` of
+//!     the same files (uncompressed, and with gzip against `tar -z`).
+//!
+//! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`
+//! or `f` runs one part. Figures are medians.
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -32,9 +36,13 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
     // `cargo xtask bench e` measures only the built-in steps, which take a while to set up.
-    if std::env::args().nth(1).as_deref() == Some("e") {
-        let missed = print_builtins(&builtin_overheads(&ferry, root));
-        std::process::exit(i32::from(missed));
+    match std::env::args().nth(1).as_deref() {
+        Some("e") => {
+            let missed = print_builtins(&builtin_overheads(&ferry, root));
+            std::process::exit(i32::from(missed));
+        }
+        Some("f") => std::process::exit(i32::from(image_build(&ferry, root))),
+        _ => {}
     }
 
     // (a) whole pipelines.
@@ -311,6 +319,74 @@ fn step_time(ferry: &Path, pipeline: &Path) -> Duration {
         })
         .expect("a step-finished event with its duration");
     Duration::from_secs_f64(ms / 1000.0)
+}
+
+/// (f): the `image` step against `tar` over a 50 MB context of 400 files of 128 KiB (not
+/// compressible, like built binaries and assets). Returns whether the 2× floor was missed.
+fn image_build(ferry: &Path, root: &Path) -> bool {
+    let dir = root.join("image");
+    let context = dir.join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..400 {
+        let mut bytes = vec![0u8; 128 << 10];
+        for chunk in bytes.chunks_mut(8) {
+            // xorshift: incompressible bytes without a dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        let sub = context.join(format!("d{}", i % 20));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i:03}.bin")), bytes).unwrap();
+    }
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY . /data/\n").unwrap();
+    let mut missed = false;
+    println!("(f) the image step on a 50 MB context (400 files), against tar of the same files");
+    for (compression, tar_flags) in [("none", "-cf"), ("gzip", "-czf")] {
+        let pipeline = dir.join(format!("ferry-{compression}.yaml"));
+        std::fs::write(
+            &pipeline,
+            format!(
+                "jobs:\n  image:\n    steps:\n      - uses: image\n        with: {{ context: context, compression: {compression} }}\n        permissions: {{ workspace: write }}\n"
+            ),
+        )
+        .unwrap();
+        run_ferry(ferry, &pipeline); // the workspace copy and the compiled step
+        let (mut step, mut whole, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+        let out = dir.join("out.tar");
+        for _ in 0..7 {
+            let started = Instant::now();
+            step.push(step_time(ferry, &pipeline));
+            whole.push(started.elapsed());
+            let _ = std::fs::remove_file(&out);
+            bare.push(time(|| {
+                let status = Command::new("tar")
+                    .arg(tar_flags)
+                    .arg(&out)
+                    .arg("-C")
+                    .arg(&context)
+                    .arg(".")
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }));
+        }
+        let (step, whole, bare) = (median(&mut step), median(&mut whole), median(&mut bare));
+        let ratio = step.as_secs_f64() / bare.as_secs_f64();
+        println!(
+            "  {compression:<5} image step {:>8.1} ms   tar {tar_flags:<5} {:>8.1} ms   ratio {ratio:.2}×   whole `ferry run` {:>8.1} ms",
+            step.as_secs_f64() * 1e3,
+            bare.as_secs_f64() * 1e3,
+            whole.as_secs_f64() * 1e3,
+        );
+        if compression == "none" && ratio > 2.0 {
+            println!("  MISSED: the floor is 2× tar");
+            missed = true;
+        }
+    }
+    missed
 }
 
 /// One built-in step's figures: the whole `ferry run`, the step alone, the bare tool.

@@ -8,7 +8,6 @@ mod common;
 use common::{Done, Test};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -216,7 +215,7 @@ const GATED: &str = "jobs:
 
 /// Starts `ferry run` and waits until its job asks for approval; the caller waits for it.
 #[allow(clippy::zombie_processes)]
-fn start_gated(t: &Test) -> std::process::Child {
+fn start_gated(t: &Test) -> (std::process::Child, String) {
     let mut child = t
         .command()
         .args(["run", "--output", "plain"])
@@ -230,13 +229,13 @@ fn start_gated(t: &Test) -> std::process::Child {
             .into_iter()
             .flatten()
             .flatten()
-            .any(|run| {
+            .find(|run| {
                 run.path()
                     .join("approvals/production.pending.json")
                     .exists()
             });
-        if pending {
-            return child;
+        if let Some(run) = pending {
+            return (child, run.file_name().to_string_lossy().into_owned());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -256,15 +255,9 @@ fn finish(child: std::process::Child) -> Done {
     }
 }
 
-fn run_json(t: &Test) -> serde_json::Value {
-    let runs = t.path(".ferry/runs");
-    let mut ids: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    ids.sort();
-    serde_json::from_slice(&std::fs::read(ids.last().unwrap().join("run.json")).unwrap()).unwrap()
+fn run_json(t: &Test, id: &str) -> serde_json::Value {
+    let path = t.path(&format!(".ferry/runs/{id}/run.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -276,7 +269,7 @@ fn approve_and_reject_from_another_process() {
         .code(2)
         .stderr_has("no run under");
 
-    let child = start_gated(&t);
+    let (child, first) = start_gated(&t);
     ferry(&t, &["approve", "latest", "--comment", "looks good"])
         .code(0)
         .stderr_has("approved deploying `production` to `production`");
@@ -286,14 +279,13 @@ fn approve_and_reject_from_another_process() {
         .stdout_has("approved by carol")
         .stdout_has("deployed");
     let _ = done;
-    let approval = &run_json(&t)["jobs"]["production"]["approval"];
+    let approval = &run_json(&t, &first)["jobs"]["production"]["approval"];
     assert_eq!(approval["approved"], true);
     assert_eq!(approval["by"], "carol");
     assert_eq!(approval["reason"], "looks good");
     assert!(approval["at"].as_str().unwrap().starts_with("20"));
 
-    let child = start_gated(&t);
-    let id = run_json(&t)["id"].as_str().unwrap().to_string();
+    let (child, id) = start_gated(&t);
     ferry(&t, &["reject", &id, "deploy"])
         .code(2)
         .stderr_has("job `deploy` does not wait for approval; waiting: `production`");
@@ -301,7 +293,7 @@ fn approve_and_reject_from_another_process() {
     finish(child)
         .code(1)
         .stdout_has("rejected by carol: change freeze");
-    assert_eq!(run_json(&t)["jobs"]["production"]["status"], "failed");
+    assert_eq!(run_json(&t, &id)["jobs"]["production"]["status"], "failed");
     ferry(&t, &["approve", &id, "production"])
         .code(2)
         .stderr_has("no job of run");

@@ -5,9 +5,10 @@ wasmtime::component::bindgen!({
     world: "step",
     imports: {
         "ferry:step/process.run": async | trappable,
+        "ferry:step/archive.write-tar": async | trappable,
         default: trappable,
     },
     exports: { default: async },
 });
 
-pub use ferry::step::{log, outputs, process, types};
+pub use ferry::step::{archive, log, outputs, process, types};

@@ -4,6 +4,7 @@
 //! The only crate that links wasmtime. It implements the engine's
 //! [`StepRunner`](ferry_engine::StepRunner) and offers `inspect` for the CLI.
 
+mod archive;
 mod bindings;
 pub mod cache;
 pub mod grant;

@@ -681,3 +681,65 @@ async fn the_rust_sdk_reports_bad_inputs_and_missing_grants() {
     assert!(message.contains("exec: [echo]"), "{message}");
     out.sibling_passed();
 }
+
+#[tokio::test]
+async fn the_host_writes_a_tar_only_where_the_step_may_write() {
+    // Read-only workspace: the host refuses to write for it.
+    let out = run(&probe("tar", "out.tar|README.md"), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed, "{message}");
+    assert!(
+        message.contains("`out.tar` is not granted for writing"),
+        "{message}"
+    );
+    let work = out.root.path().join("repo/.ferry/work/probe");
+    assert!(!work.join("out.tar").exists());
+
+    let out = run(&granted("tar", "out.tar|README.md", ALL_GRANTS), |_| {}).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Passed, "{message}");
+    assert!(
+        out.log("probe")
+            .iter()
+            .any(|l| l.contains("wrote 2048 bytes, sha256:"))
+    );
+}
+
+#[tokio::test]
+async fn the_host_reads_for_a_tar_only_what_the_step_may_read() {
+    for (source, expected) in [
+        ("../../../../outside/secret.txt", "contains `..`"),
+        (
+            "/etc/passwd",
+            "`/etc/passwd` is not under a path granted to this step",
+        ),
+        ("missing.txt", "`missing.txt`: No such file"),
+    ] {
+        let out = run(
+            &granted("tar", &format!("out.tar|{source}"), ALL_GRANTS),
+            outside,
+        )
+        .await;
+        let (status, _, message) = out.step("probe");
+        assert_eq!(status, Status::Failed, "{source}: {message}");
+        assert!(message.contains(expected), "{source}: {message}");
+        assert!(!out.log("probe").iter().any(|l| l.contains("top secret")));
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_host_follows_no_planted_link_out_of_the_workspace_for_a_tar() {
+    let out = run(&granted("tar", "out.tar|link", ALL_GRANTS), |root| {
+        outside(root);
+        std::os::unix::fs::symlink(root.join("outside/secret.txt"), root.join("repo/link"))
+            .unwrap();
+    })
+    .await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed, "{message}");
+    assert!(
+        message.contains("leads outside what was granted through a symbolic link"),
+        "{message}"
+    );
+}

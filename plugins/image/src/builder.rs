@@ -8,10 +8,11 @@ use crate::dockerfile::{self, Instruction, LineError};
 use ferry_oci::layout as oci;
 use ferry_oci::tar::{self, Kind};
 use ferry_oci::{Descriptor, Platform, Store, open_layer};
+use ferry_sdk::archive;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 
 /// Where base images come from, when `FROM` is not `scratch`.
@@ -58,7 +59,6 @@ struct Node {
     mode: Option<u32>,
     uid: u64,
     gid: u64,
-    size: u64,
     content: Content,
 }
 
@@ -570,29 +570,25 @@ fn context_sources(ctx: &mut Context, source: &str) -> Result<Vec<(String, Tree)
             let mut paths = Vec::new();
             ctx.walk(&root, &mut paths)
                 .map_err(|e| format!("`{root}`: {e}"))?;
-            for path in paths {
+            for (path, kind) in paths {
                 let relative = path[root.len()..].trim_start_matches('/').to_string();
                 let host = ctx.path(&path);
-                let meta = fs::symlink_metadata(&host).map_err(|e| format!("`{path}`: {e}"))?;
-                let node = if meta.file_type().is_symlink() {
+                let node = if kind.is_symlink() {
                     let target = fs::read_link(&host).map_err(|e| format!("`{path}`: {e}"))?;
                     dir_node(
                         Kind::Symlink(target.to_string_lossy().replace('\\', "/")),
                         0o777,
                     )
-                } else if meta.is_dir() {
+                } else if kind.is_dir() {
                     dir_node(Kind::Dir, 0o755)
                 } else {
-                    file_node(meta.len(), Content::Context(host))
+                    file_node(Content::Context(host))
                 };
                 tree.insert(relative, node);
             }
             tree.insert(String::new(), dir_node(Kind::Dir, 0o755));
         } else {
-            tree.insert(
-                String::new(),
-                file_node(meta.len(), Content::Context(ctx.path(&root))),
-            );
+            tree.insert(String::new(), file_node(Content::Context(ctx.path(&root))));
         }
         found.push((root, tree));
     }
@@ -620,18 +616,16 @@ fn dir_node(kind: Kind, mode: u32) -> Node {
         mode: Some(mode),
         uid: 0,
         gid: 0,
-        size: 0,
         content: Content::None,
     }
 }
 
-fn file_node(size: u64, content: Content) -> Node {
+fn file_node(content: Content) -> Node {
     Node {
         kind: Kind::File,
         mode: None,
         uid: 0,
         gid: 0,
-        size,
         content,
     }
 }
@@ -769,7 +763,6 @@ fn apply_layers(stage: &mut Stage, store: &Store) -> io::Result<()> {
                 mode: Some(h.mode),
                 uid: h.uid,
                 gid: h.gid,
-                size: h.size,
                 content,
             };
             stage.tree.insert(h.path.clone(), node);
@@ -827,7 +820,6 @@ fn expand_archives(
                     mode: Some(h.mode),
                     uid: h.uid,
                     gid: h.gid,
-                    size: h.size,
                     content: Content::Bytes(Rc::new(bytes)),
                 },
             );
@@ -919,42 +911,38 @@ fn join(base: &str, rest: &str) -> String {
     }
 }
 
-/// Hashes what passes through: the diff id of a compressed layer.
-struct Tee<W: Write> {
-    inner: W,
-    hasher: sha2::Sha256,
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
+/// Writes a layer through the host (`ferry:step/archive`), which reads, packs and hashes
+/// natively: a large context never passes through the step's memory.
 fn write_layer(store: &Store, entries: Tree, options: &Options) -> io::Result<Layer> {
-    let blob = store.writer()?;
-    let (digest, size, diff_id) = if options.gzip {
-        use sha2::Digest;
-        let gz = flate2::GzBuilder::new().write(blob, flate2::Compression::fast());
-        let tee = Tee {
-            inner: gz,
-            hasher: sha2::Sha256::new(),
+    let mut archive = Vec::with_capacity(entries.len());
+    for (path, node) in entries {
+        let link = |kind: &Kind| match kind {
+            Kind::Dir => Some(archive::Content::Directory),
+            Kind::Symlink(to) => Some(archive::Content::Symlink(to.clone())),
+            Kind::Hardlink(to) => Some(archive::Content::Hardlink(to.clone())),
+            Kind::File => None,
         };
-        let tee = write_entries(tar::Writer::new(tee), &entries, options.epoch)?;
-        let diff_id = format!("sha256:{}", hex::encode(tee.hasher.finalize()));
-        let (digest, size) = tee.inner.finish()?.finish()?;
-        (digest, size, diff_id)
-    } else {
-        let (digest, size) =
-            write_entries(tar::Writer::new(blob), &entries, options.epoch)?.finish()?;
-        (digest.clone(), size, digest)
-    };
+        let (content, mode) = match (link(&node.kind), node.content) {
+            (Some(content), _) => (content, Some(node.mode.unwrap_or(0o755))),
+            // No mode given: the host decides from the content (`ferry_tar::default_mode`).
+            (None, Content::Context(host)) => (archive::Content::File(host), node.mode),
+            (None, Content::Bytes(bytes)) => (archive::Content::Bytes(bytes.to_vec()), node.mode),
+            (None, Content::None | Content::Layer(_)) => {
+                (archive::Content::Bytes(Vec::new()), node.mode)
+            }
+        };
+        archive.push(archive::Entry {
+            name: path,
+            content,
+            mode,
+            uid: node.uid,
+            gid: node.gid,
+        });
+    }
+    let temp = store.temp_path();
+    let written = archive::write_tar(&temp, &archive, options.epoch, options.gzip)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    store.adopt(&temp, &written.digest)?;
     Ok(Layer {
         descriptor: Descriptor {
             media_type: if options.gzip {
@@ -963,65 +951,11 @@ fn write_layer(store: &Store, entries: Tree, options: &Options) -> io::Result<La
                 oci::LAYER
             }
             .into(),
-            digest,
-            size,
+            digest: written.digest,
+            size: written.size,
         },
-        diff_id,
+        diff_id: written.tar_digest,
     })
-}
-
-fn write_entries<W: Write>(mut out: tar::Writer<W>, entries: &Tree, epoch: u64) -> io::Result<W> {
-    for (path, node) in entries {
-        let mut header = tar::Header {
-            path: path.clone(),
-            kind: node.kind.clone(),
-            mode: node.mode.unwrap_or(0o644),
-            uid: node.uid,
-            gid: node.gid,
-            size: node.size,
-            mtime: epoch,
-        };
-        match &node.content {
-            Content::Context(host) => {
-                let mut file = File::open(host)?;
-                let size = file.metadata()?.len();
-                let mut head = [0u8; 4];
-                let n = read_up_to(&mut file, &mut head)?;
-                if node.mode.is_none() && executable(&head[..n]) {
-                    header.mode = 0o755;
-                }
-                header.size = size;
-                let mut reader = io::Cursor::new(head[..n].to_vec())
-                    .chain(BufReader::with_capacity(1 << 20, file));
-                out.append(&header, &mut reader)
-                    .map_err(|e| io::Error::new(e.kind(), format!("`{host}`: {e}")))?;
-            }
-            Content::Bytes(bytes) => {
-                if node.mode.is_none() && executable(bytes) {
-                    header.mode = 0o755;
-                }
-                header.size = bytes.len() as u64;
-                out.append(&header, &mut bytes.as_slice())?;
-            }
-            Content::None | Content::Layer(_) => {
-                header.size = 0;
-                out.append(&header, &mut io::empty())?;
-            }
-        }
-    }
-    out.finish()
-}
-
-/// Files get `0644`, or `0755` when they start like a program (ELF, Mach-O, PE, `#!`):
-/// WASI does not expose host file modes, and deciding from content makes the image the same
-/// whichever OS built it.
-fn executable(head: &[u8]) -> bool {
-    head.starts_with(b"\x7fELF")
-        || head.starts_with(b"#!")
-        || head.starts_with(b"MZ")
-        || head.starts_with(&[0xcf, 0xfa, 0xed, 0xfe])
-        || head.starts_with(&[0xfe, 0xed, 0xfa, 0xcf])
-        || head.starts_with(b"\0asm")
 }
 
 fn finish(stage: &mut Stage, store: &Store, created: &str) -> io::Result<Built> {

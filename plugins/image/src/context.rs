@@ -74,14 +74,17 @@ impl Context {
         if self.listing.is_none() {
             let mut all = Vec::new();
             self.walk("", &mut all)?;
-            all.sort();
-            self.listing = Some(all);
+            let mut paths: Vec<String> = all.into_iter().map(|(p, _)| p).collect();
+            paths.sort();
+            self.listing = Some(paths);
         }
         Ok(self.listing.as_deref().unwrap_or_default())
     }
 
     /// The paths under `dir` (context-relative, `""` for the root), not ignored, sorted.
-    pub fn walk(&self, dir: &str, out: &mut Vec<String>) -> io::Result<()> {
+    /// The paths under `dir` (context-relative, `""` for the root), not ignored, with their
+    /// types as the directory listing gives them (links are not followed).
+    pub fn walk(&self, dir: &str, out: &mut Vec<(String, fs::FileType)>) -> io::Result<()> {
         let mut stack = vec![dir.to_string()];
         while let Some(dir) = stack.pop() {
             for entry in fs::read_dir(self.path(&dir))? {
@@ -95,10 +98,11 @@ impl Context {
                 if self.ignored(&path) {
                     continue;
                 }
-                if entry.file_type()?.is_dir() {
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
                     stack.push(path.clone());
                 }
-                out.push(path);
+                out.push((path, kind));
             }
         }
         Ok(())

@@ -2,7 +2,6 @@
 //! `index.json` that names its images, and the archive form of a layout. Every blob read
 //! from elsewhere is checked against its digest before it is kept.
 
-use crate::tar;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};
@@ -14,6 +13,7 @@ pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// A content descriptor.
@@ -139,24 +139,25 @@ impl Store {
 
     fn prune(&self) -> io::Result<()> {
         let mut live = std::collections::BTreeSet::new();
-        let mut pending: Vec<String> = self
-            .index()?
-            .iter()
-            .filter_map(|d| d["digest"].as_str().map(String::from))
-            .collect();
-        while let Some(digest) = pending.pop() {
-            if !live.insert(digest.clone()) {
+        // Only indexes and manifests name other blobs: layers are never read here.
+        let mut pending: Vec<Value> = self.index()?;
+        while let Some(descriptor) = pending.pop() {
+            let Some(digest) = descriptor["digest"].as_str() else {
+                continue;
+            };
+            if !live.insert(digest.to_string()) {
                 continue;
             }
-            let Ok(value) = self.json(&digest) else {
+            let media_type = descriptor["mediaType"].as_str().unwrap_or_default();
+            let names_others =
+                [INDEX, MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].contains(&media_type);
+            let Some(value) = names_others.then(|| self.json(digest).ok()).flatten() else {
                 continue;
             };
             for key in ["manifests", "layers"] {
-                for d in value[key].as_array().into_iter().flatten() {
-                    pending.extend(d["digest"].as_str().map(String::from));
-                }
+                pending.extend(value[key].as_array().into_iter().flatten().cloned());
             }
-            pending.extend(value["config"]["digest"].as_str().map(String::from));
+            pending.push(value["config"].clone());
         }
         for entry in fs::read_dir(format!("{}/blobs/sha256", self.dir))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
@@ -167,59 +168,57 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the layout as a tar archive (`oci-archive`): entries sorted, owners and times
-    /// fixed, so equal layouts give equal archives.
+    /// A fresh name in the blob directory for a blob written elsewhere (by the host).
+    pub fn temp_path(&self) -> String {
+        format!("{}/blobs/sha256/.partial-{:x}", self.dir, unique())
+    }
+
+    /// Takes the file at `temp` as the blob `digest` (it is already there: `temp` goes).
+    pub fn adopt(&self, temp: &str, digest: &str) -> io::Result<()> {
+        let path = self.blob_path(digest);
+        if fs::metadata(&path).is_ok() {
+            fs::remove_file(temp)
+        } else {
+            fs::rename(temp, path)
+        }
+    }
+
+    /// Writes the layout as a tar archive (`oci-archive`) through the host: entries sorted,
+    /// owners and times fixed, so equal layouts give equal archives.
     pub fn write_archive(&self, path: &str, mtime: u64) -> io::Result<()> {
-        let temp = format!("{path}.partial");
-        let file = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
-        let mut out = tar::Writer::new(file);
-        let dir = |p: &str| tar::Header {
-            path: p.into(),
-            kind: tar::Kind::Dir,
-            mode: 0o755,
+        use ferry_sdk::archive::{Content, Entry};
+        let entry = |name: &str, content: Content| Entry {
+            name: name.to_string(),
+            mode: Some(if matches!(content, Content::Directory) {
+                0o755
+            } else {
+                0o644
+            }),
+            content,
             uid: 0,
             gid: 0,
-            size: 0,
-            mtime,
         };
         let mut blobs: Vec<String> = fs::read_dir(format!("{}/blobs/sha256", self.dir))?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<io::Result<_>>()?;
+        blobs.retain(|b| !b.starts_with('.'));
         blobs.sort();
-        out.append(&dir("blobs"), &mut io::empty())?;
-        out.append(&dir("blobs/sha256"), &mut io::empty())?;
+        let mut entries = vec![
+            entry("blobs", Content::Directory),
+            entry("blobs/sha256", Content::Directory),
+        ];
         for name in blobs {
-            let path = format!("{}/blobs/sha256/{name}", self.dir);
-            let size = fs::metadata(&path)?.len();
-            out.append(
-                &tar::Header {
-                    path: format!("blobs/sha256/{name}"),
-                    kind: tar::Kind::File,
-                    mode: 0o644,
-                    size,
-                    ..dir("")
-                },
-                &mut BufReader::with_capacity(1 << 20, File::open(&path)?),
-            )?;
+            entries.push(entry(
+                &format!("blobs/sha256/{name}"),
+                Content::File(format!("{}/blobs/sha256/{name}", self.dir)),
+            ));
         }
         for name in ["index.json", "oci-layout"] {
-            let bytes = fs::read(format!("{}/{name}", self.dir))?;
-            out.append(
-                &tar::Header {
-                    path: name.into(),
-                    kind: tar::Kind::File,
-                    mode: 0o644,
-                    size: bytes.len() as u64,
-                    ..dir("")
-                },
-                &mut bytes.as_slice(),
-            )?;
+            entries.push(entry(name, Content::File(format!("{}/{name}", self.dir))));
         }
-        out.finish()?
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
-        fs::rename(&temp, path)
+        ferry_sdk::archive::write_tar(path, &entries, mtime, false)
+            .map(drop)
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 }
 

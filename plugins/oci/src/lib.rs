@@ -4,7 +4,7 @@
 
 pub mod layout;
 pub mod registry;
-pub mod tar;
+pub use ferry_tar as tar;
 
 pub use layout::{Descriptor, Store};
 use serde_json::Value;

@@ -1,3 +1,4 @@
+/// <reference path="./interfaces/ferry-step-archive.d.ts" />
 /// <reference path="./interfaces/ferry-step-log.d.ts" />
 /// <reference path="./interfaces/ferry-step-outputs.d.ts" />
 /// <reference path="./interfaces/ferry-step-process.d.ts" />
@@ -12,6 +13,7 @@ declare module 'ferry:js-sdk/step-js@0.1.0' {
   export type StepInfo = import('ferry:step/types@0.1.0').StepInfo;
   export type StepError = import('ferry:step/types@0.1.0').StepError;
   export type Input = import('ferry:step/types@0.1.0').Input;
+  export type * as FerryStepArchive010 from 'ferry:step/archive@0.1.0'; // import ferry:step/archive@0.1.0
   export type * as FerryStepLog010 from 'ferry:step/log@0.1.0'; // import ferry:step/log@0.1.0
   export type * as FerryStepOutputs010 from 'ferry:step/outputs@0.1.0'; // import ferry:step/outputs@0.1.0
   export type * as FerryStepProcess010 from 'ferry:step/process@0.1.0'; // import ferry:step/process@0.1.0

@@ -58,6 +58,7 @@ pub mod bindings {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+pub mod archive;
 pub mod exec;
 pub mod http;
 mod info;

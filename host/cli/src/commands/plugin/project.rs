@@ -31,8 +31,12 @@ const JS_WASI_DEPS: [(&str, &str); 3] = [
 ];
 
 /// The Rust SDK sources, vendored into new Rust projects.
-pub const RUST_SDK: [(&str, &str); 6] = [
+pub const RUST_SDK: [(&str, &str); 7] = [
     ("lib.rs", include_str!("../../../../../sdk/rust/src/lib.rs")),
+    (
+        "archive.rs",
+        include_str!("../../../../../sdk/rust/src/archive.rs"),
+    ),
     (
         "exec.rs",
         include_str!("../../../../../sdk/rust/src/exec.rs"),

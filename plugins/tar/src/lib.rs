@@ -1,4 +1,4 @@
-//! Deterministic tar: the writer sets every field from the entry alone (no host owners,
+//! Deterministic tar, shared by the host and the steps: the writer sets every field from the entry alone (no host owners,
 //! times or user names), so the same files always give the same bytes; the reader takes
 //! what image layers and archives contain (ustar, PAX and GNU long names).
 
@@ -409,6 +409,19 @@ fn pax_records(data: &[u8]) -> Vec<(String, String)> {
         rest = &rest[len..];
     }
     records
+}
+
+/// The mode of a file whose mode nobody gave: `0755` when it starts like a program (ELF,
+/// Mach-O, PE, `#!`, WebAssembly), else `0644`. WASI does not expose host file modes, and
+/// deciding from the content makes an archive the same whichever OS wrote it.
+pub fn default_mode(head: &[u8]) -> u32 {
+    let program = head.starts_with(b"\x7fELF")
+        || head.starts_with(b"#!")
+        || head.starts_with(b"MZ")
+        || head.starts_with(&[0xcf, 0xfa, 0xed, 0xfe])
+        || head.starts_with(&[0xfe, 0xed, 0xfa, 0xcf])
+        || head.starts_with(b"\0asm");
+    if program { 0o755 } else { 0o644 }
 }
 
 /// `./a//b/` → `a/b`.
