@@ -1,7 +1,7 @@
 //! Host side of `ferry:step/archive`: deterministic tar files written natively, reading and
 //! writing only where the step itself could.
 
-use crate::bindings::archive::{self, Content, Entry, Written};
+use crate::bindings::archive::{self, Content, Entry, Kind as Found, Written};
 use crate::runner::GUEST_WORKSPACE;
 use crate::state::StepState;
 use ferry_model::Access;
@@ -12,6 +12,21 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
 
 impl archive::Host for StepState {
+    async fn walk(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Vec<(String, Found)>, String>> {
+        let root = match self.host_path(&path, Access::Read) {
+            Ok(root) => root,
+            Err(e) => return Ok(Err(e)),
+        };
+        let found = tokio::task::spawn_blocking(move || walk(&root))
+            .await
+            .map_err(|e| format!("the walk stopped: {e}"))
+            .and_then(|r| r.map_err(|e| format!("cannot walk `{path}`: {e}")));
+        Ok(found)
+    }
+
     async fn write_tar(
         &mut self,
         path: String,
@@ -121,35 +136,101 @@ impl StepState {
     }
 }
 
-/// Counts and hashes the bytes that pass through.
+/// Every entry under `root`, relative to it, kinds from the directory listing.
+fn walk(root: &Path) -> Result<Vec<(String, Found)>, String> {
+    let mut found = Vec::new();
+    let mut pending = vec![String::new()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(root.join(&dir)).map_err(|e| format!("`{dir}`: {e}"))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("`{dir}`: {e}"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let relative = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            // Links are reported as links, never followed.
+            let kind = entry
+                .file_type()
+                .map_err(|e| format!("`{relative}`: {e}"))?;
+            let kind = if kind.is_symlink() {
+                Found::Symlink
+            } else if kind.is_dir() {
+                pending.push(relative.clone());
+                Found::Directory
+            } else if kind.is_file() {
+                Found::File
+            } else {
+                Found::Other
+            };
+            found.push((relative, kind));
+        }
+    }
+    Ok(found)
+}
+
+/// Counts and hashes the bytes that pass through, on a thread of its own: SHA-256 of a
+/// large layer costs as much as reading and writing it, so the two overlap.
 struct Hashing<W: Write> {
     inner: W,
-    hasher: Sha256,
+    pending: Vec<u8>,
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    hasher: Option<std::thread::JoinHandle<Sha256>>,
     size: u64,
 }
 
+const CHUNK: usize = 1 << 20;
+
 impl<W: Write> Hashing<W> {
     fn new(inner: W) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let hasher = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for chunk in rx {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
         Hashing {
             inner,
-            hasher: Sha256::new(),
+            pending: Vec::with_capacity(CHUNK),
+            chunks: Some(tx),
+            hasher: Some(hasher),
             size: 0,
         }
     }
 
-    fn finish(self) -> (W, String, u64) {
-        (
-            self.inner,
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.size,
-        )
+    fn send(&mut self) {
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+        if let Some(tx) = &self.chunks {
+            // The hasher only stops when the sender is dropped.
+            let _ = tx.send(chunk);
+        }
+    }
+
+    fn finish(mut self) -> io::Result<(W, String, u64)> {
+        self.send();
+        self.chunks = None;
+        let hasher = self
+            .hasher
+            .take()
+            .map(|h| h.join())
+            .ok_or_else(|| io::Error::other("the hasher is gone"))?
+            .map_err(|_| io::Error::other("the hasher failed"))?;
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let (inner, size) = (self.inner, self.size);
+        Ok((inner, digest, size))
     }
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() >= CHUNK {
+            self.send();
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -170,11 +251,11 @@ fn write(
     let file = BufWriter::with_capacity(1 << 20, temp.as_file().try_clone()?);
     let (file, digest, size, tar_digest) = if gzip {
         let gz = flate2::GzBuilder::new().write(Hashing::new(file), flate2::Compression::fast());
-        let (gz, tar_digest, _) = entries_into(Hashing::new(gz), entries, mtime)?.finish();
-        let (file, digest, size) = gz.finish()?.finish();
+        let (gz, tar_digest, _) = entries_into(Hashing::new(gz), entries, mtime)?.finish()?;
+        let (file, digest, size) = gz.finish()?.finish()?;
         (file, digest, size, tar_digest)
     } else {
-        let (file, digest, size) = entries_into(Hashing::new(file), entries, mtime)?.finish();
+        let (file, digest, size) = entries_into(Hashing::new(file), entries, mtime)?.finish()?;
         (file, digest.clone(), size, digest)
     };
     // Renamed into place whole, but not synced: an archive is an output that can be made

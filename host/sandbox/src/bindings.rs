@@ -6,6 +6,7 @@ wasmtime::component::bindgen!({
     imports: {
         "ferry:step/process.run": async | trappable,
         "ferry:step/archive.write-tar": async | trappable,
+        "ferry:step/archive.walk": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -743,3 +743,46 @@ async fn the_host_follows_no_planted_link_out_of_the_workspace_for_a_tar() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn the_host_walks_only_what_the_step_may_read() {
+    let out = run(&probe("walk", "."), |root| {
+        std::fs::create_dir_all(root.join("repo/sub")).unwrap();
+        std::fs::write(root.join("repo/sub/a.txt"), "a").unwrap();
+    })
+    .await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Passed, "{message}");
+    assert!(
+        out.log("probe")
+            .iter()
+            .any(|l| l.contains("README.md") && l.contains("sub/a.txt"))
+    );
+    for (path, expected) in [
+        ("/etc", "`/etc` is not under a path granted to this step"),
+        ("../../../../outside", "contains `..`"),
+    ] {
+        let out = run(&probe("walk", path), outside).await;
+        let (status, _, message) = out.step("probe");
+        assert_eq!(status, Status::Failed, "{path}: {message}");
+        assert!(message.contains(expected), "{path}: {message}");
+        assert!(!out.log("probe").iter().any(|l| l.contains("secret.txt")));
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_host_walks_no_planted_link_out_of_the_workspace() {
+    let out = run(&probe("walk", "link"), |root| {
+        outside(root);
+        std::os::unix::fs::symlink(root.join("outside"), root.join("repo/link")).unwrap();
+    })
+    .await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed, "{message}");
+    assert!(
+        message.contains("leads outside what was granted through a symbolic link"),
+        "{message}"
+    );
+    assert!(!out.log("probe").iter().any(|l| l.contains("secret.txt")));
+}

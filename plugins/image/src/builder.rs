@@ -573,13 +573,13 @@ fn context_sources(ctx: &mut Context, source: &str) -> Result<Vec<(String, Tree)
             for (path, kind) in paths {
                 let relative = path[root.len()..].trim_start_matches('/').to_string();
                 let host = ctx.path(&path);
-                let node = if kind.is_symlink() {
+                let node = if kind == archive::Kind::Symlink {
                     let target = fs::read_link(&host).map_err(|e| format!("`{path}`: {e}"))?;
                     dir_node(
                         Kind::Symlink(target.to_string_lossy().replace('\\', "/")),
                         0o777,
                     )
-                } else if kind.is_dir() {
+                } else if kind == archive::Kind::Directory {
                     dir_node(Kind::Dir, 0o755)
                 } else {
                     file_node(Content::Context(host))

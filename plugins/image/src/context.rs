@@ -1,6 +1,7 @@
 //! The build context: the files `COPY` and `ADD` may read, less what `.dockerignore`
 //! excludes, and Go-style glob patterns as Dockerfiles use them.
 
+use ferry_sdk::archive::Kind;
 use std::fs;
 use std::io;
 
@@ -83,25 +84,17 @@ impl Context {
 
     /// The paths under `dir` (context-relative, `""` for the root), not ignored, sorted.
     /// The paths under `dir` (context-relative, `""` for the root), not ignored, with their
-    /// types as the directory listing gives them (links are not followed).
-    pub fn walk(&self, dir: &str, out: &mut Vec<(String, fs::FileType)>) -> io::Result<()> {
-        let mut stack = vec![dir.to_string()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(self.path(&dir))? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let path = if dir.is_empty() {
-                    name
-                } else {
-                    format!("{dir}/{name}")
-                };
-                if self.ignored(&path) {
-                    continue;
-                }
-                let kind = entry.file_type()?;
-                if kind.is_dir() {
-                    stack.push(path.clone());
-                }
+    /// kinds (links are not followed), listed by the host in one call.
+    pub fn walk(&self, dir: &str, out: &mut Vec<(String, Kind)>) -> io::Result<()> {
+        let found = ferry_sdk::archive::walk(&self.path(dir))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        for (relative, kind) in found {
+            let path = if dir.is_empty() {
+                relative
+            } else {
+                format!("{dir}/{relative}")
+            };
+            if !self.ignored(&path) {
                 out.push((path, kind));
             }
         }

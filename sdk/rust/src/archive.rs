@@ -6,7 +6,7 @@
 
 use crate::Error;
 
-pub use crate::bindings::ferry::step::archive::{Content, Entry, Written};
+pub use crate::bindings::ferry::step::archive::{Content, Entry, Kind, Written};
 
 /// Writes `entries` in order as a tar to `path` (relative to the workspace, or absolute
 /// under a granted path), every time set to `mtime`, gzip-compressed when `gzip`; returns
@@ -14,4 +14,11 @@ pub use crate::bindings::ferry::step::archive::{Content, Entry, Written};
 pub fn write_tar(path: &str, entries: &[Entry], mtime: u64, gzip: bool) -> Result<Written, Error> {
     crate::bindings::ferry::step::archive::write_tar(path, entries, mtime, gzip)
         .map_err(Error::Failed)
+}
+
+/// Every entry under the directory `path`, recursively, relative to it, with its kind, in no
+/// particular order; symbolic links are reported, not followed. One host call, however many
+/// files.
+pub fn walk(path: &str) -> Result<Vec<(String, Kind)>, Error> {
+    crate::bindings::ferry::step::archive::walk(path).map_err(Error::Failed)
 }

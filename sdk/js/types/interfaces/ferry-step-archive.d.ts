@@ -1,5 +1,12 @@
 declare module 'ferry:step/archive@0.1.0' {
   /**
+   * Every entry under the directory `path` (which follows the rules of a `file` entry),
+   * recursively, as `/`-separated paths relative to it with their kinds, in no particular
+   * order. Symbolic links are reported, not followed. One call instead of one per
+   * directory entry: listing a large build context is the slow part otherwise.
+   */
+  export function walk(path: string): Array<[string, Kind]>;
+  /**
    * Writes `entries` in the order given as a tar (ustar, with PAX records for long names)
    * to `path`, every modification time set to `mtime` (seconds since 1970), gzip-compressed
    * when `gzip`, replacing what was there. `path` follows the rules of a `file` entry and
@@ -83,4 +90,19 @@ declare module 'ferry:step/archive@0.1.0' {
      */
     tarDigest: string,
   }
+  /**
+   * What a path found by `walk` is.
+   * # Variants
+   * 
+   * ## `"file"`
+   * 
+   * ## `"directory"`
+   * 
+   * ## `"symlink"`
+   * 
+   * ## `"other"`
+   * 
+   * A device, socket or pipe.
+   */
+  export type Kind = 'file' | 'directory' | 'symlink' | 'other';
 }
