@@ -416,3 +416,40 @@ fn a_webhook_deploy_retries_a_failing_endpoint_and_sends_the_release() {
     assert_eq!(body["previous"], "1.4.1");
     assert_eq!(body["action"], "deploy");
 }
+
+#[test]
+fn a_command_deploy_runs_a_granted_program_with_the_version_and_rolls_back_with_its_rollback_command()
+ {
+    let t = Test::new().file(
+        "ferry.yaml",
+        "jobs:
+  release:
+    environment: staging
+    steps:
+      - uses: deploy
+        with:
+          target: command
+          version: \"2.0\"
+          previous: \"1.9\"
+          command: [sh, -c, 'echo \"$FERRY_DEPLOY_ACTION $FERRY_DEPLOY_VERSION (was $FERRY_DEPLOY_PREVIOUS)\" >> \"$FERRY_PIPELINE_DIR/deploys.log\"']
+          rollback-command: [sh, -c, 'echo \"restore $FERRY_DEPLOY_VERSION\" >> \"$FERRY_PIPELINE_DIR/deploys.log\"']
+        permissions: { exec: [sh] }
+      - run: exit 1
+",
+    );
+    ferry(&t, &["run", "--output", "plain"])
+        .code(1)
+        .stdout_has("rolled `staging` back to 1.9");
+    assert_eq!(
+        std::fs::read_to_string(t.path("deploys.log")).unwrap(),
+        "deploy 2.0 (was 1.9)\nrestore 1.9\n"
+    );
+    let t = Test::new().file(
+        "ferry.yaml",
+        "jobs:\n  release:\n    steps:\n      - uses: deploy\n        with: { target: command, version: \"1\", command: [sh, -c, 'true'] }\n",
+    );
+    ferry(&t, &["run", "--output", "plain"])
+        .code(1)
+        .stdout_has("`sh`")
+        .stdout_has("exec");
+}

@@ -50,7 +50,24 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// With basic authentication for `user` (an htpasswd file with a bcrypt hash).
+    fn start_with(user: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let auth = match user {
+            None => String::new(),
+            Some((name, password)) => {
+                let hash = bcrypt::hash(password, 5).unwrap();
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, format!("{name}:{hash}\n")).unwrap();
+                format!(
+                    "auth: {{ htpasswd: {{ realm: ferry-tests, path: {} }} }}\n",
+                    file.display()
+                )
+            }
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -60,7 +77,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{ level: error, accesslog: {{ disabled: true }} }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                "version: 0.1\nlog: {{ level: error, accesslog: {{ disabled: true }} }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
@@ -600,4 +617,50 @@ fn an_oci_deploy_promotes_a_digest_and_a_failed_check_puts_the_tag_back() {
         .code(1)
         .stdout_has(&format!("rolled `production` back to {good}"));
     assert_eq!(tagged(), good, "the tag points at the good digest again");
+}
+
+#[test]
+fn a_registry_with_basic_auth_takes_a_push_only_with_the_granted_password() {
+    let registry = Registry::start_with(Some(("ci", "s3cret-registry-pass")));
+    let host = registry.host();
+    let pipeline = |password: &str| {
+        format!(
+            "jobs:
+  image:
+    steps:
+      - uses: image
+        with: {{ output: [registry], tags: [\"{host}/team/site:1.0\"], username: ci{password} }}
+        permissions: {{ workspace: write, network: [\"{host}\"], secrets: [REGISTRY_PASSWORD] }}
+"
+        )
+    };
+    let t = Test::new()
+        .file("Dockerfile", "FROM scratch\nCOPY page.txt /page.txt\n")
+        .file("page.txt", "hello\n")
+        .file("ferry.yaml", &pipeline(""))
+        .env("REGISTRY_PASSWORD", "s3cret-registry-pass");
+    ferry_run(&t)
+        .code(1)
+        .stdout_has("asks for a user name and password: set `username` and `password`");
+    std::fs::write(
+        t.path("ferry.yaml"),
+        pipeline(", password: REGISTRY_PASSWORD"),
+    )
+    .unwrap();
+    let done = ferry_run(&t).code(0);
+    assert!(!done.stdout.contains("s3cret-registry-pass"));
+    let pushed = digest(&done.stdout);
+    let remote = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "ci:s3cret-registry-pass",
+            &format!("docker://{host}/team/site:1.0"),
+        ],
+    ));
+    assert_eq!(remote["Digest"], pushed.as_str());
+    let t = t.env("REGISTRY_PASSWORD", "wrong-password");
+    ferry_run(&t).code(1).stdout_has("HTTP 401");
 }

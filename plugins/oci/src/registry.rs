@@ -129,7 +129,7 @@ impl Client {
             let response = http::send(method, &url, &headers, payload, TIMEOUT)
                 .map_err(|e| format!("{method} {}{}: {e}", url.authority, url.path))?;
             match response.status {
-                401 if !challenged => {
+                401 if !challenged && self.authorization.is_none() => {
                     challenged = true;
                     let challenge = response
                         .header("www-authenticate")
