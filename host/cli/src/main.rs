@@ -1,6 +1,7 @@
 //! `ferry`: run CI/CD pipelines whose every step is a sandboxed WebAssembly component.
 
 mod commands;
+mod plugins;
 mod report;
 
 /// `println!` that ignores a closed pipe (`ferry graph | head -1` is not an error).
@@ -44,6 +45,9 @@ enum Command {
     Reject(commands::approve::RejectArgs),
     Deployments(commands::deployments::Args),
     Rollback(commands::rollback::Args),
+    Lock(commands::lock::LockArgs),
+    Update(commands::lock::UpdateArgs),
+    Login(commands::lock::LoginArgs),
     #[command(subcommand)]
     Plugin(commands::plugin::Command),
     Completions(commands::completions::Args),
@@ -70,6 +74,9 @@ fn main() -> ExitCode {
         Command::Reject(args) => commands::approve::reject(args),
         Command::Deployments(args) => commands::deployments::execute(args),
         Command::Rollback(args) => commands::rollback::execute(args),
+        Command::Lock(args) => commands::lock::lock(args),
+        Command::Update(args) => commands::lock::update(args),
+        Command::Login(args) => commands::lock::login(args),
         Command::Plugin(command) => commands::plugin::execute(command),
         Command::Completions(args) => commands::completions::execute::<Cli>(args),
     };

@@ -4,24 +4,9 @@
 
 mod common;
 
-use common::Test;
-use std::net::TcpListener;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
-
-fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): run `cargo xtask setup`"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{Registry, Test, json, tool};
+use std::process::Command;
+use std::time::Duration;
 
 /// `ferry run --output plain` in the test's directory; the test keeps its files.
 fn ferry_run(t: &Test) -> common::Done {
@@ -34,82 +19,6 @@ fn ferry_run(t: &Test) -> common::Done {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-/// A registry on a free loopback port, removed when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        Registry::start_with(None)
-    }
-
-    /// With basic authentication for `user` (an htpasswd file with a bcrypt hash).
-    fn start_with(user: Option<(&str, &str)>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = match user {
-            None => String::new(),
-            Some((name, password)) => {
-                let hash = bcrypt::hash(password, 5).unwrap();
-                let file = dir.path().join("htpasswd");
-                std::fs::write(&file, format!("{name}:{hash}\n")).unwrap();
-                format!(
-                    "auth: {{ htpasswd: {{ realm: ferry-tests, path: {} }} }}\n",
-                    file.display()
-                )
-            }
-        };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{ level: error, accesslog: {{ disabled: true }} }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n{auth}",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry is missing: run `cargo xtask setup`");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -16,5 +16,5 @@ pub use graph::Plan;
 pub use parse::{load, parse};
 pub use pipeline::{
     Access, Concurrency, Environment, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline,
-    Step, Uses,
+    PluginSettings, RegistryUse, Step, Uses,
 };

@@ -5,7 +5,7 @@ use crate::expr::{Expression, Template};
 use crate::pipeline::{
     Access, Concurrency, Environment, Job, Permissions, Pipeline, Step, Uses, parse_size,
 };
-use crate::pipeline::{GRANT_LISTS, Matrix};
+use crate::pipeline::{GRANT_LISTS, Matrix, PluginSettings, RegistryUse};
 use crate::yaml::{self, Kind, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -17,7 +17,8 @@ pub const DEFAULT_SHELL: &str = if cfg!(windows) { "pwsh" } else { "sh" };
 /// Shells a `run:` step may name.
 pub const SHELLS: &[&str] = &["sh", "bash", "pwsh", "powershell", "cmd"];
 
-const TOP_KEYS: &[&str] = &["name", "on", "env", "permissions", "jobs"];
+const TOP_KEYS: &[&str] = &["name", "on", "env", "permissions", "plugins", "jobs"];
+const PLUGINS_KEYS: &[&str] = &["registry", "keys", "require-signatures"];
 const JOB_KEYS: &[&str] = &[
     "name",
     "needs",
@@ -158,6 +159,9 @@ impl Reader<'_> {
             let p = self.permissions(n)?;
             Some((p, n.span))
         });
+        let plugins = get(entries, "plugins")
+            .map(|n| self.plugin_settings(n))
+            .unwrap_or_default();
         let Some(jobs_node) = get(entries, "jobs") else {
             self.diags.push(
                 Diagnostic::error("the pipeline has no `jobs`")
@@ -187,7 +191,52 @@ impl Reader<'_> {
             env,
             jobs,
             reads_git: self.reads_git,
+            plugins,
         })
+    }
+
+    fn plugin_settings(&mut self, node: &Node) -> PluginSettings {
+        let mut settings = PluginSettings::default();
+        let Some(entries) = self.mapping(node, "`plugins`") else {
+            return settings;
+        };
+        self.check_keys(entries, PLUGINS_KEYS, "in `plugins`");
+        if let Some(n) = get(entries, "registry") {
+            settings.registry = self.string(n, "`plugins.registry`").map(|s| (s, n.span));
+        }
+        if let Some(n) = get(entries, "keys") {
+            for (k, v) in self.mapping(n, "`plugins.keys`").unwrap_or_default() {
+                if let (Some(name), Some(value)) =
+                    (self.string(k, "a key name"), self.string(v, "a key"))
+                {
+                    settings.keys.push((name, value, v.span));
+                }
+            }
+        }
+        if let Some(n) = get(entries, "require-signatures") {
+            for (k, v) in self
+                .mapping(n, "`plugins.require-signatures`")
+                .unwrap_or_default()
+            {
+                let Some(prefix) = self.string(k, "a repository prefix") else {
+                    continue;
+                };
+                let names: Vec<String> = self
+                    .string_list(v, "the keys")
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect();
+                if names.is_empty() {
+                    self.error(
+                        v.span,
+                        format!("`{prefix}` requires signatures but names no key"),
+                        "list the names of trusted keys, e.g. `[acme]`",
+                    );
+                }
+                settings.require_signatures.push((prefix, names, v.span));
+            }
+        }
+        settings
     }
 
     fn job(
@@ -463,6 +512,12 @@ impl Reader<'_> {
                         .file_name()
                         .map_or_else(|| uses.to_string(), |n| n.to_string_lossy().into_owned()),
                     Uses::Builtin(name) => name.clone(),
+                    Uses::Registry(r) => r
+                        .reference
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&r.reference)
+                        .to_string(),
                 };
                 // `uses: shell` is the long form of `run:` and is granted the same way.
                 let is_shell = uses == Uses::Builtin("shell".into());
@@ -605,12 +660,37 @@ impl Reader<'_> {
             return Some(Uses::Path(path));
         }
         if text.contains('/') || text.contains('@') || text.contains(':') {
-            self.error(
-                node.span,
-                format!("registry reference `{text}` cannot be resolved yet"),
-                "this ferry runs built-in steps and component files; use `uses: ./path/to/step.wasm`",
-            );
-            return None;
+            let (name, digest) = text.split_once('@').unwrap_or((&text, ""));
+            let is_digest = digest
+                .strip_prefix("sha256:")
+                .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !digest.is_empty() && !is_digest {
+                self.error(
+                    node.span,
+                    format!("`@{digest}` in `{text}` is not a digest"),
+                    format!(
+                        "pin a digest as `@sha256:<64 hex digits>`, or name a tag or version range: `{name}:{digest}`"
+                    ),
+                );
+                return None;
+            }
+            let tagged = name
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'));
+            if digest.is_empty() && !tagged {
+                self.error(
+                    node.span,
+                    format!("plugin `{text}` names no version"),
+                    format!("pin it: `{text}:1.2.0`, a range such as `{text}:^1`, or a digest `{text}@sha256:…`"),
+                );
+                return None;
+            }
+            return Some(Uses::Registry(RegistryUse {
+                reference: text,
+                span: node.span,
+                component: None,
+            }));
         }
         if self.builtins.contains(&text.as_str()) {
             return Some(Uses::Builtin(text));

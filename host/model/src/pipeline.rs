@@ -26,6 +26,21 @@ pub struct Pipeline {
     pub jobs: Vec<Job>,
     /// Whether an expression reads `git.*`, so the host asks git only when needed.
     pub reads_git: bool,
+    /// `plugins:`: where short plugin names resolve and which signatures are required.
+    pub plugins: PluginSettings,
+}
+
+/// The `plugins:` section, as written; the registry crate turns it into stores and keys.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSettings {
+    /// `registry:`: a registry namespace (`ghcr.io/acme`) or a layout folder (`./plugins`)
+    /// that short names such as `lint:1.2` resolve against.
+    pub registry: Option<(String, Span)>,
+    /// `keys:`: public keys by name, each a file (relative to the pipeline) or inline text.
+    pub keys: Vec<(String, String, Span)>,
+    /// `require-signatures:`: a repository prefix (or `*`) and the keys, any of which must
+    /// have signed every plugin under it.
+    pub require_signatures: Vec<(String, Vec<String>, Span)>,
 }
 
 impl Pipeline {
@@ -212,6 +227,17 @@ pub enum Uses {
     Builtin(String),
     /// A component file, resolved against the pipeline's directory.
     Path(PathBuf),
+    /// A plugin in a registry or the local plugin store (`ghcr.io/acme/lint:^1`).
+    Registry(RegistryUse),
+}
+
+/// A registry `uses:` as written; `component` is set once `ferry.lock` pinned it and the
+/// verified component is in the local cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryUse {
+    pub reference: String,
+    pub span: Span,
+    pub component: Option<PathBuf>,
 }
 
 impl std::fmt::Display for Uses {
@@ -219,6 +245,7 @@ impl std::fmt::Display for Uses {
         match self {
             Uses::Builtin(name) => f.write_str(name),
             Uses::Path(path) => write!(f, "{}", path.display()),
+            Uses::Registry(r) => f.write_str(&r.reference),
         }
     }
 }

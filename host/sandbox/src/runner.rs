@@ -108,6 +108,17 @@ impl Sandbox {
                     .map_or("component".into(), |s| s.to_string_lossy().into_owned());
                 Ok((name, Origin::File(path.clone())))
             }
+            Uses::Registry(r) => match &r.component {
+                Some(path) => {
+                    let name = r.reference.rsplit('/').next().unwrap_or(&r.reference);
+                    let name = name.split([':', '@']).next().unwrap_or(name);
+                    Ok((name.to_string(), Origin::File(path.clone())))
+                }
+                None => Err(format!(
+                    "plugin `{}` was not resolved\nhint: run the pipeline with `ferry run`, which pins it in ferry.lock",
+                    r.reference
+                )),
+            },
         }
     }
 

@@ -4,6 +4,7 @@ pub mod approve;
 pub mod completions;
 pub mod deployments;
 pub mod graph;
+pub mod lock;
 pub mod plugin;
 pub mod rollback;
 pub mod run;

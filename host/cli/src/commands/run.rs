@@ -29,6 +29,9 @@ pub struct Args {
     /// An input expressions read as `inputs.NAME`, as a manual trigger gives (repeatable)
     #[arg(long = "input", value_name = "NAME=VALUE", value_parser = assignment)]
     inputs: Vec<(String, String)>,
+    /// Fail unless ferry.lock pins every registry plugin and nothing else (for CI)
+    #[arg(long)]
+    locked: bool,
 }
 
 fn assignment(text: &str) -> Result<(String, String), String> {
@@ -39,10 +42,18 @@ fn assignment(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn execute(args: Args) -> u8 {
-    let pipeline = match super::load(args.file) {
+    let mut pipeline = match super::load(args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let mode = if args.locked {
+        crate::plugins::Mode::Locked
+    } else {
+        crate::plugins::Mode::Run
+    };
+    if let Err(code) = crate::plugins::pin(&mut pipeline, mode) {
+        return code;
+    }
     let plan = match Plan::new(pipeline, &args.jobs) {
         Ok(plan) => plan,
         Err(e) => {

@@ -53,10 +53,19 @@ impl Style {
 
     /// `error: message`, with a following `hint:` line coloured too.
     pub fn error(&self, message: &str) -> String {
+        self.labelled("1;31", "error:", message)
+    }
+
+    /// `warning: message`, with a following `hint:` line coloured too.
+    pub fn warning(&self, message: &str) -> String {
+        self.labelled("1;33", "warning:", message)
+    }
+
+    fn labelled(&self, color: &str, label: &str, message: &str) -> String {
         let mut lines = message.lines();
         let mut out = format!(
             "{} {}",
-            self.paint("1;31", "error:"),
+            self.paint(color, label),
             lines.next().unwrap_or("")
         );
         for line in lines {

@@ -1,6 +1,7 @@
 //! `ferry plugin`: create, build, test and inspect steps.
 
 mod project;
+mod registry;
 mod scaffold;
 mod test;
 
@@ -23,6 +24,19 @@ pub enum Command {
     Test(TestArgs),
     /// Show a component's world, imports, exports, `describe()` and requested capabilities.
     Inspect(InspectArgs),
+    /// Publish a component as a wasm OCI artifact to a registry or the local plugin store.
+    Push(registry::PushArgs),
+    /// Resolve a plugin, check it, and put its component in the local cache.
+    Pull(registry::PullArgs),
+    /// List the plugins of a registry namespace or plugin folder.
+    List(registry::ListArgs),
+    /// Show a published plugin: versions, digest, description, inputs, requested
+    /// capabilities and signatures.
+    Info(registry::InfoArgs),
+    /// Sign a published plugin; the signature is stored beside it as an OCI referrer.
+    Sign(registry::SignArgs),
+    /// Make an ed25519 key pair for `ferry plugin sign`.
+    Keygen(registry::KeygenArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,6 +90,12 @@ pub fn execute(command: Command) -> u8 {
         Command::Build(args) => build(args),
         Command::Test(args) => test(args),
         Command::Inspect(args) => inspect(args),
+        Command::Push(args) => registry::push(args),
+        Command::Pull(args) => registry::pull(args),
+        Command::List(args) => registry::list(args),
+        Command::Info(args) => registry::info(args),
+        Command::Sign(args) => registry::sign(args),
+        Command::Keygen(args) => registry::keygen(args),
     }
 }
 

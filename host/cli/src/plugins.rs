@@ -1,0 +1,482 @@
+//! Registry plugins in a pipeline: where short names resolve, which keys are trusted, and
+//! pinning every `uses:` through `ferry.lock` to a verified component in the local cache.
+
+use crate::report::style::Style;
+use ferry_model::{Diagnostic, Pipeline, Report, Span, Uses};
+use ferry_registry::{Location, Locked, Lockfile, Plugins, PublicKey, Reference, Resolved};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Where plugins resolve and which signatures are required: the pipeline's `plugins:`, else
+/// `FERRY_PLUGIN_REGISTRY`, else `[plugins]` in `~/.config/ferry/config.toml`, else the
+/// local store.
+pub struct Policy {
+    pub default: Location,
+    /// Key names to their source (file or inline) and the directory relative files are in.
+    keys: BTreeMap<String, (String, PathBuf)>,
+    require: Vec<(String, Vec<String>)>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct UserConfig {
+    #[serde(default)]
+    plugins: UserPlugins,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UserPlugins {
+    registry: Option<String>,
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
+    #[serde(default, rename = "require-signatures")]
+    require_signatures: BTreeMap<String, Vec<String>>,
+}
+
+impl Policy {
+    pub fn new(pipeline: Option<&Pipeline>) -> Result<Policy, String> {
+        let config_path = ferry_registry::config_dir().join("config.toml");
+        let user: UserConfig = match std::fs::read_to_string(&config_path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| format!("`{}` is not valid: {e}", config_path.display()))?,
+            Err(_) => UserConfig::default(),
+        };
+        let config_dir = ferry_registry::config_dir();
+        let mut keys: BTreeMap<String, (String, PathBuf)> = user
+            .plugins
+            .keys
+            .into_iter()
+            .map(|(k, v)| (k, (v, config_dir.clone())))
+            .collect();
+        let mut require: Vec<_> = user.plugins.require_signatures.into_iter().collect();
+        let mut registry = std::env::var("FERRY_PLUGIN_REGISTRY")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|s| (s, PathBuf::from(".")))
+            .or_else(|| user.plugins.registry.map(|r| (r, config_dir.clone())));
+        if let Some(p) = pipeline {
+            let settings = &p.plugins;
+            if let Some((r, _)) = &settings.registry {
+                registry = Some((r.clone(), p.dir.clone()));
+            }
+            for (name, value, _) in &settings.keys {
+                keys.insert(name.clone(), (value.clone(), p.dir.clone()));
+            }
+            for (prefix, names, _) in &settings.require_signatures {
+                require.push((prefix.clone(), names.clone()));
+            }
+        }
+        let default = match registry {
+            Some((text, base)) => match Location::parse(&text)? {
+                // A relative folder is relative to the file that named it.
+                Location::Layout(dir) if dir.is_relative() => Location::Layout(base.join(dir)),
+                other => other,
+            },
+            None => Location::Layout(ferry_registry::default_store()),
+        };
+        let default = match default {
+            Location::Layout(dir) => Location::Layout(std::path::absolute(&dir).unwrap_or(dir)),
+            other => other,
+        };
+        Ok(Policy {
+            default,
+            keys,
+            require,
+        })
+    }
+
+    /// The keys, any of which must have signed plugins from `repository`; empty when none
+    /// is required.
+    pub fn required_keys(&self, repository: &str) -> Result<Vec<PublicKey>, String> {
+        let mut names = BTreeSet::new();
+        for (prefix, keys) in &self.require {
+            let prefix = prefix.trim_end_matches('/');
+            if prefix == "*"
+                || repository == prefix
+                || repository.starts_with(&format!("{prefix}/"))
+            {
+                names.extend(keys.iter().cloned());
+            }
+        }
+        names.iter().map(|name| self.key(name)).collect()
+    }
+
+    /// A trusted key by name: from `plugins.keys`, the user config, or
+    /// `~/.config/ferry/keys/NAME.pub`.
+    pub fn key(&self, name: &str) -> Result<PublicKey, String> {
+        match self.keys.get(name) {
+            Some((value, base)) => ferry_registry::read_public_key(name, value, base),
+            None => {
+                let path = ferry_registry::sign::keys_dir().join(format!("{name}.pub"));
+                if path.is_file() {
+                    ferry_registry::read_public_key(name, &path.to_string_lossy(), Path::new("."))
+                } else {
+                    Err(format!(
+                        "no trusted key named `{name}`\nhint: add it under `plugins: {{ keys: {{ {name}: ./keys/{name}.pub }} }}`, or put it in `{}`",
+                        path.display()
+                    ))
+                }
+            }
+        }
+    }
+
+    pub fn parse(&self, text: &str) -> Result<Reference, String> {
+        Reference::parse(text, &self.default)
+    }
+
+    /// How to write `repository` in `uses:`: a short name when it is in the default
+    /// location, so lock files and hints do not carry one machine's paths.
+    pub fn short(&self, repository: &ferry_registry::Repository) -> String {
+        let full = repository.to_string();
+        let base = format!("{}/", self.default);
+        full.strip_prefix(&base)
+            .map_or(full.clone(), str::to_string)
+    }
+}
+
+/// Checks that `digest` of `repository` carries a valid signature by a required key, with
+/// the signatures kept in the cache (fetched when missing or when they do not verify).
+pub fn check_signature(
+    plugins: &Plugins,
+    policy: &Policy,
+    reference: &Reference,
+    digest: &str,
+) -> Result<Option<String>, String> {
+    let repository = reference.repository.to_string();
+    let keys = policy.required_keys(&repository)?;
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let refuse = |e: String| {
+        format!(
+            "{reference} is refused: {e}\nhint: the pipeline requires signed plugins from this repository; ask its publisher to run `ferry plugin sign`"
+        )
+    };
+    let cached = plugins.signatures(&reference.repository, digest, false)?;
+    match ferry_registry::sign::verify(digest, &cached, &keys) {
+        Ok(name) => Ok(Some(name)),
+        Err(first) => {
+            let fresh = plugins
+                .signatures(&reference.repository, digest, true)
+                .map_err(|e| refuse(format!("{first}; fetching signatures failed: {e}")))?;
+            ferry_registry::sign::verify(digest, &fresh, &keys)
+                .map(Some)
+                .map_err(refuse)
+        }
+    }
+}
+
+/// How `uses:` references are pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `ferry run`: use the lock, and add what it lacks.
+    Run,
+    /// `ferry run --locked`: the lock must cover every plugin and nothing else.
+    Locked,
+    /// `ferry lock`: add what is missing, drop what is unused, warn about moved tags.
+    Lock,
+    /// `ferry update [NAMES]`: resolve again (all when empty), refusing capability drift.
+    Update(Vec<String>),
+}
+
+/// Registry `uses:` in file order, each once, with where it is first written.
+fn registry_uses(pipeline: &Pipeline) -> Vec<(String, Span)> {
+    let mut seen = BTreeSet::new();
+    let mut found = Vec::new();
+    for step in pipeline.jobs.iter().flat_map(|j| &j.steps) {
+        if let Uses::Registry(r) = &step.uses
+            && seen.insert(r.reference.clone())
+        {
+            found.push((r.reference.clone(), r.span));
+        }
+    }
+    found
+}
+
+fn locked_entry(
+    policy: &Policy,
+    resolved: &Resolved,
+    text: &str,
+    signed_by: Option<String>,
+) -> Locked {
+    let component = resolved.plugin.component();
+    let repository = policy.short(&resolved.reference.repository);
+    Locked {
+        uses: text.to_string(),
+        resolved: match &resolved.tag {
+            Some(t) => format!("{repository}:{t}"),
+            None => format!("{repository}@{}", resolved.plugin.digest),
+        },
+        digest: resolved.plugin.digest.clone(),
+        component: component.digest.clone(),
+        size: component.size,
+        needs: resolved
+            .plugin
+            .describe()
+            .map(|d| ferry_registry::lock::needs_of(&d))
+            .unwrap_or_default(),
+        signed_by,
+    }
+}
+
+/// The component of a locked plugin, fetched (and checked) only when it is not cached.
+/// A reference whose tag now names another manifest keeps the locked digest and warns.
+fn fetch_locked(
+    plugins: &Plugins,
+    policy: &Policy,
+    reference: &Reference,
+    locked: &Locked,
+    check_moved: bool,
+    warnings: &mut Vec<String>,
+) -> Result<PathBuf, String> {
+    let missing =
+        plugins.cached(&locked.digest).is_none() || plugins.cached(&locked.component).is_none();
+    if (check_moved || missing)
+        && reference.tag().is_some()
+        && !matches!(reference.version, ferry_registry::Version::Digest { .. })
+    {
+        match plugins.resolve(reference) {
+            Ok(now) if now.plugin.digest != locked.digest => warnings.push(format!(
+                "`{}` now resolves to {} ({}), not the locked {}: keeping the locked digest\nhint: `ferry update {}` moves to it after checking what it asks for",
+                locked.uses,
+                now.display(),
+                now.plugin.digest,
+                locked.digest,
+                locked.uses
+            )),
+            Ok(_) => {}
+            // The check is advisory: the locked digest is what runs.
+            Err(_) => {}
+        }
+    }
+    let plugin = plugins.manifest(&reference.repository, &locked.digest)?;
+    if plugin.component().digest != locked.component {
+        return Err(format!(
+            "ferry.lock says the component of `{}` is {}, but its manifest names {}\nhint: the lock file was edited; run `ferry lock` to write it again",
+            locked.uses,
+            locked.component,
+            plugin.component().digest
+        ));
+    }
+    check_signature(plugins, policy, reference, &locked.digest)?;
+    plugins.component(&reference.repository, &plugin)
+}
+
+/// Pins every registry `uses:` of `pipeline` and points it at its cached component.
+/// Prints problems with their locations; returns whether ferry.lock was written.
+pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
+    let uses = registry_uses(pipeline);
+    let lock_path = Lockfile::path_for(&pipeline.file);
+    if uses.is_empty() && !matches!(mode, Mode::Lock | Mode::Update(_)) {
+        return Ok(false);
+    }
+    let existing = Lockfile::read(&lock_path).map_err(crate::commands::fail)?;
+    if mode == Mode::Locked && existing.is_none() {
+        return Err(crate::commands::fail(format!(
+            "`--locked` needs `{}`, and there is none\nhint: run `ferry lock` and commit ferry.lock",
+            lock_path.display()
+        )));
+    }
+    let policy = Policy::new(Some(pipeline)).map_err(crate::commands::fail)?;
+    let plugins = Plugins::new(ferry_registry::default_cache());
+    let mut lock = existing.clone().unwrap_or_default();
+    let mut diagnostics = Vec::new();
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    let mut components = BTreeMap::new();
+    let update_all = matches!(&mode, Mode::Update(names) if names.is_empty());
+    for (text, span) in &uses {
+        let reference = match policy.parse(text) {
+            Ok(r) => r,
+            Err(e) => {
+                diagnostics.push(error(e).at(*span));
+                continue;
+            }
+        };
+        let wants_update = match &mode {
+            Mode::Update(names) => {
+                update_all
+                    || names.iter().any(|n| {
+                        n == text
+                            || reference.repository.path == *n
+                            || reference.repository.path.rsplit('/').next() == Some(n.as_str())
+                    })
+            }
+            _ => false,
+        };
+        let result = match (lock.get(text).cloned(), wants_update) {
+            (Some(locked), false) => fetch_locked(
+                &plugins,
+                &policy,
+                &reference,
+                &locked,
+                mode == Mode::Lock,
+                &mut warnings,
+            ),
+            (None, _) if mode == Mode::Locked => Err(format!(
+                "`{text}` is not in ferry.lock\nhint: run `ferry lock` and commit ferry.lock; `--locked` never resolves"
+            )),
+            (previous, _) => resolve_new(
+                &plugins,
+                &policy,
+                pipeline,
+                &reference,
+                text,
+                previous.as_ref(),
+            )
+            .map(|(locked, path)| {
+                let note = match &previous {
+                    Some(p) if p.digest == locked.digest => None,
+                    Some(p) => Some(format!(
+                        "updated {text}: {} → {} ({})",
+                        p.resolved,
+                        locked.resolved,
+                        short(&locked.digest)
+                    )),
+                    None => Some(format!(
+                        "locked {text} → {} ({})",
+                        locked.resolved,
+                        short(&locked.digest)
+                    )),
+                };
+                notes.extend(note);
+                lock.put(locked);
+                path
+            }),
+        };
+        match result {
+            Ok(path) => {
+                components.insert(text.clone(), path);
+            }
+            Err(e) => diagnostics.push(error(e).at(*span)),
+        }
+    }
+    let used: BTreeSet<&str> = uses.iter().map(|(t, _)| t.as_str()).collect();
+    let unused: Vec<String> = lock
+        .plugins
+        .iter()
+        .filter(|p| !used.contains(p.uses.as_str()))
+        .map(|p| p.uses.clone())
+        .collect();
+    if !unused.is_empty() {
+        if mode == Mode::Locked {
+            for u in &unused {
+                diagnostics.push(
+                    error(format!(
+                        "ferry.lock is stale: it pins `{u}`, which no step uses"
+                    ))
+                    .hint("run `ferry lock` and commit ferry.lock"),
+                );
+            }
+        } else if mode != Mode::Run {
+            lock.plugins.retain(|p| used.contains(p.uses.as_str()));
+            notes.extend(
+                unused
+                    .iter()
+                    .map(|u| format!("removed {u} (no step uses it)")),
+            );
+        }
+    }
+    let style = Style::stderr();
+    for w in &warnings {
+        eprintln!("{}", style.warning(w));
+    }
+    if !diagnostics.is_empty() {
+        let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
+        crate::commands::print_report(&Report {
+            source: ferry_model::Source::new(&pipeline.file, text),
+            diagnostics,
+        });
+        return Err(crate::exit::USAGE);
+    }
+    let write =
+        existing.as_ref() != Some(&lock) && !(lock.plugins.is_empty() && existing.is_none());
+    if write {
+        lock.version = 1;
+        lock.write(&lock_path).map_err(crate::commands::fail)?;
+        for n in &notes {
+            eprintln!("{n}");
+        }
+        eprintln!("wrote {}", lock_path.display());
+    }
+    for step in pipeline.jobs.iter_mut().flat_map(|j| &mut j.steps) {
+        if let Uses::Registry(r) = &mut step.uses {
+            r.component = components.get(&r.reference).cloned();
+        }
+    }
+    Ok(write)
+}
+
+fn error(message: String) -> Diagnostic {
+    match message.split_once("\nhint: ") {
+        Some((m, h)) => Diagnostic::error(m).hint(h),
+        None => Diagnostic::error(message),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+/// Resolves a reference afresh: the manifest, signature, capability drift against the
+/// previous lock entry, and the component into the cache.
+fn resolve_new(
+    plugins: &Plugins,
+    policy: &Policy,
+    pipeline: &Pipeline,
+    reference: &Reference,
+    text: &str,
+    previous: Option<&Locked>,
+) -> Result<(Locked, PathBuf), String> {
+    let resolved = plugins.resolve(reference)?;
+    let signed_by = check_signature(plugins, policy, reference, &resolved.plugin.digest)?;
+    let locked = locked_entry(policy, &resolved, text, signed_by);
+    if let Some(previous) = previous {
+        let extra = ferry_registry::lock::drift(&previous.needs, &locked.needs);
+        let ungranted: Vec<_> = extra
+            .into_iter()
+            .filter(|(key, value)| !granted_everywhere(pipeline, text, key, value))
+            .collect();
+        if !ungranted.is_empty() {
+            let lines: Vec<String> = ungranted
+                .iter()
+                .map(|(k, v)| format!("  + {k}: {v}"))
+                .collect();
+            return Err(format!(
+                "{} asks for more than {} did, and the pipeline does not grant it:\n{}\nhint: grant these under the step's `permissions:` if you trust the new version, then run `ferry update` again; ferry.lock is unchanged",
+                locked.resolved,
+                previous.resolved,
+                lines.join("\n")
+            ));
+        }
+    }
+    let path = plugins.component(&reference.repository, &resolved.plugin)?;
+    Ok((locked, path))
+}
+
+/// Whether every step that uses `text` is granted `key: value`.
+fn granted_everywhere(pipeline: &Pipeline, text: &str, key: &str, value: &str) -> bool {
+    pipeline
+        .jobs
+        .iter()
+        .flat_map(|j| &j.steps)
+        .filter(|s| matches!(&s.uses, Uses::Registry(r) if r.reference == text))
+        .all(|step| {
+            let p = &step.permissions;
+            match key {
+                "workspace" => value == "read" || p.workspace == ferry_model::Access::Write,
+                "env" => p.env.contains(value),
+                "secrets" => p.secrets.contains(value),
+                "exec" => p.exec.contains(value),
+                "network" => p.network.iter().any(|g| g.to_string() == value),
+                "paths" => {
+                    let (path, access) = value.rsplit_once(" (").unwrap_or((value, "read)"));
+                    p.paths.iter().any(|(granted, a)| {
+                        granted.to_string_lossy() == path
+                            && (access == "read)" || *a == ferry_model::Access::Write)
+                    })
+                }
+                _ => false,
+            }
+        })
+}
