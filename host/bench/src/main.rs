@@ -16,8 +16,12 @@
 //! (f) the `image` step building a 50 MB context into an OCI image layout, against `tar` of
 //!     the same files (uncompressed, and with gzip against `tar -z`).
 //!
-//! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`
-//! or `f` runs one part. Figures are medians.
+//! (g) start-up with 20 registry plugins, locked in ferry.lock and cached: a `ferry run` of
+//!     20 no-op steps, each a different plugin from the local plugin store, against the same
+//!     20 components given as files and against one component used 20 times.
+//!
+//! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`,
+//! `f` or `g` runs one part. Figures are medians.
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -42,6 +46,7 @@ fn main() {
             std::process::exit(i32::from(missed));
         }
         Some("f") => std::process::exit(i32::from(image_build(&ferry, root))),
+        Some("g") => std::process::exit(i32::from(locked_plugins(&ferry, root))),
         _ => {}
     }
 
@@ -385,6 +390,100 @@ fn image_build(ferry: &Path, root: &Path) -> bool {
             println!("  MISSED: the floor is 2× tar");
             missed = true;
         }
+    }
+    missed
+}
+
+/// (g): what resolving and loading 20 locked, cached registry plugins adds to `ferry run`.
+fn locked_plugins(ferry: &Path, root: &Path) -> bool {
+    const PLUGINS: usize = 20;
+    let dir = root.join("locked");
+    std::fs::create_dir_all(&dir).unwrap();
+    let probe = std::fs::read(fixtures::PROBE).unwrap();
+    let env = [
+        ("XDG_DATA_HOME", dir.join("data")),
+        ("XDG_CACHE_HOME", dir.join("cache")),
+        ("XDG_CONFIG_HOME", dir.join("config")),
+    ];
+    let (mut registry, mut files, mut single) = (String::new(), String::new(), String::new());
+    for i in 0..PLUGINS {
+        // A custom section makes each copy a different component with its own digest.
+        let name = format!("ferry-bench-{i}");
+        let mut wasm = probe.clone();
+        wasm.push(0);
+        wasm.push((1 + name.len()) as u8);
+        wasm.push(name.len() as u8);
+        wasm.extend_from_slice(name.as_bytes());
+        let file = dir.join(format!("p{i}.wasm"));
+        std::fs::write(&file, wasm).unwrap();
+        let status = Command::new(ferry)
+            .args(["plugin", "push"])
+            .arg(&file)
+            .arg(format!("p{i}:1.0.0"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pushing p{i} failed");
+        let step = |uses: &str| format!("      - uses: {uses}\n        with: {{ case: noop }}\n");
+        registry.push_str(&step(&format!("p{i}:^1")));
+        files.push_str(&step(&format!("./p{i}.wasm")));
+        single.push_str(&step("./p0.wasm"));
+    }
+    let mut pipelines = Vec::new();
+    for (name, steps) in [("registry", registry), ("files", files), ("single", single)] {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, format!("jobs:\n  noop:\n    steps:\n{steps}")).unwrap();
+        pipelines.push(file);
+    }
+    let run = |file: &Path| {
+        let status = Command::new(ferry)
+            .args(["run", "--locked", "--output", "json"])
+            .arg(file)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "ferry run {} failed", file.display());
+    };
+    // The first run of `registry` writes ferry.lock; `--locked` would refuse it, so lock
+    // first. Then one warm-up run each compiles the components.
+    let status = Command::new(ferry)
+        .arg("lock")
+        .arg(&pipelines[0])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ferry lock failed");
+    for file in &pipelines {
+        run(file);
+    }
+    let mut samples = vec![Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (file, out) in pipelines.iter().zip(samples.iter_mut()) {
+            out.push(time(|| run(file)));
+        }
+    }
+    let [registry, files, single] = [0, 1, 2].map(|i| median(&mut samples[i]));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("(g) `ferry run --locked` of {PLUGINS} no-op steps, each a different plugin");
+    println!(
+        "  {PLUGINS} locked registry plugins {:>7.1} ms   same components as files {:>7.1} ms   one component {PLUGINS}× {:>7.1} ms",
+        ms(registry),
+        ms(files),
+        ms(single)
+    );
+    let added = registry.saturating_sub(single);
+    println!(
+        "  added by resolving and loading {PLUGINS} locked plugins: {:.1} ms (of which lock and cache lookups: {:.1} ms; floor 20 ms)",
+        ms(added),
+        ms(registry.saturating_sub(files))
+    );
+    let missed = added > Duration::from_millis(20);
+    if missed {
+        println!("  MISSED: the floor is 20 ms");
     }
     missed
 }

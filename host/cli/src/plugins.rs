@@ -173,6 +173,8 @@ pub enum Mode {
     Run,
     /// `ferry run --locked`: the lock must cover every plugin and nothing else.
     Locked,
+    /// `ferry validate`: like `Run`, but ferry.lock is left as it is.
+    Check,
     /// `ferry lock`: add what is missing, drop what is unused, warn about moved tags.
     Lock,
     /// `ferry update [NAMES]`: resolve again (all when empty), refusing capability drift.
@@ -368,7 +370,7 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
                     .hint("run `ferry lock` and commit ferry.lock"),
                 );
             }
-        } else if mode != Mode::Run {
+        } else if !matches!(mode, Mode::Run | Mode::Check) {
             lock.plugins.retain(|p| used.contains(p.uses.as_str()));
             notes.extend(
                 unused
@@ -389,8 +391,9 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
         });
         return Err(crate::exit::USAGE);
     }
-    let write =
-        existing.as_ref() != Some(&lock) && !(lock.plugins.is_empty() && existing.is_none());
+    let write = mode != Mode::Check
+        && existing.as_ref() != Some(&lock)
+        && !(lock.plugins.is_empty() && existing.is_none());
     if write {
         lock.version = 1;
         lock.write(&lock_path).map_err(crate::commands::fail)?;

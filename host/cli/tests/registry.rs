@@ -106,6 +106,8 @@ fn local_store_needs_no_server() {
 
     // `ferry run` pins what it resolved and says so; the lock names no local path.
     let t = t.file("ferry.yaml", &greet_pipeline("greet:^1", ""));
+    ferry(&t, &["validate"]).code(0).stdout_has("is valid");
+    assert!(!t.path("ferry.lock").exists(), "validate writes nothing");
     ferry(&t, &["run", "--output", "plain"])
         .code(0)
         .stdout_has("hello, ferry")

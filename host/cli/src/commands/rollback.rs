@@ -27,6 +27,9 @@ pub fn execute(args: Args) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Err(code) = crate::plugins::pin(&mut pipeline, crate::plugins::Mode::Locked) {
+        return code;
+    }
     let env = &args.environment;
     let history = match deployments::read(&super::state_dir(&pipeline)) {
         Ok(h) => h,

@@ -10,7 +10,8 @@ pub struct Args {
 }
 
 pub fn execute(args: Args) -> u8 {
-    let checked = super::load(args.file).and_then(|pipeline| {
+    let checked = super::load(args.file).and_then(|mut pipeline| {
+        crate::plugins::pin(&mut pipeline, crate::plugins::Mode::Check)?;
         let sandbox = super::sandbox(1)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
