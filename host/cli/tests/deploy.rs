@@ -5,21 +5,12 @@
 
 mod common;
 
-use common::{Done, Test};
+use common::{Done, Test, ferry};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn ferry(t: &Test, args: &[&str]) -> Done {
-    let out = t.command().args(args).output().unwrap();
-    Done {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// A job that deploys `site/` to `./env` and then checks the live health page.
 const PIPELINE: &str = "jobs:

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Done, Registry, Test, json, tool};
+use common::{Done, Registry, Test, ferry, json, tool};
 use ferry_builtins::fixtures::{COMMAND, GRANTED, SDK};
 use std::path::PathBuf;
 
@@ -20,15 +20,6 @@ fn isolated() -> Test {
         )
         .env("XDG_CACHE_HOME", &root.join("home/cache").to_string_lossy())
         .env("DOCKER_CONFIG", &root.join("home/docker").to_string_lossy())
-}
-
-fn ferry(t: &Test, args: &[&str]) -> Done {
-    let out = t.command().args(args).output().unwrap();
-    Done {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// The `digest:` line `ferry plugin push|pull` prints.

@@ -120,6 +120,16 @@ impl Done {
     }
 }
 
+/// `ferry ARGS` in the test's directory with its environment, keeping the test's files.
+pub fn ferry(t: &Test, args: &[&str]) -> Done {
+    let out = t.command().args(args).output().unwrap();
+    Done {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// The repository this test runs in.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -156,8 +156,8 @@ pub fn push(args: PushArgs) -> u8 {
     };
     let created = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .map(rfc3339);
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|secs| ferry_engine::record::rfc3339(secs * 1000));
     let meta = Metadata {
         world,
         imports: inspection.imports.clone(),
@@ -218,28 +218,6 @@ fn is_tag(t: &str) -> bool {
         && !t.starts_with(['.', '-'])
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Parses a reference, taking the highest version when none is written.
