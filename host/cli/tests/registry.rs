@@ -217,6 +217,22 @@ fn registry_push_pull_resolve_lock_and_run_offline() {
         ],
     ));
     assert_eq!(tags["Tags"].as_array().unwrap().len(), 3);
+    // skopeo copies it like any artifact, and the layer it copies is the component.
+    let copied = t.path("copied");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{repo}:1.2.0"),
+            &format!("oci:{}:greet", copied.display()),
+        ],
+    );
+    let layer = raw["layers"][0]["digest"].as_str().unwrap();
+    let blob = copied
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    assert_eq!(std::fs::read(blob).unwrap(), std::fs::read(SDK).unwrap());
     // A wasi:cli/command is a valid plugin too; its config names the command world.
     ferry(
         &t,
@@ -598,4 +614,44 @@ fn basic_auth_login_push_and_pull() {
     ferry(&t, &["run", "--output", "plain"])
         .code(0)
         .stdout_has("hello, ferry");
+}
+
+#[test]
+fn user_config_sets_the_default_registry() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let t = isolated().file(
+        "home/config/ferry/config.toml",
+        &format!("[plugins]\nregistry = \"{host}/team\"\n"),
+    );
+    ferry(&t, &["plugin", "push", SDK, "greet:0.3.0"])
+        .code(0)
+        .stdout_has(&format!("→ {host}/team/greet:0.3.0"));
+    ferry(&t, &["plugin", "pull", "greet:0.3"])
+        .code(0)
+        .stdout_has("pulled");
+    // The environment overrides the config, and a pipeline overrides both.
+    let t = t.env("FERRY_PLUGIN_REGISTRY", "./shelf");
+    ferry(&t, &["plugin", "push", SDK, "greet:0.4.0"]).code(0);
+    assert!(t.path("shelf/greet/index.json").is_file());
+    let t = t.file(
+        "ferry.yaml",
+        &greet_pipeline(
+            "greet:0.3.0",
+            &format!("plugins:\n  registry: {host}/team\n"),
+        ),
+    );
+    ferry(&t, &["run", "--output", "plain"])
+        .code(0)
+        .stdout_has("hello, ferry");
+    assert!(lock_of(&t).contains(&format!("resolved = \"greet:0.3.0\"")));
+    // A mistyped setting is reported with the file it is in.
+    let t = t.file(
+        "home/config/ferry/config.toml",
+        "[plugins]\nregistery = \"x\"\n",
+    );
+    ferry(&t, &["plugin", "list"])
+        .code(2)
+        .stderr_has("config.toml` is not valid")
+        .stderr_has("registery");
 }
