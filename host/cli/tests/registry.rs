@@ -644,7 +644,7 @@ fn user_config_sets_the_default_registry() {
     ferry(&t, &["run", "--output", "plain"])
         .code(0)
         .stdout_has("hello, ferry");
-    assert!(lock_of(&t).contains(&format!("resolved = \"greet:0.3.0\"")));
+    assert!(lock_of(&t).contains("resolved = \"greet:0.3.0\""));
     // A mistyped setting is reported with the file it is in.
     let t = t.file(
         "home/config/ferry/config.toml",
