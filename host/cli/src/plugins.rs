@@ -297,12 +297,7 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
         };
         let wants_update = match &mode {
             Mode::Update(names) => {
-                update_all
-                    || names.iter().any(|n| {
-                        n == text
-                            || reference.repository.path == *n
-                            || reference.repository.path.rsplit('/').next() == Some(n.as_str())
-                    })
+                update_all || names.iter().any(|n| names_plugin(n, text, &reference))
             }
             _ => false,
         };
@@ -351,6 +346,21 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
                 components.insert(text.clone(), path);
             }
             Err(e) => diagnostics.push(error(e).at(*span)),
+        }
+    }
+    if let Mode::Update(names) = &mode {
+        for name in names {
+            let known = uses.iter().any(|(text, _)| {
+                policy
+                    .parse(text)
+                    .is_ok_and(|r| names_plugin(name, text, &r))
+            });
+            if !known {
+                diagnostics.push(
+                    error(format!("no step uses a plugin `{name}`"))
+                        .hint("name a `uses:` text, a repository, or its last part, e.g. `lint`"),
+                );
+            }
         }
     }
     let used: BTreeSet<&str> = uses.iter().map(|(t, _)| t.as_str()).collect();
@@ -408,6 +418,13 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
         }
     }
     Ok(write)
+}
+
+/// Whether `name` (from `ferry update NAME`) means the plugin `text` resolves through: the
+/// `uses:` text, its repository, or the repository's last part.
+fn names_plugin(name: &str, text: &str, reference: &Reference) -> bool {
+    let path = &reference.repository.path;
+    name == text || path == name || path.rsplit('/').next() == Some(name)
 }
 
 fn error(message: String) -> Diagnostic {

@@ -544,6 +544,9 @@ fn capability_drift_stops_an_update_until_granted() {
     );
     let t = t.file("ferry.yaml", &granted);
     ferry(&t, &["update", "tool"]).code(0).stderr_has(":1.1.0");
+    ferry(&t, &["update", "nosuch"])
+        .code(2)
+        .stderr_has("no step uses a plugin `nosuch`");
     assert!(lock_of(&t).contains("FIXTURE_SECRET"));
 }
 

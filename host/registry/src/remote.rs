@@ -34,6 +34,12 @@ impl Remote {
             || name.starts_with("127.")
             || insecure.split(',').any(|h| h.trim() == host);
         let scheme = if plain { "http" } else { "https" };
+        // Docker Hub's API lives on another host than the name people write.
+        let api = if host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -44,7 +50,7 @@ impl Remote {
         );
         Remote {
             host: host.to_string(),
-            base: format!("{scheme}://{host}"),
+            base: format!("{scheme}://{api}"),
             agent,
             credentials: Mutex::new(credentials.map(Some)),
             tokens: Mutex::new(HashMap::new()),
