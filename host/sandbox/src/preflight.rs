@@ -10,6 +10,15 @@ use std::collections::BTreeMap;
 impl Sandbox {
     /// Loads each plugin once and checks every step that uses it.
     pub async fn preflight(&self, pipeline: &Pipeline) -> Vec<Diagnostic> {
+        // Load every distinct plugin at once: each load is an mmap, a link and a
+        // `describe()` call, and a pipeline of many plugins should not pay them in a row.
+        let mut distinct = Vec::new();
+        for step in pipeline.jobs.iter().flat_map(|j| &j.steps) {
+            if !distinct.contains(&&step.uses) {
+                distinct.push(&step.uses);
+            }
+        }
+        futures_util::future::join_all(distinct.into_iter().map(|uses| self.plugin(uses))).await;
         let mut diagnostics = Vec::new();
         for job in &pipeline.jobs {
             for step in &job.steps {
