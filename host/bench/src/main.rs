@@ -460,7 +460,7 @@ fn locked_plugins(ferry: &Path, root: &Path) -> bool {
     for file in &pipelines {
         run(file);
     }
-    let mut samples = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {
         for (file, out) in pipelines.iter().zip(samples.iter_mut()) {
             out.push(time(|| run(file)));

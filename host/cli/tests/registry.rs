@@ -107,6 +107,21 @@ fn local_store_needs_no_server() {
     assert!(lock.contains(&format!("digest = \"{digest}\"")), "{lock}");
     assert!(lock.contains("resolved = \"greet:1.0.0\""), "{lock}");
     ferry(&t, &["run", "--locked", "--output", "plain"]).code(0);
+    // A digest pins exactly one manifest.
+    let t = t.file(
+        "ferry.yaml",
+        &greet_pipeline(&format!("greet@{digest}"), ""),
+    );
+    ferry(&t, &["run", "--output", "plain"])
+        .code(0)
+        .stdout_has("hello, ferry");
+    assert!(
+        lock_of(&t).contains(&format!("resolved = \"greet@{digest}\"")),
+        "{}",
+        lock_of(&t)
+    );
+    let t = t.file("ferry.yaml", &greet_pipeline("greet:^1", ""));
+    ferry(&t, &["lock"]).code(0);
 
     // CI mode: a reference the lock does not cover, and an entry nobody uses, fail.
     let t = t.file("ferry.yaml", &greet_pipeline("greet:1", ""));
@@ -657,4 +672,63 @@ fn user_config_sets_the_default_registry() {
         .code(2)
         .stderr_has("config.toml` is not valid")
         .stderr_has("registery");
+}
+
+/// `ferry login` and pushes through a Docker credential helper (`credsStore`), the way
+/// Docker Desktop, `pass` or the OS keychain keep registry passwords.
+#[cfg(unix)]
+#[test]
+fn credential_helpers_keep_the_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = Registry::start_with(Some(("ci", "helper-pass")));
+    let host = registry.host();
+    let t = isolated()
+        .file("home/docker/config.json", "{\"credsStore\": \"ferrytest\"}")
+        .file(
+            "bin/docker-credential-ferrytest",
+            "#!/bin/sh\nstore=\"$(dirname \"$0\")/../creds.json\"\ncase \"$1\" in\n  store) cat > \"$store\" ;;\n  get) read -r host; if [ -f \"$store\" ]; then cat \"$store\"; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  *) exit 1 ;;\nesac\n",
+        );
+    let helper = t.path("bin/docker-credential-ferrytest");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        t.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let t = t.env("PATH", &path);
+    let repo = format!("{host}/private/greet");
+    // No stored credentials yet: the helper says so and ferry asks for a login.
+    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")])
+        .code(2)
+        .stderr_has("needs a login");
+    let mut child = t
+        .command()
+        .args(["login", &host, "-u", "ci", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "helper-pass").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("credential helper `docker-credential-ferrytest`"),
+        "{said}"
+    );
+    assert!(!said.contains("helper-pass"));
+    // The password went to the helper, not into config.json.
+    let config = std::fs::read_to_string(t.path("home/docker/config.json")).unwrap();
+    assert!(!config.contains("auths"), "{config}");
+    assert!(
+        std::fs::read_to_string(t.path("creds.json"))
+            .unwrap()
+            .contains("helper-pass")
+    );
+    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")]).code(0);
+    ferry(&t, &["plugin", "pull", &format!("{repo}:1.0.0")]).code(0);
 }
