@@ -5,6 +5,7 @@
 
 pub mod deployments;
 pub mod event;
+pub mod files;
 pub mod gate;
 pub mod log;
 pub mod os;

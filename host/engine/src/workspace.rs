@@ -448,7 +448,7 @@ fn sync_file(
 }
 
 /// Runs `f` over `items` on a few threads and returns the results in order.
-fn in_parallel<T: Sync, R: Send>(
+pub(crate) fn in_parallel<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&T) -> io::Result<R> + Sync,
 ) -> io::Result<Vec<R>> {
@@ -475,23 +475,23 @@ fn in_parallel<T: Sync, R: Send>(
 }
 
 /// A file system time stamp in nanoseconds (100 ns units on Windows).
-type Stamp = i128;
+pub(crate) type Stamp = i128;
 
 /// What identifies a file's content without reading it: if any part moves, the file may
 /// have changed. `changed` moves on every write and cannot be set back by a tool (the inode
 /// change time; on Windows, where there is none, the last write time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ident {
-    len: u64,
-    modified: Stamp,
-    changed: Stamp,
-    id: u64,
-    mode: u32,
+pub(crate) struct Ident {
+    pub(crate) len: u64,
+    pub(crate) modified: Stamp,
+    pub(crate) changed: Stamp,
+    pub(crate) id: u64,
+    pub(crate) mode: u32,
 }
 
 impl Ident {
     #[cfg(unix)]
-    fn of(m: &Metadata) -> Ident {
+    pub(crate) fn of(m: &Metadata) -> Ident {
         use std::os::unix::fs::MetadataExt;
         let stamp = |s: i64, ns: i64| Stamp::from(s) * 1_000_000_000 + Stamp::from(ns);
         Ident {
@@ -504,7 +504,7 @@ impl Ident {
     }
 
     #[cfg(windows)]
-    fn of(m: &Metadata) -> Ident {
+    pub(crate) fn of(m: &Metadata) -> Ident {
         use std::os::windows::fs::MetadataExt;
         Ident {
             len: m.len(),
@@ -515,14 +515,14 @@ impl Ident {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!(
             "{} {} {} {} {}",
             self.len, self.modified, self.changed, self.id, self.mode
         )
     }
 
-    fn decode(fields: &[&str]) -> Option<Ident> {
+    pub(crate) fn decode(fields: &[&str]) -> Option<Ident> {
         match fields {
             [len, modified, changed, id, mode] => Some(Ident {
                 len: len.parse().ok()?,
@@ -595,12 +595,12 @@ impl State {
 }
 
 /// The file system's clock, read by touching a file beside the workspace.
-struct Clock {
-    path: PathBuf,
+pub(crate) struct Clock {
+    pub(crate) path: PathBuf,
 }
 
 impl Clock {
-    fn now(&self) -> io::Result<Stamp> {
+    pub(crate) fn now(&self) -> io::Result<Stamp> {
         // Any write stamps the file with the clock's current tick.
         std::fs::write(&self.path, b"tick")?;
         Ok(Ident::of(&self.path.symlink_metadata()?).changed)
@@ -621,7 +621,7 @@ impl Clock {
     }
 }
 
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

@@ -15,6 +15,6 @@ pub use expr::{Expression, Progress, Scope, Template};
 pub use graph::Plan;
 pub use parse::{load, parse};
 pub use pipeline::{
-    Access, Concurrency, Environment, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline,
-    PluginSettings, RegistryUse, Step, Uses,
+    Access, ArtifactDownload, ArtifactUpload, Concurrency, DependencyCache, Environment, Instance,
+    Job, Matrix, NetworkGrant, Permissions, Pipeline, PluginSettings, RegistryUse, Step, Uses,
 };

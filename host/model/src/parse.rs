@@ -5,7 +5,10 @@ use crate::expr::{Expression, Template};
 use crate::pipeline::{
     Access, Concurrency, Environment, Job, Permissions, Pipeline, Step, Uses, parse_size,
 };
-use crate::pipeline::{GRANT_LISTS, Matrix, PluginSettings, RegistryUse};
+use crate::pipeline::{
+    ArtifactDownload, ArtifactUpload, DependencyCache, GRANT_LISTS, Matrix, PluginSettings,
+    RegistryUse,
+};
 use crate::yaml::{self, Kind, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -32,6 +35,8 @@ const JOB_KEYS: &[&str] = &[
     "environment",
     "concurrency",
     "outputs",
+    "cache",
+    "artifacts",
 ];
 const ENVIRONMENT_KEYS: &[&str] = &["name", "url", "approval"];
 const CONCURRENCY_KEYS: &[&str] = &["group", "cancel-in-progress"];
@@ -48,7 +53,13 @@ const STEP_KEYS: &[&str] = &[
     "timeout-minutes",
     "continue-on-error",
     "if",
+    "cache",
+    "inputs",
+    "outputs",
 ];
+const CACHE_KEYS: &[&str] = &["key", "restore-keys", "paths"];
+const STEP_OUTPUT_KEYS: &[&str] = &["files", "artifacts"];
+const DOWNLOAD_KEYS: &[&str] = &["name", "path"];
 const PERMISSION_KEYS: &[&str] = &[
     "workspace",
     "paths",
@@ -184,6 +195,7 @@ impl Reader<'_> {
             }
         }
         self.check_cycles(&jobs);
+        self.check_artifacts(&jobs);
         Some(Pipeline {
             name,
             file: self.source.name.clone(),
@@ -384,18 +396,26 @@ impl Reader<'_> {
                 cancel_in_progress: false,
             }),
         };
+        let cache = get(entries, "cache").and_then(|n| self.dependency_cache(n));
         let group_exprs = concurrency.iter().flat_map(|c| c.group.expressions());
-        for e in condition.iter().chain(group_exprs) {
+        let cache_exprs = cache
+            .iter()
+            .flat_map(|c| std::iter::once(&c.key).chain(&c.restore_keys))
+            .flat_map(|t| t.expressions());
+        for e in condition.iter().chain(group_exprs).chain(cache_exprs) {
             for (path, span) in &e.paths {
                 if path[0] == "steps" {
                     self.error(
                         *span,
-                        format!("a job's `if:` or `concurrency` cannot read `{}`", path.join(".")),
+                        format!("a job's `if:`, `concurrency` or `cache` cannot read `{}`", path.join(".")),
                         "it is decided before the job's steps run; read `needs.<job>.outputs` or move the condition to a step",
                     );
                 }
             }
         }
+        let artifacts = get(entries, "artifacts")
+            .map(|n| self.downloads(n))
+            .unwrap_or_default();
         let job = Job {
             id,
             name,
@@ -412,6 +432,8 @@ impl Reader<'_> {
             continue_on_error,
             environment,
             concurrency,
+            cache,
+            artifacts,
         };
         self.check_job_refs(&job, ids);
         self.check_templated_grants(&job);
@@ -620,6 +642,18 @@ impl Reader<'_> {
         let continue_on_error = get(entries, "continue-on-error")
             .and_then(|n| self.boolean(n, "`continue-on-error`"))
             .unwrap_or(false);
+        let (cache, dependency_cache) = match get(entries, "cache") {
+            None => (None, None),
+            Some(n) if matches!(n.kind, Kind::Map(_)) => (None, self.dependency_cache(n)),
+            Some(n) => (
+                self.boolean(n, "`cache` of a step (or a `{ key, paths }` mapping)"),
+                None,
+            ),
+        };
+        let inputs = get(entries, "inputs").map(|n| self.paths(n, "`inputs`"));
+        let (output_files, artifacts) = get(entries, "outputs")
+            .map(|n| self.step_outputs(n))
+            .unwrap_or_default();
         Some(Step {
             index,
             condition,
@@ -635,7 +669,259 @@ impl Reader<'_> {
             timeout,
             continue_on_error,
             is_run,
+            cache,
+            dependency_cache,
+            inputs,
+            output_files,
+            artifacts,
         })
+    }
+
+    /// `cache: { key, restore-keys, paths }`.
+    fn dependency_cache(&mut self, node: &Node) -> Option<DependencyCache> {
+        let entries = self.mapping(node, "`cache`")?;
+        self.check_keys(entries, CACHE_KEYS, "in `cache`");
+        let key = match get(entries, "key") {
+            Some(n) => self.template(n)?,
+            None => {
+                self.error(
+                    node.span,
+                    "`cache` has no `key`",
+                    "add e.g. `key: deps-${{ hashFiles('**/Cargo.lock') }}`",
+                );
+                return None;
+            }
+        };
+        if key.as_literal().is_some_and(|k| k.trim().is_empty()) {
+            self.error(
+                key.span,
+                "the cache `key` is empty",
+                "name the entry, e.g. `key: deps-v1`",
+            );
+        }
+        let restore_keys = match get(entries, "restore-keys") {
+            Some(n) => {
+                let items: Vec<&Node> = match &n.kind {
+                    Kind::Seq(items) => items.iter().collect(),
+                    _ => vec![n],
+                };
+                items.into_iter().filter_map(|i| self.template(i)).collect()
+            }
+            None => Vec::new(),
+        };
+        let paths = match get(entries, "paths") {
+            Some(n) => self.paths(n, "`paths`"),
+            None => {
+                self.error(
+                    node.span,
+                    "`cache` has no `paths`",
+                    "add the directories to keep, e.g. `paths: [target, .cargo-home]`",
+                );
+                return None;
+            }
+        };
+        if paths.is_empty() {
+            self.error(
+                node.span,
+                "`cache` has an empty `paths` list",
+                "add the directories to keep",
+            );
+            return None;
+        }
+        Some(DependencyCache {
+            key,
+            restore_keys,
+            paths,
+            span: node.span,
+        })
+    }
+
+    /// A list of paths and globs relative to the workspace (`!` excludes).
+    fn paths(&mut self, node: &Node, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (text, span) in self.string_list(node, what) {
+            let pattern = text.strip_prefix('!').unwrap_or(&text);
+            let escapes = pattern.split(['/', '\\']).any(|c| c == "..");
+            if pattern.is_empty()
+                || pattern.starts_with('/')
+                || pattern.starts_with('~')
+                || pattern.contains(':')
+                || escapes
+            {
+                self.error(
+                    span,
+                    format!("`{text}` in {what} is not a path inside the workspace"),
+                    "write a path relative to the workspace, e.g. `target` or `dist/**/*.js`; point tools at it with `env:` (`CARGO_HOME: .cargo-home`)",
+                );
+                continue;
+            }
+            if let Err(e) = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+            {
+                self.error(
+                    span,
+                    format!("`{text}` in {what} is not a valid glob: {}", e.kind()),
+                    "`*` matches within a directory, `**` across directories, `?` one character, `[ab]` a set",
+                );
+                continue;
+            }
+            out.push(text);
+        }
+        out
+    }
+
+    /// A step's `outputs: { files, artifacts }`.
+    fn step_outputs(&mut self, node: &Node) -> (Vec<String>, Vec<ArtifactUpload>) {
+        let Some(entries) = self.mapping(node, "`outputs` of a step") else {
+            return Default::default();
+        };
+        self.check_keys(entries, STEP_OUTPUT_KEYS, "in `outputs` of a step");
+        let files = get(entries, "files")
+            .map(|n| self.paths(n, "`outputs.files`"))
+            .unwrap_or_default();
+        let mut artifacts = Vec::new();
+        if let Some(n) = get(entries, "artifacts") {
+            for (k, v) in self.mapping(n, "`outputs.artifacts`").unwrap_or_default() {
+                let Some(name) = self.artifact_name(k) else {
+                    continue;
+                };
+                let paths = self.paths(v, &format!("artifact `{name}`"));
+                if paths.iter().all(|p| p.starts_with('!')) {
+                    self.error(
+                        v.span,
+                        format!("artifact `{name}` names no path"),
+                        "list what it holds, e.g. `dist: [dist]`",
+                    );
+                    continue;
+                }
+                artifacts.push(ArtifactUpload {
+                    name,
+                    paths,
+                    span: k.span,
+                });
+            }
+        }
+        (files, artifacts)
+    }
+
+    fn artifact_name(&mut self, node: &Node) -> Option<String> {
+        let name = self.string(node, "an artifact name")?;
+        let valid = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            self.error(
+                node.span,
+                format!("invalid artifact name `{name}`"),
+                "artifact names contain letters, digits, `-`, `_` and `.`, and do not start with `.`",
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    /// A job's `artifacts:`: names, or `{ name, path }` mappings.
+    fn downloads(&mut self, node: &Node) -> Vec<ArtifactDownload> {
+        let items: Vec<&Node> = match &node.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            if let Kind::Map(entries) = &item.kind {
+                self.check_keys(entries, DOWNLOAD_KEYS, "in an entry of `artifacts`");
+                let Some(name) = get(entries, "name").and_then(|n| self.artifact_name(n)) else {
+                    if get(entries, "name").is_none() {
+                        self.error(
+                            item.span,
+                            "this artifact has no `name`",
+                            "write `- name: dist`",
+                        );
+                    }
+                    continue;
+                };
+                let path = match get(entries, "path") {
+                    Some(n) => match self.paths(n, "`path`").pop() {
+                        Some(p) if !p.starts_with('!') && !p.contains(['*', '?', '[']) => p,
+                        Some(_) => {
+                            self.error(
+                                n.span,
+                                "`path` is a directory, not a glob",
+                                "write e.g. `path: dist`",
+                            );
+                            continue;
+                        }
+                        None => continue,
+                    },
+                    None => ".".to_string(),
+                };
+                out.push(ArtifactDownload {
+                    name,
+                    path,
+                    span: item.span,
+                });
+            } else if let Some(name) = self.artifact_name(item) {
+                out.push(ArtifactDownload {
+                    name,
+                    path: ".".to_string(),
+                    span: item.span,
+                });
+            }
+        }
+        out
+    }
+
+    /// Artifact names are unique in a pipeline, and a job downloads only what a job it needs
+    /// (directly or through others) uploads.
+    fn check_artifacts(&mut self, jobs: &[Job]) {
+        let mut uploaded: BTreeMap<&str, &str> = BTreeMap::new();
+        for job in jobs {
+            for a in job.steps.iter().flat_map(|s| &s.artifacts) {
+                if let Some(other) = uploaded.get(a.name.as_str()) {
+                    self.error(
+                        a.span,
+                        format!("artifact `{}` is also uploaded by job `{other}`", a.name),
+                        "give each artifact its own name",
+                    );
+                } else {
+                    uploaded.insert(&a.name, &job.id);
+                }
+            }
+        }
+        for job in jobs {
+            let above = ancestors(jobs, &job.id);
+            for d in &job.artifacts {
+                match uploaded.get(d.name.as_str()) {
+                    Some(by) if above.contains(*by) => {}
+                    Some(by) if *by == job.id => self.error(
+                        d.span,
+                        format!("job `{by}` downloads artifact `{}`, which it uploads itself", d.name),
+                        "a job's steps share one workspace: read the files where the step left them",
+                    ),
+                    Some(by) => self.error(
+                        d.span,
+                        format!(
+                            "job `{}` downloads artifact `{}`, which job `{by}` uploads, but does not need `{by}`",
+                            job.id, d.name
+                        ),
+                        format!("add `{by}` to the job's `needs`"),
+                    ),
+                    None => {
+                        let hint = match suggest(&d.name, uploaded.keys().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None if uploaded.is_empty() => {
+                                "upload it from a step with `outputs: { artifacts: { NAME: [paths] } }`".to_string()
+                            }
+                            None => format!("artifacts in this file: {}", list(&uploaded.keys().collect::<Vec<_>>())),
+                        };
+                        self.error(d.span, format!("no job uploads artifact `{}`", d.name), hint);
+                    }
+                }
+            }
+        }
     }
 
     fn uses(&mut self, node: &Node) -> Option<Uses> {
@@ -1507,6 +1793,22 @@ impl Reader<'_> {
 struct EnvScope<'a> {
     pipeline: &'a BTreeMap<String, Template>,
     job: &'a BTreeMap<String, Template>,
+}
+
+/// The jobs `id` needs, directly or through others.
+fn ancestors<'j>(jobs: &'j [Job], id: &str) -> BTreeSet<&'j str> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![id];
+    while let Some(next) = todo.pop() {
+        if let Some(job) = jobs.iter().find(|j| j.id == next) {
+            for need in &job.needs {
+                if seen.insert(need.as_str()) {
+                    todo.push(need);
+                }
+            }
+        }
+    }
+    seen
 }
 
 fn get<'n>(entries: &'n Entries, key: &str) -> Option<&'n Node> {

@@ -74,6 +74,44 @@ pub struct Job {
     pub environment: Option<Environment>,
     /// `concurrency:`, or one job per environment at a time when the job names one.
     pub concurrency: Option<Concurrency>,
+    /// `cache:`: a dependency cache restored before the first step, saved when the job
+    /// passes.
+    pub cache: Option<DependencyCache>,
+    /// `artifacts:`: artifacts of the jobs it needs, extracted into the workspace before the
+    /// first step.
+    pub artifacts: Vec<ArtifactDownload>,
+}
+
+/// `cache: { key, restore-keys, paths }` of a job or a step, as actions/cache works.
+#[derive(Debug, Clone)]
+pub struct DependencyCache {
+    /// Rendered when the job (or step) starts; an entry with exactly this key is restored.
+    pub key: Template,
+    /// Prefixes tried in order when no entry has the key: the newest entry whose key starts
+    /// with one is restored, and the job saves under `key` when it passes.
+    pub restore_keys: Vec<Template>,
+    /// What is saved: paths and globs relative to the workspace.
+    pub paths: Vec<String>,
+    pub span: Span,
+}
+
+/// One artifact a step uploads when it passes (`outputs.artifacts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactUpload {
+    pub name: String,
+    /// Paths and globs relative to the workspace; a directory brings everything below it,
+    /// `!` excludes.
+    pub paths: Vec<String>,
+    pub span: Span,
+}
+
+/// One artifact a job downloads before its first step (`artifacts:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactDownload {
+    pub name: String,
+    /// Directory in the workspace the artifact's files are extracted under.
+    pub path: String,
+    pub span: Span,
 }
 
 /// Where a job deploys: `environment: production` or a mapping with `url` and `approval`.
@@ -209,6 +247,19 @@ pub struct Step {
     pub continue_on_error: bool,
     /// True for `run:` steps, which are host commands by nature (see DESIGN.md).
     pub is_run: bool,
+    /// `cache: true` or `false`; `None` leaves it to the step (built-ins that are pure
+    /// functions of their inputs are cached).
+    pub cache: Option<bool>,
+    /// `cache: { key, paths }`: a dependency cache restored before this step.
+    pub dependency_cache: Option<DependencyCache>,
+    /// `inputs:`: the files whose content the step's result depends on, as paths and globs
+    /// relative to the workspace; `None` means every file the step can read.
+    pub inputs: Option<Vec<String>>,
+    /// `outputs.files`: the files the step makes, restored when its result comes from the
+    /// step cache.
+    pub output_files: Vec<String>,
+    /// `outputs.artifacts`.
+    pub artifacts: Vec<ArtifactUpload>,
 }
 
 impl Step {

@@ -1,0 +1,722 @@
+//! Trees of workspace files kept by content: what artifacts and caches store.
+//!
+//! A [`Tree`] lists directories, files and links with their modes; file contents live once
+//! each in a [`Blobs`] store under their sha256, so the same file kept by a hundred runs or
+//! cache entries takes its space once. Every write lands in a temporary file first and is
+//! renamed into place: a killed process leaves no half-written blob or tree behind.
+
+use crate::workspace::{Clock, Ident, Stamp, create_private_dir, in_parallel};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::Metadata;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Paths and globs relative to a root, as written under `paths:`, `inputs:` or an
+/// artifact: `*` stays within a directory, `**` crosses them, a pattern that names a
+/// directory brings everything below it, and `!` excludes.
+pub struct Patterns {
+    include: GlobSet,
+    exclude: GlobSet,
+    /// Where a walk has to start: the part of each pattern before its first wildcard.
+    roots: Vec<PathBuf>,
+}
+
+impl Patterns {
+    pub fn new(patterns: &[String]) -> Result<Patterns, String> {
+        let mut include = GlobSetBuilder::new();
+        let mut exclude = GlobSetBuilder::new();
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for pattern in patterns {
+            let (set, text) = match pattern.strip_prefix('!') {
+                Some(rest) => (&mut exclude, rest),
+                None => (&mut include, pattern.as_str()),
+            };
+            let text = text.trim_end_matches('/');
+            let text = text.strip_prefix("./").unwrap_or(text);
+            let text = if text.is_empty() { "." } else { text };
+            for glob in [text.to_string(), format!("{text}/**")] {
+                let glob = if text == "." { "**".to_string() } else { glob };
+                set.add(
+                    GlobBuilder::new(&glob)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))?,
+                );
+            }
+            if !pattern.starts_with('!') {
+                let root: PathBuf = Path::new(text)
+                    .components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .take_while(|c| {
+                        !c.as_os_str()
+                            .to_string_lossy()
+                            .contains(['*', '?', '[', '{'])
+                    })
+                    .collect();
+                roots.push(root);
+            }
+        }
+        // A root inside another is walked with it.
+        roots.sort();
+        roots.dedup_by(|later, earlier| later.starts_with(earlier));
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| e.to_string());
+        Ok(Patterns {
+            include: build(include)?,
+            exclude: build(exclude)?,
+            roots,
+        })
+    }
+
+    fn matches(&self, rel: &Path) -> bool {
+        self.include.is_match(rel) && !self.exclude.is_match(rel)
+    }
+
+    /// Every directory, file and link below `root` that the patterns select, with its
+    /// metadata, in path order; `.git` is never searched and links are not followed.
+    pub fn walk(&self, root: &Path) -> io::Result<Vec<(PathBuf, Metadata)>> {
+        let mut found = Vec::new();
+        for start in &self.roots {
+            let path = root.join(start);
+            let meta = match path.symlink_metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let is_dir = meta.is_dir();
+            if !start.as_os_str().is_empty() && self.matches(start) {
+                found.push((start.clone(), meta));
+            }
+            if is_dir {
+                self.walk_dir(root, start, &mut found)?;
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
+    fn walk_dir(
+        &self,
+        root: &Path,
+        dir: &Path,
+        found: &mut Vec<(PathBuf, Metadata)>,
+    ) -> io::Result<()> {
+        for entry in std::fs::read_dir(root.join(dir))? {
+            let entry = entry?;
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            let rel = dir.join(entry.file_name());
+            let meta = entry.metadata()?;
+            if self.exclude.is_match(&rel) {
+                continue;
+            }
+            let is_dir = meta.is_dir();
+            if self.include.is_match(&rel) {
+                found.push((rel.clone(), meta));
+            }
+            if is_dir {
+                self.walk_dir(root, &rel, found)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One thing in a [`Tree`]. Paths are relative and `/`-separated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Entry {
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        size: u64,
+        sha256: String,
+    },
+    Link {
+        path: String,
+        target: String,
+    },
+}
+
+impl Entry {
+    pub fn path(&self) -> &str {
+        match self {
+            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Link { path, .. } => path,
+        }
+    }
+}
+
+/// Files as they were, by content: directories before what they hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub entries: Vec<Entry>,
+}
+
+impl Tree {
+    /// Bytes of file content.
+    pub fn size(&self) -> u64 {
+        self.files().map(|(_, size)| size).sum()
+    }
+
+    /// Each file's digest and size.
+    pub fn files(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::File { sha256, size, .. } => Some((sha256.as_str(), *size)),
+            _ => None,
+        })
+    }
+
+    /// Stores what `patterns` select below `root`: file contents go to `blobs`, the tree
+    /// says where they were. The directories holding what was selected come too, so a
+    /// restore recreates them with their modes.
+    pub fn snapshot(root: &Path, patterns: &Patterns, blobs: &Blobs) -> io::Result<Tree> {
+        let found = patterns.walk(root)?;
+        let mut dirs: BTreeMap<PathBuf, u32> = BTreeMap::new();
+        let mut files = Vec::new();
+        let mut links = Vec::new();
+        for (rel, meta) in &found {
+            for parent in rel.ancestors().skip(1) {
+                if parent.as_os_str().is_empty() || dirs.contains_key(parent) {
+                    continue;
+                }
+                let mode = mode_of(&root.join(parent).symlink_metadata()?);
+                dirs.insert(parent.to_path_buf(), mode);
+            }
+            if meta.is_dir() {
+                dirs.insert(rel.clone(), mode_of(meta));
+            } else if meta.is_symlink() {
+                let target = std::fs::read_link(root.join(rel))?;
+                links.push((rel.clone(), target));
+            } else if meta.is_file() {
+                files.push((rel.clone(), mode_of(meta)));
+            }
+        }
+        let stored = in_parallel(&files, |(rel, _)| blobs.put(&root.join(rel)))?;
+        let mut entries: Vec<Entry> = dirs
+            .into_iter()
+            .map(|(path, mode)| Entry::Dir {
+                path: slash(&path),
+                mode,
+            })
+            .collect();
+        entries.extend(
+            files
+                .iter()
+                .zip(stored)
+                .map(|((rel, mode), (sha256, size))| Entry::File {
+                    path: slash(rel),
+                    mode: *mode,
+                    size,
+                    sha256,
+                }),
+        );
+        entries.extend(links.into_iter().map(|(rel, target)| Entry::Link {
+            path: slash(&rel),
+            target: target.to_string_lossy().into_owned(),
+        }));
+        entries.sort_by(|a, b| a.path().cmp(b.path()));
+        Ok(Tree { entries })
+    }
+
+    /// Writes the tree below `root`, replacing what is in the way: a link where the tree has
+    /// a directory is removed, never written through, so nothing lands outside `root`.
+    /// Every file is checked against its digest as it is copied.
+    pub fn restore(&self, root: &Path, blobs: &Blobs) -> io::Result<()> {
+        let mut files = Vec::new();
+        for entry in &self.entries {
+            let path = root.join(checked(entry.path())?);
+            match entry {
+                Entry::Dir { mode, .. } => {
+                    make_dir(&path)?;
+                    set_mode(&path, *mode)?;
+                }
+                Entry::File { .. } => files.push((entry, path)),
+                Entry::Link { target, .. } => {
+                    make_parent(root, &path)?;
+                    remove_any(&path)?;
+                    make_link(Path::new(target), &path)?;
+                }
+            }
+        }
+        in_parallel(&files, |(entry, path)| {
+            let Entry::File { mode, sha256, .. } = entry else {
+                return Ok(());
+            };
+            make_parent(root, path)?;
+            if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(path)?;
+            }
+            blobs.get(sha256, path, *mode)
+        })?;
+        Ok(())
+    }
+}
+
+/// File contents by sha256: `<dir>/<first two hex digits>/<digest>`.
+#[derive(Clone)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+impl Blobs {
+    pub fn new(dir: PathBuf) -> Blobs {
+        Blobs { dir }
+    }
+
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
+    }
+
+    /// Stores a file's content unless it is already there; its digest and size.
+    pub fn put(&self, src: &Path) -> io::Result<(String, u64)> {
+        let (sha256, size) = hash_file(src)?;
+        let dst = self.path(&sha256);
+        if dst.exists() {
+            return Ok((sha256, size));
+        }
+        let dir = dst.parent().unwrap_or(&self.dir);
+        create_private_dir(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let copied = copy_hashing(&mut std::fs::File::open(src)?, tmp.as_file_mut())?;
+        if copied.0 != sha256 {
+            return Err(io::Error::other(format!(
+                "`{}` changed while it was being stored",
+                src.display()
+            )));
+        }
+        tmp.as_file().sync_data()?;
+        tmp.persist(&dst).map_err(|e| e.error)?;
+        Ok((sha256, size))
+    }
+
+    /// Copies a blob to `dst` with `mode`, refusing one whose content no longer matches its
+    /// digest.
+    pub fn get(&self, sha256: &str, dst: &Path, mode: u32) -> io::Result<()> {
+        let src = self.path(sha256);
+        let dir = dst.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let (got, _) = copy_hashing(&mut std::fs::File::open(&src)?, tmp.as_file_mut())?;
+        if got != sha256 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("stored blob {sha256} is corrupt (its content hashes to {got})"),
+            ));
+        }
+        set_mode(tmp.path(), mode)?;
+        tmp.persist(dst).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Every blob with its size.
+    pub fn list(&self) -> io::Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let shards = match std::fs::read_dir(&self.dir) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for shard in shards {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for blob in std::fs::read_dir(shard.path())? {
+                let blob = blob?;
+                let name = blob.file_name().to_string_lossy().into_owned();
+                // Temporary files of a write that never finished are not blobs.
+                if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    out.push((name, blob.metadata()?.len()));
+                } else if blob
+                    .metadata()?
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 3600)
+                {
+                    let _ = std::fs::remove_file(blob.path());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove(&self, sha256: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.path(sha256)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Remembers the digests of workspace files by what identifies their content without
+/// reading it (size, times, inode), the way git's index does, so that an unchanged input is
+/// a `stat`, not a read. An entry is trusted only when the file's change time is older than
+/// the moment the digest was taken: a write in the same clock tick could otherwise go
+/// unnoticed.
+pub struct Digests {
+    path: PathBuf,
+    clock: Clock,
+    /// The file system's clock when this session started hashing.
+    now: Mutex<Option<Stamp>>,
+    known: Mutex<HashMap<PathBuf, Remembered>>,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+/// A file as it was when hashed, when it was hashed, and its digest.
+type Remembered = (Ident, Stamp, [u8; 32]);
+
+const DIGESTS_HEADER: &str = "ferry-digests 1";
+
+impl Digests {
+    /// Loads what was remembered at `path` (nothing when it is missing or unreadable).
+    pub fn load(path: PathBuf) -> Digests {
+        let mut known = HashMap::new();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines = text.lines();
+        if lines.next() == Some(DIGESTS_HEADER) {
+            for line in lines {
+                let Some((fields, rel)) = line.split_once('\t') else {
+                    continue;
+                };
+                let fields: Vec<&str> = fields.split(' ').collect();
+                let [ident @ .., at, hex] = fields.as_slice() else {
+                    continue;
+                };
+                let (Some(ident), Ok(at), Some(digest)) =
+                    (Ident::decode(ident), at.parse::<Stamp>(), from_hex(hex))
+                else {
+                    continue;
+                };
+                known.insert(PathBuf::from(rel), (ident, at, digest));
+            }
+        }
+        Digests {
+            clock: Clock {
+                path: path.with_extension("tick"),
+            },
+            path,
+            now: Mutex::new(None),
+            known: Mutex::new(known),
+            dirty: Default::default(),
+        }
+    }
+
+    /// The sha256 of the file at `root/rel`, whose metadata is `meta`.
+    pub fn digest(&self, root: &Path, rel: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
+        let ident = Ident::of(meta);
+        if let Some((known, at, digest)) = locked(&self.known).get(rel)
+            && *known == ident
+            && ident.changed < *at
+        {
+            return Ok(*digest);
+        }
+        let now = {
+            let mut now = locked(&self.now);
+            match *now {
+                Some(t) => t,
+                None => {
+                    let t = self.clock.now()?;
+                    *now = Some(t);
+                    t
+                }
+            }
+        };
+        let mut hasher = Sha256::new();
+        io::copy(&mut std::fs::File::open(root.join(rel))?, &mut hasher)?;
+        let digest: [u8; 32] = hasher.finalize().into();
+        locked(&self.known).insert(rel.to_path_buf(), (ident, now, digest));
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(digest)
+    }
+
+    /// Writes what is remembered, if anything changed.
+    pub fn save(&self) -> io::Result<()> {
+        if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let known = locked(&self.known);
+        let mut text = String::with_capacity(known.len() * 160);
+        text.push_str(DIGESTS_HEADER);
+        text.push('\n');
+        for (rel, (ident, at, digest)) in known.iter() {
+            use std::fmt::Write as _;
+            let Some(rel) = rel.to_str().filter(|r| !r.contains(['\n', '\t'])) else {
+                continue;
+            };
+            let _ = writeln!(text, "{} {at} {}\t{rel}", ident.encode(), hex(digest));
+        }
+        crate::record::write_atomic(&self.path, text.as_bytes())
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The sha256 and size of a file's content.
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    copy_hashing(&mut std::fs::File::open(path)?, &mut io::sink())
+}
+
+fn copy_hashing(src: &mut impl Read, dst: &mut impl Write) -> io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 256 << 10];
+    let mut size = 0;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    Ok((hex(&hasher.finalize()), size))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn slash(path: &Path) -> String {
+    path.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A stored path made safe to join: relative, no `..`.
+fn checked(path: &str) -> io::Result<&Path> {
+    let p = Path::new(path);
+    let safe = !path.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if safe {
+        Ok(p)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("stored path `{path}` leaves its directory"),
+        ))
+    }
+}
+
+/// Makes every directory from `root` to `path`'s parent a real directory.
+fn make_parent(root: &Path, path: &Path) -> io::Result<()> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    let rel = parent.strip_prefix(root).unwrap_or(Path::new(""));
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        make_dir(&at)?;
+    }
+    Ok(())
+}
+
+fn make_dir(path: &Path) -> io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            std::fs::remove_file(path)?;
+            std::fs::create_dir(path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(path),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &Metadata) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(meta: &Metadata) -> u32 {
+    match (meta.is_dir(), meta.permissions().readonly()) {
+        (true, _) => 0o755,
+        (false, true) => 0o444,
+        (false, false) => 0o644,
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    let mut perms = std::fs::metadata(path)?.permissions();
+    perms.set_readonly(mode & 0o200 == 0);
+    std::fs::set_permissions(path, perms)
+}
+
+#[cfg(unix)]
+fn make_link(target: &Path, path: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, path)
+}
+
+#[cfg(windows)]
+fn make_link(target: &Path, path: &Path) -> io::Result<()> {
+    std::os::windows::fs::symlink_file(target, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn patterns(p: &[&str]) -> Patterns {
+        Patterns::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn names(found: Vec<(PathBuf, Metadata)>) -> Vec<String> {
+        found.into_iter().map(|(p, _)| slash(&p)).collect()
+    }
+
+    #[test]
+    fn patterns_select_directories_globs_and_exclusions() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "dist/app.js", "a");
+        write(root, "dist/sub/x.map", "m");
+        write(root, "src/main.rs", "fn main() {}");
+        write(root, "src/lib/mod.rs", "");
+        write(root, "README.md", "r");
+        write(root, ".git/config", "");
+        assert_eq!(
+            names(patterns(&["dist"]).walk(root).unwrap()),
+            ["dist", "dist/app.js", "dist/sub", "dist/sub/x.map"]
+        );
+        assert_eq!(
+            names(patterns(&["src/*.rs"]).walk(root).unwrap()),
+            ["src/main.rs"]
+        );
+        assert_eq!(
+            names(patterns(&["**/*.rs", "!src/lib"]).walk(root).unwrap()),
+            ["src/main.rs"]
+        );
+        assert_eq!(
+            names(patterns(&["."]).walk(root).unwrap()).len(),
+            9,
+            "everything but .git"
+        );
+        assert!(patterns(&["missing/**"]).walk(root).unwrap().is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn trees_round_trip_modes_links_and_empty_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst, store) = (
+            dir.path().join("src"),
+            dir.path().join("dst"),
+            dir.path().join("blobs"),
+        );
+        write(&src, "out/bin/tool", "#!/bin/sh\n");
+        set_mode(&src.join("out/bin/tool"), 0o750).unwrap();
+        write(&src, "out/data.txt", "data");
+        write(&src, "out/copy.txt", "data");
+        std::fs::create_dir_all(src.join("out/empty")).unwrap();
+        std::os::unix::fs::symlink("data.txt", src.join("out/link")).unwrap();
+        let blobs = Blobs::new(store);
+        let tree = Tree::snapshot(&src, &patterns(&["out"]), &blobs).unwrap();
+        assert_eq!(blobs.list().unwrap().len(), 2, "same content stored once");
+        // Something planted where the tree has a directory is replaced, not written through.
+        std::fs::create_dir_all(&dst).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dst.join("out")).unwrap();
+        tree.restore(&dst, &blobs).unwrap();
+        assert!(dst.join("out").symlink_metadata().unwrap().is_dir());
+        let again = Tree::snapshot(&dst, &patterns(&["out"]), &blobs).unwrap();
+        assert_eq!(tree, again);
+        let mode = std::fs::metadata(dst.join("out/bin/tool"))
+            .unwrap()
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o750);
+        assert!(dst.join("out/empty").is_dir());
+        assert_eq!(
+            std::fs::read_link(dst.join("out/link")).unwrap(),
+            Path::new("data.txt")
+        );
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_refused_and_bad_paths_are_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path().join("blobs"));
+        write(dir.path(), "a.txt", "hello");
+        let (sha, _) = blobs.put(&dir.path().join("a.txt")).unwrap();
+        std::fs::write(blobs.path(&sha), "jello").unwrap();
+        let err = blobs
+            .get(&sha, &dir.path().join("b.txt"), 0o644)
+            .unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        assert!(!dir.path().join("b.txt").exists());
+        let evil = Tree {
+            entries: vec![Entry::Dir {
+                path: "../escape".into(),
+                mode: 0o755,
+            }],
+        };
+        assert!(evil.restore(&dir.path().join("x"), &blobs).is_err());
+        assert!(!dir.path().join("escape").exists());
+    }
+
+    #[test]
+    fn digests_are_remembered_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ws/a.txt", "one");
+        let root = dir.path().join("ws");
+        let memo = dir.path().join("ws.digests");
+        let rel = Path::new("a.txt");
+        let meta = || root.join(rel).symlink_metadata().unwrap();
+        let first = Digests::load(memo.clone());
+        let one = first.digest(&root, rel, &meta()).unwrap();
+        first.save().unwrap();
+        let second = Digests::load(memo.clone());
+        assert_eq!(second.digest(&root, rel, &meta()).unwrap(), one);
+        std::fs::write(root.join(rel), "two").unwrap();
+        let two = second.digest(&root, rel, &meta()).unwrap();
+        assert_ne!(one, two);
+        assert_eq!(hex(&two), hash_file(&root.join(rel)).unwrap().0);
+    }
+}
