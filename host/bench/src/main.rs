@@ -739,6 +739,8 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
         git: Default::default(),
         vars: Default::default(),
         inputs: Default::default(),
+        cache: None,
+        reuse: false,
     };
     let plan = Plan::new(pipeline, &[]).unwrap();
     let started = Instant::now();

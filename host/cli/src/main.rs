@@ -1,6 +1,7 @@
 //! `ferry`: run CI/CD pipelines whose every step is a sandboxed WebAssembly component.
 
 mod commands;
+mod config;
 mod plugins;
 mod report;
 
@@ -45,6 +46,9 @@ enum Command {
     Reject(commands::approve::RejectArgs),
     Deployments(commands::deployments::Args),
     Rollback(commands::rollback::Args),
+    Artifacts(commands::artifacts::Args),
+    #[command(subcommand)]
+    Cache(commands::cache::Command),
     Lock(commands::lock::LockArgs),
     Update(commands::lock::UpdateArgs),
     Login(commands::lock::LoginArgs),
@@ -74,6 +78,8 @@ fn main() -> ExitCode {
         Command::Reject(args) => commands::approve::reject(args),
         Command::Deployments(args) => commands::deployments::execute(args),
         Command::Rollback(args) => commands::rollback::execute(args),
+        Command::Artifacts(args) => commands::artifacts::execute(args),
+        Command::Cache(command) => commands::cache::execute(command),
         Command::Lock(args) => commands::lock::lock(args),
         Command::Update(args) => commands::lock::update(args),
         Command::Login(args) => commands::lock::login(args),

@@ -17,30 +17,9 @@ pub struct Policy {
     require: Vec<(String, Vec<String>)>,
 }
 
-#[derive(serde::Deserialize, Default)]
-struct UserConfig {
-    #[serde(default)]
-    plugins: UserPlugins,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct UserPlugins {
-    registry: Option<String>,
-    #[serde(default)]
-    keys: BTreeMap<String, String>,
-    #[serde(default, rename = "require-signatures")]
-    require_signatures: BTreeMap<String, Vec<String>>,
-}
-
 impl Policy {
     pub fn new(pipeline: Option<&Pipeline>) -> Result<Policy, String> {
-        let config_path = ferry_registry::config_dir().join("config.toml");
-        let user: UserConfig = match std::fs::read_to_string(&config_path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| format!("`{}` is not valid: {e}", config_path.display()))?,
-            Err(_) => UserConfig::default(),
-        };
+        let user = crate::config::UserConfig::load()?;
         let config_dir = ferry_registry::config_dir();
         let mut keys: BTreeMap<String, (String, PathBuf)> = user
             .plugins

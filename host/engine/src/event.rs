@@ -151,6 +151,9 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
         duration_ms: f64,
+        /// Set when the step did not run because the step cache held its result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cached: Option<Cached>,
     },
     JobFinished {
         job: Arc<str>,
@@ -182,6 +185,15 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decision: Option<crate::gate::Decision>,
     },
+}
+
+/// Where a reused step result came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cached {
+    /// The run in which the step ran.
+    pub run: String,
+    /// How long it took then: the time this run saved.
+    pub saved_ms: f64,
 }
 
 /// A job as announced at the start of a run.

@@ -55,6 +55,9 @@ pub struct StepSummary {
     pub duration_ms: Option<f64>,
     /// The step's log, relative to the run directory.
     pub log: String,
+    /// Set when the step cache gave its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<crate::event::Cached>,
 }
 
 /// Writes a run's record as its events arrive.
@@ -177,6 +180,7 @@ impl RunRecord {
                         message: None,
                         duration_ms: None,
                         log: Self::log_path(job, step),
+                        cached: None,
                     });
                 }
             }
@@ -187,6 +191,7 @@ impl RunRecord {
                 failure,
                 message,
                 duration_ms,
+                cached,
             } => {
                 if let Some(mut log) = state.logs.remove(&(job.clone(), step.clone())) {
                     log.flush()?;
@@ -198,6 +203,7 @@ impl RunRecord {
                             s.failure = *failure;
                             s.message.clone_from(message);
                             s.duration_ms = Some(*duration_ms);
+                            s.cached.clone_from(cached);
                         }
                         // Skipped steps never started.
                         None => j.steps.push(StepSummary {
@@ -208,6 +214,7 @@ impl RunRecord {
                             message: message.clone(),
                             duration_ms: None,
                             log: Self::log_path(job, step),
+                            cached: None,
                         }),
                     }
                 }

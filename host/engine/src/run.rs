@@ -1,7 +1,16 @@
 //! The scheduler: jobs as a DAG by `needs`, up to N at once, steps in order inside a job,
 //! fail-fast cancellation, outputs between steps.
 
-use crate::event::{Event, FailureKind, JobInfo, Reporter, Status};
+use crate::cache::Cache;
+use crate::event::{Cached, Event, FailureKind, JobInfo, Level, Reporter, Status};
+use crate::files::Digests;
+use crate::timings::{Phase, span};
+use caching::{
+    Capture, cache_keys, download, human_ms, restore_dependency_cache, reuse, save_step,
+    step_files, step_key, upload,
+};
+
+mod caching;
 use crate::log::{Masker, StepLog};
 use crate::record::{RunRecord, RunSummary, new_run_id, sanitize};
 use ferry_model::pipeline::DEFAULT_STEP_TIMEOUT;
@@ -10,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -97,6 +107,26 @@ impl StepOutcome {
 /// tests use a fake.
 pub trait StepRunner: Send + Sync + 'static {
     fn run_step(&self, request: StepRequest) -> impl Future<Output = StepOutcome> + Send;
+
+    /// What the step cache needs to know about the component `step` runs; `None` (the
+    /// default) when its results cannot be reused.
+    fn identity(&self, step: &Step) -> impl Future<Output = Option<Identity>> + Send {
+        let _ = step;
+        std::future::ready(None)
+    }
+}
+
+/// The component behind a step, as far as the step cache is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// sha256 of the component: a new version of the plugin is a new key.
+    pub digest: String,
+    /// The step declares itself a function of its inputs and files (a built-in that needs no
+    /// programs, hosts, secrets or host paths): cached without `cache: true`.
+    pub pure: bool,
+    /// The step can read the workspace: without `inputs:`, every file in it is part of the
+    /// key.
+    pub reads_workspace: bool,
 }
 
 /// How to run.
@@ -120,6 +150,11 @@ pub struct RunOptions {
     pub vars: BTreeMap<String, String>,
     /// `inputs.*`: the inputs of a manual run (`--input NAME=VALUE`).
     pub inputs: BTreeMap<String, String>,
+    /// The step and dependency caches; `None` turns both off.
+    pub cache: Option<Cache>,
+    /// Whether cached results are used. `false` (`--no-cache`) runs every step and restores
+    /// no dependency cache, but still stores what the run produces.
+    pub reuse: bool,
 }
 
 /// How a run went.
@@ -200,6 +235,9 @@ pub async fn run<R: StepRunner>(
         vars: options.vars.clone(),
         inputs: options.inputs.clone(),
         finished: Default::default(),
+        cache: options.cache.clone(),
+        reuse: options.reuse,
+        saved: Default::default(),
     });
     // Another run (`cancel-in-progress`) or `ferry cancel` may ask this one to stop.
     let watcher = {
@@ -344,6 +382,31 @@ pub async fn run<R: StepRunner>(
         }
     }
     watcher.abort();
+    if let Some(cache) = shared
+        .cache
+        .clone()
+        .filter(|_| shared.saved.load(Ordering::Relaxed))
+    {
+        let _t = span(Phase::CacheSave);
+        let limit = cache.limit();
+        match tokio::task::spawn_blocking(move || cache.prune(limit)).await {
+            Ok(Ok(p)) if p.entries > 0 => reporter.event(&Event::Notice {
+                job: None,
+                text: format!(
+                    "cache: evicted {} least recently used entries ({}) to stay under {}",
+                    p.entries,
+                    ferry_model::pipeline::format_size(p.bytes),
+                    ferry_model::pipeline::format_size(limit)
+                ),
+            }),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => reporter.event(&Event::Notice {
+                job: None,
+                text: format!("cache: cannot evict old entries: {e}"),
+            }),
+            Err(_) => {}
+        }
+    }
     let status = if options.cancel.is_cancelled() {
         Status::Cancelled
     } else if any_failed {
@@ -395,6 +458,10 @@ struct Shared {
     /// Jobs that ended: their status and outputs, for `needs.*` and `jobs.*`.
     finished: std::sync::Mutex<HashMap<String, Ended>>,
     git: BTreeMap<String, String>,
+    cache: Option<Cache>,
+    reuse: bool,
+    /// Something was added to the cache: the run ends with an eviction.
+    saved: AtomicBool,
 }
 
 /// How a job ended and the outputs it left.
@@ -548,6 +615,7 @@ fn finish_unstarted(shared: &Shared, i: usize, status: Status, message: &str) {
             failure: None,
             message: None,
             duration_ms: 0.0,
+            cached: None,
         });
     }
     shared.record_job(job, status, BTreeMap::new());
@@ -667,6 +735,7 @@ async fn run_job<R: StepRunner>(
         shared.work_dir.clone(),
         sanitize(&job.id),
     );
+    let timed = span(Phase::Workspace);
     let prepared = tokio::task::spawn_blocking(move || {
         let (workspace, _) = crate::workspace::Workspace::prepare(&src, &root, &name)?;
         std::fs::create_dir_all(&outputs_dir)?;
@@ -675,6 +744,7 @@ async fn run_job<R: StepRunner>(
     .await
     .map_err(std::io::Error::other)
     .and_then(|r| r);
+    drop(timed);
     let (workspace_guard, outputs_dir) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -692,6 +762,61 @@ async fn run_job<R: StepRunner>(
             Arc::new(move |globs: &[String]| crate::workspace::hash_files(&workspace, globs))
         },
     };
+    // Dependency caches to save when the job passes: the job's own, then its steps'.
+    let mut to_save: Vec<(String, Vec<String>)> = Vec::new();
+    if let Some(dc) = &job.cache {
+        let keys = {
+            let mut view = scope.scope_for_job(shared, job, progress(false, false));
+            render_env(&[&shared.pipeline.env, &job.env], &mut view)
+                .and_then(|_| cache_keys(dc, &view))
+        };
+        let restored = match keys {
+            Ok(keys) => restore_dependency_cache(shared, dc, keys, &workspace).await,
+            Err(e) => Err(e),
+        };
+        match restored {
+            Ok((said, save)) => {
+                shared.reporter.event(&Event::Notice {
+                    job: Some(job_id.clone()),
+                    text: said,
+                });
+                to_save.extend(save);
+            }
+            Err(e) => {
+                report_setup_failure(shared, job, &format!("`cache`: {e}"));
+                return finish(Status::Failed, BTreeMap::new(), None);
+            }
+        }
+    }
+    if !job.artifacts.is_empty() {
+        let _t = span(Phase::Artifacts);
+        let (state_dir, run_dir, ws, wanted) = (
+            shared.state_dir.clone(),
+            shared.run_dir.clone(),
+            workspace.clone(),
+            job.artifacts.clone(),
+        );
+        let extracted =
+            tokio::task::spawn_blocking(move || download(&state_dir, &run_dir, &ws, &wanted))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        match extracted {
+            Ok(said) => {
+                for text in said {
+                    shared.reporter.event(&Event::Notice {
+                        job: Some(job_id.clone()),
+                        text,
+                    });
+                }
+            }
+            Err(e) => {
+                report_setup_failure(shared, job, &e);
+                return finish(Status::Failed, BTreeMap::new(), None);
+            }
+        }
+    }
+    // What the job's workspace files hash to, kept beside the workspace between runs.
+    let digests: Arc<Digests> = Arc::new(Digests::load(workspace.with_extension("digests")));
     let mut failed = false;
     let mut cancelled = false;
     let mut deploys: Vec<DeployCall> = Vec::new();
@@ -708,6 +833,7 @@ async fn run_job<R: StepRunner>(
                 failure: None,
                 message,
                 duration_ms: 0.0,
+                cached: None,
             });
         };
         // After a cancel only cleanup runs: steps whose condition reads `always()` or
@@ -754,10 +880,27 @@ async fn run_job<R: StepRunner>(
             index,
             name,
         });
+        // A step whose result may be stored has its log kept as it is shown.
+        let identity = match (&shared.cache, step.cache) {
+            (None, _) | (_, Some(false)) => None,
+            _ => runner
+                .identity(step)
+                .await
+                .filter(|i| step.cache == Some(true) || i.pure),
+        };
+        let capture = identity.as_ref().map(|_| {
+            Arc::new(Capture {
+                inner: shared.reporter.clone(),
+                lines: Default::default(),
+                annotations: Default::default(),
+            })
+        });
         let log = StepLog::new(
             job_id.clone(),
             key.clone(),
-            shared.reporter.clone(),
+            capture
+                .clone()
+                .map_or_else(|| shared.reporter.clone(), |c| c as Arc<dyn Reporter>),
             shared.masker.clone(),
             step.permissions.log_limit(),
         );
@@ -772,62 +915,142 @@ async fn run_job<R: StepRunner>(
         }
         .min(MAX_STEP_TIME);
         let prepared = run.and_then(|_| prepare_step(shared, job, step, &scope, progress));
+        // The step's dependency cache is restored before it runs.
+        let prepared = match (prepared, &step.dependency_cache) {
+            (Ok(p), Some(dc)) => {
+                let keys = cache_keys(dc, &scope.scope(shared, job, step, progress));
+                let restored = match keys {
+                    Ok(keys) => restore_dependency_cache(shared, dc, keys, &workspace).await,
+                    Err(e) => Err(e),
+                };
+                match restored {
+                    Ok((said, save)) => {
+                        log.line(Level::Info, &format!("[ferry] {said}"));
+                        to_save.extend(save);
+                        Ok(p)
+                    }
+                    Err(e) => Err(StepFailure::new(
+                        FailureKind::InvalidInput,
+                        format!("`cache`: {e}"),
+                    )),
+                }
+            }
+            (prepared, _) => prepared,
+        };
         let mut deploy_call = None;
-        let outcome = match prepared {
+        let mut cache_key = None;
+        let mut cached = None;
+        let mut outcome = match prepared {
             Err(failure) => StepOutcome {
                 result: Some(failure),
                 outputs: BTreeMap::new(),
             },
             Ok((inputs, env)) => {
-                let secrets = step
-                    .permissions
-                    .secrets
-                    .iter()
-                    .filter_map(|name| shared.secrets.get(name).map(|v| (name.clone(), v.clone())))
-                    .collect();
-                if is_deploy(step) && job.environment.is_some() {
-                    deploy_call = Some(DeployCall {
-                        index,
-                        inputs: inputs.clone(),
-                        env: env.clone(),
-                        secrets: BTreeMap::clone(&secrets),
-                        outputs: BTreeMap::new(),
-                        passed: false,
-                        rollback: None,
-                    });
+                let mut hit = None;
+                if let (Some(identity), Some(cache)) = (&identity, &shared.cache) {
+                    let files = step_files(step, identity);
+                    match step_key(
+                        shared,
+                        step,
+                        identity,
+                        (&inputs, &env),
+                        &workspace,
+                        files,
+                        &digests,
+                    )
+                    .await
+                    {
+                        Ok(k) => {
+                            if shared.reuse {
+                                hit = reuse(cache, &k, &workspace, &log).await;
+                            }
+                            cache_key = Some(k);
+                        }
+                        Err(e) => log.line(
+                            Level::Warn,
+                            &format!("[ferry] not cached: cannot hash what the step reads: {e}"),
+                        ),
+                    }
                 }
-                let request = StepRequest {
-                    run_id: shared.run_id.clone(),
-                    pipeline: shared.pipeline.clone(),
-                    job_index,
-                    step_index: index,
-                    inputs,
-                    env,
-                    secrets,
-                    workspace: workspace.clone(),
-                    output_file: output_file.clone(),
-                    kept_dir: shared
-                        .run_dir
-                        .join("files")
-                        .join(sanitize(&job.id))
-                        .join(sanitize(&key)),
-                    timeout,
-                    log: log.clone(),
-                    cancel: step_cancel.clone(),
-                };
-                let backstop = tokio::time::Instant::now() + timeout + DEADLINE_GRACE;
-                tokio::select! {
-                    outcome = runner.run_step(request) => outcome,
-                    _ = tokio::time::sleep_until(backstop) => StepOutcome::failed(
-                        FailureKind::Timeout,
-                        "the step did not stop at its deadline and was abandoned",
-                    ),
-                    _ = step_cancel.cancelled() => StepOutcome::failed(FailureKind::Internal, "cancelled"),
+                match hit {
+                    Some(result) => {
+                        for (level, text) in &result.log {
+                            log.line(*level, text);
+                        }
+                        for annotation in &result.annotations {
+                            log.annotate(annotation.clone());
+                        }
+                        log.line(
+                            Level::Info,
+                            &format!(
+                                "[ferry] cached: the result of run {} ({} saved)",
+                                result.run,
+                                human_ms(result.duration_ms)
+                            ),
+                        );
+                        cached = Some(Cached {
+                            run: result.run,
+                            saved_ms: result.duration_ms,
+                        });
+                        StepOutcome {
+                            result: None,
+                            outputs: result.outputs,
+                        }
+                    }
+                    None => {
+                        let secrets = step
+                            .permissions
+                            .secrets
+                            .iter()
+                            .filter_map(|name| {
+                                shared.secrets.get(name).map(|v| (name.clone(), v.clone()))
+                            })
+                            .collect();
+                        if is_deploy(step) && job.environment.is_some() {
+                            deploy_call = Some(DeployCall {
+                                index,
+                                inputs: inputs.clone(),
+                                env: env.clone(),
+                                secrets: BTreeMap::clone(&secrets),
+                                outputs: BTreeMap::new(),
+                                passed: false,
+                                rollback: None,
+                            });
+                        }
+                        let request = StepRequest {
+                            run_id: shared.run_id.clone(),
+                            pipeline: shared.pipeline.clone(),
+                            job_index,
+                            step_index: index,
+                            inputs,
+                            env,
+                            secrets,
+                            workspace: workspace.clone(),
+                            output_file: output_file.clone(),
+                            kept_dir: shared
+                                .run_dir
+                                .join("files")
+                                .join(sanitize(&job.id))
+                                .join(sanitize(&key)),
+                            timeout,
+                            log: log.clone(),
+                            cancel: step_cancel.clone(),
+                        };
+                        let backstop = tokio::time::Instant::now() + timeout + DEADLINE_GRACE;
+                        let _t = span(Phase::Steps);
+                        tokio::select! {
+                            outcome = runner.run_step(request) => outcome,
+                            _ = tokio::time::sleep_until(backstop) => StepOutcome::failed(
+                                FailureKind::Timeout,
+                                "the step did not stop at its deadline and was abandoned",
+                            ),
+                            _ = step_cancel.cancelled() => StepOutcome::failed(FailureKind::Internal, "cancelled"),
+                        }
+                    }
                 }
             }
         };
-        log.flush();
-        let mut outputs = outcome.outputs;
+        let mut outputs = std::mem::take(&mut outcome.outputs);
         match read_output_file(&output_file) {
             Ok(from_file) => outputs.extend(from_file),
             Err(e) => log.line(
@@ -835,6 +1058,30 @@ async fn run_job<R: StepRunner>(
                 &format!("[ferry] ignoring $FERRY_OUTPUT: {e}"),
             ),
         }
+        if outcome.result.is_none()
+            && !step.artifacts.is_empty()
+            && let Err(e) = upload(shared, job, step, &workspace, &log).await
+        {
+            outcome.result = Some(StepFailure::new(FailureKind::Internal, e));
+        }
+        if outcome.result.is_none()
+            && cached.is_none()
+            && let (Some(k), Some(cache), Some(capture)) = (&cache_key, &shared.cache, &capture)
+        {
+            save_step(
+                shared,
+                cache,
+                k,
+                (job, step),
+                &workspace,
+                &outputs,
+                capture,
+                &log,
+                step_started.elapsed(),
+            )
+            .await;
+        }
+        log.flush();
         for (name, value) in &outputs {
             shared.reporter.event(&Event::Output {
                 job: job_id.clone(),
@@ -875,6 +1122,7 @@ async fn run_job<R: StepRunner>(
             failure,
             message,
             duration_ms: millis(step_started.elapsed()),
+            cached,
         });
         if let Some(mut call) = deploy_call {
             call.passed = status == Status::Passed;
@@ -909,7 +1157,6 @@ async fn run_job<R: StepRunner>(
             failed = true;
         }
     }
-    drop(workspace_guard);
     let status = if cancelled {
         Status::Cancelled
     } else if failed {
@@ -917,6 +1164,32 @@ async fn run_job<R: StepRunner>(
     } else {
         Status::Passed
     };
+    if let Some(cache) = &shared.cache {
+        if status == Status::Passed {
+            for (key, paths) in to_save {
+                let _t = span(Phase::CacheSave);
+                let (cache_, ws, k) = (cache.clone(), workspace.clone(), key.clone());
+                let saved = tokio::task::spawn_blocking(move || cache_.save_deps(&k, &ws, &paths))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                shared.saved.store(true, Ordering::Relaxed);
+                let text = match saved {
+                    Ok(size) => format!(
+                        "cache `{key}`: saved ({})",
+                        ferry_model::pipeline::format_size(size)
+                    ),
+                    Err(e) => format!("cache `{key}`: cannot save: {e}"),
+                };
+                shared.reporter.event(&Event::Notice {
+                    job: Some(job_id.clone()),
+                    text,
+                });
+            }
+        }
+        let digests = digests.clone();
+        let _ = tokio::task::spawn_blocking(move || digests.save()).await;
+    }
+    drop(workspace_guard);
     // Outputs are evaluated whatever happened, so a later job can read what was set before
     // a failure; one that cannot be evaluated is left out and said so.
     let mut outputs = BTreeMap::new();
@@ -1165,6 +1438,7 @@ fn report_setup_failure(shared: &Shared, job: &Job, message: &str) {
             failure: first.then_some(FailureKind::Internal),
             message: first.then(|| message.to_string()),
             duration_ms: 0.0,
+            cached: None,
         });
     }
 }

@@ -165,6 +165,8 @@ async fn run_git(
         git,
         vars: Default::default(),
         inputs: Default::default(),
+        cache: None,
+        reuse: false,
     };
     let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
         .await
@@ -583,6 +585,8 @@ async fn run_in(dir: std::path::PathBuf, yaml: &str) -> (RunResult, Vec<Event>, 
         git: BTreeMap::new(),
         vars: Default::default(),
         inputs: Default::default(),
+        cache: None,
+        reuse: false,
     };
     let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
         .await

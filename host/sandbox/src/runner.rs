@@ -459,6 +459,29 @@ impl StepRunner for Sandbox {
             .await
             .unwrap_or_else(|(kind, message)| StepOutcome::failed(kind, message))
     }
+
+    /// A built-in that declares no programs, hosts, secrets or host paths is a function of
+    /// its inputs and files, so it is cached by default; every other step only when the
+    /// pipeline says `cache: true`.
+    async fn identity(&self, step: &ferry_model::Step) -> Option<ferry_engine::run::Identity> {
+        let plugin = self.plugin(&step.uses).await.ok()?;
+        let needs = plugin
+            .info
+            .needs
+            .clone()
+            .unwrap_or_else(|| needs_from_grants(step));
+        let builtin = matches!(step.uses, Uses::Builtin(_)) && !step.is_run;
+        let pure = builtin
+            && needs.exec.is_empty()
+            && needs.network.is_empty()
+            && needs.secrets.is_empty()
+            && needs.paths.is_empty();
+        Some(ferry_engine::run::Identity {
+            digest: plugin.digest.clone(),
+            pure,
+            reads_workspace: needs.workspace.is_some() || step.is_run,
+        })
+    }
 }
 
 /// Where a plugin's component comes from.

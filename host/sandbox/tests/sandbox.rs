@@ -105,6 +105,8 @@ async fn run_with(
         git: Default::default(),
         vars: Default::default(),
         inputs: Default::default(),
+        cache: None,
+        reuse: false,
     };
     let result = ferry_engine::run(plan, sandbox, collect.clone(), options)
         .await

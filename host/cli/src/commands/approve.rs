@@ -93,29 +93,14 @@ fn decide(target: Target, approved: bool, reason: Option<String>) -> u8 {
 
 /// `.ferry/runs/<id>`, where `latest` is the newest run with a job waiting for approval.
 fn find_run(state_dir: &Path, id: &str) -> Result<PathBuf, String> {
+    if id != "latest" {
+        return super::run_dir(state_dir, id);
+    }
     let runs = state_dir.join("runs");
-    if id == "latest" {
-        let mut ids: Vec<String> = std::fs::read_dir(&runs)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        ids.sort();
-        return ids
-            .iter()
-            .rev()
-            .map(|i| runs.join(i))
-            .find(|dir| !gate::waiting_in(dir).is_empty())
-            .ok_or_else(|| format!("no run under `{}` waits for approval", runs.display()));
-    }
-    let dir = runs.join(ferry_engine::record::sanitize(id));
-    if dir.is_dir() {
-        Ok(dir)
-    } else {
-        Err(format!(
-            "there is no run `{id}` under `{}`\nhint: `ferry run` prints the id of each run; `latest` picks the newest one that waits",
-            runs.display()
-        ))
-    }
+    super::run_ids(state_dir)
+        .iter()
+        .rev()
+        .map(|i| runs.join(i))
+        .find(|dir| !gate::waiting_in(dir).is_empty())
+        .ok_or_else(|| format!("no run under `{}` waits for approval", runs.display()))
 }

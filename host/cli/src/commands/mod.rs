@@ -1,6 +1,8 @@
 //! One module per subcommand: its arguments and an `execute` that calls into the crates.
 
 pub mod approve;
+pub mod artifacts;
+pub mod cache;
 pub mod completions;
 pub mod deployments;
 pub mod graph;
@@ -99,6 +101,39 @@ pub fn state_dir_of(file: Option<PathBuf>) -> Result<PathBuf, u8> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     Ok(ferry_model::pipeline::host_path(dir, ".ferry"))
+}
+
+/// The ids of the runs under `state_dir`, oldest first.
+pub fn run_ids(state_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(state_dir.join("runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `.ferry/runs/<id>`; `latest` is the newest run.
+pub fn run_dir(state_dir: &Path, id: &str) -> Result<PathBuf, String> {
+    let runs = state_dir.join("runs");
+    let id = match id {
+        "latest" => run_ids(state_dir)
+            .pop()
+            .ok_or_else(|| format!("there are no runs under `{}`", runs.display()))?,
+        id => ferry_engine::record::sanitize(id),
+    };
+    let dir = runs.join(&id);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "there is no run `{id}` under `{}`\nhint: `ferry run` prints the id of each run; `latest` picks the newest",
+            runs.display()
+        ))
+    }
 }
 
 /// Prints an error with its hint lines and returns the usage exit code.

@@ -111,6 +111,9 @@ pub fn execute(args: Args) -> u8 {
             fail_fast: true,
             vars: Default::default(),
             inputs: Default::default(),
+            // A rollback must really deploy.
+            reuse: false,
+            timings: false,
         },
     )
 }

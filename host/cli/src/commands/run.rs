@@ -1,5 +1,6 @@
 use crate::exit;
 use crate::report::{self, Output};
+use ferry_engine::timings::Phase;
 use ferry_engine::{CancellationToken, RunOptions, Status};
 use ferry_model::Plan;
 use std::collections::BTreeMap;
@@ -32,6 +33,12 @@ pub struct Args {
     /// Fail unless ferry.lock pins every registry plugin and nothing else (for CI)
     #[arg(long)]
     locked: bool,
+    /// Run every step and restore no dependency cache (results are still stored)
+    #[arg(long)]
+    no_cache: bool,
+    /// Print where the run spent its time
+    #[arg(long)]
+    timings: bool,
 }
 
 fn assignment(text: &str) -> Result<(String, String), String> {
@@ -42,18 +49,25 @@ fn assignment(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn execute(args: Args) -> u8 {
+    if args.timings {
+        ferry_engine::timings::enable();
+    }
+    let parsing = ferry_engine::timings::span(Phase::Parse);
     let mut pipeline = match super::load(args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    drop(parsing);
     let mode = if args.locked {
         crate::plugins::Mode::Locked
     } else {
         crate::plugins::Mode::Run
     };
+    let pinning = ferry_engine::timings::span(Phase::Plugins);
     if let Err(code) = crate::plugins::pin(&mut pipeline, mode) {
         return code;
     }
+    drop(pinning);
     let plan = match Plan::new(pipeline, &args.jobs) {
         Ok(plan) => plan,
         Err(e) => {
@@ -69,6 +83,8 @@ pub fn execute(args: Args) -> u8 {
             fail_fast: !args.no_fail_fast,
             vars: args.vars.into_iter().collect(),
             inputs: args.inputs.into_iter().collect(),
+            reuse: !args.no_cache,
+            timings: args.timings,
         },
     )
 }
@@ -80,6 +96,10 @@ pub struct Settings {
     pub fail_fast: bool,
     pub vars: BTreeMap<String, String>,
     pub inputs: BTreeMap<String, String>,
+    /// Use cached results (`--no-cache` turns it off).
+    pub reuse: bool,
+    /// Print where the run spent its time.
+    pub timings: bool,
 }
 
 /// Runs a plan the way `ferry run` does and returns the exit code.
@@ -103,10 +123,16 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
     };
+    let cache_limit = match crate::config::cache_limit() {
+        Ok(limit) => limit,
+        Err(e) => return super::fail(e),
+    };
     // Refuse a misconfigured step before anything runs.
+    let preflight = ferry_engine::timings::span(Phase::Preflight);
     if let Err(code) = runtime.block_on(super::check_plugins(&sandbox, &plan.pipeline)) {
         return code;
     }
+    drop(preflight);
     let reporter = report::reporter(settings.output);
     let cancel = CancellationToken::new();
     let options = RunOptions {
@@ -119,6 +145,8 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         git: git_info(&plan.pipeline),
         vars: settings.vars,
         inputs: settings.inputs,
+        cache: Some(ferry_engine::cache::Cache::new(&state_dir, cache_limit)),
+        reuse: settings.reuse,
     };
     let reporters: Vec<Arc<dyn ferry_engine::Reporter>> = vec![
         reporter.clone() as Arc<dyn ferry_engine::Reporter>,
@@ -149,6 +177,9 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
     match result {
         Ok(result) => {
             reporter.finish(&result);
+            if settings.timings {
+                print_timings(result.summary.duration_ms.unwrap_or(0.0));
+            }
             match result.status {
                 Status::Passed => exit::PASSED,
                 Status::Cancelled => exit::INTERRUPTED,
@@ -157,6 +188,18 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         }
         Err(e) => super::fail(e.to_string()),
     }
+}
+
+/// Where the time went, on stderr. Phases of jobs that ran at once add up, so their sum
+/// can exceed the run's wall time.
+fn print_timings(run_ms: f64) {
+    eprintln!("\ntimings (summed over jobs and steps that ran at once):");
+    for (name, total, count) in ferry_engine::timings::totals() {
+        let ms = total.as_secs_f64() * 1e3;
+        let each = ms / count as f64;
+        eprintln!("  {name:<20} {ms:>10.1} ms  {count:>6}×  {each:>9.3} ms each");
+    }
+    eprintln!("  {:<20} {run_ms:>10.1} ms", "run (wall)");
 }
 
 /// `git.*` for the run: the commit of the repository the pipeline lives in. Asked of `git`

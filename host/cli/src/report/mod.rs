@@ -121,14 +121,22 @@ impl Reporter for Plain {
                 failure,
                 message,
                 duration_ms,
+                cached,
             } => {
                 let prefix = s.dim(&format!("[{job}/{step}]"));
-                match status {
-                    Status::Passed => {
+                match (status, cached) {
+                    (Status::Passed, Some(c)) => format!(
+                        "{prefix} {} cached in {} (saved {}, result of run {})",
+                        s.green("✓"),
+                        ms(*duration_ms),
+                        ms(c.saved_ms),
+                        c.run
+                    ),
+                    (Status::Passed, None) => {
                         format!("{prefix} {} passed in {}", s.green("✓"), ms(*duration_ms))
                     }
-                    Status::Skipped => format!("{prefix} {} skipped", s.dim("-")),
-                    Status::Cancelled => format!("{prefix} {} cancelled", s.yellow("■")),
+                    (Status::Skipped, _) => format!("{prefix} {} skipped", s.dim("-")),
+                    (Status::Cancelled, _) => format!("{prefix} {} cancelled", s.yellow("■")),
                     _ => format!(
                         "{prefix} {} {} in {}: {}",
                         s.red("✗"),
@@ -259,7 +267,21 @@ pub fn summary(s: &Style, result: &RunResult) {
             }
         }
     }
-    out(&format!("{verdict} · jobs: {}", parts.join(", ")));
+    let cached: Vec<f64> = summary
+        .jobs
+        .values()
+        .flat_map(|j| &j.steps)
+        .filter_map(|st| st.cached.as_ref().map(|c| c.saved_ms))
+        .collect();
+    let cached = match cached.len() {
+        0 => String::new(),
+        n => format!(
+            " · {n} step{} cached (saved {})",
+            if n == 1 { "" } else { "s" },
+            ms(cached.iter().sum())
+        ),
+    };
+    out(&format!("{verdict} · jobs: {}{cached}", parts.join(", ")));
     out(&s.dim(&format!("record: {}", result.dir.display())));
 }
 

@@ -144,6 +144,7 @@ impl Reporter for Tty {
                 failure,
                 message,
                 duration_ms,
+                cached,
             } => {
                 let name = state
                     .running
@@ -151,20 +152,26 @@ impl Reporter for Tty {
                     .map(|(name, ..)| name)
                     .unwrap_or_else(|| step.to_string());
                 let tail = state.tails.remove(&(job.to_string(), step.to_string()));
-                match status {
-                    Status::Passed => state.pending.push(format!(
+                match (status, cached) {
+                    (Status::Passed, Some(c)) => state.pending.push(format!(
+                        "{} {} › {name} {}",
+                        s.green("✓"),
+                        job,
+                        s.dim(&format!("cached, saved {}", ms(c.saved_ms)))
+                    )),
+                    (Status::Passed, None) => state.pending.push(format!(
                         "{} {} › {name} {}",
                         s.green("✓"),
                         job,
                         s.dim(&ms(*duration_ms))
                     )),
-                    Status::Skipped => state.pending.push(format!(
+                    (Status::Skipped, _) => state.pending.push(format!(
                         "{} {} › {name} {}",
                         s.dim("-"),
                         job,
                         s.dim("skipped")
                     )),
-                    Status::Cancelled => state.pending.push(format!(
+                    (Status::Cancelled, _) => state.pending.push(format!(
                         "{} {} › {name} {}",
                         s.yellow("■"),
                         job,

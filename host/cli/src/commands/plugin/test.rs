@@ -491,6 +491,8 @@ pub async fn run_case(
         git: Default::default(),
         vars: Default::default(),
         inputs: Default::default(),
+        cache: None,
+        reuse: false,
     };
     ferry_engine::run(
         plan,

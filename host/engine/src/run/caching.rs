@@ -1,0 +1,352 @@
+//! What a job does with caches and artifacts around its steps: dependency caches restored
+//! before and saved after, step results looked up and stored, artifacts uploaded and
+//! extracted.
+
+use super::{Identity, Shared};
+use crate::cache::{Cache, KeyBuilder, StepResult, add_files};
+use crate::event::{Annotation, Event, Level, Reporter};
+use crate::files::{Digests, Patterns};
+use crate::log::StepLog;
+use crate::record::now_ms;
+use crate::timings::{Phase, span};
+use ferry_model::pipeline::format_size;
+use ferry_model::{ArtifactDownload, DependencyCache, Job, Scope, Step};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A cache's key and restore keys, evaluated.
+pub(super) type Keys = (String, Vec<String>);
+
+pub(super) fn cache_keys(dc: &DependencyCache, scope: &Scope) -> Result<Keys, String> {
+    let key = dc.key.render(scope)?;
+    if key.trim().is_empty() {
+        return Err("the key is empty once evaluated".to_string());
+    }
+    let restore = dc
+        .restore_keys
+        .iter()
+        .map(|t| t.render(scope))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((key, restore.into_iter().filter(|k| !k.is_empty()).collect()))
+}
+
+/// Restores a dependency cache into the workspace; what to say about it, and what to save
+/// under which key if the job passes (nothing after an exact hit).
+pub(super) async fn restore_dependency_cache(
+    shared: &Shared,
+    dc: &DependencyCache,
+    (key, restore_keys): Keys,
+    workspace: &Path,
+) -> Result<(String, Option<(String, Vec<String>)>), String> {
+    let Some(cache) = shared.cache.clone() else {
+        return Ok((format!("cache `{key}`: caching is off"), None));
+    };
+    let save = Some((key.clone(), dc.paths.clone()));
+    if !shared.reuse {
+        return Ok((
+            format!("cache `{key}`: not restored (--no-cache); saved when the job passes"),
+            save,
+        ));
+    }
+    let _t = span(Phase::CacheRestore);
+    let ws = workspace.to_path_buf();
+    let k = key.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let Some(entry) = cache.find_deps(&k, &restore_keys) else {
+            return Ok(None);
+        };
+        cache.restore_deps(&entry, &ws).map(|_| Some(entry))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(match found {
+        Ok(Some(entry)) if entry.key == key => (
+            format!("cache `{key}`: restored ({})", format_size(entry.size)),
+            None,
+        ),
+        Ok(Some(entry)) => (
+            format!(
+                "cache `{key}`: restored `{}` ({}); saved under `{key}` when the job passes",
+                entry.key,
+                format_size(entry.size)
+            ),
+            save,
+        ),
+        Ok(None) => (
+            format!("cache `{key}`: no entry; saved when the job passes"),
+            save,
+        ),
+        // A damaged entry is dropped (see Cache::restore_deps) and rebuilt by the job.
+        Err(e) => (
+            format!(
+                "cache `{key}`: the entry could not be restored ({e}); saved anew when the job passes"
+            ),
+            save,
+        ),
+    })
+}
+
+/// Extracts the artifacts a job downloads; a line for each.
+pub(super) fn download(
+    state_dir: &Path,
+    run_dir: &Path,
+    workspace: &Path,
+    wanted: &[ArtifactDownload],
+) -> Result<Vec<String>, String> {
+    let mut said = Vec::new();
+    for d in wanted {
+        let artifact = crate::artifacts::read(run_dir, &d.name)
+            .map_err(|e| format!("cannot read artifact `{}`: {e}", d.name))?
+            .ok_or_else(|| {
+                format!(
+                    "artifact `{}` was not uploaded in this run: the step that uploads it did not pass",
+                    d.name
+                )
+            })?;
+        let dst = workspace.join(&d.path);
+        crate::artifacts::extract(state_dir, &artifact, &dst)
+            .map_err(|e| format!("cannot extract artifact `{}`: {e}", d.name))?;
+        let into = match d.path.as_str() {
+            "." => String::new(),
+            p => format!(" into `{p}`"),
+        };
+        said.push(format!(
+            "artifact `{}`: {} files ({}){into}",
+            d.name,
+            artifact.file_count(),
+            format_size(artifact.size())
+        ));
+    }
+    Ok(said)
+}
+
+/// Uploads a step's `outputs.artifacts`.
+pub(super) async fn upload(
+    shared: &Shared,
+    job: &Job,
+    step: &Step,
+    workspace: &Path,
+    log: &StepLog,
+) -> Result<(), String> {
+    let _t = span(Phase::Artifacts);
+    for a in &step.artifacts {
+        let (state_dir, run_dir, ws, paths) = (
+            shared.state_dir.clone(),
+            shared.run_dir.clone(),
+            workspace.to_path_buf(),
+            a.paths.clone(),
+        );
+        let (name, job_id, key) = (a.name.clone(), job.id.clone(), step.key());
+        let uploaded = tokio::task::spawn_blocking(move || {
+            crate::artifacts::upload(&state_dir, &run_dir, &name, (&job_id, &key), &ws, &paths)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot upload artifact `{}`: {e}", a.name))?;
+        let count = uploaded.file_count();
+        let level = if count == 0 { Level::Warn } else { Level::Info };
+        let nothing = if count == 0 {
+            format!(": nothing matched {}", a.paths.join(", "))
+        } else {
+            String::new()
+        };
+        log.line(
+            level,
+            &format!(
+                "[ferry] artifact `{}`: {count} files ({}){nothing}",
+                a.name,
+                format_size(uploaded.size())
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The files a cacheable step's result depends on: its `inputs:`, else the whole workspace
+/// when it can read it, else none.
+pub(super) fn step_files(step: &Step, identity: &Identity) -> Option<Vec<String>> {
+    match &step.inputs {
+        Some(globs) => Some(globs.clone()),
+        None if identity.reads_workspace => Some(vec![".".to_string()]),
+        None => None,
+    }
+}
+
+/// The step cache key: the component, the inputs and variables the step sees (secret
+/// values masked, so a secret never shapes a key), its grants, what it declares as output
+/// files, and the content of the files it depends on.
+pub(super) async fn step_key(
+    shared: &Shared,
+    step: &Step,
+    identity: &Identity,
+    (inputs, env): (&BTreeMap<String, String>, &BTreeMap<String, String>),
+    workspace: &Path,
+    files: Option<Vec<String>>,
+    digests: &Arc<Digests>,
+) -> Result<String, String> {
+    let _t = span(Phase::CacheKey);
+    let masked = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), shared.masker.mask(v)))
+            .collect()
+    };
+    let host_env: BTreeMap<String, String> = step
+        .permissions
+        .env
+        .iter()
+        .map(|name| {
+            let value = std::env::var(name)
+                .map_or_else(|_| "\0unset".to_string(), |v| shared.masker.mask(&v));
+            (name.clone(), value)
+        })
+        .collect();
+    let mut key = KeyBuilder::default();
+    key.part(identity.digest.as_bytes())
+        .map("inputs", &masked(inputs))
+        .map("env", &masked(env))
+        .map("host-env", &host_env)
+        .part(format!("{:?}", step.permissions).as_bytes())
+        .part(format!("{:?}", stored_files(step)).as_bytes())
+        .part(format!("{files:?}").as_bytes());
+    let Some(files) = files else {
+        return Ok(key.finish());
+    };
+    let (ws, digests) = (workspace.to_path_buf(), digests.clone());
+    tokio::task::spawn_blocking(move || {
+        let patterns = Patterns::new(&files)?;
+        add_files(&mut key, &ws, &patterns, &digests).map_err(|e| e.to_string())?;
+        Ok(key.finish())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// What a hit puts back: `outputs.files` and what its artifacts hold, so that a later
+/// upload finds them.
+fn stored_files(step: &Step) -> Vec<String> {
+    let mut files = step.output_files.clone();
+    files.extend(step.artifacts.iter().flat_map(|a| a.paths.iter().cloned()));
+    files
+}
+
+/// The stored result for `key` with its files put back, if there is a usable one.
+pub(super) async fn reuse(
+    cache: &Cache,
+    key: &str,
+    workspace: &Path,
+    log: &StepLog,
+) -> Option<StepResult> {
+    let _t = span(Phase::CacheRestore);
+    let (cache, k, ws) = (cache.clone(), key.to_string(), workspace.to_path_buf());
+    let found = tokio::task::spawn_blocking(move || {
+        let result = cache.step(&k)?;
+        if result.files.entries.is_empty() {
+            return Some(Ok(result));
+        }
+        Some(cache.restore_step(&k, &result, &ws).map(|_| result))
+    })
+    .await
+    .ok()??;
+    match found {
+        Ok(result) => Some(result),
+        Err(e) => {
+            log.line(
+                Level::Warn,
+                &format!("[ferry] the cached result could not be restored ({e}); running the step"),
+            );
+            None
+        }
+    }
+}
+
+/// Stores a passed step's result, unless an output holds a secret: a stored result never
+/// does.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn save_step(
+    shared: &Shared,
+    cache: &Cache,
+    key: &str,
+    (job, step): (&Job, &Step),
+    workspace: &Path,
+    outputs: &BTreeMap<String, String>,
+    capture: &Capture,
+    log: &StepLog,
+    took: Duration,
+) {
+    if outputs.values().any(|v| shared.masker.mask(v) != *v) {
+        log.line(
+            Level::Info,
+            "[ferry] not cached: an output holds a secret, and secrets are never stored",
+        );
+        return;
+    }
+    let _t = span(Phase::CacheSave);
+    let result = StepResult {
+        outputs: outputs.clone(),
+        annotations: std::mem::take(&mut *locked(&capture.annotations)),
+        // ferry's own notes (artifacts uploaded, caches restored) are said anew on a hit.
+        log: std::mem::take(&mut *locked(&capture.lines))
+            .into_iter()
+            .filter(|(_, line)| !line.starts_with("[ferry] "))
+            .collect(),
+        files: Default::default(),
+        duration_ms: super::millis(took),
+        run: shared.run_id.to_string(),
+        job: job.id.clone(),
+        step: step.key(),
+        created: now_ms(),
+    };
+    let (cache, k, ws, files) = (
+        cache.clone(),
+        key.to_string(),
+        workspace.to_path_buf(),
+        stored_files(step),
+    );
+    let saved = tokio::task::spawn_blocking(move || cache.save_step(&k, result, &ws, &files))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    shared.saved.store(true, Ordering::Relaxed);
+    if let Err(e) = saved {
+        log.line(
+            Level::Warn,
+            &format!("[ferry] the result could not be cached: {e}"),
+        );
+    }
+}
+
+/// Passes a step's events on and keeps its log lines and annotations, to store with its
+/// result.
+pub(super) struct Capture {
+    pub(super) inner: Arc<dyn Reporter>,
+    pub(super) lines: Mutex<Vec<(Level, String)>>,
+    pub(super) annotations: Mutex<Vec<Annotation>>,
+}
+
+impl Reporter for Capture {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::Log { level, text, .. } => locked(&self.lines).push((*level, text.clone())),
+            Event::Annotation { annotation, .. } => {
+                locked(&self.annotations).push(annotation.clone())
+            }
+            _ => {}
+        }
+        self.inner.event(event);
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `1.2 s`, `340 ms`.
+pub(super) fn human_ms(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
