@@ -103,17 +103,32 @@ pub fn state_dir_of(file: Option<PathBuf>) -> Result<PathBuf, u8> {
     Ok(ferry_model::pipeline::host_path(dir, ".ferry"))
 }
 
-/// The ids of the runs under `state_dir`, oldest first.
+/// The ids of the runs under `state_dir`, oldest first. Ids sort by the second a run
+/// started; runs of the same second are ordered by the millisecond in their record.
 pub fn run_ids(state_dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(state_dir.join("runs"))
+    let runs = state_dir.join("runs");
+    let mut ids: Vec<(String, String)> = std::fs::read_dir(&runs)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let started = std::fs::read(e.path().join("run.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ferry_engine::record::RunSummary>(&b).ok())
+                .map(|s| s.started_at)
+                .unwrap_or_default();
+            (id, started)
+        })
         .collect();
-    ids.sort();
-    ids
+    ids.sort_by(|(a, a_at), (b, b_at)| {
+        a.get(..15)
+            .cmp(&b.get(..15))
+            .then(a_at.cmp(b_at))
+            .then(a.cmp(b))
+    });
+    ids.into_iter().map(|(id, _)| id).collect()
 }
 
 /// `.ferry/runs/<id>`; `latest` is the newest run.

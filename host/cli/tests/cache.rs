@@ -1,0 +1,475 @@
+//! The step cache, dependency caches and artifacts, end to end through `ferry run`.
+
+mod common;
+
+use common::{Test, ferry, json};
+use std::path::Path;
+
+const RUN: &[&str] = &["run", "--output", "plain"];
+
+/// Where steps note that they really ran: a file outside the repository, so that writing
+/// it changes no step's inputs.
+struct RanLog(tempfile::TempDir);
+
+impl RanLog {
+    fn new() -> RanLog {
+        RanLog(tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.0.path().join("ran.log")
+    }
+
+    /// What ran since the last call, in order.
+    fn take(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.path()).unwrap_or_default();
+        let _ = std::fs::remove_file(self.path());
+        text.lines().map(str::to_string).collect()
+    }
+}
+
+/// The newest run's `run.json`.
+fn summary(t: &Test) -> serde_json::Value {
+    let mut all: Vec<serde_json::Value> = std::fs::read_dir(t.path(".ferry/runs"))
+        .unwrap()
+        .map(|e| json(&std::fs::read_to_string(e.unwrap().path().join("run.json")).unwrap()))
+        .collect();
+    all.sort_by_key(|s| s["started_at"].as_str().unwrap().to_string());
+    all.pop().unwrap()
+}
+
+fn step<'a>(summary: &'a serde_json::Value, job: &str, key: &str) -> &'a serde_json::Value {
+    summary["jobs"][job]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .unwrap_or_else(|| panic!("no step {job}/{key} in {summary}"))
+}
+
+fn pipeline(t: Test, log: &Path) -> Test {
+    let log = log.display();
+    t.file("src/a.txt", "alpha\n")
+        .file("src/b.txt", "beta\n")
+        .file("docs/readme.md", "docs\n")
+        .file(
+            "ferry.yaml",
+            &format!(
+                r#"
+name: cached
+jobs:
+  build:
+    steps:
+      - id: a
+        run: |
+          echo a >> {log}
+          mkdir -p out
+          tr a-z A-Z < src/a.txt > out/a.txt
+          echo "upper=$(cat out/a.txt)" >> "$FERRY_OUTPUT"
+        cache: true
+        inputs: [src/a.txt]
+        outputs: {{ files: [out/a.txt] }}
+      - id: b
+        run: |
+          echo b >> {log}
+          echo "size=$(wc -c < src/b.txt | tr -d ' ')" >> "$FERRY_OUTPUT"
+        cache: true
+        inputs: ["src/b*"]
+      - id: probe
+        uses: {probe}
+        with: {{ case: output, arg: "said=${{{{ steps.b.outputs.size }}}}" }}
+        cache: true
+        inputs: [docs/**]
+      - id: whole
+        run: echo whole >> {log}
+        cache: true
+      - id: never
+        run: echo never >> {log}
+      - id: check
+        run: |
+          test "$(cat out/a.txt)" = ALPHA
+          echo "seen=${{{{ steps.a.outputs.upper }}}}/${{{{ steps.probe.outputs.said }}}}" >> "$FERRY_OUTPUT"
+    outputs:
+      seen: ${{{{ steps.check.outputs.seen }}}}
+  after:
+    needs: build
+    steps:
+      - id: c
+        run: echo "c ${{{{ needs.build.outputs.seen }}}}" >> {log}
+        cache: true
+        inputs: []
+"#,
+                probe = ferry_builtins::fixtures::PROBE,
+            ),
+        )
+}
+
+#[test]
+fn an_unchanged_rerun_reuses_every_cacheable_step_with_the_same_outputs() {
+    let ran = RanLog::new();
+    let t = pipeline(Test::new(), &ran.path());
+    ferry(&t, RUN).code(0);
+    assert_eq!(ran.take(), ["a", "b", "whole", "never", "c ALPHA/5"]);
+    let first = summary(&t);
+    // The job workspace loses what step `a` made: the cache has to put it back.
+    std::fs::remove_dir_all(t.path(".ferry/work/build/out")).unwrap();
+
+    let done = ferry(&t, RUN).code(0);
+    assert_eq!(ran.take(), ["never"], "only the uncached step ran");
+    let second = summary(&t);
+    assert_eq!(
+        first["jobs"]["build"]["outputs"],
+        second["jobs"]["build"]["outputs"]
+    );
+    for key in ["a", "b", "probe", "whole"] {
+        let s = step(&second, "build", key);
+        assert_eq!(s["status"], "passed");
+        assert_eq!(s["cached"]["run"], first["id"], "{key}: {s}");
+        assert!(s["cached"]["saved_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert!(step(&second, "build", "never")["cached"].is_null());
+    assert!(step(&second, "after", "c")["cached"].is_object());
+    assert!(
+        done.stdout.contains("[build/a] ✓ cached in")
+            || done.stderr.contains("[build/a] ✓ cached in"),
+        "{}{}",
+        done.stdout,
+        done.stderr
+    );
+    assert!(done.stdout.contains("5 steps cached"), "{}", done.stdout);
+
+    // `--no-cache` runs everything again.
+    ferry(&t, &["run", "--output", "plain", "--no-cache"]).code(0);
+    assert_eq!(ran.take().len(), 5);
+}
+
+#[test]
+fn changing_one_input_file_reruns_exactly_the_steps_that_read_it() {
+    let ran = RanLog::new();
+    let t = pipeline(Test::new(), &ran.path());
+    ferry(&t, RUN).code(0);
+    ran.take();
+
+    // `b` reads src/b*, `whole` every file; `a`, `probe` and `c` are untouched.
+    std::fs::write(t.path("src/b.txt"), "beta\n").unwrap();
+    ferry(&t, RUN).code(0);
+    assert_eq!(ran.take(), ["never"], "same content, same key");
+    std::fs::write(t.path("src/b.txt"), "beta, changed\n").unwrap();
+    ferry(&t, RUN).code(0);
+    // `probe` reads b's output, which changed: its inputs changed, so it runs (its outputs
+    // then change `c`'s inputs too).
+    assert_eq!(ran.take(), ["b", "whole", "never", "c ALPHA/14"]);
+    let s = summary(&t);
+    assert!(step(&s, "build", "a")["cached"].is_object());
+    assert!(step(&s, "build", "probe")["cached"].is_null());
+
+    // A new file that only the whole-workspace step sees.
+    std::fs::write(t.path("docs/other.md"), "x\n").unwrap();
+    ferry(&t, RUN).code(0);
+    assert_eq!(ran.take(), ["whole", "never"]);
+}
+
+#[test]
+fn secrets_never_reach_a_key_or_a_stored_result() {
+    let ran = RanLog::new();
+    let log = ran.path().display().to_string();
+    let t = Test::new()
+        .file(
+            "ferry.yaml",
+            &format!(
+                r#"
+jobs:
+  deploy:
+    steps:
+      - id: uses-secret
+        run: |
+          echo uses >> {log}
+          echo "token is $TOKEN"
+          echo "length=${{#TOKEN}}" >> "$FERRY_OUTPUT"
+        env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
+        permissions: {{ secrets: [TOKEN] }}
+        cache: true
+      - id: leaks
+        run: |
+          echo leaks >> {log}
+          echo "value=$TOKEN" >> "$FERRY_OUTPUT"
+        env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
+        permissions: {{ secrets: [TOKEN] }}
+        cache: true
+"#
+            ),
+        )
+        .env("TOKEN", "first-secret-value");
+    let done = ferry(&t, RUN).code(0);
+    assert_eq!(ran.take(), ["uses", "leaks"]);
+    assert!(done.stdout.contains("token is ***"), "{}", done.stdout);
+    assert!(
+        done.stdout.contains("not cached: an output holds a secret"),
+        "{}",
+        done.stdout
+    );
+    // Another value of the secret: the key is the same, so the stored result is used.
+    let mut t = t;
+    t.env.retain(|(k, _)| k != "TOKEN");
+    t.env.push(("TOKEN".into(), "second-secret-value".into()));
+    ferry(&t, RUN).code(0);
+    assert_eq!(
+        ran.take(),
+        ["leaks"],
+        "the secret's value is no part of the key"
+    );
+    for entry in walk(&t.path(".ferry/cache")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["first-secret-value", "second-secret-value"] {
+            assert!(!text.contains(secret), "{} holds a secret", entry.display());
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn dependency_caches_restore_by_key_and_prefix_and_save_only_when_the_job_passes() {
+    let t = Test::new().file("Cargo.lock", "v1\n").file(
+        "ferry.yaml",
+        r#"
+jobs:
+  build:
+    cache:
+      key: deps-${{ hashFiles('Cargo.lock') }}
+      restore-keys: [deps-]
+      paths: [.deps]
+    steps:
+      - run: |
+          mkdir -p .deps
+          echo "had: $(cat .deps/list 2>/dev/null | tr '\n' ' ')"
+          cat Cargo.lock >> .deps/list
+          test ! -e fail-now
+"#,
+    );
+    let first = ferry(&t, RUN).code(0);
+    assert!(
+        first.stdout.contains("no entry; saved when the job passes"),
+        "{}",
+        first.stdout
+    );
+    let second = ferry(&t, RUN).code(0);
+    assert!(second.stdout.contains(": restored ("), "{}", second.stdout);
+    assert!(second.stdout.contains("had: v1"), "{}", second.stdout);
+    // A new lock file: the newest entry under the prefix is restored, and a new one saved.
+    std::fs::write(t.path("Cargo.lock"), "v2\n").unwrap();
+    let third = ferry(&t, RUN).code(0);
+    assert!(third.stdout.contains("restored `deps-"), "{}", third.stdout);
+    assert!(third.stdout.contains("had: v1 "), "{}", third.stdout);
+    // A failing job saves nothing.
+    std::fs::write(t.path("Cargo.lock"), "v3\n").unwrap();
+    std::fs::write(t.path("fail-now"), "").unwrap();
+    let failed = ferry(&t, RUN).code(1);
+    assert!(!failed.stdout.contains("saved ("), "{}", failed.stdout);
+    let listed = ferry(&t, &["cache", "ls", "--json"]).code(0);
+    let keys: Vec<String> = json(&listed.stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+}
+
+#[test]
+fn eviction_holds_the_size_limit_and_keeps_the_most_recent_entries() {
+    let t = Test::new()
+        .file(
+            "ferry.yaml",
+            r#"
+jobs:
+  build:
+    cache:
+      key: blob-${{ vars.n }}
+      paths: [blob]
+    steps:
+      - run: head -c 100000 /dev/zero | tr '\0' "${{ vars.n }}" > blob
+"#,
+        )
+        .env("FERRY_CACHE_SIZE", "250KB");
+    for n in 1..=5 {
+        let var = format!("n={n}");
+        let done = ferry(&t, &["run", "--output", "plain", "--var", &var]).code(0);
+        if n >= 3 {
+            assert!(
+                done.stdout.contains("cache: evicted 1 least recently used"),
+                "{}",
+                done.stdout
+            );
+        }
+    }
+    let size: u64 = walk(&t.path(".ferry/cache"))
+        .iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "lock"))
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert!(size <= 250_000, "the cache holds {size} bytes");
+    let listed = ferry(&t, &["cache", "ls", "--json"]).code(0);
+    let keys: Vec<String> = json(&listed.stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["blob-5", "blob-4"]);
+    ferry(&t, &["cache", "prune", "--max-size", "0"])
+        .code(0)
+        .stderr_has("evicted 2 entries");
+    ferry(&t, &["cache", "clear"]).code(0);
+    ferry(&t, &["cache", "ls"]).code(0).stderr_has("is empty");
+}
+
+#[test]
+fn a_save_killed_halfway_leaves_no_entry() {
+    let t = Test::new().file(
+        "ferry.yaml",
+        r#"
+jobs:
+  build:
+    cache: { key: big, paths: [big] }
+    steps:
+      - run: mkdir -p big && head -c 300000000 /dev/zero > big/file
+"#,
+    );
+    let mut child = t
+        .command()
+        .args(RUN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let blobs = t.path(".ferry/cache/blobs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The moment the blob is being written: a temporary file in the store.
+    loop {
+        let writing = walk(&blobs).iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"))
+        });
+        if writing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the save never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ferry ended before the save was seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ferry(&t, &["cache", "ls"]).code(0).stderr_has("is empty");
+    let again = ferry(&t, &["run", "--output", "plain"]).code(0);
+    assert!(
+        again.stdout.contains("cache `big`: no entry"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("cache `big`: saved"),
+        "{}",
+        again.stdout
+    );
+    ferry(&t, &["run", "--output", "plain"])
+        .code(0)
+        .stdout_has("cache `big`: restored");
+}
+
+#[cfg(unix)]
+#[test]
+fn artifacts_round_trip_byte_exact_with_modes_links_and_empty_directories() {
+    let listing = "find dist | sort | while read -r p; do if [ -L \"$p\" ]; then echo \"$p link $(readlink \"$p\")\"; elif [ -d \"$p\" ]; then echo \"$p dir $(stat -c %a \"$p\")\"; else echo \"$p file $(stat -c %a \"$p\") $(sha256sum < \"$p\" | cut -c1-16)\"; fi; done";
+    let t = Test::new().file(
+        "ferry.yaml",
+        &format!(
+            r#"
+jobs:
+  build:
+    steps:
+      - run: |
+          mkdir -p dist/bin dist/empty dist/deep/er
+          printf '#!/bin/sh\necho hi\n' > dist/bin/tool && chmod 750 dist/bin/tool
+          head -c 70000 /dev/urandom > dist/data.bin && chmod 600 dist/data.bin
+          printf '' > dist/deep/er/empty-file
+          ln -s data.bin dist/link
+          chmod 700 dist/empty
+          {listing} > listing.txt
+        outputs:
+          artifacts:
+            dist: [dist, listing.txt, "!dist/**/*.tmp"]
+  ship:
+    needs: build
+    artifacts: [dist, {{ name: dist, path: again }}]
+    steps:
+      - run: |
+          {listing} > got.txt
+          diff listing.txt got.txt
+          cd again && {listing} > ../again.txt && cd .. && diff listing.txt again.txt
+          ./dist/bin/tool
+"#
+        ),
+    );
+    let done = ferry(&t, RUN).code(0);
+    assert!(done.stdout.contains("[ship/step-1] hi"), "{}", done.stdout);
+    assert!(
+        done.stdout.contains("artifact `dist`: 4 files"),
+        "{}",
+        done.stdout
+    );
+    let list = ferry(&t, &["artifacts", "latest"]).code(0);
+    assert!(list.stdout.contains("dist"), "{}", list.stdout);
+    assert!(list.stdout.contains("build/step-1"), "{}", list.stdout);
+    ferry(&t, &["artifacts", "get", "latest", "dist", "-o", "out"]).code(0);
+    let workspace = t.path(".ferry/work/build");
+    for rel in ["dist/data.bin", "dist/bin/tool", "listing.txt"] {
+        assert_eq!(
+            std::fs::read(workspace.join(rel)).unwrap(),
+            std::fs::read(t.path("out").join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(t.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("out/dist/bin/tool"), 0o750);
+    assert_eq!(mode("out/dist/data.bin"), 0o600);
+    assert_eq!(mode("out/dist/empty"), 0o700);
+    assert!(
+        t.path("out/dist/empty")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // A second run stores nothing new: the same contents are already there.
+    let before = walk(&t.path(".ferry/artifacts/blobs")).len();
+    ferry(&t, &["run", "--output", "plain"]).code(0);
+    assert_eq!(
+        walk(&t.path(".ferry/artifacts/blobs")).len(),
+        before + 2,
+        "only the new random file and the listing of it"
+    );
+    ferry(&t, &["artifacts", "get", "latest", "nope"])
+        .code(2)
+        .stderr_has("has no artifact `nope`")
+        .stderr_has("it uploaded `dist`");
+}
