@@ -20,8 +20,13 @@
 //!     20 no-op steps, each a different plugin from the local plugin store, against the same
 //!     20 components given as files and against one component used 20 times.
 //!
+//! (h) the step cache: a pipeline of 1,000 steps, each reading its own 100 files of 4 KB
+//!     (`inputs:`) with `cache: true`, run with an empty cache (cold) and again with every
+//!     result cached, against spawning `/bin/true` once per step; plus the `--timings`
+//!     breakdown of a cached run.
+//!
 //! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`,
-//! `f` or `g` runs one part. Figures are medians.
+//! `f`, `g` or `h` runs one part. Figures are medians.
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -47,6 +52,7 @@ fn main() {
         }
         Some("f") => std::process::exit(i32::from(image_build(&ferry, root))),
         Some("g") => std::process::exit(i32::from(locked_plugins(&ferry, root))),
+        Some("h") => std::process::exit(i32::from(cached_pipeline(&ferry, root))),
         _ => {}
     }
 
@@ -486,6 +492,129 @@ fn locked_plugins(ferry: &Path, root: &Path) -> bool {
         println!("  MISSED: the floor is 20 ms");
     }
     missed
+}
+
+/// (h): a fully cached rerun of 1,000 steps with 100 × 4 KB inputs each.
+fn cached_pipeline(ferry: &Path, root: &Path) -> bool {
+    const STEPS: usize = 1000;
+    const FILES: usize = 100;
+    const SIZE: usize = 4096;
+    let dir = root.join("cached");
+    // Distinct content in every file, so nothing is shared by accident.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut block = vec![0u8; SIZE];
+    let mut yaml = String::from("name: cached\njobs:\n  build:\n    steps:\n");
+    for step in 0..STEPS {
+        let inputs = dir.join(format!("in/{step:04}"));
+        std::fs::create_dir_all(&inputs).unwrap();
+        for file in 0..FILES {
+            for chunk in block.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            std::fs::write(inputs.join(format!("f{file:03}")), &block).unwrap();
+        }
+        yaml.push_str(&format!(
+            "      - uses: {}\n        with: {{ case: noop, arg: \"{step}\" }}\n        cache: true\n        inputs: [in/{step:04}]\n",
+            fixtures::PROBE
+        ));
+    }
+    let pipeline = dir.join("ferry.yaml");
+    std::fs::write(&pipeline, yaml).unwrap();
+    let env = [("XDG_CACHE_HOME", root.join("cache-h"))];
+    let ferry_cmd = |args: &[&str]| {
+        let out = Command::new(ferry)
+            .args(args)
+            .arg("-f")
+            .arg(&pipeline)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ferry {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(ferry);
+        cmd.args(["run", "--output", "json"])
+            .args(extra)
+            .arg(&pipeline)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null());
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "ferry run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The first run copies 400 MB into the job's workspace and compiles the component; the
+    // figures below start after it.
+    run(&[]);
+    let mut cold = Vec::new();
+    for _ in 0..5 {
+        ferry_cmd(&["cache", "clear"]);
+        cold.push(time(|| {
+            run(&[]);
+        }));
+    }
+    let mut cached = Vec::new();
+    for _ in 0..ROUNDS {
+        cached.push(time(|| {
+            run(&[]);
+        }));
+    }
+    let script = root.join("thousand.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n".to_string() + &"/bin/true\n".repeat(STEPS),
+    )
+    .unwrap();
+    let mut spawns = Vec::new();
+    for _ in 0..ROUNDS {
+        spawns.push(time(|| {
+            assert!(Command::new("sh").arg(&script).status().unwrap().success());
+        }));
+    }
+    let timings = run(&["--timings"]);
+    let (cold, cached, spawns) = (median(&mut cold), median(&mut cached), median(&mut spawns));
+    let per = |d: Duration| d / STEPS as u32;
+    println!("(h) {STEPS} steps with `cache: true`, each reading {FILES} files of 4 KB");
+    println!(
+        "  cold (empty cache) {:>9}   fully cached {:>9}   ({:.3}× cold)",
+        fmt(cold),
+        fmt(cached),
+        cached.as_secs_f64() / cold.as_secs_f64()
+    );
+    println!(
+        "  per step: cold {:>9}   cached {:>9}   spawning /bin/true {:>9}   cached/spawn {:.2}×",
+        fmt(per(cold)),
+        fmt(per(cached)),
+        fmt(per(spawns)),
+        cached.as_secs_f64() / spawns.as_secs_f64()
+    );
+    println!("  --timings of a cached run:");
+    for line in timings
+        .lines()
+        .skip_while(|l| !l.starts_with("timings"))
+        .skip(1)
+    {
+        println!("  {line}");
+    }
+    let hit_ok = per(cached) <= per(spawns);
+    let run_ok = cached < Duration::from_secs(1);
+    println!(
+        "  floors: cache hit ≤ 1× a /bin/true spawn per step: {}; whole cached run under 1 s: {}",
+        verdict(hit_ok),
+        verdict(run_ok)
+    );
+    !(hit_ok && run_ok)
 }
 
 /// One built-in step's figures: the whole `ferry run`, the step alone, the bare tool.

@@ -412,19 +412,37 @@ pub fn add_files(
         .into_iter()
         .filter(|(_, m)| !m.is_dir())
         .collect();
-    let digest = |(rel, meta): &(PathBuf, std::fs::Metadata)| -> io::Result<Vec<u8>> {
+    // Most files are known by their metadata; only the others are read, on a few threads
+    // when there are many.
+    let mut contents: Vec<Option<Vec<u8>>> = Vec::with_capacity(found.len());
+    let mut unknown = Vec::new();
+    for (i, (rel, meta)) in found.iter().enumerate() {
         if meta.is_symlink() {
             let target = std::fs::read_link(root.join(rel))?;
-            return Ok(target.to_string_lossy().as_bytes().to_vec());
+            contents.push(Some(target.to_string_lossy().as_bytes().to_vec()));
+        } else if let Some(digest) = digests.known(rel, meta) {
+            contents.push(Some(digest.to_vec()));
+        } else {
+            contents.push(None);
+            unknown.push(i);
         }
-        Ok(digests.digest(root, rel, meta)?.to_vec())
+    }
+    let read = |&i: &usize| {
+        let (rel, meta) = &found[i];
+        digests.digest(root, rel, meta)
     };
-    // Threads pay off once there are enough files that some may need reading.
-    let contents = if found.len() > 64 {
-        crate::workspace::in_parallel(&found, digest)?
+    let hashed = if unknown.len() > 16 {
+        crate::workspace::in_parallel(&unknown, read)?
     } else {
-        found.iter().map(digest).collect::<io::Result<_>>()?
+        unknown.iter().map(read).collect::<io::Result<_>>()?
     };
+    for (i, digest) in unknown.into_iter().zip(hashed) {
+        contents[i] = Some(digest.to_vec());
+    }
+    let contents: Vec<Vec<u8>> = contents
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
     for ((rel, meta), content) in found.iter().zip(&contents) {
         let kind: &[u8] = match (meta.is_symlink(), executable(meta)) {
             (true, _) => b"l",

@@ -5,7 +5,9 @@
 //! cache entries takes its space once. Every write lands in a temporary file first and is
 //! renamed into place: a killed process leaves no half-written blob or tree behind.
 
-use crate::workspace::{Clock, Ident, Stamp, create_private_dir, in_parallel};
+use crate::workspace::{
+    Clock, IDENT_BYTES, Ident, Stamp, create_private_dir, in_parallel, read_records, write_records,
+};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,43 +21,71 @@ use std::sync::Mutex;
 /// artifact: `*` stays within a directory, `**` crosses them, a pattern that names a
 /// directory brings everything below it, and `!` excludes.
 pub struct Patterns {
-    include: GlobSet,
-    exclude: GlobSet,
+    include: Matcher,
+    exclude: Matcher,
     /// Where a walk has to start: the part of each pattern before its first wildcard.
     roots: Vec<PathBuf>,
 }
 
+/// Plain paths are compared as paths; only patterns with wildcards are compiled, which
+/// costs far more than a step cache lookup.
+#[derive(Default)]
+struct Matcher {
+    /// Paths selected with everything below them; `.` selects everything.
+    paths: Vec<PathBuf>,
+    globs: Option<GlobSet>,
+}
+
+impl Matcher {
+    fn is_match(&self, rel: &Path) -> bool {
+        self.paths
+            .iter()
+            .any(|p| p.as_os_str() == "." || rel.starts_with(p))
+            || self.globs.as_ref().is_some_and(|g| g.is_match(rel))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.globs.is_none()
+    }
+}
+
 impl Patterns {
     pub fn new(patterns: &[String]) -> Result<Patterns, String> {
-        let mut include = GlobSetBuilder::new();
-        let mut exclude = GlobSetBuilder::new();
+        let (mut include, mut exclude) = (Matcher::default(), Matcher::default());
+        let (mut include_globs, mut exclude_globs) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        let (mut any_include_glob, mut any_exclude_glob) = (false, false);
         let mut roots: Vec<PathBuf> = Vec::new();
+        let wild = |s: &str| s.contains(['*', '?', '[', '{']);
         for pattern in patterns {
-            let (set, text) = match pattern.strip_prefix('!') {
-                Some(rest) => (&mut exclude, rest),
-                None => (&mut include, pattern.as_str()),
-            };
+            let excluded = pattern.starts_with('!');
+            let text = pattern.strip_prefix('!').unwrap_or(pattern);
             let text = text.trim_end_matches('/');
             let text = text.strip_prefix("./").unwrap_or(text);
             let text = if text.is_empty() { "." } else { text };
-            for glob in [text.to_string(), format!("{text}/**")] {
-                let glob = if text == "." { "**".to_string() } else { glob };
-                set.add(
-                    GlobBuilder::new(&glob)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))?,
-                );
+            let (matcher, globs, any) = match excluded {
+                true => (&mut exclude, &mut exclude_globs, &mut any_exclude_glob),
+                false => (&mut include, &mut include_globs, &mut any_include_glob),
+            };
+            if wild(text) {
+                for glob in [text.to_string(), format!("{text}/**")] {
+                    globs.add(
+                        GlobBuilder::new(&glob)
+                            .literal_separator(true)
+                            .build()
+                            .map_err(|e| {
+                                format!("`{pattern}` is not a valid glob: {}", e.kind())
+                            })?,
+                    );
+                }
+                *any = true;
+            } else {
+                matcher.paths.push(PathBuf::from(text));
             }
-            if !pattern.starts_with('!') {
+            if !excluded {
                 let root: PathBuf = Path::new(text)
                     .components()
                     .filter(|c| !matches!(c, std::path::Component::CurDir))
-                    .take_while(|c| {
-                        !c.as_os_str()
-                            .to_string_lossy()
-                            .contains(['*', '?', '[', '{'])
-                    })
+                    .take_while(|c| !wild(&c.as_os_str().to_string_lossy()))
                     .collect();
                 roots.push(root);
             }
@@ -64,9 +94,15 @@ impl Patterns {
         roots.sort();
         roots.dedup_by(|later, earlier| later.starts_with(earlier));
         let build = |b: GlobSetBuilder| b.build().map_err(|e| e.to_string());
+        if any_include_glob {
+            include.globs = Some(build(include_globs)?);
+        }
+        if any_exclude_glob {
+            exclude.globs = Some(build(exclude_globs)?);
+        }
         Ok(Patterns {
-            include: build(include)?,
-            exclude: build(exclude)?,
+            include,
+            exclude,
             roots,
         })
     }
@@ -87,21 +123,27 @@ impl Patterns {
                 Err(e) => return Err(e),
             };
             let is_dir = meta.is_dir();
-            if !start.as_os_str().is_empty() && self.matches(start) {
+            let selected = !start.as_os_str().is_empty() && self.matches(start);
+            if selected {
                 found.push((start.clone(), meta));
             }
             if is_dir {
-                self.walk_dir(root, start, &mut found)?;
+                let all =
+                    (selected || self.include.is_match(Path::new("."))) && self.exclude.is_empty();
+                self.walk_dir(root, start, all, &mut found)?;
             }
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
     }
 
+    /// `all`: `dir` is selected and nothing is excluded, so everything below it is too
+    /// (every pattern also selects what is below what it names).
     fn walk_dir(
         &self,
         root: &Path,
         dir: &Path,
+        all: bool,
         found: &mut Vec<(PathBuf, Metadata)>,
     ) -> io::Result<()> {
         for entry in std::fs::read_dir(root.join(dir))? {
@@ -111,15 +153,16 @@ impl Patterns {
             }
             let rel = dir.join(entry.file_name());
             let meta = entry.metadata()?;
-            if self.exclude.is_match(&rel) {
+            if !all && self.exclude.is_match(&rel) {
                 continue;
             }
             let is_dir = meta.is_dir();
-            if self.include.is_match(&rel) {
+            let selected = all || self.include.is_match(&rel);
+            if selected {
                 found.push((rel.clone(), meta));
             }
             if is_dir {
-                self.walk_dir(root, &rel, found)?;
+                self.walk_dir(root, &rel, selected && self.exclude.is_empty(), found)?;
             }
         }
         Ok(())
@@ -366,38 +409,36 @@ pub struct Digests {
     clock: Clock,
     /// The file system's clock when this session started hashing.
     now: Mutex<Option<Stamp>>,
-    known: Mutex<HashMap<PathBuf, Remembered>>,
+    /// By path; keyed by its bytes, which hash and compare faster than paths.
+    known: Mutex<HashMap<std::ffi::OsString, Remembered>>,
     dirty: std::sync::atomic::AtomicBool,
 }
 
 /// A file as it was when hashed, when it was hashed, and its digest.
 type Remembered = (Ident, Stamp, [u8; 32]);
 
-const DIGESTS_HEADER: &str = "ferry-digests 1";
+const DIGESTS_HEADER: &str = "ferry-digests 2";
+
+/// Bytes of a remembered digest's fields: the file's [`Ident`], when, and the sha256.
+const DIGEST_RECORD: usize = IDENT_BYTES + 16 + 32;
 
 impl Digests {
     /// Loads what was remembered at `path` (nothing when it is missing or unreadable).
     pub fn load(path: PathBuf) -> Digests {
-        let mut known = HashMap::new();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut lines = text.lines();
-        if lines.next() == Some(DIGESTS_HEADER) {
-            for line in lines {
-                let Some((fields, rel)) = line.split_once('\t') else {
-                    continue;
-                };
-                let fields: Vec<&str> = fields.split(' ').collect();
-                let [ident @ .., at, hex] = fields.as_slice() else {
-                    continue;
-                };
-                let (Some(ident), Ok(at), Some(digest)) =
-                    (Ident::decode(ident), at.parse::<Stamp>(), from_hex(hex))
-                else {
-                    continue;
-                };
-                known.insert(PathBuf::from(rel), (ident, at, digest));
-            }
-        }
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let known = read_records::<DIGEST_RECORD>(&bytes, DIGESTS_HEADER)
+            .into_iter()
+            .map(|(fields, rel)| {
+                let ident = Ident::from_bytes(&fields[..IDENT_BYTES]);
+                let at = Stamp::from_le_bytes(
+                    fields[IDENT_BYTES..IDENT_BYTES + 16]
+                        .try_into()
+                        .unwrap_or_default(),
+                );
+                let digest: [u8; 32] = fields[IDENT_BYTES + 16..].try_into().unwrap_or_default();
+                (rel.into_os_string(), (ident, at, digest))
+            })
+            .collect();
         Digests {
             clock: Clock {
                 path: path.with_extension("tick"),
@@ -409,15 +450,22 @@ impl Digests {
         }
     }
 
+    /// The sha256 of the file at `rel` if it is remembered and the file has not changed
+    /// since.
+    pub fn known(&self, rel: &Path, meta: &Metadata) -> Option<[u8; 32]> {
+        let ident = Ident::of(meta);
+        match locked(&self.known).get(rel.as_os_str()) {
+            Some((known, at, digest)) if *known == ident && ident.changed < *at => Some(*digest),
+            _ => None,
+        }
+    }
+
     /// The sha256 of the file at `root/rel`, whose metadata is `meta`.
     pub fn digest(&self, root: &Path, rel: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
-        let ident = Ident::of(meta);
-        if let Some((known, at, digest)) = locked(&self.known).get(rel)
-            && *known == ident
-            && ident.changed < *at
-        {
-            return Ok(*digest);
+        if let Some(digest) = self.known(rel, meta) {
+            return Ok(digest);
         }
+        let ident = Ident::of(meta);
         let now = {
             let mut now = locked(&self.now);
             match *now {
@@ -432,7 +480,7 @@ impl Digests {
         let mut hasher = Sha256::new();
         io::copy(&mut std::fs::File::open(root.join(rel))?, &mut hasher)?;
         let digest: [u8; 32] = hasher.finalize().into();
-        locked(&self.known).insert(rel.to_path_buf(), (ident, now, digest));
+        locked(&self.known).insert(rel.as_os_str().to_owned(), (ident, now, digest));
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(digest)
     }
@@ -443,21 +491,22 @@ impl Digests {
             return Ok(());
         }
         let known = locked(&self.known);
-        let mut text = String::with_capacity(known.len() * 160);
-        text.push_str(DIGESTS_HEADER);
-        text.push('\n');
-        for (rel, (ident, at, digest)) in known.iter() {
-            use std::fmt::Write as _;
-            let Some(rel) = rel.to_str().filter(|r| !r.contains(['\n', '\t'])) else {
-                continue;
-            };
-            let _ = writeln!(text, "{} {at} {}\t{rel}", ident.encode(), hex(digest));
-        }
-        crate::record::write_atomic(&self.path, text.as_bytes())
+        let bytes = write_records(
+            DIGESTS_HEADER,
+            known.iter().map(|(rel, (ident, at, digest))| {
+                let mut fields = ident.to_bytes().to_vec();
+                fields.extend_from_slice(&at.to_le_bytes());
+                fields.extend_from_slice(digest);
+                (fields, Path::new(rel))
+            }),
+        );
+        crate::record::write_atomic(&self.path, &bytes)
     }
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A lock's guard, also after a thread panicked holding it: what is behind every lock here
+/// stays consistent at each step.
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -486,17 +535,6 @@ fn copy_hashing(src: &mut impl Read, dst: &mut impl Write) -> io::Result<(String
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn slash(path: &Path) -> String {

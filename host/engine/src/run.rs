@@ -6,8 +6,8 @@ use crate::event::{Cached, Event, FailureKind, JobInfo, Level, Reporter, Status}
 use crate::files::Digests;
 use crate::timings::{Phase, span};
 use caching::{
-    Capture, cache_keys, download, human_ms, restore_dependency_cache, reuse, save_step,
-    step_files, step_key, upload,
+    Capture, cache_keys, download, restore_dependency_cache, reuse, save_step, step_files,
+    step_key, upload,
 };
 
 mod caching;
@@ -980,14 +980,6 @@ async fn run_job<R: StepRunner>(
                         for annotation in &result.annotations {
                             log.annotate(annotation.clone());
                         }
-                        log.line(
-                            Level::Info,
-                            &format!(
-                                "[ferry] cached: the result of run {} ({} saved)",
-                                result.run,
-                                human_ms(result.duration_ms)
-                            ),
-                        );
                         cached = Some(Cached {
                             run: result.run,
                             saved_ms: result.duration_ms,

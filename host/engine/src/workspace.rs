@@ -174,7 +174,7 @@ pub fn sync_tree(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<Syn
             &src.join(rel),
             &dst.join(rel),
             shared,
-            recorded.get(rel),
+            recorded.get(rel.as_os_str()),
             started,
         )
     })?;
@@ -197,8 +197,12 @@ pub fn sync_tree(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<Syn
             .iter()
             .map(|(_, r)| r.src.changed.max(r.dst.changed))
             .max();
-        if newest.is_none_or(|newest| clock.wait_past(newest)) {
+        let unchanged = synced.copied == 0 && synced.removed == 0 && record.len() == recorded.len();
+        if unchanged && State::keep(state).is_ok() {
+            // Every time in it is from earlier syncs, which already waited past them.
+        } else if newest.is_none_or(|newest| clock.wait_past(newest)) {
             State::write(state, src, &record)?;
+            let _ = std::fs::remove_file(State::taken(state));
         }
     }
     Ok(synced)
@@ -515,23 +519,24 @@ impl Ident {
         }
     }
 
-    pub(crate) fn encode(&self) -> String {
-        format!(
-            "{} {} {} {} {}",
-            self.len, self.modified, self.changed, self.id, self.mode
-        )
+    pub(crate) fn to_bytes(self) -> [u8; IDENT_BYTES] {
+        let mut out = [0; IDENT_BYTES];
+        out[..8].copy_from_slice(&self.len.to_le_bytes());
+        out[8..24].copy_from_slice(&self.modified.to_le_bytes());
+        out[24..40].copy_from_slice(&self.changed.to_le_bytes());
+        out[40..48].copy_from_slice(&self.id.to_le_bytes());
+        out[48..52].copy_from_slice(&self.mode.to_le_bytes());
+        out
     }
 
-    pub(crate) fn decode(fields: &[&str]) -> Option<Ident> {
-        match fields {
-            [len, modified, changed, id, mode] => Some(Ident {
-                len: len.parse().ok()?,
-                modified: modified.parse().ok()?,
-                changed: changed.parse().ok()?,
-                id: id.parse().ok()?,
-                mode: mode.parse().ok()?,
-            }),
-            _ => None,
+    pub(crate) fn from_bytes(b: &[u8]) -> Ident {
+        let n = |r: std::ops::Range<usize>| &b[r];
+        Ident {
+            len: u64::from_le_bytes(n(0..8).try_into().unwrap_or_default()),
+            modified: Stamp::from_le_bytes(n(8..24).try_into().unwrap_or_default()),
+            changed: Stamp::from_le_bytes(n(24..40).try_into().unwrap_or_default()),
+            id: u64::from_le_bytes(n(40..48).try_into().unwrap_or_default()),
+            mode: u32::from_le_bytes(n(48..52).try_into().unwrap_or_default()),
         }
     }
 }
@@ -546,52 +551,113 @@ struct Recorded {
 /// The record of the last sync: one line per file that was in line with the repository.
 struct State;
 
-const STATE_HEADER: &str = "ferry-workspace 1";
+const STATE_HEADER: &str = "ferry-workspace 2";
 
 impl State {
     /// Reads and removes the record. A record for another source, or one that does not
     /// parse, vouches for nothing.
-    fn take(path: &Path, src: &Path) -> HashMap<PathBuf, Recorded> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let _ = std::fs::remove_file(path);
-        let mut lines = text.lines();
-        if lines.next() != Some(&format!("{STATE_HEADER} {}", src.display())) {
-            return HashMap::new();
-        }
-        lines
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.splitn(11, ' ').collect();
-                let [a @ .., rel] = fields.as_slice() else {
-                    return None;
+    fn take(path: &Path, src: &Path) -> HashMap<std::ffi::OsString, Recorded> {
+        // Moved aside rather than removed: a sync that changes nothing puts it back.
+        let taken = State::taken(path);
+        let bytes = match std::fs::rename(path, &taken) {
+            Ok(()) => std::fs::read(&taken).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let header = format!("{STATE_HEADER} {}", src.display());
+        read_records::<{ 2 * IDENT_BYTES }>(&bytes, &header)
+            .into_iter()
+            .map(|(fields, rel)| {
+                let (s, d) = fields.split_at(IDENT_BYTES);
+                let recorded = Recorded {
+                    src: Ident::from_bytes(s),
+                    dst: Ident::from_bytes(d),
                 };
-                let (s, d) = (a.get(..5)?, a.get(5..)?);
-                Some((
-                    PathBuf::from(rel),
-                    Recorded {
-                        src: Ident::decode(s)?,
-                        dst: Ident::decode(d)?,
-                    },
-                ))
+                (rel.into_os_string(), recorded)
             })
             .collect()
+    }
+
+    fn taken(path: &Path) -> PathBuf {
+        path.with_extension("state.taken")
+    }
+
+    /// Puts back the record [`State::take`] read, when the sync found everything as it
+    /// said.
+    fn keep(path: &Path) -> io::Result<()> {
+        std::fs::rename(State::taken(path), path)
     }
 
     /// Writes the record whole or not at all. It is not synced to disk: a record a power cut
     /// left empty or cut short vouches for fewer files, never for wrong ones.
     fn write(path: &Path, src: &Path, record: &[(&Path, Recorded)]) -> io::Result<()> {
-        let mut text = format!("{STATE_HEADER} {}\n", src.display());
-        for (rel, r) in record {
-            // A name a line cannot hold is simply copied every time.
-            let Some(rel) = rel.to_str().filter(|r| !r.contains('\n')) else {
-                continue;
-            };
-            text.push_str(&format!("{} {} {rel}\n", r.src.encode(), r.dst.encode()));
-        }
+        let header = format!("{STATE_HEADER} {}", src.display());
+        let bytes = write_records(
+            &header,
+            record.iter().map(|(rel, r)| {
+                let mut fields = r.src.to_bytes().to_vec();
+                fields.extend_from_slice(&r.dst.to_bytes());
+                (fields, *rel)
+            }),
+        );
         let tmp = path.with_extension("state.tmp");
         let mut file = File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(&bytes)?;
         std::fs::rename(&tmp, path)
     }
+}
+
+/// Bytes of an [`Ident`] in a record file.
+pub(crate) const IDENT_BYTES: usize = 8 + 16 + 16 + 8 + 4;
+
+/// A file of records, read whole at the start of a run: a header line, then per record `N`
+/// bytes of fields, the path's length (u16, little-endian) and the path (UTF-8; a path that
+/// is not, or is longer, is left out and simply looked at again next time). Binary, because
+/// parsing text was most of the cost of a repository of 100,000 files.
+pub(crate) fn write_records<'a>(
+    header: &str,
+    records: impl Iterator<Item = (Vec<u8>, &'a Path)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 << 10);
+    out.extend_from_slice(header.as_bytes());
+    out.push(b'\n');
+    for (fields, rel) in records {
+        let Some(rel) = rel.to_str().filter(|r| r.len() <= usize::from(u16::MAX)) else {
+            continue;
+        };
+        out.extend_from_slice(&fields);
+        out.extend_from_slice(&(rel.len() as u16).to_le_bytes());
+        out.extend_from_slice(rel.as_bytes());
+    }
+    out
+}
+
+/// The records of [`write_records`] with `header`; none when the header differs or the file
+/// is cut short.
+pub(crate) fn read_records<const N: usize>(bytes: &[u8], header: &str) -> Vec<([u8; N], PathBuf)> {
+    let mut out = Vec::new();
+    let Some(rest) = bytes
+        .strip_prefix(header.as_bytes())
+        .and_then(|r| r.strip_prefix(b"\n"))
+    else {
+        return out;
+    };
+    let mut at = 0;
+    while at < rest.len() {
+        let Some(fields) = rest.get(at..at + N) else {
+            return Vec::new();
+        };
+        let Some(len) = rest.get(at + N..at + N + 2) else {
+            return Vec::new();
+        };
+        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let start = at + N + 2;
+        let Some(Ok(rel)) = rest.get(start..start + len).map(std::str::from_utf8) else {
+            return Vec::new();
+        };
+        out.push((fields.try_into().unwrap_or([0; N]), PathBuf::from(rel)));
+        at = start + len;
+    }
+    out
 }
 
 /// The file system's clock, read by touching a file beside the workspace.

@@ -5,7 +5,7 @@
 use super::{Identity, Shared};
 use crate::cache::{Cache, KeyBuilder, StepResult, add_files};
 use crate::event::{Annotation, Event, Level, Reporter};
-use crate::files::{Digests, Patterns};
+use crate::files::{Digests, Patterns, locked};
 use crate::log::StepLog;
 use crate::record::now_ms;
 use crate::timings::{Phase, span};
@@ -232,7 +232,8 @@ fn stored_files(step: &Step) -> Vec<String> {
     files
 }
 
-/// The stored result for `key` with its files put back, if there is a usable one.
+/// The stored result for `key` with its files put back, if there is a usable one. Reading
+/// an entry is one small file, done in place; putting files back goes to a thread.
 pub(super) async fn reuse(
     cache: &Cache,
     key: &str,
@@ -240,17 +241,16 @@ pub(super) async fn reuse(
     log: &StepLog,
 ) -> Option<StepResult> {
     let _t = span(Phase::CacheRestore);
+    let result = cache.step(key)?;
+    if result.files.entries.is_empty() {
+        return Some(result);
+    }
     let (cache, k, ws) = (cache.clone(), key.to_string(), workspace.to_path_buf());
-    let found = tokio::task::spawn_blocking(move || {
-        let result = cache.step(&k)?;
-        if result.files.entries.is_empty() {
-            return Some(Ok(result));
-        }
-        Some(cache.restore_step(&k, &result, &ws).map(|_| result))
-    })
-    .await
-    .ok()??;
-    match found {
+    let restored =
+        tokio::task::spawn_blocking(move || cache.restore_step(&k, &result, &ws).map(|_| result))
+            .await
+            .ok()?;
+    match restored {
         Ok(result) => Some(result),
         Err(e) => {
             log.line(
@@ -335,18 +335,5 @@ impl Reporter for Capture {
             _ => {}
         }
         self.inner.event(event);
-    }
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// `1.2 s`, `340 ms`.
-pub(super) fn human_ms(ms: f64) -> String {
-    if ms >= 1000.0 {
-        format!("{:.1} s", ms / 1000.0)
-    } else {
-        format!("{ms:.0} ms")
     }
 }
