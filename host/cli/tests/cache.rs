@@ -473,3 +473,36 @@ jobs:
         .stderr_has("has no artifact `nope`")
         .stderr_has("it uploaded `dist`");
 }
+
+#[test]
+fn a_file_an_earlier_step_wrote_is_hashed_as_it_is_now() {
+    let t = Test::new().file(
+        "ferry.yaml",
+        &format!(
+            r#"
+jobs:
+  build:
+    steps:
+      - run: echo "${{{{ vars.n }}}}" > generated.txt
+      - id: reads
+        uses: {probe}
+        with: {{ case: read, arg: /workspace/generated.txt }}
+        cache: true
+        inputs: [generated.txt]
+"#,
+            probe = ferry_builtins::fixtures::PROBE,
+        ),
+    );
+    let run = |n: &str| {
+        let var = format!("n={n}");
+        ferry(&t, &["run", "--output", "plain", "--var", &var]).code(0);
+        step(&summary(&t), "build", "reads")["cached"].is_object()
+    };
+    assert!(!run("1"));
+    assert!(run("1"), "same content: reused");
+    assert!(
+        !run("22"),
+        "the first step changed the file after the sync: not reused"
+    );
+    assert!(run("22"));
+}

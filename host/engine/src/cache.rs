@@ -14,6 +14,7 @@
 use crate::event::{Annotation, Level};
 use crate::files::{Blobs, Digests, Patterns, Tree, hex};
 use crate::record::{now_ms, write_atomic};
+use crate::workspace::{Ident, View};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
@@ -368,6 +369,7 @@ fn touch(path: &Path) {
 
 /// Builds a step cache key: every part is framed by its length, so no two different
 /// sequences of parts give the same bytes.
+#[derive(Clone)]
 pub struct KeyBuilder(Sha256);
 
 impl Default for KeyBuilder {
@@ -399,28 +401,39 @@ impl KeyBuilder {
     }
 }
 
+/// A file or link whose content goes into a key: its path, what identifies it, whether it
+/// is a link.
+type Found = (PathBuf, Ident, bool);
+
 /// Adds to `key` the files `patterns` select under `root`: each one's path, whether it is
-/// executable, and its content (a link's target); the number of files.
+/// executable, and its content (a link's target); the number of files. `view`, when the
+/// workspace is known not to have changed since it was made, stands in for walking it.
 pub fn add_files(
     key: &mut KeyBuilder,
     root: &Path,
     patterns: &Patterns,
+    view: Option<&View>,
     digests: &Digests,
 ) -> io::Result<usize> {
-    let found: Vec<_> = patterns
-        .walk(root)?
-        .into_iter()
-        .filter(|(_, m)| !m.is_dir())
-        .collect();
-    // Most files are known by their metadata; only the others are read, on a few threads
-    // when there are many.
+    let found: Vec<Found> = match view {
+        Some(view) => selected(patterns, view),
+        None => patterns
+            .walk(root)?
+            .into_iter()
+            .filter(|(_, m)| !m.is_dir())
+            .map(|(rel, m)| (rel, Ident::of(&m), m.is_symlink()))
+            .collect(),
+    };
+    let found = in_key_order(found);
+    // Most files are known by what identifies them; only the others are read, on a few
+    // threads when there are many.
     let mut contents: Vec<Option<Vec<u8>>> = Vec::with_capacity(found.len());
     let mut unknown = Vec::new();
-    for (i, (rel, meta)) in found.iter().enumerate() {
-        if meta.is_symlink() {
+    for (i, (rel, ident, link)) in found.iter().enumerate() {
+        if *link {
             let target = std::fs::read_link(root.join(rel))?;
             contents.push(Some(target.to_string_lossy().as_bytes().to_vec()));
-        } else if let Some(digest) = digests.known(rel, meta) {
+        } else if let Some(digest) = digests.known(rel, *ident) {
             contents.push(Some(digest.to_vec()));
         } else {
             contents.push(None);
@@ -428,8 +441,8 @@ pub fn add_files(
         }
     }
     let read = |&i: &usize| {
-        let (rel, meta) = &found[i];
-        digests.digest(root, rel, meta)
+        let (rel, ident, _) = &found[i];
+        digests.digest(root, rel, *ident)
     };
     let hashed = if unknown.len() > 16 {
         crate::workspace::in_parallel(&unknown, read)?
@@ -439,30 +452,73 @@ pub fn add_files(
     for (i, digest) in unknown.into_iter().zip(hashed) {
         contents[i] = Some(digest.to_vec());
     }
-    let contents: Vec<Vec<u8>> = contents
+    feed(
+        key,
+        &found,
+        contents.into_iter().map(Option::unwrap_or_default),
+    );
+    Ok(found.len())
+}
+
+/// [`add_files`] from a view when every file in it is already known: nothing is read, so it
+/// can run where blocking is not allowed. `None` (and `key` untouched) when a file would
+/// have to be read.
+pub fn add_known_files(
+    key: &mut KeyBuilder,
+    patterns: &Patterns,
+    view: &View,
+    digests: &Digests,
+) -> Option<usize> {
+    let found = in_key_order(selected(patterns, view));
+    let contents = found
+        .iter()
+        .map(|(rel, ident, link)| match link {
+            true => None,
+            false => digests.known(rel, *ident).map(|d| d.to_vec()),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    feed(key, &found, contents.into_iter());
+    Some(found.len())
+}
+
+fn selected(patterns: &Patterns, view: &View) -> Vec<Found> {
+    patterns
+        .select(view)
         .into_iter()
-        .map(Option::unwrap_or_default)
-        .collect();
-    for ((rel, meta), content) in found.iter().zip(&contents) {
-        let kind: &[u8] = match (meta.is_symlink(), executable(meta)) {
+        .map(|e| (e.path.clone(), e.ident, e.link))
+        .collect()
+}
+
+/// One order, whether the files were listed from a view or a walk.
+fn in_key_order(mut found: Vec<Found>) -> Vec<Found> {
+    found.sort_unstable_by(|a, b| {
+        a.0.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.0.as_os_str().as_encoded_bytes())
+    });
+    found
+}
+
+fn feed(key: &mut KeyBuilder, found: &[Found], contents: impl Iterator<Item = Vec<u8>>) {
+    for ((rel, ident, link), content) in found.iter().zip(contents) {
+        let kind: &[u8] = match (*link, executable(ident)) {
             (true, _) => b"l",
             (false, true) => b"x",
             (false, false) => b"f",
         };
         key.part(rel.to_string_lossy().as_bytes())
             .part(kind)
-            .part(content);
+            .part(&content);
     }
-    Ok(found.len())
 }
 
 #[cfg(unix)]
-fn executable(meta: &std::fs::Metadata) -> bool {
-    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0
+fn executable(ident: &Ident) -> bool {
+    ident.mode & 0o111 != 0
 }
 
 #[cfg(not(unix))]
-fn executable(_: &std::fs::Metadata) -> bool {
+fn executable(_: &Ident) -> bool {
     false
 }
 

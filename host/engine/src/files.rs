@@ -6,7 +6,8 @@
 //! renamed into place: a killed process leaves no half-written blob or tree behind.
 
 use crate::workspace::{
-    Clock, IDENT_BYTES, Ident, Stamp, create_private_dir, in_parallel, read_records, write_records,
+    Clock, IDENT_BYTES, Ident, Stamp, View, ViewEntry, create_private_dir, in_parallel,
+    read_records, write_records,
 };
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,40 @@ impl Patterns {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
+    }
+
+    /// The files and links of `view` that [`Patterns::walk`] would find, without touching
+    /// the disk: each root's part of the sorted listing, then the patterns.
+    pub fn select<'v>(&self, view: &'v View) -> Vec<&'v ViewEntry> {
+        let entries = &view.entries;
+        let mut out = Vec::new();
+        for root in &self.roots {
+            let bytes = root.as_os_str().as_encoded_bytes();
+            // Below a selected directory everything is selected, unless something is excluded.
+            let named = if bytes.is_empty() {
+                Path::new(".")
+            } else {
+                root
+            };
+            let all = self.exclude.is_empty() && self.include.is_match(named);
+            let range = if bytes.is_empty() {
+                &entries[..]
+            } else {
+                // Sorted by bytes, what is below `root` is one run, and `root` itself is found
+                // by a search.
+                if let Ok(i) = entries.binary_search_by(|e| e.bytes().cmp(bytes))
+                    && self.matches(&entries[i].path)
+                {
+                    out.push(&entries[i]);
+                }
+                let below = [bytes, b"/"].concat();
+                let start = entries.partition_point(|e| e.bytes() < below.as_slice());
+                let len = entries[start..].partition_point(|e| e.bytes().starts_with(&below));
+                &entries[start..start + len]
+            };
+            out.extend(range.iter().filter(|e| all || self.matches(&e.path)));
+        }
+        out
     }
 
     /// `all`: `dir` is selected and nothing is excluded, so everything below it is too
@@ -452,20 +487,18 @@ impl Digests {
 
     /// The sha256 of the file at `rel` if it is remembered and the file has not changed
     /// since.
-    pub fn known(&self, rel: &Path, meta: &Metadata) -> Option<[u8; 32]> {
-        let ident = Ident::of(meta);
+    pub(crate) fn known(&self, rel: &Path, ident: Ident) -> Option<[u8; 32]> {
         match locked(&self.known).get(rel.as_os_str()) {
             Some((known, at, digest)) if *known == ident && ident.changed < *at => Some(*digest),
             _ => None,
         }
     }
 
-    /// The sha256 of the file at `root/rel`, whose metadata is `meta`.
-    pub fn digest(&self, root: &Path, rel: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
-        if let Some(digest) = self.known(rel, meta) {
+    /// The sha256 of the file at `root/rel`, which `ident` identifies.
+    pub(crate) fn digest(&self, root: &Path, rel: &Path, ident: Ident) -> io::Result<[u8; 32]> {
+        if let Some(digest) = self.known(rel, ident) {
             return Ok(digest);
         }
-        let ident = Ident::of(meta);
         let now = {
             let mut now = locked(&self.now);
             match *now {
@@ -680,6 +713,49 @@ mod tests {
         assert!(patterns(&["missing/**"]).walk(root).unwrap().is_empty());
     }
 
+    #[test]
+    fn a_view_selects_what_a_walk_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for rel in [
+            "in/0001/a",
+            "in/0001/b.rs",
+            "in/0001-x/c",
+            "in/00010/d",
+            "in/0001/deep/e.rs",
+            "top.rs",
+            "docs/x.md",
+        ] {
+            write(&src, rel, rel);
+        }
+        let (ws, _) =
+            crate::workspace::Workspace::prepare(&src, &dir.path().join("work"), "job").unwrap();
+        let view = ws.view();
+        for set in [
+            &["in/0001"][..],
+            &["in/0001/b.rs", "top.rs"],
+            &["**/*.rs"],
+            &["in", "!in/0001/deep"],
+            &["."],
+            &["in/0001/*"],
+            &["missing"],
+        ] {
+            let p = patterns(set);
+            let mut walked: Vec<String> = p
+                .walk(ws.path())
+                .unwrap()
+                .into_iter()
+                .filter(|(_, m)| !m.is_dir())
+                .map(|(rel, _)| slash(&rel))
+                .collect();
+            walked.sort();
+            let mut selected: Vec<String> =
+                p.select(&view).iter().map(|e| slash(&e.path)).collect();
+            selected.sort();
+            assert_eq!(selected, walked, "{set:?}");
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn trees_round_trip_modes_links_and_empty_directories() {
@@ -746,14 +822,14 @@ mod tests {
         let root = dir.path().join("ws");
         let memo = dir.path().join("ws.digests");
         let rel = Path::new("a.txt");
-        let meta = || root.join(rel).symlink_metadata().unwrap();
+        let meta = || Ident::of(&root.join(rel).symlink_metadata().unwrap());
         let first = Digests::load(memo.clone());
-        let one = first.digest(&root, rel, &meta()).unwrap();
+        let one = first.digest(&root, rel, meta()).unwrap();
         first.save().unwrap();
         let second = Digests::load(memo.clone());
-        assert_eq!(second.digest(&root, rel, &meta()).unwrap(), one);
+        assert_eq!(second.digest(&root, rel, meta()).unwrap(), one);
         std::fs::write(root.join(rel), "two").unwrap();
-        let two = second.digest(&root, rel, &meta()).unwrap();
+        let two = second.digest(&root, rel, meta()).unwrap();
         assert_ne!(one, two);
         assert_eq!(hex(&two), hash_file(&root.join(rel)).unwrap().0);
     }

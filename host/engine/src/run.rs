@@ -6,8 +6,8 @@ use crate::event::{Cached, Event, FailureKind, JobInfo, Level, Reporter, Status}
 use crate::files::Digests;
 use crate::timings::{Phase, span};
 use caching::{
-    Capture, cache_keys, download, restore_dependency_cache, reuse, save_step, step_files,
-    step_key, upload,
+    Capture, cache_keys, download, may_write, restore_dependency_cache, reuse, save_step,
+    step_files, step_key, upload,
 };
 
 mod caching;
@@ -817,6 +817,10 @@ async fn run_job<R: StepRunner>(
     }
     // What the job's workspace files hash to, kept beside the workspace between runs.
     let digests: Arc<Digests> = Arc::new(Digests::load(workspace.with_extension("digests")));
+    // The workspace as the sync left it, while nothing has written to it since: the step
+    // cache then needs no walk of its own.
+    let mut view =
+        Some(workspace_guard.view()).filter(|_| job.cache.is_none() && job.artifacts.is_empty());
     let mut failed = false;
     let mut cancelled = false;
     let mut deploys: Vec<DeployCall> = Vec::new();
@@ -947,6 +951,9 @@ async fn run_job<R: StepRunner>(
             },
             Ok((inputs, env)) => {
                 let mut hit = None;
+                if step.dependency_cache.is_some() {
+                    view = None;
+                }
                 if let (Some(identity), Some(cache)) = (&identity, &shared.cache) {
                     let files = step_files(step, identity);
                     match step_key(
@@ -955,7 +962,7 @@ async fn run_job<R: StepRunner>(
                         identity,
                         (&inputs, &env),
                         &workspace,
-                        files,
+                        (files, view.clone()),
                         &digests,
                     )
                     .await
@@ -974,6 +981,9 @@ async fn run_job<R: StepRunner>(
                 }
                 match hit {
                     Some(result) => {
+                        if !result.files.entries.is_empty() {
+                            view = None;
+                        }
                         for (level, text) in &result.log {
                             log.line(*level, text);
                         }
@@ -990,6 +1000,9 @@ async fn run_job<R: StepRunner>(
                         }
                     }
                     None => {
+                        if may_write(step) {
+                            view = None;
+                        }
                         let secrets = step
                             .permissions
                             .secrets
@@ -1122,6 +1135,7 @@ async fn run_job<R: StepRunner>(
             deploys.push(call);
         } else if status == Status::Failed && job.environment.is_some() {
             // A check after a deploy failed: put back what served before, newest first.
+            view = None;
             for call in deploys
                 .iter_mut()
                 .rev()

@@ -3,12 +3,13 @@
 //! extracted.
 
 use super::{Identity, Shared};
-use crate::cache::{Cache, KeyBuilder, StepResult, add_files};
+use crate::cache::{Cache, KeyBuilder, StepResult, add_files, add_known_files};
 use crate::event::{Annotation, Event, Level, Reporter};
 use crate::files::{Digests, Patterns, locked};
 use crate::log::StepLog;
 use crate::record::now_ms;
 use crate::timings::{Phase, span};
+use crate::workspace::View;
 use ferry_model::pipeline::format_size;
 use ferry_model::{ArtifactDownload, DependencyCache, Job, Scope, Step};
 use std::collections::BTreeMap;
@@ -123,6 +124,15 @@ pub(super) fn download(
     Ok(said)
 }
 
+/// Whether a step that ran may have changed the workspace: a host command, a program run
+/// under an `exec` grant, a grant to write it or host paths.
+pub(super) fn may_write(step: &Step) -> bool {
+    step.is_run
+        || step.permissions.workspace == ferry_model::Access::Write
+        || !step.permissions.exec.is_empty()
+        || !step.permissions.paths.is_empty()
+}
+
 /// Uploads a step's `outputs.artifacts`.
 pub(super) async fn upload(
     shared: &Shared,
@@ -184,7 +194,7 @@ pub(super) async fn step_key(
     identity: &Identity,
     (inputs, env): (&BTreeMap<String, String>, &BTreeMap<String, String>),
     workspace: &Path,
-    files: Option<Vec<String>>,
+    (files, view): (Option<Vec<String>>, Option<Arc<View>>),
     digests: &Arc<Digests>,
 ) -> Result<String, String> {
     let _t = span(Phase::CacheKey);
@@ -214,10 +224,19 @@ pub(super) async fn step_key(
     let Some(files) = files else {
         return Ok(key.finish());
     };
+    let patterns = Patterns::new(&files)?;
+    // In the steady state every input is known by its metadata and the view needs no disk:
+    // then there is no need for a blocking thread.
+    if let Some(view) = &view {
+        let mut known = key.clone();
+        if add_known_files(&mut known, &patterns, view, digests).is_some() {
+            return Ok(known.finish());
+        }
+    }
     let (ws, digests) = (workspace.to_path_buf(), digests.clone());
     tokio::task::spawn_blocking(move || {
-        let patterns = Patterns::new(&files)?;
-        add_files(&mut key, &ws, &patterns, &digests).map_err(|e| e.to_string())?;
+        add_files(&mut key, &ws, &patterns, view.as_deref(), &digests)
+            .map_err(|e| e.to_string())?;
         Ok(key.finish())
     })
     .await
