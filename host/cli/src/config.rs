@@ -28,6 +28,8 @@ pub struct UserPlugins {
 pub struct UserCache {
     /// Most bytes the step and dependency caches of a repository keep (`10GiB`).
     pub size: Option<String>,
+    /// An OCI repository (or folder) shared by several machines.
+    pub remote: Option<String>,
 }
 
 impl UserConfig {
@@ -55,4 +57,16 @@ pub fn cache_limit() -> Result<u64, String> {
     ferry_model::pipeline::parse_size(&text).ok_or_else(|| {
         format!("{from} is `{text}`, not a size\nhint: write e.g. `10GiB` or `500MB`")
     })
+}
+
+/// The shared cache, if one is configured: `FERRY_CACHE_REMOTE`, else `[cache] remote`.
+pub fn cache_remote() -> Result<Option<crate::remote_cache::OciCache>, String> {
+    let text = match std::env::var("FERRY_CACHE_REMOTE") {
+        Ok(v) if !v.is_empty() => v,
+        _ => match UserConfig::load()?.cache.remote {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+    };
+    crate::remote_cache::OciCache::new(&text).map(Some)
 }

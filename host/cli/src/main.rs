@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod plugins;
+mod remote_cache;
 mod report;
 
 /// `println!` that ignores a closed pipe (`ferry graph | head -1` is not an error).

@@ -506,3 +506,68 @@ jobs:
     );
     assert!(run("22"));
 }
+
+/// Two machines (two checkouts with their own `.ferry`) share a cache through a registry
+/// on loopback: what one ran, the other reuses, files and dependency caches included.
+#[test]
+fn a_remote_cache_in_a_registry_is_shared_between_machines() {
+    let registry = common::Registry::start();
+    let remote = format!("127.0.0.1:{}/team/ferry-cache", registry.port);
+    let ran = RanLog::new();
+    let pipeline = format!(
+        r#"
+jobs:
+  build:
+    cache: {{ key: deps-v1, paths: [.deps] }}
+    steps:
+      - id: compile
+        run: |
+          echo compile >> {log}
+          mkdir -p out .deps
+          cat src.txt src.txt > out/bin
+          echo fetched > .deps/lib
+          echo "size=$(wc -c < out/bin | tr -d ' ')" >> "$FERRY_OUTPUT"
+        cache: true
+        inputs: [src.txt]
+        outputs: {{ files: [out] }}
+      - run: test "$(cat out/bin)" = "$(printf 'hello\nhello')" && cat .deps/lib
+"#,
+        log = ran.path().display()
+    );
+    let machine = || {
+        Test::new()
+            .file("src.txt", "hello\n")
+            .file("ferry.yaml", &pipeline)
+            .env("FERRY_CACHE_REMOTE", &remote)
+    };
+    let first = machine();
+    let done = ferry(&first, RUN).code(0);
+    assert!(!done.stdout.contains("cache: remote"), "{}", done.stdout);
+    assert_eq!(ran.take(), ["compile"]);
+
+    let second = machine();
+    let done = ferry(&second, RUN).code(0);
+    assert_eq!(ran.take(), Vec::<String>::new(), "the second machine reuses the first's result");
+    assert!(done.stdout.contains("[build/compile] ✓ cached"), "{}", done.stdout);
+    assert!(done.stdout.contains("cache `deps-v1`: restored"), "{}", done.stdout);
+    assert!(done.stdout.contains("fetched"), "{}", done.stdout);
+    assert_eq!(
+        summary(&second)["jobs"]["build"]["outputs"],
+        summary(&first)["jobs"]["build"]["outputs"]
+    );
+    // Another tool sees ordinary OCI artifacts.
+    let tags = common::tool(
+        "skopeo",
+        &["list-tags", "--tls-verify=false", &format!("docker://{remote}")],
+    );
+    assert!(tags.contains("step-"), "{tags}");
+    assert!(tags.contains("deps-"), "{tags}");
+
+    // An unreachable remote never fails a run: it is said once at the end.
+    let mut third = machine();
+    third.env.retain(|(k, _)| k != "FERRY_CACHE_REMOTE");
+    let third = third.env("FERRY_CACHE_REMOTE", "127.0.0.1:9/none/here");
+    let done = ferry(&third, RUN).code(0);
+    assert!(done.stdout.contains("cache: remote cache `127.0.0.1:9/none/here`"), "{}", done.stdout);
+    assert_eq!(ran.take(), ["compile"]);
+}

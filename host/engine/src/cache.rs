@@ -10,9 +10,13 @@
 //! An entry is written after every blob it names, and atomically, so a save that is killed
 //! leaves no entry (only blobs that the next eviction removes). Reading an entry touches its
 //! modification time, which is what "least recently used" goes by.
+//!
+//! A [`Remote`] (an OCI repository, see the CLI) can stand behind the local store so that
+//! several machines share results: a local miss asks it, and what is saved is published to
+//! it. The local store stays the source of every hit.
 
 use crate::event::{Annotation, Level};
-use crate::files::{Blobs, Digests, Patterns, Tree, hex};
+use crate::files::{Blobs, Digests, Patterns, Tree, hex, locked};
 use crate::record::{now_ms, write_atomic};
 use crate::workspace::{Ident, View};
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Size the caches are held under unless configured otherwise.
@@ -92,12 +97,34 @@ pub struct Pruned {
     pub bytes: u64,
 }
 
+/// A store shared by several machines. Entries are named `step-<key>` and
+/// `deps-<sha256 of key>`; an entry comes with the file contents it names.
+pub trait Remote: Send + Sync {
+    /// The entry called `name`, with every file it names put into `blobs` (each checked
+    /// against its digest); `None` when there is no such entry.
+    fn fetch(&self, name: &str, blobs: &Blobs) -> Result<Option<Vec<u8>>, String>;
+    /// Publishes the entry `name` and the `files` (digest, size) it names, read from `blobs`.
+    fn publish(
+        &self,
+        name: &str,
+        entry: &[u8],
+        files: &[(String, u64)],
+        blobs: &Blobs,
+    ) -> Result<(), String>;
+    /// Where it is, for messages.
+    fn describe(&self) -> String;
+}
+
 /// The caches of one state directory.
 #[derive(Clone)]
 pub struct Cache {
     dir: PathBuf,
     blobs: Blobs,
     limit: u64,
+    remote: Option<Arc<dyn Remote>>,
+    /// What went wrong with the remote store; a run reports it once at the end, and a
+    /// remote that fails never fails a step.
+    remote_errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Cache {
@@ -108,6 +135,65 @@ impl Cache {
             blobs: Blobs::new(dir.join("blobs")),
             dir,
             limit,
+            remote: None,
+            remote_errors: Default::default(),
+        }
+    }
+
+    /// Shares results through `remote` as well.
+    pub fn with_remote(mut self, remote: Arc<dyn Remote>) -> Cache {
+        self.remote = Some(remote);
+        self
+    }
+
+    pub fn has_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// What failed with the remote store since the last call.
+    pub fn take_remote_errors(&self) -> Vec<String> {
+        let mut errors = std::mem::take(&mut *locked(&self.remote_errors));
+        errors.dedup();
+        errors
+    }
+
+    fn remote_failed(&self, what: String) {
+        if let Some(remote) = &self.remote {
+            locked(&self.remote_errors).push(format!("{}: {what}", remote.describe()));
+        }
+    }
+
+    /// Asks the remote store for an entry missing here and keeps it at `path`.
+    fn fetch(&self, name: &str, path: &Path) -> Option<Vec<u8>> {
+        let remote = self.remote.as_ref()?;
+        match remote.fetch(name, &self.blobs) {
+            Ok(Some(bytes)) => {
+                let kept = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|_| write_atomic(path, &bytes));
+                if let Err(e) = kept {
+                    self.remote_failed(format!("cannot keep `{name}`: {e}"));
+                }
+                Some(bytes)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.remote_failed(e);
+                None
+            }
+        }
+    }
+
+    fn publish(&self, name: &str, entry: &[u8], tree: &Tree) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut files: Vec<(String, u64)> = tree.files().map(|(d, s)| (d.to_string(), s)).collect();
+        files.sort();
+        files.dedup();
+        if let Err(e) = remote.publish(name, entry, &files, &self.blobs) {
+            self.remote_failed(e);
         }
     }
 
@@ -128,10 +214,18 @@ impl Cache {
         self.dir.join("deps").join(format!("{name}.json"))
     }
 
+    /// A dependency cache's name in the remote store: keys are free text, names are not.
+    fn deps_name(key: &str) -> String {
+        format!("deps-{}", hex(&Sha256::digest(key.as_bytes())))
+    }
+
     /// The result stored under `key`, if there is a readable one.
     pub fn step(&self, key: &str) -> Option<StepResult> {
         let path = self.step_path(key);
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(_) => self.fetch(&format!("step-{key}"), &path)?,
+        };
         let Ok(result) = serde_json::from_slice::<StepResult>(&bytes) else {
             // Unreadable: written by another version, or damaged. It vouches for nothing.
             let _ = std::fs::remove_file(&path);
@@ -168,16 +262,22 @@ impl Cache {
         });
         let path = self.step_path(key);
         std::fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
-        write_atomic(
-            &path,
-            &serde_json::to_vec(&result).map_err(io::Error::other)?,
-        )
+        let bytes = serde_json::to_vec(&result).map_err(io::Error::other)?;
+        write_atomic(&path, &bytes)?;
+        self.publish(&format!("step-{key}"), &bytes, &result.files);
+        Ok(())
     }
 
     /// The entry saved under `key`, else the newest whose key starts with one of
     /// `restore_keys`, tried in order.
     pub fn find_deps(&self, key: &str, restore_keys: &[String]) -> Option<DepsEntry> {
-        if let Some(entry) = self.read_deps(&self.deps_path(key)) {
+        let path = self.deps_path(key);
+        if let Some(entry) = self.read_deps(&path) {
+            return Some(entry);
+        }
+        if self.fetch(&Self::deps_name(key), &path).is_some()
+            && let Some(entry) = self.read_deps(&path)
+        {
             return Some(entry);
         }
         if restore_keys.is_empty() {
@@ -243,6 +343,7 @@ impl Cache {
         let path = self.deps_path(key);
         std::fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
         write_atomic(&path, text.as_bytes())?;
+        self.publish(&Self::deps_name(key), text.as_bytes(), &tree);
         Ok(tree.size())
     }
 

@@ -375,6 +375,32 @@ impl Blobs {
         Ok((sha256, size))
     }
 
+    /// Stores bytes that must hash to `sha256` (fetched from elsewhere); refused otherwise.
+    pub fn put_bytes(&self, sha256: &str, bytes: &[u8]) -> io::Result<()> {
+        let got = hex(&Sha256::digest(bytes));
+        if got != sha256 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("content for {sha256} hashes to {got}"),
+            ));
+        }
+        let dst = self.path(sha256);
+        if dst.exists() {
+            return Ok(());
+        }
+        let dir = dst.parent().unwrap_or(&self.dir);
+        create_private_dir(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_data()?;
+        tmp.persist(&dst).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    pub fn has(&self, sha256: &str) -> bool {
+        self.path(sha256).exists()
+    }
+
     /// Copies a blob to `dst` with `mode`, refusing one whose content no longer matches its
     /// digest.
     pub fn get(&self, sha256: &str, dst: &Path, mode: u32) -> io::Result<()> {

@@ -407,6 +407,12 @@ pub async fn run<R: StepRunner>(
             Err(_) => {}
         }
     }
+    for error in shared.cache.iter().flat_map(Cache::take_remote_errors) {
+        reporter.event(&Event::Notice {
+            job: None,
+            text: format!("cache: {error}"),
+        });
+    }
     let status = if options.cancel.is_cancelled() {
         Status::Cancelled
     } else if any_failed {

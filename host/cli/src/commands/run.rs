@@ -123,9 +123,15 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
     };
-    let cache_limit = match crate::config::cache_limit() {
-        Ok(limit) => limit,
-        Err(e) => return super::fail(e),
+    let cache = match (crate::config::cache_limit(), crate::config::cache_remote()) {
+        (Ok(limit), Ok(remote)) => {
+            let cache = ferry_engine::cache::Cache::new(&state_dir, limit);
+            match remote {
+                Some(remote) => cache.with_remote(Arc::new(remote)),
+                None => cache,
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => return super::fail(e),
     };
     // Refuse a misconfigured step before anything runs.
     let preflight = ferry_engine::timings::span(Phase::Preflight);
@@ -145,7 +151,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         git: git_info(&plan.pipeline),
         vars: settings.vars,
         inputs: settings.inputs,
-        cache: Some(ferry_engine::cache::Cache::new(&state_dir, cache_limit)),
+        cache: Some(cache),
         reuse: settings.reuse,
     };
     let reporters: Vec<Arc<dyn ferry_engine::Reporter>> = vec![

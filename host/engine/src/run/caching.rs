@@ -260,7 +260,15 @@ pub(super) async fn reuse(
     log: &StepLog,
 ) -> Option<StepResult> {
     let _t = span(Phase::CacheRestore);
-    let result = cache.step(key)?;
+    let result = if cache.has_remote() {
+        // A local miss goes to the network.
+        let (cache, k) = (cache.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || cache.step(&k))
+            .await
+            .ok()??
+    } else {
+        cache.step(key)?
+    };
     if result.files.entries.is_empty() {
         return Some(result);
     }
