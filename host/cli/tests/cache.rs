@@ -227,6 +227,17 @@ jobs:
     }
 }
 
+/// The keys `ferry cache ls` lists, most recently used first.
+fn cached_keys(t: &Test) -> Vec<String> {
+    let listed = ferry(t, &["cache", "ls", "--json"]).code(0);
+    json(&listed.stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -278,13 +289,7 @@ jobs:
     std::fs::write(t.path("fail-now"), "").unwrap();
     let failed = ferry(&t, RUN).code(1);
     assert!(!failed.stdout.contains("saved ("), "{}", failed.stdout);
-    let listed = ferry(&t, &["cache", "ls", "--json"]).code(0);
-    let keys: Vec<String> = json(&listed.stdout)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["key"].as_str().unwrap().to_string())
-        .collect();
+    let keys = cached_keys(&t);
     assert_eq!(keys.len(), 2, "{keys:?}");
 }
 
@@ -321,14 +326,7 @@ jobs:
         .map(|p| p.metadata().unwrap().len())
         .sum();
     assert!(size <= 250_000, "the cache holds {size} bytes");
-    let listed = ferry(&t, &["cache", "ls", "--json"]).code(0);
-    let keys: Vec<String> = json(&listed.stdout)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["key"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(keys, ["blob-5", "blob-4"]);
+    assert_eq!(cached_keys(&t), ["blob-5", "blob-4"]);
     ferry(&t, &["cache", "prune", "--max-size", "0"])
         .code(0)
         .stderr_has("evicted 2 entries");
@@ -547,9 +545,21 @@ jobs:
 
     let second = machine();
     let done = ferry(&second, RUN).code(0);
-    assert_eq!(ran.take(), Vec::<String>::new(), "the second machine reuses the first's result");
-    assert!(done.stdout.contains("[build/compile] ✓ cached"), "{}", done.stdout);
-    assert!(done.stdout.contains("cache `deps-v1`: restored"), "{}", done.stdout);
+    assert_eq!(
+        ran.take(),
+        Vec::<String>::new(),
+        "the second machine reuses the first's result"
+    );
+    assert!(
+        done.stdout.contains("[build/compile] ✓ cached"),
+        "{}",
+        done.stdout
+    );
+    assert!(
+        done.stdout.contains("cache `deps-v1`: restored"),
+        "{}",
+        done.stdout
+    );
     assert!(done.stdout.contains("fetched"), "{}", done.stdout);
     assert_eq!(
         summary(&second)["jobs"]["build"]["outputs"],
@@ -558,7 +568,11 @@ jobs:
     // Another tool sees ordinary OCI artifacts.
     let tags = common::tool(
         "skopeo",
-        &["list-tags", "--tls-verify=false", &format!("docker://{remote}")],
+        &[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{remote}"),
+        ],
     );
     assert!(tags.contains("step-"), "{tags}");
     assert!(tags.contains("deps-"), "{tags}");
@@ -568,6 +582,11 @@ jobs:
     third.env.retain(|(k, _)| k != "FERRY_CACHE_REMOTE");
     let third = third.env("FERRY_CACHE_REMOTE", "127.0.0.1:9/none/here");
     let done = ferry(&third, RUN).code(0);
-    assert!(done.stdout.contains("cache: remote cache `127.0.0.1:9/none/here`"), "{}", done.stdout);
+    assert!(
+        done.stdout
+            .contains("cache: remote cache `127.0.0.1:9/none/here`"),
+        "{}",
+        done.stdout
+    );
     assert_eq!(ran.take(), ["compile"]);
 }
