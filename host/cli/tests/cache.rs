@@ -196,12 +196,38 @@ jobs:
         env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
         permissions: {{ secrets: [TOKEN] }}
         cache: true
+      - id: writes
+        run: |
+          echo writes >> {log}
+          echo "$TOKEN" > token.txt
+        env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
+        permissions: {{ secrets: [TOKEN] }}
+        cache: true
+        outputs: {{ files: [token.txt] }}
+  npm:
+    cache: {{ key: npm-v1, paths: [.npmrc] }}
+    steps:
+      - run: echo "//registry/:_authToken=$TOKEN" > .npmrc
+        env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
+        permissions: {{ secrets: [TOKEN] }}
 "#
             ),
         )
         .env("TOKEN", "first-secret-value");
     let done = ferry(&t, RUN).code(0);
-    assert_eq!(ran.take(), ["uses", "leaks"]);
+    assert_eq!(ran.take(), ["uses", "leaks", "writes"]);
+    assert!(
+        done.stdout
+            .contains("`token.txt` holds a secret, and secrets are never stored"),
+        "{}",
+        done.stdout
+    );
+    assert!(
+        done.stdout
+            .contains("cache `npm-v1`: cannot save: `.npmrc` holds a secret"),
+        "{}",
+        done.stdout
+    );
     assert!(done.stdout.contains("token is ***"), "{}", done.stdout);
     assert!(
         done.stdout.contains("not cached: an output holds a secret"),
@@ -215,7 +241,7 @@ jobs:
     ferry(&t, RUN).code(0);
     assert_eq!(
         ran.take(),
-        ["leaks"],
+        ["leaks", "writes"],
         "the secret's value is no part of the key"
     );
     for entry in walk(&t.path(".ferry/cache")) {

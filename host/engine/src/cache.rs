@@ -250,9 +250,11 @@ impl Cache {
         mut result: StepResult,
         root: &Path,
         files: &[String],
+        secrets: &[String],
     ) -> io::Result<()> {
         if !files.is_empty() {
             let patterns = Patterns::new(files).map_err(io::Error::other)?;
+            refuse_secrets(root, &patterns, secrets)?;
             result.files = Tree::snapshot(root, &patterns, &self.blobs)?;
         }
         let mut kept = 0;
@@ -330,8 +332,15 @@ impl Cache {
     }
 
     /// Saves what `paths` select under `root` as the entry `key`; its size.
-    pub fn save_deps(&self, key: &str, root: &Path, paths: &[String]) -> io::Result<u64> {
+    pub fn save_deps(
+        &self,
+        key: &str,
+        root: &Path,
+        paths: &[String],
+        secrets: &[String],
+    ) -> io::Result<u64> {
         let patterns = Patterns::new(paths).map_err(io::Error::other)?;
+        refuse_secrets(root, &patterns, secrets)?;
         let tree = Tree::snapshot(root, &patterns, &self.blobs)?;
         let header = DepsHeader {
             key: key.to_string(),
@@ -458,6 +467,19 @@ impl Cache {
             }
         }
         Ok(pruned)
+    }
+}
+
+fn refuse_secrets(root: &Path, patterns: &Patterns, secrets: &[String]) -> io::Result<()> {
+    match crate::files::holding_secret(root, patterns, secrets)? {
+        Some(file) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "`{}` holds a secret, and secrets are never stored",
+                file.display()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -655,7 +677,7 @@ mod tests {
         write(&ws, "out/report.xml", b"<ok/>");
         assert!(cache.step("k1").is_none());
         cache
-            .save_step("k1", result("r1"), &ws, &["out".into()])
+            .save_step("k1", result("r1"), &ws, &["out".into()], &[])
             .unwrap();
         std::fs::remove_dir_all(&ws).unwrap();
         let got = cache.step("k1").unwrap();
@@ -670,11 +692,17 @@ mod tests {
         let cache = Cache::new(dir.path(), DEFAULT_LIMIT);
         let ws = dir.path().join("ws");
         write(&ws, "deps/a", b"old");
-        cache.save_deps("deps-1", &ws, &["deps".into()]).unwrap();
+        cache
+            .save_deps("deps-1", &ws, &["deps".into()], &[])
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         write(&ws, "deps/a", b"new");
-        cache.save_deps("deps-2", &ws, &["deps".into()]).unwrap();
-        cache.save_deps("other-9", &ws, &["deps".into()]).unwrap();
+        cache
+            .save_deps("deps-2", &ws, &["deps".into()], &[])
+            .unwrap();
+        cache
+            .save_deps("other-9", &ws, &["deps".into()], &[])
+            .unwrap();
         assert_eq!(cache.find_deps("deps-1", &[]).unwrap().key, "deps-1");
         assert!(cache.find_deps("deps-3", &[]).is_none());
         let found = cache.find_deps("deps-3", &["nothing-".into(), "deps-".into()]);
@@ -688,7 +716,7 @@ mod tests {
         let ws = dir.path().join("ws");
         for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
             write(&ws, &format!("{key}/blob"), &vec![i as u8; 100_000]);
-            cache.save_deps(key, &ws, &[key.to_string()]).unwrap();
+            cache.save_deps(key, &ws, &[key.to_string()], &[]).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // `a` is used again: it is now the most recent.

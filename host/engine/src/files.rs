@@ -563,6 +563,36 @@ impl Digests {
     }
 }
 
+/// The first file `patterns` select under `root` that holds one of `secrets`, so that
+/// nothing holding a secret is ever stored in a cache.
+pub fn holding_secret(
+    root: &Path,
+    patterns: &Patterns,
+    secrets: &[String],
+) -> io::Result<Option<PathBuf>> {
+    let secrets: Vec<&[u8]> = secrets
+        .iter()
+        .map(|s| s.as_bytes())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if secrets.is_empty() {
+        return Ok(None);
+    }
+    for (rel, meta) in patterns.walk(root)? {
+        if !meta.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(root.join(&rel))?;
+        if secrets
+            .iter()
+            .any(|s| bytes.windows(s.len()).any(|w| w == *s))
+        {
+            return Ok(Some(rel));
+        }
+    }
+    Ok(None)
+}
+
 /// A lock's guard, also after a thread panicked holding it: what is behind every lock here
 /// stays consistent at each step.
 pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

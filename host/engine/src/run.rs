@@ -1181,9 +1181,17 @@ async fn run_job<R: StepRunner>(
             for (key, paths) in to_save {
                 let _t = span(Phase::CacheSave);
                 let (cache_, ws, k) = (cache.clone(), workspace.clone(), key.clone());
-                let saved = tokio::task::spawn_blocking(move || cache_.save_deps(&k, &ws, &paths))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                // A file any step of the job could have written a secret into is checked.
+                let secrets: Vec<String> = job
+                    .steps
+                    .iter()
+                    .flat_map(|step| caching::granted_secrets(shared, step))
+                    .collect();
+                let saved = tokio::task::spawn_blocking(move || {
+                    cache_.save_deps(&k, &ws, &paths, &secrets)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 shared.saved.store(true, Ordering::Relaxed);
                 let text = match saved {
                     Ok(size) => format!(

@@ -332,9 +332,11 @@ pub(super) async fn save_step(
         workspace.to_path_buf(),
         stored_files(step),
     );
-    let saved = tokio::task::spawn_blocking(move || cache.save_step(&k, result, &ws, &files))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let secrets = granted_secrets(shared, step);
+    let saved =
+        tokio::task::spawn_blocking(move || cache.save_step(&k, result, &ws, &files, &secrets))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     shared.saved.store(true, Ordering::Relaxed);
     if let Err(e) = saved {
         log.line(
@@ -342,6 +344,15 @@ pub(super) async fn save_step(
             &format!("[ferry] the result could not be cached: {e}"),
         );
     }
+}
+
+/// The values of the secrets granted to `step`.
+pub(super) fn granted_secrets(shared: &Shared, step: &Step) -> Vec<String> {
+    step.permissions
+        .secrets
+        .iter()
+        .filter_map(|name| shared.secrets.get(name).cloned())
+        .collect()
 }
 
 /// Passes a step's events on and keeps its log lines and annotations, to store with its
