@@ -616,3 +616,49 @@ jobs:
     );
     assert_eq!(ran.take(), ["compile"]);
 }
+
+/// `image` with nothing but the workspace is a function of its inputs and files: cached
+/// without asking once it declares what it writes, and given back byte for byte.
+#[test]
+fn a_pure_built_in_is_cached_by_default_when_it_declares_what_it_writes() {
+    let t = Test::new()
+        .file("Dockerfile", "FROM scratch\nCOPY a /a\n")
+        .file("a", "a\n")
+        .file(
+            "ferry.yaml",
+            r#"
+jobs:
+  build:
+    steps:
+      - id: declared
+        uses: image
+        with: { path: target/one }
+        outputs: { files: [target/one] }
+        permissions: { workspace: write }
+      - id: undeclared
+        uses: image
+        with: { path: target/two }
+        permissions: { workspace: write }
+      - id: refused
+        uses: image
+        with: { path: target/three }
+        outputs: { files: [target/three] }
+        permissions: { workspace: write }
+        cache: false
+"#,
+        );
+    ferry(&t, RUN).code(0);
+    let layout = t.path(".ferry/work/build/target/one/index.json");
+    let first = std::fs::read(&layout).unwrap();
+    std::fs::remove_dir_all(t.path(".ferry/work/build/target")).unwrap();
+    ferry(&t, RUN).code(0);
+    let s = summary(&t);
+    assert!(step(&s, "build", "declared")["cached"].is_object(), "{s}");
+    assert!(step(&s, "build", "undeclared")["cached"].is_null(), "{s}");
+    assert!(step(&s, "build", "refused")["cached"].is_null(), "{s}");
+    assert_eq!(std::fs::read(&layout).unwrap(), first);
+    // A new file in the context is a new result.
+    std::fs::write(t.path("a"), "changed\n").unwrap();
+    ferry(&t, RUN).code(0);
+    assert!(step(&summary(&t), "build", "declared")["cached"].is_null());
+}

@@ -460,9 +460,10 @@ impl StepRunner for Sandbox {
             .unwrap_or_else(|(kind, message)| StepOutcome::failed(kind, message))
     }
 
-    /// A built-in that declares no programs, hosts, secrets or host paths is a function of
-    /// its inputs and files, so it is cached by default; every other step only when the
-    /// pipeline says `cache: true`.
+    /// A built-in that, with what this pipeline grants it, runs no programs, reaches no
+    /// hosts, gets no secrets or host paths, and writes to the workspace only what it
+    /// declares as `outputs.files` is a function of its inputs and files: it is cached by
+    /// default. Every other step is cached only when the pipeline says `cache: true`.
     async fn identity(&self, step: &ferry_model::Step) -> Option<ferry_engine::run::Identity> {
         let plugin = self.plugin(&step.uses).await.ok()?;
         let needs = plugin
@@ -470,12 +471,26 @@ impl StepRunner for Sandbox {
             .needs
             .clone()
             .unwrap_or_else(|| needs_from_grants(step));
-        let builtin = matches!(step.uses, Uses::Builtin(_)) && !step.is_run;
-        let pure = builtin
-            && needs.exec.is_empty()
-            && needs.network.is_empty()
-            && needs.secrets.is_empty()
-            && needs.paths.is_empty();
+        // `*` stands for what the pipeline grants.
+        let given = |need: &[String], granted: usize| match need.iter().any(|n| n == "*") {
+            true => granted > 0,
+            false => !need.is_empty(),
+        };
+        let p = &step.permissions;
+        let paths: Vec<String> = needs
+            .paths
+            .iter()
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        let reaches_out = given(&needs.exec, p.exec.len())
+            || given(&needs.network, p.network.len())
+            || given(&needs.secrets, p.secrets.len())
+            || given(&paths, p.paths.len());
+        let writes = needs.workspace == Some(Access::Write) && p.workspace == Access::Write;
+        let pure = matches!(step.uses, Uses::Builtin(_))
+            && !step.is_run
+            && !reaches_out
+            && (!writes || !step.output_files.is_empty());
         Some(ferry_engine::run::Identity {
             digest: plugin.digest.clone(),
             pure,
