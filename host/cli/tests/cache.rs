@@ -662,3 +662,15 @@ jobs:
     ferry(&t, RUN).code(0);
     assert!(step(&summary(&t), "build", "declared")["cached"].is_null());
 }
+
+#[test]
+fn a_deploy_never_comes_from_the_cache() {
+    let t = Test::new().file(
+        "ferry.yaml",
+        "jobs:\n  ship:\n    steps:\n      - uses: deploy\n        with: { target: dir }\n        cache: true\n",
+    );
+    ferry(&t, &["validate"])
+        .code(2)
+        .stderr_has("a `deploy` step cannot come from the cache")
+        .stderr_has("ferry.yaml:6:16");
+}

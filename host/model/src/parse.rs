@@ -650,6 +650,16 @@ impl Reader<'_> {
                 None,
             ),
         };
+        if cache == Some(true)
+            && uses == Uses::Builtin("deploy".into())
+            && let Some(n) = get(entries, "cache")
+        {
+            self.error(
+                n.span,
+                "a `deploy` step cannot come from the cache",
+                "a deploy changes what an environment serves, so it always runs; remove `cache: true`",
+            );
+        }
         let inputs = get(entries, "inputs").map(|n| self.paths(n, "`inputs`"));
         let (output_files, artifacts) = get(entries, "outputs")
             .map(|n| self.step_outputs(n))
