@@ -544,20 +544,23 @@ impl Digests {
         Ok(digest)
     }
 
-    /// Writes what is remembered, if anything changed.
-    pub fn save(&self) -> io::Result<()> {
+    /// Writes what is remembered, if anything changed, forgetting files for which
+    /// `present` is false (gone from the repository), so the record does not grow forever.
+    pub fn save(&self, present: &dyn Fn(&Path) -> bool) -> io::Result<()> {
         if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         let known = locked(&self.known);
         let bytes = write_records(
             DIGESTS_HEADER,
-            known.iter().map(|(rel, (ident, at, digest))| {
-                let mut fields = ident.to_bytes().to_vec();
-                fields.extend_from_slice(&at.to_le_bytes());
-                fields.extend_from_slice(digest);
-                (fields, Path::new(rel))
-            }),
+            known.iter().filter(|(rel, _)| present(Path::new(rel))).map(
+                |(rel, (ident, at, digest))| {
+                    let mut fields = ident.to_bytes().to_vec();
+                    fields.extend_from_slice(&at.to_le_bytes());
+                    fields.extend_from_slice(digest);
+                    (fields, Path::new(rel))
+                },
+            ),
         );
         crate::record::write_atomic(&self.path, &bytes)
     }
@@ -881,12 +884,15 @@ mod tests {
         let meta = || Ident::of(&root.join(rel).symlink_metadata().unwrap());
         let first = Digests::load(memo.clone());
         let one = first.digest(&root, rel, meta()).unwrap();
-        first.save().unwrap();
+        first.save(&|_| true).unwrap();
         let second = Digests::load(memo.clone());
         assert_eq!(second.digest(&root, rel, meta()).unwrap(), one);
         std::fs::write(root.join(rel), "two").unwrap();
         let two = second.digest(&root, rel, meta()).unwrap();
         assert_ne!(one, two);
         assert_eq!(hex(&two), hash_file(&root.join(rel)).unwrap().0);
+        // A file the repository no longer has is forgotten when the record is written.
+        second.save(&|_| false).unwrap();
+        assert!(Digests::load(memo).known.lock().unwrap().is_empty());
     }
 }

@@ -1207,7 +1207,9 @@ async fn run_job<R: StepRunner>(
             }
         }
         let digests = digests.clone();
-        let _ = tokio::task::spawn_blocking(move || digests.save()).await;
+        let synced = workspace_guard.view();
+        let _ =
+            tokio::task::spawn_blocking(move || digests.save(&|rel| synced.contains(rel))).await;
     }
     drop(workspace_guard);
     // Outputs are evaluated whatever happened, so a later job can read what was set before

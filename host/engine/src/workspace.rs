@@ -54,6 +54,16 @@ impl ViewEntry {
     }
 }
 
+impl View {
+    /// Whether the sync left a file or link at `rel`.
+    pub fn contains(&self, rel: &Path) -> bool {
+        let rel = rel.as_os_str().as_encoded_bytes();
+        self.entries
+            .binary_search_by(|e| e.bytes().cmp(rel))
+            .is_ok()
+    }
+}
+
 impl Workspace {
     /// Takes the first free workspace for `job` under `root` (`root/job`, else `root/job~2`,
     /// ...) and brings it in line with `src`.
