@@ -468,3 +468,58 @@ fn graph_shows_matrix_jobs_and_conditions() {
         .stdout_has("\"test (3.13)\" -> \"deploy\";")
         .stdout_has("[label=\"notify\\nif: always()\"]");
 }
+
+#[test]
+fn manual_inputs_are_checked_and_defaulted() {
+    let t = Test::new().file(
+        "ferry.yaml",
+        r#"
+on:
+  push: { branches: [main] }
+  schedule: [{ cron: "0 3 * * mon-fri" }]
+  manual:
+    inputs:
+      target: { type: choice, options: [staging, production], default: staging }
+      dry-run: { type: boolean, default: "true" }
+      count: { type: number, required: true }
+jobs:
+  show:
+    steps:
+      - run: echo "to ${{ inputs.target }} dry=${{ inputs['dry-run'] }} count=${{ inputs.count }}"
+"#,
+    );
+    common::ferry(&t, &["run", "--output", "plain", "--input", "count=3"])
+        .code(0)
+        .stdout_has("to staging dry=true count=3");
+    common::ferry(
+        &t,
+        &[
+            "run",
+            "--output",
+            "plain",
+            "--input",
+            "count=1",
+            "--input",
+            "target=production",
+        ],
+    )
+    .code(0)
+    .stdout_has("to production dry=true count=1");
+    common::ferry(
+        &t,
+        &[
+            "run",
+            "--input",
+            "target=prod",
+            "--input",
+            "nope=1",
+            "--input",
+            "dry-run=maybe",
+        ],
+    )
+    .code(2)
+    .stderr_has("unknown input `nope`: the pipeline takes `count`, `dry-run`, `target`")
+    .stderr_has("input `target`: `prod` is not one of `staging`, `production`")
+    .stderr_has("input `dry-run`: `maybe` is not `true` or `false`")
+    .stderr_has("input `count` is required");
+}

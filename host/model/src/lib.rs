@@ -8,6 +8,7 @@ pub mod expr;
 pub mod graph;
 pub mod parse;
 pub mod pipeline;
+pub mod triggers;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Report, Severity, Source, Span};

@@ -9,6 +9,7 @@ use crate::pipeline::{
     ArtifactDownload, ArtifactUpload, DependencyCache, GRANT_LISTS, Matrix, PluginSettings,
     RegistryUse,
 };
+use crate::triggers::{Cron, Events, InputKind, Manual, ManualInput, Triggers};
 use crate::yaml::{self, Kind, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -58,6 +59,17 @@ const STEP_KEYS: &[&str] = &[
     "outputs",
 ];
 const CACHE_KEYS: &[&str] = &["key", "restore-keys", "paths"];
+const TRIGGERS: &[&str] = &["push", "pull_request", "schedule", "manual"];
+/// What `push` takes; `pull_request` takes all but the tags.
+const EVENT_KEYS: &[&str] = &[
+    "branches",
+    "branches-ignore",
+    "tags",
+    "tags-ignore",
+    "paths",
+    "paths-ignore",
+];
+const INPUT_KEYS: &[&str] = &["description", "type", "options", "default", "required"];
 const STEP_OUTPUT_KEYS: &[&str] = &["files", "artifacts"];
 const DOWNLOAD_KEYS: &[&str] = &["name", "path"];
 const PERMISSION_KEYS: &[&str] = &[
@@ -173,6 +185,9 @@ impl Reader<'_> {
         let plugins = get(entries, "plugins")
             .map(|n| self.plugin_settings(n))
             .unwrap_or_default();
+        let on = get(entries, "on")
+            .map(|n| self.triggers(n))
+            .unwrap_or_default();
         let Some(jobs_node) = get(entries, "jobs") else {
             self.diags.push(
                 Diagnostic::error("the pipeline has no `jobs`")
@@ -204,7 +219,234 @@ impl Reader<'_> {
             jobs,
             reads_git: self.reads_git,
             plugins,
+            on,
         })
+    }
+
+    /// `on:`: an event name, a list of them, or a mapping of events to their settings.
+    fn triggers(&mut self, node: &Node) -> Triggers {
+        let mut on = Triggers::default();
+        let events: Vec<(&Node, Option<&Node>)> = match &node.kind {
+            Kind::Map(entries) => entries.iter().map(|(k, v)| (k, Some(v))).collect(),
+            Kind::Seq(items) => items.iter().map(|i| (i, None)).collect(),
+            Kind::Scalar { .. } => vec![(node, None)],
+        };
+        for (key, value) in events {
+            let Some(event) = self.string(key, "an event") else {
+                continue;
+            };
+            let value = value.filter(|v| !v.is_null());
+            match event.as_str() {
+                "push" => on.push = Some(self.events(value, true)),
+                "pull_request" => on.pull_request = Some(self.events(value, false)),
+                "schedule" => match value {
+                    Some(v) => on.schedule = self.schedule(v),
+                    None => self.error(
+                        key.span,
+                        "`schedule` needs at least one `cron`",
+                        "write `schedule: [{ cron: \"0 3 * * *\" }]` (minute hour day month weekday, UTC)",
+                    ),
+                },
+                "manual" => on.manual = Some(self.manual(value)),
+                other => {
+                    let hint = match other {
+                        "workflow_dispatch" => "ferry calls a run started by hand `manual`".to_string(),
+                        _ => match suggest(other, TRIGGERS.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!("events: {}", list(TRIGGERS)),
+                        },
+                    };
+                    self.error(key.span, format!("unknown event `{other}` in `on`"), hint);
+                }
+            }
+        }
+        on
+    }
+
+    /// `push:` or `pull_request:` settings: branch, tag and path patterns.
+    fn events(&mut self, node: Option<&Node>, tags: bool) -> Events {
+        let mut events = Events::default();
+        let Some(entries) = node.and_then(|n| self.mapping(n, "the event's settings")) else {
+            return events;
+        };
+        let keys: Vec<&str> = EVENT_KEYS
+            .iter()
+            .copied()
+            .filter(|k| tags || !k.starts_with("tags"))
+            .collect();
+        self.check_keys(entries, &keys, "in the event");
+        for (name, filter) in [
+            ("branches", &mut events.branches),
+            ("tags", &mut events.tags),
+            ("paths", &mut events.paths),
+        ] {
+            for (key, into) in [
+                (name.to_string(), &mut filter.include),
+                (format!("{name}-ignore"), &mut filter.exclude),
+            ] {
+                let Some(n) = get(entries, &key) else {
+                    continue;
+                };
+                for (pattern, span) in self.string_list(n, &format!("`{key}`")) {
+                    if let Err(e) = globset::GlobBuilder::new(&pattern)
+                        .literal_separator(true)
+                        .build()
+                    {
+                        self.error(
+                            span,
+                            format!(
+                                "`{pattern}` in `{key}` is not a valid pattern: {}",
+                                e.kind()
+                            ),
+                            "`*` matches within a `/`-separated part, `**` across them",
+                        );
+                        continue;
+                    }
+                    into.push(pattern);
+                }
+            }
+        }
+        events
+    }
+
+    fn schedule(&mut self, node: &Node) -> Vec<Cron> {
+        let Kind::Seq(items) = &node.kind else {
+            self.error(
+                node.span,
+                format!("`schedule` must be a list, found {}", node.describe()),
+                "write `schedule: [{ cron: \"0 3 * * *\" }]`",
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(entries) = self.mapping(item, "a `schedule` entry") else {
+                continue;
+            };
+            self.check_keys(entries, &["cron"], "in a `schedule` entry");
+            let Some(n) = get(entries, "cron") else {
+                self.error(
+                    item.span,
+                    "this `schedule` entry has no `cron`",
+                    "write `- cron: \"0 3 * * *\"`",
+                );
+                continue;
+            };
+            let Some(text) = self.string(n, "`cron`") else {
+                continue;
+            };
+            match Cron::parse(&text, n.span) {
+                Ok(cron) => out.push(cron),
+                Err(e) => self.error(
+                    n.span,
+                    e,
+                    "five fields, UTC: minute (0-59) hour (0-23) day of month (1-31) month (1-12 or jan-dec) day of week (0-7 or sun-sat); `*`, `*/N`, `A-B` and `A,B` work in each",
+                ),
+            }
+        }
+        out
+    }
+
+    fn manual(&mut self, node: Option<&Node>) -> Manual {
+        let mut manual = Manual::default();
+        let Some(entries) = node.and_then(|n| self.mapping(n, "`manual`")) else {
+            return manual;
+        };
+        self.check_keys(entries, &["inputs"], "in `manual`");
+        let Some(inputs) = get(entries, "inputs").and_then(|n| self.mapping(n, "`inputs`")) else {
+            return manual;
+        };
+        for (k, v) in inputs {
+            let Some(name) = self.string(k, "an input name") else {
+                continue;
+            };
+            if !is_identifier(&name) {
+                self.error(
+                    k.span,
+                    format!("invalid input name `{name}`"),
+                    "input names start with a letter or `_` and contain only letters, digits, `-` and `_`",
+                );
+                continue;
+            }
+            let Some(fields) = self.mapping(v, &format!("input `{name}`")) else {
+                continue;
+            };
+            self.check_keys(fields, INPUT_KEYS, &format!("in input `{name}`"));
+            let text = |this: &mut Self, key: &str| {
+                get(fields, key)
+                    .and_then(|n| this.string(n, &format!("`{key}`")).map(|s| (s, n.span)))
+            };
+            let description = text(self, "description")
+                .map(|(s, _)| s)
+                .unwrap_or_default();
+            let options: Vec<String> = get(fields, "options")
+                .map(|n| {
+                    self.string_list(n, "`options`")
+                        .into_iter()
+                        .map(|(s, _)| s)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let kind = match text(self, "type") {
+                None => InputKind::String,
+                Some((t, span)) => match t.as_str() {
+                    "string" => InputKind::String,
+                    "boolean" => InputKind::Boolean,
+                    "number" => InputKind::Number,
+                    "choice" if options.is_empty() => {
+                        self.error(
+                            span,
+                            format!("input `{name}` is a `choice` without `options`"),
+                            "list the values: `options: [staging, production]`",
+                        );
+                        continue;
+                    }
+                    "choice" => InputKind::Choice(options.clone()),
+                    other => {
+                        self.error(
+                            span,
+                            format!("unknown input type `{other}`"),
+                            "use `string`, `boolean`, `number` or `choice`",
+                        );
+                        continue;
+                    }
+                },
+            };
+            if !options.is_empty()
+                && !matches!(kind, InputKind::Choice(_))
+                && let Some(n) = get(fields, "options")
+            {
+                self.error(
+                    n.span,
+                    "`options` is only for `type: choice`",
+                    "add `type: choice`, or remove `options`",
+                );
+            }
+            let required = get(fields, "required")
+                .and_then(|n| self.boolean(n, "`required`"))
+                .unwrap_or(false);
+            let default = text(self, "default");
+            if let Some((value, span)) = &default
+                && let Err(why) = kind.check(value)
+            {
+                self.error(
+                    *span,
+                    format!("the default of input `{name}`: {why}"),
+                    "make the default a value of the input's type",
+                );
+            }
+            manual.inputs.insert(
+                name,
+                ManualInput {
+                    description,
+                    kind,
+                    default: default.map(|(d, _)| d),
+                    required,
+                    span: k.span,
+                },
+            );
+        }
+        manual
     }
 
     fn plugin_settings(&mut self, node: &Node) -> PluginSettings {

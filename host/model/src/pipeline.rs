@@ -28,6 +28,8 @@ pub struct Pipeline {
     pub reads_git: bool,
     /// `plugins:`: where short plugin names resolve and which signatures are required.
     pub plugins: PluginSettings,
+    /// `on:`: what starts the pipeline.
+    pub on: crate::triggers::Triggers,
 }
 
 /// The `plugins:` section, as written; the registry crate turns it into stores and keys.

@@ -68,6 +68,20 @@ pub fn execute(args: Args) -> u8 {
         return code;
     }
     drop(pinning);
+    // A pipeline that declares its manual inputs gets them checked and defaulted.
+    let given: BTreeMap<String, String> = args.inputs.into_iter().collect();
+    let inputs = match &pipeline.on.manual {
+        Some(manual) => match manual.inputs(&given) {
+            Ok(inputs) => inputs,
+            Err(problems) => {
+                return super::fail(format!(
+                    "{}\nhint: the pipeline's `on.manual.inputs` says what it takes",
+                    problems.join("\n")
+                ));
+            }
+        },
+        None => given,
+    };
     let plan = match Plan::new(pipeline, &args.jobs) {
         Ok(plan) => plan,
         Err(e) => {
@@ -82,7 +96,7 @@ pub fn execute(args: Args) -> u8 {
             parallel: args.parallel,
             fail_fast: !args.no_fail_fast,
             vars: args.vars.into_iter().collect(),
-            inputs: args.inputs.into_iter().collect(),
+            inputs,
             reuse: !args.no_cache,
             timings: args.timings,
         },
