@@ -13,6 +13,74 @@ pub struct Triggers {
     pub manual: Option<Manual>,
 }
 
+/// Something that happened to a repository, as a forge's webhook or a poll reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Happened {
+    /// A push of a branch or a tag, with the paths it changed (`None` when unknown, e.g. a
+    /// new branch: path filters then let it through).
+    Push {
+        reference: GitRef,
+        paths: Option<Vec<String>>,
+    },
+    /// A pull request opened or updated, into `base`.
+    PullRequest {
+        base: String,
+        paths: Option<Vec<String>>,
+    },
+}
+
+/// A pushed reference: `refs/heads/NAME` or `refs/tags/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitRef {
+    Branch(String),
+    Tag(String),
+}
+
+impl GitRef {
+    /// Reads `refs/heads/main` or `refs/tags/v1.2`; `None` for other references.
+    pub fn parse(full: &str) -> Option<GitRef> {
+        if let Some(branch) = full.strip_prefix("refs/heads/") {
+            return Some(GitRef::Branch(branch.to_string()));
+        }
+        full.strip_prefix("refs/tags/")
+            .map(|tag| GitRef::Tag(tag.to_string()))
+    }
+}
+
+impl Triggers {
+    /// Whether the pipeline runs for what happened. As in GitHub Actions: a push of a tag is
+    /// filtered by `tags` only and a push of a branch by `branches` only, except that a
+    /// push event that names only `branches` ignores tags and one that names only `tags`
+    /// ignores branches; `paths` apply to both when the changed paths are known.
+    pub fn wants(&self, happened: &Happened) -> bool {
+        let paths_ok = |events: &Events, paths: &Option<Vec<String>>| match paths {
+            Some(paths) if !events.paths.is_empty() => paths.iter().any(|p| events.paths.allows(p)),
+            _ => true,
+        };
+        match happened {
+            Happened::Push { reference, paths } => {
+                let Some(events) = &self.push else {
+                    return false;
+                };
+                let (branches, tags) = (!events.branches.is_empty(), !events.tags.is_empty());
+                let reference_ok = match reference {
+                    GitRef::Branch(b) if branches => events.branches.allows(b),
+                    GitRef::Branch(_) => !tags,
+                    GitRef::Tag(t) if tags => events.tags.allows(t),
+                    GitRef::Tag(_) => !branches,
+                };
+                reference_ok && paths_ok(events, paths)
+            }
+            Happened::PullRequest { base, paths } => {
+                let Some(events) = &self.pull_request else {
+                    return false;
+                };
+                events.branches.allows(base) && paths_ok(events, paths)
+            }
+        }
+    }
+}
+
 /// Which pushes or pull requests count: patterns over branch and tag names and changed paths,
 /// each with what is left out (`branches-ignore`, ...). Empty means any.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -308,6 +376,68 @@ mod tests {
         };
         assert!(only_out.allows("src/main.rs"));
         assert!(!only_out.allows("docs/a/b.md"));
+    }
+
+    #[test]
+    fn events_are_filtered_by_branch_tag_and_path() {
+        let filter = |include: &[&str], exclude: &[&str]| Filter {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        };
+        let push = |r: &str, paths: Option<&[&str]>| Happened::Push {
+            reference: GitRef::parse(r).unwrap(),
+            paths: paths.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        };
+        let on = Triggers {
+            push: Some(Events {
+                branches: filter(&["main", "release/**"], &[]),
+                tags: Filter::default(),
+                paths: filter(&[], &["docs/**"]),
+            }),
+            pull_request: Some(Events {
+                branches: filter(&["main"], &[]),
+                ..Events::default()
+            }),
+            ..Triggers::default()
+        };
+        assert!(on.wants(&push("refs/heads/main", None)));
+        assert!(on.wants(&push("refs/heads/release/1.2", Some(&["src/a.rs"]))));
+        assert!(!on.wants(&push("refs/heads/feature", None)));
+        assert!(
+            !on.wants(&push("refs/tags/v1", None)),
+            "only branches named: tags ignored"
+        );
+        assert!(
+            !on.wants(&push("refs/heads/main", Some(&["docs/a.md"]))),
+            "only ignored paths"
+        );
+        assert!(on.wants(&push("refs/heads/main", Some(&["docs/a.md", "src/b.rs"]))));
+        let pr = |base: &str| Happened::PullRequest {
+            base: base.into(),
+            paths: None,
+        };
+        assert!(on.wants(&pr("main")));
+        assert!(!on.wants(&pr("develop")));
+        let tags_only = Triggers {
+            push: Some(Events {
+                tags: filter(&["v*"], &[]),
+                ..Events::default()
+            }),
+            ..Triggers::default()
+        };
+        assert!(tags_only.wants(&push("refs/tags/v1.0", None)));
+        assert!(!tags_only.wants(&push("refs/tags/nightly", None)));
+        assert!(
+            !tags_only.wants(&push("refs/heads/main", None)),
+            "only tags named"
+        );
+        let any = Triggers {
+            push: Some(Events::default()),
+            ..Triggers::default()
+        };
+        assert!(any.wants(&push("refs/heads/x", None)) && any.wants(&push("refs/tags/y", None)));
+        assert!(!any.wants(&pr("main")), "no pull_request trigger");
+        assert_eq!(GitRef::parse("refs/notes/x"), None);
     }
 
     #[test]
