@@ -47,6 +47,8 @@ enum Command {
     Reject(commands::approve::RejectArgs),
     Deployments(commands::deployments::Args),
     Rollback(commands::rollback::Args),
+    Runs(commands::runs::RunsArgs),
+    Logs(commands::runs::LogsArgs),
     Artifacts(commands::artifacts::Args),
     #[command(subcommand)]
     Cache(commands::cache::Command),
@@ -79,6 +81,8 @@ fn main() -> ExitCode {
         Command::Reject(args) => commands::approve::reject(args),
         Command::Deployments(args) => commands::deployments::execute(args),
         Command::Rollback(args) => commands::rollback::execute(args),
+        Command::Runs(args) => commands::runs::runs(args),
+        Command::Logs(args) => commands::runs::logs(args),
         Command::Artifacts(args) => commands::artifacts::execute(args),
         Command::Cache(command) => commands::cache::execute(command),
         Command::Lock(args) => commands::lock::lock(args),

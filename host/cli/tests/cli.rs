@@ -523,3 +523,28 @@ jobs:
     .stderr_has("input `dry-run`: `maybe` is not `true` or `false`")
     .stderr_has("input `count` is required");
 }
+
+#[test]
+fn runs_lists_the_history_and_logs_prints_a_run() {
+    let t = Test::new().file(
+        "ferry.yaml",
+        "jobs:\n  a:\n    steps:\n      - id: hi\n        run: echo hello from a\n  b:\n    needs: a\n    steps:\n      - run: exit 3\n",
+    );
+    common::ferry(&t, &["run", "--output", "plain"]).code(1);
+    let runs = common::ferry(&t, &["runs"]).code(0);
+    assert!(runs.stdout.contains("failed"), "{}", runs.stdout);
+    assert!(runs.stdout.contains("1/2"), "{}", runs.stdout);
+    let json = common::json(&common::ferry(&t, &["runs", "--json"]).code(0).stdout);
+    assert_eq!(json[0]["status"], "failed");
+    common::ferry(&t, &["logs", "latest"])
+        .code(0)
+        .stdout_has("── a › hi (passed)")
+        .stdout_has("hello from a")
+        .stdout_has("── b › exit 3 (failed)");
+    let one = common::ferry(&t, &["logs", "latest", "a/hi"]).code(0);
+    assert!(!one.stdout.contains("── b"), "{}", one.stdout);
+    common::ferry(&t, &["logs", "latest", "c"])
+        .code(2)
+        .stderr_has("has no job `c`")
+        .stderr_has("its jobs: `a`, `b`");
+}

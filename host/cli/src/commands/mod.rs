@@ -10,6 +10,7 @@ pub mod lock;
 pub mod plugin;
 pub mod rollback;
 pub mod run;
+pub mod runs;
 pub mod validate;
 
 use crate::exit;
