@@ -403,17 +403,10 @@ jobs:
     child.kill().unwrap();
     child.wait().unwrap();
     ferry(&t, &["cache", "ls"]).code(0).stderr_has("is empty");
-    let again = ferry(&t, &["run", "--output", "plain"]).code(0);
-    assert!(
-        again.stdout.contains("cache `big`: no entry"),
-        "{}",
-        again.stdout
-    );
-    assert!(
-        again.stdout.contains("cache `big`: saved"),
-        "{}",
-        again.stdout
-    );
+    ferry(&t, &["run", "--output", "plain"])
+        .code(0)
+        .stdout_has("cache `big`: no entry")
+        .stdout_has("cache `big`: saved");
     ferry(&t, &["run", "--output", "plain"])
         .code(0)
         .stdout_has("cache `big`: restored");
@@ -576,17 +569,9 @@ jobs:
         Vec::<String>::new(),
         "the second machine reuses the first's result"
     );
-    assert!(
-        done.stdout.contains("[build/compile] ✓ cached"),
-        "{}",
-        done.stdout
-    );
-    assert!(
-        done.stdout.contains("cache `deps-v1`: restored"),
-        "{}",
-        done.stdout
-    );
-    assert!(done.stdout.contains("fetched"), "{}", done.stdout);
+    done.stdout_has("[build/compile] ✓ cached")
+        .stdout_has("cache `deps-v1`: restored")
+        .stdout_has("fetched");
     assert_eq!(
         summary(&second)["jobs"]["build"]["outputs"],
         summary(&first)["jobs"]["build"]["outputs"]

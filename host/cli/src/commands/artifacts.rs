@@ -51,13 +51,9 @@ pub fn execute(args: Args) -> u8 {
 }
 
 fn list(run: &str, file: Option<PathBuf>, json: bool) -> u8 {
-    let state_dir = match super::state_dir_of(file) {
-        Ok(d) => d,
+    let (_, dir) = match super::find_run(file, run) {
+        Ok(found) => found,
         Err(code) => return code,
-    };
-    let dir = match super::run_dir(&state_dir, run) {
-        Ok(d) => d,
-        Err(e) => return super::fail(e),
     };
     let artifacts = match ferry_engine::artifacts::list(&dir) {
         Ok(a) => a,
@@ -89,13 +85,9 @@ fn list(run: &str, file: Option<PathBuf>, json: bool) -> u8 {
 }
 
 fn extract(args: GetArgs) -> u8 {
-    let state_dir = match super::state_dir_of(args.file) {
-        Ok(d) => d,
+    let (state_dir, dir) = match super::find_run(args.file, &args.run) {
+        Ok(found) => found,
         Err(code) => return code,
-    };
-    let dir = match super::run_dir(&state_dir, &args.run) {
-        Ok(d) => d,
-        Err(e) => return super::fail(e),
     };
     let artifact = match ferry_engine::artifacts::read(&dir, &args.name) {
         Ok(Some(a)) => a,

@@ -132,6 +132,13 @@ pub fn run_ids(state_dir: &Path) -> Vec<String> {
     ids.into_iter().map(|(id, _)| id).collect()
 }
 
+/// The state directory of the pipeline `file` and the folder of its run `id`.
+pub fn find_run(file: Option<PathBuf>, id: &str) -> Result<(PathBuf, PathBuf), u8> {
+    let state_dir = state_dir_of(file)?;
+    let dir = run_dir(&state_dir, id).map_err(fail)?;
+    Ok((state_dir, dir))
+}
+
 /// `.ferry/runs/<id>`; `latest` is the newest run.
 pub fn run_dir(state_dir: &Path, id: &str) -> Result<PathBuf, String> {
     let runs = state_dir.join("runs");

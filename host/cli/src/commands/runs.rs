@@ -89,13 +89,9 @@ pub fn runs(args: RunsArgs) -> u8 {
 }
 
 pub fn logs(args: LogsArgs) -> u8 {
-    let state_dir = match super::state_dir_of(args.file) {
-        Ok(d) => d,
+    let (_, dir) = match super::find_run(args.file, &args.run) {
+        Ok(found) => found,
         Err(code) => return code,
-    };
-    let dir = match super::run_dir(&state_dir, &args.run) {
-        Ok(d) => d,
-        Err(e) => return super::fail(e),
     };
     let Some(run) = summary(&dir) else {
         return super::fail(format!("`{}` has no readable run.json", dir.display()));
