@@ -85,13 +85,16 @@ impl Remote for OciCache {
     ) -> Result<(), String> {
         let repo = &self.repository;
         let mut layers = vec![Descriptor::of(ENTRY, entry)];
-        let put = |descriptor: &Descriptor, bytes: &[u8]| -> Result<(), String> {
+        // Sends what the repository lacks; `bytes` is read only then.
+        let put = |descriptor: &Descriptor,
+                   bytes: &dyn Fn() -> Result<Vec<u8>, String>|
+         -> Result<(), String> {
             if !self.store.has_blob(repo, &descriptor.digest)? {
-                self.store.put_blob(repo, &descriptor.digest, bytes)?;
+                self.store.put_blob(repo, &descriptor.digest, &bytes()?)?;
             }
             Ok(())
         };
-        put(&layers[0], entry)?;
+        put(&layers[0], &|| Ok(entry.to_vec()))?;
         for (hex, size) in files {
             let descriptor = Descriptor {
                 media_type: CONTENT.into(),
@@ -100,15 +103,13 @@ impl Remote for OciCache {
                 artifact_type: None,
                 annotations: Default::default(),
             };
-            if !self.store.has_blob(repo, &descriptor.digest)? {
-                let bytes = std::fs::read(blobs.path(hex))
-                    .map_err(|e| format!("cannot read stored {hex}: {e}"))?;
-                self.store.put_blob(repo, &descriptor.digest, &bytes)?;
-            }
+            put(&descriptor, &|| {
+                std::fs::read(blobs.path(hex)).map_err(|e| format!("cannot read stored {hex}: {e}"))
+            })?;
             layers.push(descriptor);
         }
         let config = Descriptor::of(EMPTY, b"{}");
-        put(&config, b"{}")?;
+        put(&config, &|| Ok(b"{}".to_vec()))?;
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(MANIFEST.into()),

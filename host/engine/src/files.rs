@@ -360,19 +360,33 @@ impl Blobs {
         if dst.exists() {
             return Ok((sha256, size));
         }
+        self.keep(&dst, |tmp| {
+            let copied = copy_hashing(&mut std::fs::File::open(src)?, tmp)?;
+            if copied.0 != sha256 {
+                return Err(io::Error::other(format!(
+                    "`{}` changed while it was being stored",
+                    src.display()
+                )));
+            }
+            Ok(())
+        })?;
+        Ok((sha256, size))
+    }
+
+    /// Writes a blob through a temporary file beside it, synced and renamed into place, so
+    /// a blob is whole or absent.
+    fn keep(
+        &self,
+        dst: &Path,
+        fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+    ) -> io::Result<()> {
         let dir = dst.parent().unwrap_or(&self.dir);
         create_private_dir(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let copied = copy_hashing(&mut std::fs::File::open(src)?, tmp.as_file_mut())?;
-        if copied.0 != sha256 {
-            return Err(io::Error::other(format!(
-                "`{}` changed while it was being stored",
-                src.display()
-            )));
-        }
+        fill(tmp.as_file_mut())?;
         tmp.as_file().sync_data()?;
-        tmp.persist(&dst).map_err(|e| e.error)?;
-        Ok((sha256, size))
+        tmp.persist(dst).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// Stores bytes that must hash to `sha256` (fetched from elsewhere); refused otherwise.
@@ -388,13 +402,7 @@ impl Blobs {
         if dst.exists() {
             return Ok(());
         }
-        let dir = dst.parent().unwrap_or(&self.dir);
-        create_private_dir(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_data()?;
-        tmp.persist(&dst).map_err(|e| e.error)?;
-        Ok(())
+        self.keep(&dst, |tmp| tmp.write_all(bytes))
     }
 
     pub fn has(&self, sha256: &str) -> bool {
@@ -470,8 +478,9 @@ pub struct Digests {
     clock: Clock,
     /// The file system's clock when this session started hashing.
     now: Mutex<Option<Stamp>>,
-    /// By path; keyed by its bytes, which hash and compare faster than paths.
-    known: Mutex<HashMap<std::ffi::OsString, Remembered>>,
+    /// By path; keyed by its bytes, which hash and compare faster than paths. Read from
+    /// `path` the first time a step asks, so a job without cacheable steps reads nothing.
+    known: Mutex<Option<HashMap<std::ffi::OsString, Remembered>>>,
     dirty: std::sync::atomic::AtomicBool,
 }
 
@@ -484,40 +493,52 @@ const DIGESTS_HEADER: &str = "ferry-digests 2";
 const DIGEST_RECORD: usize = IDENT_BYTES + 16 + 32;
 
 impl Digests {
-    /// Loads what was remembered at `path` (nothing when it is missing or unreadable).
+    /// What is remembered at `path` (nothing when it is missing or unreadable), read when
+    /// first needed.
     pub fn load(path: PathBuf) -> Digests {
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        let known = read_records::<DIGEST_RECORD>(&bytes, DIGESTS_HEADER)
-            .into_iter()
-            .map(|(fields, rel)| {
-                let ident = Ident::from_bytes(&fields[..IDENT_BYTES]);
-                let at = Stamp::from_le_bytes(
-                    fields[IDENT_BYTES..IDENT_BYTES + 16]
-                        .try_into()
-                        .unwrap_or_default(),
-                );
-                let digest: [u8; 32] = fields[IDENT_BYTES + 16..].try_into().unwrap_or_default();
-                (rel.into_os_string(), (ident, at, digest))
-            })
-            .collect();
         Digests {
             clock: Clock {
                 path: path.with_extension("tick"),
             },
             path,
             now: Mutex::new(None),
-            known: Mutex::new(known),
+            known: Mutex::new(None),
             dirty: Default::default(),
         }
+    }
+
+    fn with_known<R>(
+        &self,
+        f: impl FnOnce(&mut HashMap<std::ffi::OsString, Remembered>) -> R,
+    ) -> R {
+        let mut known = locked(&self.known);
+        let known = known.get_or_insert_with(|| {
+            let bytes = std::fs::read(&self.path).unwrap_or_default();
+            read_records::<DIGEST_RECORD>(&bytes, DIGESTS_HEADER)
+                .into_iter()
+                .map(|(fields, rel)| {
+                    let ident = Ident::from_bytes(&fields[..IDENT_BYTES]);
+                    let at = Stamp::from_le_bytes(
+                        fields[IDENT_BYTES..IDENT_BYTES + 16]
+                            .try_into()
+                            .unwrap_or_default(),
+                    );
+                    let digest: [u8; 32] =
+                        fields[IDENT_BYTES + 16..].try_into().unwrap_or_default();
+                    (rel.into_os_string(), (ident, at, digest))
+                })
+                .collect()
+        });
+        f(known)
     }
 
     /// The sha256 of the file at `rel` if it is remembered and the file has not changed
     /// since.
     pub(crate) fn known(&self, rel: &Path, ident: Ident) -> Option<[u8; 32]> {
-        match locked(&self.known).get(rel.as_os_str()) {
+        self.with_known(|known| match known.get(rel.as_os_str()) {
             Some((known, at, digest)) if *known == ident && ident.changed < *at => Some(*digest),
             _ => None,
-        }
+        })
     }
 
     /// The sha256 of the file at `root/rel`, which `ident` identifies.
@@ -539,7 +560,7 @@ impl Digests {
         let mut hasher = Sha256::new();
         io::copy(&mut std::fs::File::open(root.join(rel))?, &mut hasher)?;
         let digest: [u8; 32] = hasher.finalize().into();
-        locked(&self.known).insert(rel.as_os_str().to_owned(), (ident, now, digest));
+        self.with_known(|known| known.insert(rel.as_os_str().to_owned(), (ident, now, digest)));
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(digest)
     }
@@ -550,18 +571,19 @@ impl Digests {
         if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let known = locked(&self.known);
-        let bytes = write_records(
-            DIGESTS_HEADER,
-            known.iter().filter(|(rel, _)| present(Path::new(rel))).map(
-                |(rel, (ident, at, digest))| {
-                    let mut fields = ident.to_bytes().to_vec();
-                    fields.extend_from_slice(&at.to_le_bytes());
-                    fields.extend_from_slice(digest);
-                    (fields, Path::new(rel))
-                },
-            ),
-        );
+        let bytes = self.with_known(|known| {
+            write_records(
+                DIGESTS_HEADER,
+                known.iter().filter(|(rel, _)| present(Path::new(rel))).map(
+                    |(rel, (ident, at, digest))| {
+                        let mut fields = ident.to_bytes().to_vec();
+                        fields.extend_from_slice(&at.to_le_bytes());
+                        fields.extend_from_slice(digest);
+                        (fields, Path::new(rel))
+                    },
+                ),
+            )
+        });
         crate::record::write_atomic(&self.path, &bytes)
     }
 }
@@ -893,6 +915,6 @@ mod tests {
         assert_eq!(hex(&two), hash_file(&root.join(rel)).unwrap().0);
         // A file the repository no longer has is forgotten when the record is written.
         second.save(&|_| false).unwrap();
-        assert!(Digests::load(memo).known.lock().unwrap().is_empty());
+        assert!(Digests::load(memo).with_known(|known| known.is_empty()));
     }
 }
