@@ -859,6 +859,7 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
         .await
         .unwrap();
     let options = RunOptions {
+        slots: None,
         parallel: 1,
         fail_fast: true,
         state_dir: dir.join(".ferry"),

@@ -50,6 +50,7 @@ enum Command {
     Runs(commands::runs::RunsArgs),
     Logs(commands::runs::LogsArgs),
     Artifacts(commands::artifacts::Args),
+    Serve(commands::serve::Args),
     #[command(subcommand)]
     Cache(commands::cache::Command),
     Lock(commands::lock::LockArgs),
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => commands::runs::runs(args),
         Command::Logs(args) => commands::runs::logs(args),
         Command::Artifacts(args) => commands::artifacts::execute(args),
+        Command::Serve(args) => commands::serve::execute(args),
         Command::Cache(command) => commands::cache::execute(command),
         Command::Lock(args) => commands::lock::lock(args),
         Command::Update(args) => commands::lock::update(args),

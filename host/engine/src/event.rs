@@ -202,7 +202,11 @@ pub struct JobInfo {
     pub id: String,
     pub name: String,
     pub needs: Vec<String>,
+    /// Step names, in order.
     pub steps: Vec<String>,
+    /// Step keys (`id`, or the position), in the same order: what step events name.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// Receives every event of a run. Called from many tasks at once, so implementations lock

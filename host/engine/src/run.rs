@@ -134,6 +134,9 @@ pub struct Identity {
 pub struct RunOptions {
     /// Jobs that may run at once.
     pub parallel: usize,
+    /// Slots shared with other runs, used instead of `parallel`: `ferry serve` bounds the
+    /// jobs of every run it executes together.
+    pub slots: Option<Arc<Semaphore>>,
     /// Cancel running jobs when one fails (the default).
     pub fail_fast: bool,
     /// `.ferry/` beside the pipeline file.
@@ -215,6 +218,7 @@ pub async fn run<R: StepRunner>(
                     name: job.name.clone(),
                     needs: job.needs.clone(),
                     steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+                    keys: job.steps.iter().map(|s| s.key().to_string()).collect(),
                 }
             })
             .collect(),
@@ -250,7 +254,10 @@ pub async fn run<R: StepRunner>(
         })
     };
     let run_cancel = options.cancel.child_token();
-    let semaphore = Arc::new(Semaphore::new(options.parallel.max(1)));
+    let semaphore = options
+        .slots
+        .clone()
+        .unwrap_or_else(|| Arc::new(Semaphore::new(options.parallel.max(1))));
     // Each matrix's combinations share a token their fail-fast cancels and a bound on how
     // many run at once.
     let mut matrices: HashMap<&str, (CancellationToken, Option<Arc<Semaphore>>)> = HashMap::new();

@@ -156,6 +156,7 @@ async fn run_git(
     let fake = Arc::new(Fake::default());
     let collect = Arc::new(Collect::default());
     let options = RunOptions {
+        slots: None,
         parallel,
         fail_fast,
         state_dir: dir.path().join(".ferry"),
@@ -576,6 +577,7 @@ async fn run_in(dir: std::path::PathBuf, yaml: &str) -> (RunResult, Vec<Event>, 
     let fake = Arc::new(Fake::default());
     let collect = Arc::new(Collect::default());
     let options = RunOptions {
+        slots: None,
         parallel: 4,
         fail_fast: true,
         state_dir: dir.join(".ferry"),

@@ -96,6 +96,7 @@ async fn run_with(
     );
     let collect = Arc::new(Collect::default());
     let options = RunOptions {
+        slots: None,
         parallel: 4,
         fail_fast: false,
         state_dir: repo.join(".ferry"),

@@ -11,6 +11,7 @@ pub mod plugin;
 pub mod rollback;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod validate;
 
 use crate::exit;

@@ -156,6 +156,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
     let reporter = report::reporter(settings.output);
     let cancel = CancellationToken::new();
     let options = RunOptions {
+        slots: None,
         parallel,
         fail_fast: settings.fail_fast,
         source_dir: ferry_engine::workspace::repository_root(&plan.pipeline.dir),
@@ -260,7 +261,7 @@ fn git_info(pipeline: &ferry_model::Pipeline) -> BTreeMap<String, String> {
 }
 
 /// Secret values for the names the pipeline grants, read from the host environment.
-fn secrets(plan: &Plan) -> BTreeMap<String, String> {
+pub fn secrets(plan: &Plan) -> BTreeMap<String, String> {
     let mut names = std::collections::BTreeSet::new();
     for job in &plan.pipeline.jobs {
         for step in &job.steps {

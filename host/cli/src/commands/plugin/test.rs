@@ -482,6 +482,7 @@ pub async fn run_case(
     let plan = Plan::new(pipeline, &[]).map_err(|e| e.to_string())?;
     let capture = Arc::new(Capture::default());
     let options = RunOptions {
+        slots: None,
         parallel: 1,
         fail_fast: true,
         state_dir: tmp.path().join("state"),

@@ -1,0 +1,804 @@
+//! HTTP: the JSON API (`docs/openapi.yaml`), webhook endpoints and the dashboard.
+
+use crate::Server;
+use crate::hooks::{self, Forge, Hook, HookError};
+use crate::store::{Run, RunQuery};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+type Shared = State<Arc<Server>>;
+
+/// Every route the server answers.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/runs/{id}", get(dashboard))
+        .route("/assets/{file}", get(asset))
+        .route("/api/openapi.yaml", get(openapi))
+        .route("/api/session", get(whoami).post(login).delete(logout))
+        .route("/api/repos", get(repos))
+        .route("/api/runs", get(list_runs))
+        .route("/api/runs/{id}", get(show_run))
+        .route("/api/runs/{id}/events", get(events))
+        .route("/api/runs/{id}/logs/{job}/{step}", get(step_log))
+        .route("/api/runs/{id}/artifacts", get(list_artifacts))
+        .route("/api/runs/{id}/artifacts/{name}", get(artifact_tar))
+        .route(
+            "/api/runs/{id}/artifacts/{name}/{*path}",
+            get(artifact_file),
+        )
+        .route("/api/runs/{id}/approve", post(approve))
+        .route("/api/runs/{id}/cancel", post(cancel))
+        .route("/api/runs/{id}/rerun", post(rerun))
+        .route("/api/trigger", post(trigger))
+        .route("/hooks/{forge}", post(hook))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page or endpoint") })
+        .with_state(server)
+}
+
+/// A refusal or failure, answered as `{"error": "..."}` with the status that fits.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ferry\""),
+            );
+        }
+        response
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn problem(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Who is asking
+
+/// Sessions of people who logged in on the dashboard, by cookie value.
+fn sessions() -> &'static Mutex<HashMap<String, String>> {
+    static SESSIONS: std::sync::OnceLock<Mutex<HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    SESSIONS.get_or_init(Mutex::default)
+}
+
+const COOKIE: &str = "ferry_session";
+
+/// Compares secrets by their digests, so the time taken says nothing about how much of a
+/// guess was right.
+fn same(a: &str, b: &str) -> bool {
+    hooks::sha256(a.as_bytes()) == hooks::sha256(b.as_bytes())
+}
+
+/// The name of who is asking, if they proved it: a bearer token, basic credentials or a
+/// dashboard session.
+fn identify(server: &Server, headers: &HeaderMap) -> Option<String> {
+    let auth = &server.config.auth;
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return auth
+                .token
+                .as_deref()
+                .filter(|t| same(t, token.trim()))
+                .map(|_| "token".to_string());
+        }
+        if let Some(encoded) = value.strip_prefix("Basic ") {
+            let decoded = base64_decode(encoded.trim())?;
+            let (user, password) = decoded.split_once(':')?;
+            return auth
+                .users
+                .get(user)
+                .filter(|p| same(p, password))
+                .map(|_| user.to_string());
+        }
+    }
+    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+    let session = cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)?
+        .1;
+    crate::lock(sessions()).get(session).cloned()
+}
+
+/// Refuses a request that may not read: private servers need a login to read too.
+fn may_read(server: &Server, headers: &HeaderMap) -> Result<(), ApiError> {
+    if server.config.auth.public || identify(server, headers).is_some() {
+        Ok(())
+    } else {
+        Err(unauthorized(server))
+    }
+}
+
+/// Who may change things; every other request gets 401.
+fn writer(server: &Server, headers: &HeaderMap) -> Result<String, ApiError> {
+    identify(server, headers).ok_or_else(|| unauthorized(server))
+}
+
+fn unauthorized(server: &Server) -> ApiError {
+    let auth = &server.config.auth;
+    let hint = if auth.token.is_none() && auth.users.is_empty() {
+        "the server has no token or users configured; start it with `--token-env NAME`"
+    } else {
+        "send `Authorization: Bearer TOKEN`, basic credentials, or log in on the dashboard"
+    };
+    problem(
+        StatusCode::UNAUTHORIZED,
+        format!("authentication required; {hint}"),
+    )
+}
+
+fn base64_decode(text: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[derive(Deserialize)]
+struct Login {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn login(State(server): Shared, axum::Json(login): axum::Json<Login>) -> Answer {
+    let auth = &server.config.auth;
+    let who = match (&login.token, &login.user, &login.password) {
+        (Some(token), _, _) => auth
+            .token
+            .as_deref()
+            .filter(|t| same(t, token))
+            .map(|_| "token".to_string()),
+        (None, Some(user), Some(password)) => auth
+            .users
+            .get(user)
+            .filter(|p| same(p, password))
+            .map(|_| user.clone()),
+        _ => None,
+    };
+    let Some(who) = who else {
+        return Err(problem(StatusCode::UNAUTHORIZED, "wrong token or password"));
+    };
+    let mut bytes = [0u8; 24];
+    if getrandom::fill(&mut bytes).is_err() {
+        return Err(internal("no randomness for a session"));
+    }
+    let session = hex::encode(bytes);
+    crate::lock(sessions()).insert(session.clone(), who.clone());
+    let mut response = axum::Json(json!({ "user": who })).into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+async fn logout(headers: HeaderMap) -> Answer {
+    if let Some(cookies) = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
+        for (name, value) in cookies.split(';').filter_map(|c| c.trim().split_once('=')) {
+            if name == COOKIE {
+                crate::lock(sessions()).remove(value);
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn whoami(State(server): Shared, headers: HeaderMap) -> Answer {
+    Ok(axum::Json(json!({
+        "user": identify(&server, &headers),
+        "public": server.config.auth.public,
+    }))
+    .into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Dashboard
+
+const INDEX: &str = include_str!("dashboard/index.html");
+const APP: &str = include_str!("dashboard/app.js");
+const STYLE: &str = include_str!("dashboard/style.css");
+const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+
+async fn dashboard() -> Answer {
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self'; script-src 'self'",
+            ),
+        ],
+        INDEX,
+    )
+        .into_response())
+}
+
+async fn asset(Path(file): Path<String>) -> Answer {
+    let (kind, body) = match file.as_str() {
+        "app.js" => ("text/javascript; charset=utf-8", APP),
+        "style.css" => ("text/css; charset=utf-8", STYLE),
+        _ => return Err(problem(StatusCode::NOT_FOUND, format!("no asset `{file}`"))),
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], body).into_response())
+}
+
+async fn openapi() -> Answer {
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs
+
+async fn repos(State(server): Shared, headers: HeaderMap) -> Answer {
+    may_read(&server, &headers)?;
+    let repos: Vec<Value> = server
+        .repos
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.config.name,
+                "url": r.config.url,
+                "pipeline": r.config.pipeline,
+                "poll_seconds": r.config.poll.map(|p| p.as_secs()),
+            })
+        })
+        .collect();
+    Ok(axum::Json(repos).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    before: Option<i64>,
+    repo: Option<String>,
+}
+
+fn run_json(run: &Run) -> Value {
+    let mut value = serde_json::to_value(run).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("duration_ms".into(), json!(run.duration_ms()));
+        let branch = run.source.reference.strip_prefix("refs/heads/");
+        map.insert("branch".into(), json!(branch));
+    }
+    value
+}
+
+async fn list_runs(
+    State(server): Shared,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Answer {
+    may_read(&server, &headers)?;
+    let query = RunQuery {
+        limit: query.limit.unwrap_or(50).clamp(1, 500),
+        before: query.before,
+        repo: query.repo,
+    };
+    match server.store.runs(&query) {
+        Ok(runs) => Ok(axum::Json(runs.iter().map(run_json).collect::<Vec<_>>()).into_response()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The run, or the response that says why not.
+fn find(server: &Server, headers: &HeaderMap, id: &str) -> Result<Run, ApiError> {
+    may_read(server, headers)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| problem(StatusCode::BAD_REQUEST, format!("`{id}` is not a run id")))?;
+    match server.store.run(id) {
+        Ok(Some(run)) => Ok(run),
+        Ok(None) => Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("there is no run #{id}"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn show_run(State(server): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    let run = find(&server, &headers, &id)?;
+    let (jobs, approvals) = match (server.store.jobs(run.id), server.store.approvals(run.id)) {
+        (Ok(jobs), Ok(approvals)) => (jobs, approvals),
+        (Err(e), _) | (_, Err(e)) => return Err(internal(e)),
+    };
+    let record = server.record_dir(&run);
+    let artifacts: Vec<Value> = record
+        .as_deref()
+        .and_then(|dir| ferry_engine::artifacts::list(dir).ok())
+        .unwrap_or_default()
+        .iter()
+        .map(|a| json!({ "name": a.name, "job": a.job, "files": a.file_count(), "size": a.size() }))
+        .collect();
+    let annotations = record.as_deref().map(annotations).unwrap_or_default();
+    let mut value = run_json(&run);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("jobs".into(), json!(jobs));
+        map.insert("approvals".into(), json!(approvals));
+        map.insert("artifacts".into(), json!(artifacts));
+        map.insert("annotations".into(), json!(annotations));
+    }
+    Ok(axum::Json(value).into_response())
+}
+
+/// The annotations a run's steps made, from its record.
+fn annotations(dir: &std::path::Path) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["type"] == "annotation")
+        .collect()
+}
+
+/// Server-sent events of a run: everything it said so far, then each event as it
+/// happens, then `end`. A finished run's events come from its record.
+async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    let run = find(&server, &headers, &id)?;
+    type Item = Result<SseEvent, Infallible>;
+    let message = |data: &str| -> Item { Ok(SseEvent::default().data(data)) };
+    let end = || -> Item { Ok(SseEvent::default().event("end").data("")) };
+    if let Some(subscription) = server.live.subscribe(run.id) {
+        let history = futures_util::stream::iter(
+            subscription
+                .history
+                .into_iter()
+                .map(move |e| message(&e))
+                .collect::<Vec<_>>(),
+        );
+        let live =
+            futures_util::stream::unfold(Some(subscription.receiver), move |receiver| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                let mut receiver = receiver?;
+                let item = match receiver.recv().await {
+                    Ok(event) => message(&event),
+                    Err(RecvError::Lagged(n)) => {
+                        let text = format!("{n} events were skipped; reload to see them");
+                        message(&json!({ "type": "notice", "text": text }).to_string())
+                    }
+                    Err(RecvError::Closed) => return Some((end(), None)),
+                };
+                Some((item, Some(receiver)))
+            });
+        use futures_util::StreamExt;
+        return Ok(Sse::new(history.chain(live))
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let lines: Vec<Item> = server
+        .record_dir(&run)
+        .and_then(|dir| std::fs::read_to_string(dir.join("events.jsonl")).ok())
+        .unwrap_or_default()
+        .lines()
+        .map(message)
+        .chain([end()])
+        .collect();
+    Ok(Sse::new(futures_util::stream::iter(lines)).into_response())
+}
+
+async fn step_log(
+    State(server): Shared,
+    headers: HeaderMap,
+    Path((id, job, step)): Path<(String, String, String)>,
+) -> Answer {
+    let run = find(&server, &headers, &id)?;
+    let Some(dir) = server.record_dir(&run) else {
+        return Err(problem(StatusCode::NOT_FOUND, "the run has not started"));
+    };
+    let summary: Option<ferry_engine::record::RunSummary> = std::fs::read(dir.join("run.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let log = summary.as_ref().and_then(|s| {
+        s.jobs
+            .get(&job)?
+            .steps
+            .iter()
+            .find(|s| s.key == step)
+            .map(|s| s.log.clone())
+    });
+    let Some(log) = log else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("run #{} has no step `{step}` in job `{job}`", run.id),
+        ));
+    };
+    match std::fs::read(dir.join(log)) {
+        Ok(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
+        }
+        Err(_) => Err(problem(StatusCode::NOT_FOUND, "the step wrote no log")),
+    }
+}
+
+async fn list_artifacts(
+    State(server): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    let run = find(&server, &headers, &id)?;
+    let list = server
+        .record_dir(&run)
+        .map(|dir| ferry_engine::artifacts::list(&dir))
+        .transpose();
+    match list {
+        Ok(list) => {
+            let list: Vec<Value> = list
+                .unwrap_or_default()
+                .iter()
+                .map(|a| {
+                    let files: Vec<Value> = a
+                        .tree
+                        .entries
+                        .iter()
+                        .filter_map(|e| match e {
+                            ferry_engine::files::Entry::File { path, size, .. } => {
+                                Some(json!({ "path": path, "size": size }))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    json!({ "name": a.name, "job": a.job, "step": a.step, "size": a.size(), "files": files })
+                })
+                .collect();
+            Ok(axum::Json(list).into_response())
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The artifact and where its files' contents are, or the response that says why not.
+fn artifact(
+    server: &Server,
+    headers: &HeaderMap,
+    id: &str,
+    name: &str,
+) -> Result<
+    (
+        ferry_engine::artifacts::Artifact,
+        ferry_engine::files::Blobs,
+    ),
+    ApiError,
+> {
+    let run = find(server, headers, id)?;
+    let missing = || {
+        problem(
+            StatusCode::NOT_FOUND,
+            format!("run #{} has no artifact `{name}`", run.id),
+        )
+    };
+    let dir = server.record_dir(&run).ok_or_else(missing)?;
+    let state = server.state_dir(&run.source.repo).ok_or_else(missing)?;
+    match ferry_engine::artifacts::read(&dir, name) {
+        Ok(Some(artifact)) => Ok((artifact, ferry_engine::artifacts::blobs(&state))),
+        Ok(None) => Err(missing()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The whole artifact as a tar archive.
+async fn artifact_tar(
+    State(server): Shared,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+) -> Answer {
+    let (artifact, blobs) = artifact(&server, &headers, &id, &name)?;
+    let built = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use ferry_engine::files::Entry;
+        use ferry_tar::{Header, Kind};
+        let mut writer = ferry_tar::Writer::new(Vec::new());
+        for entry in &artifact.tree.entries {
+            let (kind, mode, size, sha) = match entry {
+                Entry::Dir { mode, .. } => (Kind::Dir, *mode, 0, None),
+                Entry::File {
+                    mode, size, sha256, ..
+                } => (Kind::File, *mode, *size, Some(sha256)),
+                Entry::Link { target, .. } => (Kind::Symlink(target.clone()), 0o777, 0, None),
+            };
+            let header = Header {
+                path: entry.path().to_string(),
+                kind,
+                mode,
+                uid: 0,
+                gid: 0,
+                size,
+                mtime: artifact.created / 1000,
+            };
+            match sha {
+                Some(sha) => {
+                    let mut file = std::fs::File::open(blobs.path(sha))?;
+                    writer.append(&header, &mut file)?;
+                }
+                None => writer.append(&header, &mut std::io::empty())?,
+            }
+        }
+        writer.finish()
+    })
+    .await;
+    match built {
+        Ok(Ok(bytes)) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/x-tar".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}.tar\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Ok(Err(e)) => Err(internal(e)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// One file of an artifact.
+async fn artifact_file(
+    State(server): Shared,
+    headers: HeaderMap,
+    Path((id, name, path)): Path<(String, String, String)>,
+) -> Answer {
+    let (artifact, blobs) = artifact(&server, &headers, &id, &name)?;
+    let sha = artifact.tree.entries.iter().find_map(|e| match e {
+        ferry_engine::files::Entry::File {
+            path: p, sha256, ..
+        } if *p == path => Some(sha256),
+        _ => None,
+    });
+    let Some(sha) = sha else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("artifact `{name}` has no file `{path}`"),
+        ));
+    };
+    let file_name = path.rsplit('/').next().unwrap_or(&path).replace('"', "");
+    match tokio::fs::read(blobs.path(sha)).await {
+        Ok(bytes) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{file_name}\""),
+                ),
+            ],
+            Body::from(bytes),
+        )
+            .into_response()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct Decide {
+    job: String,
+    #[serde(default = "yes")]
+    approve: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn approve(
+    State(server): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Json(decide): axum::Json<Decide>,
+) -> Answer {
+    let who = writer(&server, &headers)?;
+    let run = find(&server, &headers, &id)?;
+    let Some(dir) = server.record_dir(&run) else {
+        return Err(problem(
+            StatusCode::CONFLICT,
+            format!("run #{} has not started", run.id),
+        ));
+    };
+    let mut decision = ferry_engine::gate::decision(decide.approve, decide.reason);
+    decision.by = who;
+    match ferry_engine::gate::decide(&dir, &decide.job, &decision) {
+        Ok(pending) => Ok(axum::Json(json!({
+            "run": run.id,
+            "job": pending.job,
+            "environment": pending.environment,
+            "approved": decision.approved,
+            "by": decision.by,
+        }))
+        .into_response()),
+        Err(e) => Err(problem(StatusCode::CONFLICT, e)),
+    }
+}
+
+async fn cancel(State(server): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    writer(&server, &headers)?;
+    let run = find(&server, &headers, &id)?;
+    match server.cancel(run.id) {
+        Ok(true) => {
+            Ok((StatusCode::ACCEPTED, axum::Json(json!({ "run": run.id }))).into_response())
+        }
+        Ok(false) => Err(problem(
+            StatusCode::CONFLICT,
+            format!("run #{} already {}", run.id, run.status.as_str()),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn rerun(State(server): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    writer(&server, &headers)?;
+    let run = find(&server, &headers, &id)?;
+    if !run.status.finished() {
+        return Err(problem(
+            StatusCode::CONFLICT,
+            format!("run #{} is still {}", run.id, run.status.as_str()),
+        ));
+    }
+    match server.rerun(run.id) {
+        Ok(new) => Ok((StatusCode::CREATED, axum::Json(json!({ "run": new }))).into_response()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct Trigger {
+    repo: Option<String>,
+    #[serde(default, rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
+}
+
+async fn trigger(
+    State(server): Shared,
+    headers: HeaderMap,
+    axum::Json(request): axum::Json<Trigger>,
+) -> Answer {
+    writer(&server, &headers)?;
+    let repo = match (request.repo, server.repos.as_slice()) {
+        (Some(repo), _) => repo,
+        (None, [only]) => only.config.name.clone(),
+        (None, _) => {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "the server builds several repositories; name one in `repo`",
+            ));
+        }
+    };
+    match server
+        .trigger(&repo, &request.reference, request.inputs)
+        .await
+    {
+        Ok(id) => Ok((StatusCode::CREATED, axum::Json(json!({ "run": id }))).into_response()),
+        Err(e) => Err(problem(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks
+
+struct HeaderLookup<'a>(&'a HeaderMap);
+
+impl hooks::Headers for HeaderLookup<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Verifies a hook against each repository's secret (the server's unless the repository
+/// has its own), then keeps what it says. 401 for a bad or missing signature, 202 when
+/// kept, 200 when it was a redelivery or starts nothing.
+async fn hook(
+    State(server): Shared,
+    Path(forge): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let Some(forge) = Forge::parse(&forge) else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("no webhook endpoint for `{forge}`; use github, gitea, forgejo or gitlab"),
+        ));
+    };
+    let lookup = HeaderLookup(&headers);
+    // Which repository a hook is for is only known from its body, and the body is only
+    // trusted once a secret verified it: try the secrets of the repositories there are.
+    let mut last = HookError::NoSecret;
+    let mut verified = Vec::new();
+    for repo in &server.repos {
+        match hooks::verify(forge, &lookup, &body, repo.config.webhook_secret.as_deref()) {
+            Ok(()) => verified.push(repo.clone()),
+            Err(e) => last = e,
+        }
+    }
+    if verified.is_empty() {
+        return Err(problem(StatusCode::UNAUTHORIZED, last.to_string()));
+    }
+    let hook = match hooks::parse(forge, &lookup, &body) {
+        Ok(hook) => hook,
+        Err(e) => return Err(problem(StatusCode::BAD_REQUEST, e.to_string())),
+    };
+    let (repository, urls, delivery, mut source) = match hook {
+        Hook::Change {
+            repository,
+            urls,
+            delivery,
+            source,
+        } => (repository, urls, delivery, source),
+        Hook::Ignored(why) => {
+            return Ok(axum::Json(json!({ "ignored": why })).into_response());
+        }
+    };
+    let Some(repo) = verified.iter().find(|r| r.matches(&repository, &urls)) else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("`{repository}` is not a repository this server builds"),
+        ));
+    };
+    source.repo = repo.config.name.clone();
+    match server.deliver(&delivery, &source) {
+        Ok(Some(id)) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "delivery": id, "repo": source.repo, "sha": source.sha })),
+        )
+            .into_response()),
+        Ok(None) => Ok(axum::Json(json!({ "duplicate": delivery })).into_response()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn basic_credentials_decode() {
+        assert_eq!(
+            super::base64_decode("YWRhOnMzY3JldA==").as_deref(),
+            Some("ada:s3cret")
+        );
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(super::same("abc", "abc"));
+        assert!(!super::same("abc", "abd"));
+        assert!(!super::same("abc", "ab"));
+    }
+}

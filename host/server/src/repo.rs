@@ -1,0 +1,333 @@
+//! The repositories a server builds: a bare mirror of each under `<data>/repos/`, fetched
+//! when a trigger names a commit it lacks, and a worktree per run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// A repository as configured (`--repo` or `[[repo]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoConfig {
+    /// How runs and the API name it; matched against the `owner/name` a webhook gives.
+    pub name: String,
+    /// A local path or a URL git can clone.
+    pub url: String,
+    /// The pipeline file, relative to the repository root.
+    pub pipeline: String,
+    /// The shared secret its webhooks are signed with.
+    pub webhook_secret: Option<String>,
+    /// How often to look for new commits, for setups without webhooks.
+    pub poll: Option<Duration>,
+    /// Where to report commit statuses, when a token is configured.
+    pub status: Option<crate::forge::StatusTarget>,
+}
+
+impl RepoConfig {
+    /// A repository named after the last parts of its path or URL: `acme/app` for
+    /// `https://example.com/acme/app.git`, `app` for `/srv/git/app`.
+    pub fn new(url: &str) -> RepoConfig {
+        RepoConfig {
+            name: default_name(url),
+            url: url.to_string(),
+            pipeline: "ferry.yaml".into(),
+            webhook_secret: None,
+            poll: None,
+            status: None,
+        }
+    }
+}
+
+fn default_name(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/').trim_end_matches(".git");
+    let is_url = trimmed.contains("://") || (trimmed.contains(':') && !trimmed.starts_with('/'));
+    let parts: Vec<&str> = trimmed
+        .rsplit(['/', ':'])
+        .filter(|p| !p.is_empty())
+        .take(if is_url { 2 } else { 1 })
+        .collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+/// A configured repository and its mirror.
+pub struct Repo {
+    pub config: RepoConfig,
+    mirror: PathBuf,
+    /// Fetches and worktree changes of one mirror go one at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+            _ => '-',
+        })
+        .collect()
+}
+
+impl Repo {
+    pub fn new(config: RepoConfig, data: &Path) -> Repo {
+        let mirror = data
+            .join("repos")
+            .join(format!("{}.git", slug(&config.name)));
+        Repo {
+            config,
+            mirror,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// `.ferry/` for this repository's runs: records, caches, workspaces, deployments.
+    pub fn state_dir(&self, data: &Path) -> PathBuf {
+        data.join("state").join(slug(&self.config.name))
+    }
+
+    /// Whether a webhook's repository is this one: by name (`acme/app` or just `app`
+    /// configured) or by a clone URL.
+    pub fn matches(&self, repository: &str, urls: &[String]) -> bool {
+        let name = self.config.name.as_str();
+        let tail = |s: &str| s.trim_end_matches('/').trim_end_matches(".git").to_string();
+        repository.eq_ignore_ascii_case(name)
+            || (!name.contains('/')
+                && repository
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.eq_ignore_ascii_case(name)))
+            || urls.iter().any(|u| tail(u) == tail(&self.config.url))
+    }
+
+    /// Brings the mirror up to date with the remote, cloning it the first time.
+    pub async fn fetch(&self) -> Result<(), String> {
+        let _guard = self.lock.lock().await;
+        self.fetch_locked().await
+    }
+
+    async fn fetch_locked(&self) -> Result<(), String> {
+        if self.mirror.join("HEAD").is_file() {
+            git(&self.mirror, &["fetch", "--prune", "--quiet", "origin"]).await?;
+        } else {
+            let parent = self.mirror.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+            let tmp = self.mirror.with_extension("cloning");
+            let _ = std::fs::remove_dir_all(&tmp);
+            let target = tmp.to_string_lossy().into_owned();
+            git(
+                parent,
+                &["clone", "--mirror", "--quiet", &self.config.url, &target],
+            )
+            .await?;
+            std::fs::rename(&tmp, &self.mirror)
+                .map_err(|e| format!("cannot move the clone into place: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the mirror has `sha`, fetching only when it does not.
+    pub async fn ensure(&self, sha: &str) -> Result<(), String> {
+        let _guard = self.lock.lock().await;
+        if self.has(sha).await {
+            return Ok(());
+        }
+        self.fetch_locked().await?;
+        if self.has(sha).await {
+            Ok(())
+        } else {
+            Err(format!(
+                "commit `{sha}` is not in `{}` after a fetch",
+                self.config.url
+            ))
+        }
+    }
+
+    async fn has(&self, sha: &str) -> bool {
+        self.mirror.join("HEAD").is_file()
+            && git(
+                &self.mirror,
+                &["cat-file", "-e", &format!("{sha}^{{commit}}")],
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Branches and tags with the commits they point at.
+    pub async fn refs(&self) -> Result<BTreeMap<String, String>, String> {
+        let out = git(
+            &self.mirror,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(objectname) %(*objectname)",
+                "refs/heads",
+                "refs/tags",
+            ],
+        )
+        .await?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let name = parts.next()?;
+                let object = parts.next()?;
+                // An annotated tag names the tag object; builds want its commit.
+                let peeled = parts.next().filter(|p| !p.is_empty()).unwrap_or(object);
+                Some((name.to_string(), peeled.to_string()))
+            })
+            .collect())
+    }
+
+    /// The commit a reference points at: `main`, `refs/tags/v1`, or a commit itself.
+    pub async fn resolve(&self, reference: &str) -> Result<(String, String), String> {
+        let _guard = self.lock.lock().await;
+        let full = match reference {
+            "" | "HEAD" => git(&self.mirror, &["symbolic-ref", "HEAD"])
+                .await
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "HEAD".into()),
+            r if r.starts_with("refs/") => r.to_string(),
+            r => match git(
+                &self.mirror,
+                &["show-ref", "--verify", &format!("refs/heads/{r}")],
+            )
+            .await
+            {
+                Ok(_) => format!("refs/heads/{r}"),
+                Err(_) => format!("refs/tags/{r}"),
+            },
+        };
+        let sha = git(
+            &self.mirror,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{full}^{{commit}}"),
+            ],
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "`{reference}` names no branch or tag of `{}`",
+                self.config.name
+            )
+        })?;
+        Ok((full, sha.trim().to_string()))
+    }
+
+    /// The paths that differ between two commits; `None` when git cannot tell (a commit
+    /// the mirror lost to a force-push).
+    pub async fn changed(&self, old: &str, new: &str) -> Option<Vec<String>> {
+        let out = git(&self.mirror, &["diff", "--name-only", "-z", old, new])
+            .await
+            .ok()?;
+        Some(
+            out.split('\0')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    /// The first line of a commit's message and its author.
+    pub async fn describe(&self, sha: &str) -> (String, String) {
+        let out = git(&self.mirror, &["log", "-1", "--format=%an%x00%s", sha])
+            .await
+            .unwrap_or_default();
+        let (author, subject) = out.trim_end().split_once('\0').unwrap_or(("", ""));
+        (subject.to_string(), author.to_string())
+    }
+
+    /// The pipeline file's text at a commit.
+    pub async fn pipeline_at(&self, sha: &str) -> Result<String, String> {
+        let path = &self.config.pipeline;
+        git(&self.mirror, &["show", &format!("{sha}:{path}")])
+            .await
+            .map_err(|_| format!("commit `{}` has no `{path}`", short(sha)))
+    }
+
+    /// Checks `sha` out at `dest` as a detached worktree.
+    pub async fn checkout(&self, sha: &str, dest: &Path) -> Result<(), String> {
+        let _guard = self.lock.lock().await;
+        let _ = std::fs::remove_dir_all(dest);
+        let target = dest.to_string_lossy().into_owned();
+        git(
+            &self.mirror,
+            &[
+                "worktree", "add", "--detach", "--force", "--quiet", &target, sha,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Removes a worktree `checkout` made.
+    pub async fn remove_checkout(&self, dest: &Path) {
+        let _guard = self.lock.lock().await;
+        let target = dest.to_string_lossy().into_owned();
+        if git(&self.mirror, &["worktree", "remove", "--force", &target])
+            .await
+            .is_err()
+        {
+            let _ = std::fs::remove_dir_all(dest);
+            let _ = git(&self.mirror, &["worktree", "prune"]).await;
+        }
+    }
+}
+
+pub fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// Runs git in `dir` and returns its stdout; the error carries its stderr.
+async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        // The server's own environment must not point git elsewhere.
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run `git`: {e}\nhint: install git"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`git {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_url() {
+        assert_eq!(default_name("https://example.com/acme/app.git"), "acme/app");
+        assert_eq!(default_name("git@github.com:acme/app.git"), "acme/app");
+        assert_eq!(default_name("/srv/git/app/"), "app");
+        assert_eq!(default_name("./app"), "app");
+    }
+
+    #[test]
+    fn hooks_match_by_name_or_url() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = Repo::new(RepoConfig::new("/srv/git/app"), tmp.path());
+        assert!(local.matches("acme/app", &[]));
+        assert!(!local.matches("acme/other", &[]));
+        let remote = Repo::new(
+            RepoConfig::new("https://example.com/acme/app.git"),
+            tmp.path(),
+        );
+        assert!(remote.matches("acme/app", &[]));
+        assert!(!remote.matches("eve/app", &[]));
+        assert!(remote.matches("renamed/x", &["https://example.com/acme/app".into()]));
+    }
+}
