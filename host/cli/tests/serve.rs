@@ -1,0 +1,439 @@
+//! `ferry serve` end to end: a real server process, a real git repository, hooks signed
+//! as the forges sign them, and the JSON API read back.
+
+mod common;
+
+use common::{Test, json};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "hook-s3cret";
+const TOKEN: &str = "api-t0ken";
+
+/// A repository under the test directory with one commit of `pipeline`.
+fn repository(t: &Test, pipeline: &str) -> PathBuf {
+    let repo = t.path("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    commit(&repo, "ferry.yaml", pipeline, "first");
+    repo
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Writes a file, commits it and returns the commit.
+fn commit(repo: &Path, file: &str, text: &str, message: &str) -> String {
+    std::fs::write(repo.join(file), text).unwrap();
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// A running `ferry serve`, killed when dropped.
+struct Served {
+    child: Child,
+    base: String,
+    args: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Served {
+    fn start(t: &Test, repo: &Path, extra: &[&str]) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut args: Vec<String> = [
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+            "data",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--webhook-secret-env",
+            "HOOK_SECRET",
+            "--token-env",
+            "API_TOKEN",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut served = Served {
+            child: Command::new("true").spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            args,
+            dir: t.dir.path().to_path_buf(),
+        };
+        served.restart();
+        served
+    }
+
+    /// Starts the server process (again), on the same port and data.
+    fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
+        self.child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .env("HOOK_SECRET", SECRET)
+            .env("API_TOKEN", TOKEN)
+            .env(
+                "XDG_CACHE_HOME",
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ureq::get(&format!("{}/api/session", self.base))
+            .call()
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+    }
+
+    /// GET with the token; the status and the JSON body.
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut response = Self::agent()
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut response = Self::agent()
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .send_json(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_json().unwrap_or(Value::Null),
+        )
+    }
+
+    fn runs(&self) -> Vec<Value> {
+        let (status, runs) = self.get("/api/runs");
+        assert_eq!(status, 200, "{runs}");
+        runs.as_array().unwrap().clone()
+    }
+
+    /// Waits until run `id` is in one of `statuses` and returns it.
+    fn wait_for(&self, id: i64, statuses: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, run) = self.get(&format!("/api/runs/{id}"));
+            if statuses.iter().any(|s| run["status"] == *s) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never became {statuses:?}: {run}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until there are `n` runs and returns them, newest first.
+    fn wait_runs(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.runs();
+            if runs.len() >= n {
+                return runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} runs, not {n}:\n{}",
+                runs.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A GitHub push hook for `sha` on `main`, signed with `secret`; the status and body.
+fn push_hook(served: &Served, sha: &str, delivery: &str, secret: &str) -> (u16, Value) {
+    let body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000001",
+        "after": sha,
+        "repository": { "full_name": "acme/app", "clone_url": "https://example.com/acme/app.git" },
+        "head_commit": { "id": sha, "message": "first", "author": { "name": "Ada" } },
+        "commits": [{ "id": sha, "added": ["ferry.yaml"], "modified": [], "removed": [] }],
+    })
+    .to_string();
+    let signature = format!(
+        "sha256={}",
+        ferry_server::hooks::sign(secret, body.as_bytes())
+    );
+    let mut response = Served::agent()
+        .post(&format!("{}/hooks/github", served.base))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", &signature)
+        .header("Content-Type", "application/json")
+        .send(body.as_bytes())
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_json().unwrap_or(Value::Null),
+    )
+}
+
+const ECHO: &str = "
+name: app
+on:
+  push:
+    branches: [main]
+jobs:
+  build:
+    steps:
+      - run: echo \"built by ferry serve\"
+";
+
+#[test]
+fn a_signed_webhook_starts_exactly_one_run_and_a_bad_one_none() {
+    let t = Test::new();
+    let repo = repository(&t, ECHO);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+
+    let (status, body) = push_hook(&served, &sha, "delivery-1", "wrong-secret");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not match")
+    );
+
+    let (status, body) = push_hook(&served, &sha, "delivery-1", SECRET);
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = push_hook(&served, &sha, "delivery-1", SECRET);
+    assert_eq!(
+        (status, &body["duplicate"]),
+        (200, &json("\"github:delivery-1\""))
+    );
+
+    let runs = served.wait_runs(1);
+    let id = runs[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(id, &["passed", "failed", "error"]);
+    assert_eq!(run["status"], "passed", "{run}\n{}", served.log());
+    assert_eq!(run["sha"], sha.as_str());
+    assert_eq!(run["trigger"], "push");
+    assert_eq!(run["branch"], "main");
+    assert_eq!(run["jobs"][0]["steps"][0]["status"], "passed");
+    // Give a second delivery time to have been (wrongly) taken before counting.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(served.runs().len(), 1, "the redelivery ran again");
+
+    let (status, log) = served.get(&format!("/api/runs/{id}/logs/build/step-1"));
+    assert_eq!(status, 200);
+    assert!(
+        log.as_str().unwrap().contains("built by ferry serve"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_api_refuses_without_a_token_and_hooks_without_a_signature() {
+    let t = Test::new();
+    let repo = repository(&t, ECHO);
+    let served = Served::start(&t, &repo, &[]);
+    let agent = Served::agent();
+    let response = agent
+        .get(&format!("{}/api/runs", served.base))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let response = agent
+        .post(&format!("{}/api/runs/1/rerun", served.base))
+        .header("Authorization", "Bearer not-the-token")
+        .send_empty()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let mut response = agent
+        .post(&format!("{}/hooks/github", served.base))
+        .header("X-GitHub-Event", "push")
+        .send("{}".as_bytes())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let body = response.body_mut().read_to_string().unwrap();
+    assert!(body.contains("X-Hub-Signature-256"), "{body}");
+    assert!(served.runs().is_empty());
+}
+
+#[test]
+fn a_push_the_filters_reject_runs_nothing() {
+    let t = Test::new();
+    let repo = repository(&t, &ECHO.replace("branches: [main]", "branches: [release]"));
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
+    // A run that should not exist cannot be waited for: trigger one that should, after.
+    let (status, body) = served.post("/api/trigger", serde_json::json!({ "ref": "main" }));
+    assert_eq!(status, 201, "{body}");
+    let runs = served.wait_runs(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let runs_after = served.runs();
+    assert_eq!(runs_after.len(), 1, "{runs_after:?}");
+    assert_eq!(runs[0]["trigger"], "manual");
+}
+
+#[test]
+fn fifty_webhooks_at_once_all_become_runs() {
+    let t = Test::new();
+    let repo = repository(&t, ECHO);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &["--max-runs", "4"]);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let served = &served;
+                let sha = &sha;
+                scope.spawn(move || push_hook(served, sha, &format!("burst-{i}"), SECRET).0)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, runs) = served.get("/api/runs?limit=100");
+        let runs = runs.as_array().unwrap().clone();
+        let passed = runs.iter().filter(|r| r["status"] == "passed").count();
+        if runs.len() == 50 && passed == 50 {
+            break;
+        }
+        assert!(runs.len() <= 50, "more runs than hooks: {}", runs.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} runs, {passed} passed\n{}",
+            runs.len(),
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn polling_notices_a_new_commit() {
+    let t = Test::new();
+    let repo = repository(&t, ECHO);
+    let served = Served::start(&t, &repo, &["--poll", "1s"]);
+    // The first look only notes what is there.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(served.runs().is_empty(), "the existing commit was built");
+    let sha = commit(&repo, "README", "hello", "add a readme");
+    let runs = served.wait_runs(1);
+    assert_eq!(runs[0]["sha"], sha.as_str());
+    assert_eq!(runs[0]["message"], "add a readme");
+    let run = served.wait_for(runs[0]["id"].as_i64().unwrap(), &["passed", "failed"]);
+    assert_eq!(run["status"], "passed", "{run}");
+}
+
+#[test]
+fn a_killed_server_marks_its_run_interrupted_and_the_run_can_run_again() {
+    let t = Test::new();
+    let gate = t.path("go");
+    let pipeline = format!(
+        "name: app\non: push\njobs:\n  slow:\n    steps:\n      - run: while [ ! -e {} ]; do sleep 0.1; done\n",
+        gate.display()
+    );
+    let repo = repository(&t, &pipeline);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let mut served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    served.wait_for(id, &["running"]);
+    served.kill();
+
+    served.restart();
+    let run = served.wait_for(id, &["interrupted"]);
+    assert!(
+        run["error"].as_str().unwrap().contains("server stopped"),
+        "{run}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    let (status, body) = served.post(&format!("/api/runs/{id}/rerun"), Value::Null);
+    assert_eq!(status, 201, "{body}");
+    let again = body["run"].as_i64().unwrap();
+    let rerun = served.wait_for(again, &["passed", "failed", "error"]);
+    assert_eq!(rerun["status"], "passed", "{rerun}");
+    assert_eq!(rerun["rerun_of"], id);
+    assert_eq!(rerun["sha"], sha.as_str());
+}
+
+#[test]
+fn a_broken_pipeline_is_a_run_that_says_why() {
+    let t = Test::new();
+    let repo = repository(&t, "name: app\non: push\njobs:\n  build:\n    stepz: []\n");
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(id, &["error"]);
+    let error = run["error"].as_str().unwrap();
+    assert!(error.contains("ferry.yaml:5:5"), "{error}");
+}
