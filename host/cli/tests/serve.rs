@@ -48,6 +48,7 @@ struct Served {
     child: Child,
     base: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     dir: PathBuf,
 }
 
@@ -79,6 +80,7 @@ impl Served {
             child: Command::new("true").spawn().unwrap(),
             base: format!("http://127.0.0.1:{port}"),
             args,
+            env: Vec::new(),
             dir: t.dir.path().to_path_buf(),
         };
         served.restart();
@@ -97,6 +99,7 @@ impl Served {
             .current_dir(&self.dir)
             .env("HOOK_SECRET", SECRET)
             .env("API_TOKEN", TOKEN)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "XDG_CACHE_HOME",
                 PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
@@ -436,4 +439,172 @@ fn a_broken_pipeline_is_a_run_that_says_why() {
     let run = served.wait_for(id, &["error"]);
     let error = run["error"].as_str().unwrap();
     assert!(error.contains("ferry.yaml:5:5"), "{error}");
+}
+
+/// A request a forge stub received.
+#[derive(Debug, Clone)]
+struct Received {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// A stand-in for the forges' status endpoints: answers every request with 201 and keeps
+/// what it was sent.
+fn forge_stub() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut headers = Vec::new();
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                let (k, v) = header.split_once(':').unwrap();
+                headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+            }
+            let length: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            log.lock().unwrap().push(Received {
+                line: line.trim_end().to_string(),
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+        }
+    });
+    (port, received)
+}
+
+#[test]
+fn commit_statuses_reach_github_gitea_and_gitlab() {
+    let t = Test::new();
+    let repo = repository(&t, ECHO);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let (port, received) = forge_stub();
+    let api = format!("http://127.0.0.1:{port}");
+    let mut config = String::new();
+    for forge in ["github", "gitea", "gitlab"] {
+        config.push_str(&format!(
+            "[[repo]]\nurl = \"{}\"\nname = \"{forge}/app\"\n[repo.status]\nforge = \"{forge}\"\napi = \"{api}\"\nproject = \"acme/app\"\ntoken-env = \"FORGE_TOKEN\"\n\n",
+            repo.display()
+        ));
+    }
+    std::fs::write(t.path("serve.toml"), config).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut served = Served {
+        child: Command::new("true").spawn().unwrap(),
+        base: format!("http://{listen}"),
+        args: [
+            "serve",
+            "--config",
+            "serve.toml",
+            "--listen",
+            &listen,
+            "--data",
+            "data",
+        ]
+        .iter()
+        .chain(
+            [
+                "--token-env",
+                "API_TOKEN",
+                "--url",
+                "https://ci.example.com",
+            ]
+            .iter(),
+        )
+        .map(|s| s.to_string())
+        .collect(),
+        env: vec![("FORGE_TOKEN".into(), "forge-t0ken".into())],
+        dir: t.dir.path().to_path_buf(),
+    };
+    served.restart();
+    for forge in ["github", "gitea", "gitlab"] {
+        let (status, body) = served.post(
+            "/api/trigger",
+            serde_json::json!({ "repo": format!("{forge}/app"), "ref": "main" }),
+        );
+        assert_eq!(status, 201, "{body}");
+        served.wait_for(body["run"].as_i64().unwrap(), &["passed"]);
+    }
+    // Statuses are sent off the run's path: wait for the last ones.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.lock().unwrap().len() < 6 {
+        assert!(Instant::now() < deadline, "{:?}", received.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let received = received.lock().unwrap().clone();
+    let header = |r: &Received, name: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let github: Vec<&Received> = received
+        .iter()
+        .filter(|r| {
+            r.line
+                .starts_with(&format!("POST /repos/acme/app/statuses/{sha} "))
+        })
+        .collect();
+    assert_eq!(github.len(), 2, "{received:?}");
+    assert_eq!(header(github[0], "authorization"), "Bearer forge-t0ken");
+    let last: Value = serde_json::from_str(&github[1].body).unwrap();
+    assert_eq!(last["state"], "success");
+    assert_eq!(last["context"], "ferry");
+    assert!(
+        last["target_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://ci.example.com/runs/")
+    );
+
+    let gitea: Vec<&Received> = received
+        .iter()
+        .filter(|r| {
+            r.line
+                .starts_with(&format!("POST /api/v1/repos/acme/app/statuses/{sha} "))
+        })
+        .collect();
+    assert_eq!(gitea.len(), 2, "{received:?}");
+    assert_eq!(header(gitea[0], "authorization"), "token forge-t0ken");
+    assert!(gitea[0].body.contains("\"pending\""), "{:?}", gitea[0]);
+
+    let gitlab: Vec<&Received> = received
+        .iter()
+        .filter(|r| {
+            r.line
+                .starts_with(&format!("POST /api/v4/projects/acme%2Fapp/statuses/{sha}?"))
+        })
+        .collect();
+    assert_eq!(gitlab.len(), 2, "{received:?}");
+    assert_eq!(header(gitlab[0], "private-token"), "forge-t0ken");
+    assert!(gitlab[0].line.contains("state=running"), "{:?}", gitlab[0]);
+    assert!(gitlab[1].line.contains("state=success"), "{:?}", gitlab[1]);
 }
