@@ -42,17 +42,20 @@ fn setup() -> Result<(), String> {
     rust_setup()?;
     python_toolchain()?;
     node_toolchain()?;
-    oci_tools()
+    system_tools()
 }
 
-/// Tools ferry did not write, to validate what it builds and pushes: skopeo and umoci read
-/// the images, and the CNCF distribution server (`docker-registry`) is the registry the
-/// tests push to on loopback. From Debian's packages, as root or through `sudo -n`.
-fn oci_tools() -> Result<(), String> {
-    const TOOLS: [(&str, &str); 3] = [
+/// Tools ferry did not write, that the tests check it against: skopeo and umoci read the
+/// images, the CNCF distribution server (`docker-registry`) is the registry the tests push
+/// to on loopback, git serves `ferry serve` its repositories, and headless Chromium drives
+/// the dashboard. From Debian's packages, as root or through `sudo -n`.
+fn system_tools() -> Result<(), String> {
+    const TOOLS: [(&str, &str); 5] = [
         ("skopeo", "skopeo"),
         ("umoci", "umoci"),
         ("docker-registry", "docker-registry"),
+        ("git", "git"),
+        ("chromium", "chromium"),
     ];
     let missing: Vec<&str> = TOOLS
         .iter()
@@ -63,7 +66,7 @@ fn oci_tools() -> Result<(), String> {
         return Ok(());
     }
     let hint = format!(
-        "the image tests need {}; install them with your package manager (Debian: `apt-get install {}`)",
+        "the tests need {}; install them with your package manager (Debian: `apt-get install {}`)",
         missing.join(", "),
         missing.join(" ")
     );

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 type Shared = State<Arc<Server>>;
 
@@ -370,49 +371,88 @@ fn annotations(dir: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// Where a run's event stream is: waiting for a queued run to start, replaying what a
+/// running run said so far, following it live, or reading a finished run's record.
+enum Feed {
+    Wait,
+    Live(
+        std::collections::VecDeque<Arc<str>>,
+        broadcast::Receiver<Arc<str>>,
+    ),
+    Disk(std::collections::VecDeque<String>),
+    Done,
+}
+
 /// Server-sent events of a run: everything it said so far, then each event as it
-/// happens, then `end`. A finished run's events come from its record.
+/// happens, then `end`. A queued run's stream waits for it to start; a finished run's
+/// events come from its record.
 async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
     let run = find(&server, &headers, &id)?;
-    type Item = Result<SseEvent, Infallible>;
-    let message = |data: &str| -> Item { Ok(SseEvent::default().data(data)) };
-    let end = || -> Item { Ok(SseEvent::default().event("end").data("")) };
-    if let Some(subscription) = server.live.subscribe(run.id) {
-        let history = futures_util::stream::iter(
-            subscription
-                .history
-                .into_iter()
-                .map(move |e| message(&e))
-                .collect::<Vec<_>>(),
-        );
-        let live =
-            futures_util::stream::unfold(Some(subscription.receiver), move |receiver| async move {
-                use tokio::sync::broadcast::error::RecvError;
-                let mut receiver = receiver?;
-                let item = match receiver.recv().await {
-                    Ok(event) => message(&event),
-                    Err(RecvError::Lagged(n)) => {
-                        let text = format!("{n} events were skipped; reload to see them");
-                        message(&json!({ "type": "notice", "text": text }).to_string())
+    let id = run.id;
+    let stream = futures_util::stream::unfold(Feed::Wait, move |mut feed| {
+        let server = server.clone();
+        async move {
+            loop {
+                feed = match feed {
+                    Feed::Wait => match server.live.subscribe(id) {
+                        Some(live) => Feed::Live(live.history.into(), live.receiver),
+                        None => match server.store.run(id) {
+                            Ok(Some(run)) if run.status.finished() || run.record.is_some() => {
+                                let text = server
+                                    .record_dir(&run)
+                                    .and_then(|d| {
+                                        std::fs::read_to_string(d.join("events.jsonl")).ok()
+                                    })
+                                    .unwrap_or_default();
+                                Feed::Disk(text.lines().map(str::to_string).collect())
+                            }
+                            Ok(Some(_)) => {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                Feed::Wait
+                            }
+                            _ => Feed::Disk(Default::default()),
+                        },
+                    },
+                    Feed::Live(mut history, mut receiver) => {
+                        if let Some(event) = history.pop_front() {
+                            return Some((message(&event), Feed::Live(history, receiver)));
+                        }
+                        let item = match receiver.recv().await {
+                            Ok(event) => message(&event),
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                let text = format!("{n} events were skipped; reload to see them");
+                                message(&json!({ "type": "notice", "text": text }).to_string())
+                            }
+                            Err(broadcast::error::RecvError::Closed) => {
+                                return Some((end(), Feed::Done));
+                            }
+                        };
+                        return Some((item, Feed::Live(history, receiver)));
                     }
-                    Err(RecvError::Closed) => return Some((end(), None)),
-                };
-                Some((item, Some(receiver)))
-            });
-        use futures_util::StreamExt;
-        return Ok(Sse::new(history.chain(live))
-            .keep_alive(KeepAlive::default())
-            .into_response());
-    }
-    let lines: Vec<Item> = server
-        .record_dir(&run)
-        .and_then(|dir| std::fs::read_to_string(dir.join("events.jsonl")).ok())
-        .unwrap_or_default()
-        .lines()
-        .map(message)
-        .chain([end()])
-        .collect();
-    Ok(Sse::new(futures_util::stream::iter(lines)).into_response())
+                    Feed::Disk(mut lines) => {
+                        return match lines.pop_front() {
+                            Some(line) => Some((message(&line), Feed::Disk(lines))),
+                            None => Some((end(), Feed::Done)),
+                        };
+                    }
+                    Feed::Done => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+type SseItem = Result<SseEvent, Infallible>;
+
+fn message(data: &str) -> SseItem {
+    Ok(SseEvent::default().data(data))
+}
+
+fn end() -> SseItem {
+    Ok(SseEvent::default().event("end").data(""))
 }
 
 async fn step_log(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test crate uses its own part of this.
 
+pub mod server;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

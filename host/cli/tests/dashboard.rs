@@ -1,0 +1,293 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium`, installed by
+//! `cargo xtask setup`) driven over the DevTools protocol. It signs in, opens a run, sees
+//! a log line arrive while the step is still running, approves the gated job and
+//! downloads the artifact. `FERRY_BLESS=1` also writes the screenshots under `docs/`.
+
+mod common;
+
+use common::Test;
+use common::server::{SECRET, Served, TOKEN, push_hook, repository};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// A headless Chromium and one page in it.
+struct Browser {
+    child: Child,
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    session: String,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch(downloads: &Path) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new("chromium")
+            .args([
+                "--headless",
+                // The test may run as root, where Chromium's own sandbox cannot start; the
+                // page it loads is the dashboard on loopback.
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium is missing: run `cargo xtask setup`");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut url = None;
+        let mut said = String::new();
+        for _ in 0..200 {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            said.push_str(&line);
+            if let Some(at) = line.find("ws://") {
+                url = Some(line[at..].trim().to_string());
+                break;
+            }
+        }
+        let url = url.unwrap_or_else(|| panic!("chromium did not start:\n{said}"));
+        // Keep reading so a chatty browser never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        let (socket, _) = tungstenite::connect(url.as_str()).unwrap();
+        let mut browser = Browser {
+            child,
+            socket,
+            session: String::new(),
+            next: 0,
+            _profile: profile,
+        };
+        let target = browser.call("Target.createTarget", json!({ "url": "about:blank" }));
+        let attached = browser.call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        browser.session = attached["sessionId"].as_str().unwrap().to_string();
+        browser.call(
+            "Browser.setDownloadBehavior",
+            json!({ "behavior": "allow", "downloadPath": downloads }),
+        );
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
+        );
+        browser
+    }
+
+    /// Sends one command (to the page once attached) and returns its result.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let mut message = json!({ "id": id, "method": method, "params": params });
+        if !self.session.is_empty() && !method.starts_with("Browser.") {
+            message["sessionId"] = json!(self.session);
+        }
+        self.socket
+            .send(Message::text(message.to_string()))
+            .unwrap();
+        loop {
+            let reply = self.socket.read().unwrap();
+            let Ok(text) = reply.to_text() else { continue };
+            let reply: Value = serde_json::from_str(text).unwrap();
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates JavaScript in the page and returns its value.
+    fn eval(&mut self, script: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": script, "awaitPromise": true, "returnByValue": true }),
+        );
+        assert!(
+            result.get("exceptionDetails").is_none(),
+            "{script}: {}",
+            result["exceptionDetails"]
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Waits until `script` is true in the page.
+    fn wait(&mut self, script: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.eval(&format!("!!({script})")) == json!(true) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let page = self.eval("document.getElementById('main').innerText");
+                panic!("the page never showed {what}; it shows:\n{page}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn open(&mut self, url: &str) {
+        self.call("Page.navigate", json!({ "url": url }));
+        self.wait("document.readyState === 'complete'", "a loaded page");
+    }
+
+    fn screenshot(&mut self, name: &str) {
+        use base64::Engine;
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        assert!(png.len() > 10_000, "an empty screenshot");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&out, &png).unwrap();
+        if std::env::var_os("FERRY_BLESS").is_some() {
+            std::fs::write(common::repo_root().join("docs").join(name), &png).unwrap();
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_dashboard_follows_a_run_approves_it_and_downloads_its_artifact() {
+    let t = Test::new();
+    let gate = |n: u8| t.path(&format!("gate-{n}"));
+    let pipeline = format!(
+        r#"name: shop
+on: push
+jobs:
+  build:
+    steps:
+      - name: compile
+        run: |
+          printf '\033[32mcompiled\033[0m 3 crates\n'
+          echo "waiting for the gate"
+          while [ ! -e {gate1} ]; do sleep 0.05; done
+          echo "the live line arrived"
+          while [ ! -e {gate2} ]; do sleep 0.05; done
+          echo "report v1" > report.txt
+        outputs:
+          artifacts:
+            report: [report.txt]
+  test:
+    needs: build
+    steps:
+      - run: echo "all 12 tests passed"
+  deploy:
+    needs: test
+    environment: {{ name: production, approval: required }}
+    steps:
+      - run: echo "deployed to production"
+"#,
+        gate1 = gate(1).display(),
+        gate2 = gate(2).display()
+    );
+    let repo = repository(&t, &pipeline);
+    let sha = common::server::git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    let downloads = t.path("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let mut browser = Browser::launch(&downloads);
+
+    // A private server asks who you are first.
+    browser.open(&served.base);
+    browser.wait("document.querySelector('#login')", "the sign-in form");
+    browser.eval(&format!(
+        "document.querySelector('#login input[name=token]').value = '{TOKEN}'; \
+         document.querySelector('#login').requestSubmit()"
+    ));
+    browser.wait(
+        "document.querySelector('table.runs, .empty')",
+        "the runs list",
+    );
+
+    assert_eq!(push_hook(&served, &sha, "browser-1", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    browser.wait(
+        &format!("document.querySelector('tr[data-run=\"{id}\"]')"),
+        "the new run in the list",
+    );
+    browser.eval(&format!(
+        "document.querySelector('tr[data-run=\"{id}\"] a').click()"
+    ));
+    browser.wait(
+        "document.querySelector('#log') && document.querySelector('#log').innerText.includes('waiting for the gate')",
+        "the step's first lines",
+    );
+
+    // The next line arrives while the step is still running: it came live.
+    std::fs::write(gate(1), "").unwrap();
+    browser.wait(
+        "document.querySelector('#log').innerText.includes('the live line arrived')",
+        "the live log line",
+    );
+    let step = browser.eval("document.querySelector('[data-step=\"step-1\"]').dataset.status");
+    assert_eq!(step, "running", "the line came after the step finished");
+    assert_eq!(
+        browser.eval("document.querySelector('#log .a-fg-32').textContent"),
+        "compiled",
+        "ANSI colours are rendered"
+    );
+    assert_eq!(browser.eval("!!document.querySelector('#live')"), true);
+    browser.screenshot("dashboard-run.png");
+
+    // The gated job waits for a person.
+    std::fs::write(gate(2), "").unwrap();
+    browser.wait(
+        "document.querySelector('[data-approve=\"deploy\"]')",
+        "the approve button",
+    );
+    browser.screenshot("dashboard-approval.png");
+    browser.eval("document.querySelector('[data-approve=\"deploy\"]').click()");
+    browser.wait(
+        "document.querySelector('h1 .badge').dataset.status === 'passed'",
+        "the run passed",
+    );
+    let run = served.wait_for(id, &["passed"]);
+    assert_eq!(run["approvals"][0]["approved"], true, "{run}");
+    assert_eq!(run["approvals"][0]["by"], "token");
+
+    // The artifact downloads as a tar holding the file.
+    browser.wait(
+        "document.querySelector('[data-artifact=\"report\"]')",
+        "the artifact link",
+    );
+    browser.eval("document.querySelector('[data-artifact=\"report\"]').click()");
+    let tar = downloads.join("report.tar");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tar.is_file() {
+        assert!(Instant::now() < deadline, "no download in {downloads:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let listing = common::tool("tar", &["-xOf", tar.to_str().unwrap(), "report.txt"]);
+    assert_eq!(listing.trim(), "report v1");
+
+    browser.eval("document.querySelector('[data-job=\"deploy\"]').click()");
+    browser.wait(
+        "document.querySelector('#log').innerText.includes('deployed to production')",
+        "the deploy job's log",
+    );
+    browser.screenshot("dashboard-run-passed.png");
+    browser.open(&served.base);
+    browser.wait("document.querySelector('table.runs')", "the runs list");
+    browser.screenshot("dashboard-runs.png");
+}
