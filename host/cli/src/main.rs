@@ -51,6 +51,7 @@ enum Command {
     Logs(commands::runs::LogsArgs),
     Artifacts(commands::artifacts::Args),
     Serve(commands::serve::Args),
+    Trigger(commands::trigger::Args),
     #[command(subcommand)]
     Cache(commands::cache::Command),
     Lock(commands::lock::LockArgs),
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => commands::runs::logs(args),
         Command::Artifacts(args) => commands::artifacts::execute(args),
         Command::Serve(args) => commands::serve::execute(args),
+        Command::Trigger(args) => commands::trigger::execute(args),
         Command::Cache(command) => commands::cache::execute(command),
         Command::Lock(args) => commands::lock::lock(args),
         Command::Update(args) => commands::lock::update(args),

@@ -373,3 +373,60 @@ fn commit_statuses_reach_github_gitea_and_gitlab() {
     assert!(gitlab[0].line.contains("state=running"), "{:?}", gitlab[0]);
     assert!(gitlab[1].line.contains("state=success"), "{:?}", gitlab[1]);
 }
+
+#[test]
+fn the_cli_triggers_follows_lists_and_approves_on_a_server() {
+    let t = Test::new();
+    let pipeline = "name: app\non:\n  manual:\n    inputs:\n      target: { type: choice, options: [staging, production], default: staging }\njobs:\n  build:\n    steps:\n      - run: echo \"building for ${{ inputs.target }}\"\n  ship:\n    needs: build\n    environment: { name: production, approval: required }\n    steps:\n      - run: echo shipped\n";
+    let repo = repository(&t, pipeline);
+    let served = Served::start(&t, &repo, &[]);
+    let t = t
+        .env("FERRY_SERVER", &served.base)
+        .env("FERRY_TOKEN", common::server::TOKEN);
+
+    common::ferry(&t, &["trigger", "--input", "target=nowhere"])
+        .code(2)
+        .stderr_has("nowhere");
+    let follow = t
+        .command()
+        .args(["trigger", "--input", "target=production", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, run) = served.get(&format!("/api/runs/{id}"));
+        if run["approvals"][0]["job"] == "ship" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{run}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::ferry(&t, &["approve", "latest", "--comment", "looks good"])
+        .code(0)
+        .stderr_has("approved deploying `ship` to `production`");
+    let out = follow.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("building for production"), "{stdout}");
+    assert!(stdout.contains("shipped"), "{stdout}");
+
+    common::ferry(&t, &["runs"])
+        .code(0)
+        .stdout_has(&format!("#{id}"))
+        .stdout_has("passed")
+        .stdout_has("manual");
+    common::ferry(&t, &["logs", &id.to_string(), "build"])
+        .code(0)
+        .stdout_has("building for production");
+    let refused = t
+        .command()
+        .args(["runs"])
+        .env("FERRY_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+}

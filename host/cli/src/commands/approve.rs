@@ -33,6 +33,8 @@ struct Target {
     /// Pipeline file whose `.ferry/` holds the run [default: ferry.yaml]
     #[arg(long, short = 'f')]
     file: Option<PathBuf>,
+    #[command(flatten)]
+    server: super::remote::ServerArg,
 }
 
 pub fn approve(args: ApproveArgs) -> u8 {
@@ -44,6 +46,11 @@ pub fn reject(args: RejectArgs) -> u8 {
 }
 
 fn decide(target: Target, approved: bool, reason: Option<String>) -> u8 {
+    if let Some(server) = &target.server.server {
+        let remote = super::remote::Remote::new(server);
+        return super::remote::decide(&remote, &target.run, target.job, approved, reason)
+            .unwrap_or_else(super::fail);
+    }
     let state_dir = match super::state_dir_of(target.file) {
         Ok(d) => d,
         Err(code) => return code,

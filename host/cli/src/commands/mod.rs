@@ -8,10 +8,12 @@ pub mod deployments;
 pub mod graph;
 pub mod lock;
 pub mod plugin;
+pub mod remote;
 pub mod rollback;
 pub mod run;
 pub mod runs;
 pub mod serve;
+pub mod trigger;
 pub mod validate;
 
 use crate::exit;

@@ -17,6 +17,8 @@ pub struct RunsArgs {
     /// Print JSON: one `run.json` summary per run
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    server: super::remote::ServerArg,
 }
 
 /// Print a run's logs, job by job and step by step
@@ -29,6 +31,11 @@ pub struct LogsArgs {
     /// Pipeline file whose `.ferry/` holds the run [default: ferry.yaml]
     #[arg(long, short = 'f')]
     file: Option<PathBuf>,
+    /// Keep printing the run's logs as they come, until it ends (with `--server`)
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    server: super::remote::ServerArg,
 }
 
 fn summary(dir: &Path) -> Option<RunSummary> {
@@ -36,6 +43,10 @@ fn summary(dir: &Path) -> Option<RunSummary> {
 }
 
 pub fn runs(args: RunsArgs) -> u8 {
+    if let Some(server) = &args.server.server {
+        let remote = super::remote::Remote::new(server);
+        return super::remote::runs(&remote, args.limit, args.json).unwrap_or_else(super::fail);
+    }
     let state_dir = match super::state_dir_of(args.file) {
         Ok(d) => d,
         Err(code) => return code,
@@ -89,6 +100,16 @@ pub fn runs(args: RunsArgs) -> u8 {
 }
 
 pub fn logs(args: LogsArgs) -> u8 {
+    if let Some(server) = &args.server.server {
+        let remote = super::remote::Remote::new(server);
+        return super::remote::logs(&remote, &args.run, args.only.as_deref(), args.follow)
+            .unwrap_or_else(super::fail);
+    }
+    if args.follow {
+        return super::fail(
+            "`--follow` reads a server's live stream; pass `--server URL`\nhint: a local run prints its logs as it goes",
+        );
+    }
     let (_, dir) = match super::find_run(args.file, &args.run) {
         Ok(found) => found,
         Err(code) => return code,
