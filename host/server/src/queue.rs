@@ -537,6 +537,7 @@ impl Reporter for RunReporter {
                                 duration_ms: None,
                                 message: None,
                                 cached: false,
+                                started_at: None,
                             })
                             .collect(),
                     })
@@ -579,6 +580,7 @@ impl Reporter for RunReporter {
                 duration_ms: None,
                 message: None,
                 cached: false,
+                started_at: Some(now_ms()),
             }),
             Event::StepFinished {
                 job,
@@ -597,6 +599,7 @@ impl Reporter for RunReporter {
                 duration_ms: Some(*duration_ms),
                 message: message.as_deref(),
                 cached: cached.is_some(),
+                started_at: None,
             }),
             Event::Approval {
                 job,

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS steps (
     duration_ms REAL,
     message TEXT,
     cached INTEGER NOT NULL DEFAULT 0,
+    started_at INTEGER,
     PRIMARY KEY (run, job, idx)
 );
 CREATE TABLE IF NOT EXISTS approvals (
@@ -369,14 +370,16 @@ impl Store for Sqlite {
                 duration_ms,
                 message,
                 cached,
+                started_at,
             } => {
                 db.execute(
-                    "INSERT INTO steps (run, job, idx, key, name, status, duration_ms, message, cached)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    "INSERT INTO steps (run, job, idx, key, name, status, duration_ms, message, cached, started_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT(run, job, idx) DO UPDATE SET key = ?4,
                          name = CASE WHEN ?5 = '' THEN name ELSE ?5 END, status = ?6,
-                         duration_ms = ?7, message = ?8, cached = ?9",
-                    params![run, job, index, key, name, status, duration_ms, message, cached],
+                         duration_ms = ?7, message = ?8, cached = ?9,
+                         started_at = COALESCE(?10, started_at)",
+                    params![run, job, index, key, name, status, duration_ms, message, cached, started_at],
                 )
                 .map_err(err)?;
             }
@@ -426,7 +429,7 @@ impl Store for Sqlite {
         };
         let mut statement = db
             .prepare(
-                "SELECT job, key, name, status, duration_ms, message, cached FROM steps
+                "SELECT job, key, name, status, duration_ms, message, cached, started_at FROM steps
                  WHERE run = ?1 ORDER BY job, idx",
             )
             .map_err(err)?;
@@ -441,6 +444,7 @@ impl Store for Sqlite {
                         duration_ms: row.get(4)?,
                         message: row.get(5)?,
                         cached: row.get(6)?,
+                        started_at: row.get(7)?,
                     },
                 ))
             })

@@ -201,6 +201,9 @@ pub struct Step {
     /// The step cache gave its result.
     #[serde(default)]
     pub cached: bool,
+    /// Milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
 }
 
 /// A gated job's request for approval and its decision.
@@ -236,6 +239,8 @@ pub enum Progress<'a> {
         duration_ms: Option<f64>,
         message: Option<&'a str>,
         cached: bool,
+        /// When it started, on the `running` change.
+        started_at: Option<u64>,
     },
     Approval(&'a Approval),
 }
