@@ -430,3 +430,107 @@ fn the_cli_triggers_follows_lists_and_approves_on_a_server() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
 }
+
+/// A GitHub pull request hook from `head_repo` into `acme/app`'s main.
+fn pull_request_hook(served: &Served, sha: &str, delivery: &str, head_repo: &str) -> u16 {
+    let body = serde_json::json!({
+        "action": "opened",
+        "number": 7,
+        "repository": { "full_name": "acme/app" },
+        "pull_request": {
+            "title": "a change",
+            "user": { "login": "eve" },
+            "head": { "sha": sha, "ref": "feature", "repo": { "full_name": head_repo } },
+            "base": { "ref": "main", "repo": { "full_name": "acme/app" } },
+        },
+    })
+    .to_string();
+    let signature = format!(
+        "sha256={}",
+        ferry_server::hooks::sign(SECRET, body.as_bytes())
+    );
+    Served::agent()
+        .post(&format!("{}/hooks/github", served.base))
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", &signature)
+        .send(body.as_bytes())
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The text of every log event of a finished run, from its event stream.
+fn streamed_logs(served: &Served, id: i64) -> String {
+    let mut response = Served::agent()
+        .get(&format!("{}/api/runs/{id}/events", served.base))
+        .header(
+            "Authorization",
+            &format!("Bearer {}", common::server::TOKEN),
+        )
+        .call()
+        .unwrap();
+    let stream = response.body_mut().read_to_string().unwrap();
+    assert!(stream.contains("event: end"), "{stream}");
+    stream
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| e["type"] == "log")
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn forks_get_no_secrets_unless_trusted_and_secrets_are_masked_in_the_stream() {
+    let pipeline = |trust: bool| {
+        format!(
+            "name: app\non:\n  pull_request:\n    branches: [main]\n    fork-secrets: {trust}\njobs:\n  show:\n    steps:\n      - run: echo \"token=[$DEPLOY_TOKEN]\"\n        permissions: {{ secrets: [DEPLOY_TOKEN] }}\n"
+        )
+    };
+    for trust in [false, true] {
+        let t = Test::new();
+        let repo = repository(&t, &pipeline(trust));
+        let sha = git(&repo, &["rev-parse", "HEAD"]);
+        let mut served = Served::start(&t, &repo, &[]);
+        served.env = vec![("DEPLOY_TOKEN".into(), "hunter2-secret".into())];
+        served.kill();
+        served.restart();
+
+        assert_eq!(
+            pull_request_hook(&served, &sha, "same-repo", "acme/app"),
+            202
+        );
+        let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+        let run = served.wait_for(id, &["passed", "failed", "error"]);
+        assert_eq!(run["fork"], false);
+        let logs = streamed_logs(&served, id);
+        assert!(
+            !logs.contains("hunter2"),
+            "a secret reached the stream: {logs}"
+        );
+        assert!(logs.contains("token=["), "no log in the stream: {logs}");
+        assert!(!logs.contains("token=[]"), "the run got no secret: {logs}");
+
+        assert_eq!(
+            pull_request_hook(&served, &sha, "from-fork", "eve/app"),
+            202
+        );
+        let id = served.wait_runs(2)[0]["id"].as_i64().unwrap();
+        let run = served.wait_for(id, &["passed", "failed", "error"]);
+        assert_eq!(run["fork"], true, "{run}");
+        assert_eq!(run["status"], "passed", "{run}");
+        assert_eq!(run["trigger"], "pull-request");
+        let logs = streamed_logs(&served, id);
+        assert!(
+            !logs.contains("hunter2"),
+            "a secret reached the stream: {logs}"
+        );
+        assert_eq!(
+            logs.contains("token=[]"),
+            !trust,
+            "fork-secrets: {trust} but the fork's run logged {logs}"
+        );
+    }
+}

@@ -60,7 +60,7 @@ const STEP_KEYS: &[&str] = &[
 ];
 const CACHE_KEYS: &[&str] = &["key", "restore-keys", "paths"];
 const TRIGGERS: &[&str] = &["push", "pull_request", "schedule", "manual"];
-/// What `push` takes; `pull_request` takes all but the tags.
+/// What `push` takes (all but `fork-secrets`); `pull_request` takes all but the tags.
 const EVENT_KEYS: &[&str] = &[
     "branches",
     "branches-ignore",
@@ -68,6 +68,7 @@ const EVENT_KEYS: &[&str] = &[
     "tags-ignore",
     "paths",
     "paths-ignore",
+    "fork-secrets",
 ];
 const INPUT_KEYS: &[&str] = &["description", "type", "options", "default", "required"];
 const STEP_OUTPUT_KEYS: &[&str] = &["files", "artifacts"];
@@ -272,7 +273,10 @@ impl Reader<'_> {
         let keys: Vec<&str> = EVENT_KEYS
             .iter()
             .copied()
-            .filter(|k| tags || !k.starts_with("tags"))
+            .filter(|k| match tags {
+                true => *k != "fork-secrets",
+                false => !k.starts_with("tags"),
+            })
             .collect();
         self.check_keys(entries, &keys, "in the event");
         for (name, filter) in [
@@ -305,6 +309,9 @@ impl Reader<'_> {
                     into.push(pattern);
                 }
             }
+        }
+        if let Some(n) = get(entries, "fork-secrets").filter(|_| !tags) {
+            events.fork_secrets = self.boolean(n, "`fork-secrets`").unwrap_or(false);
         }
         events
     }

@@ -88,6 +88,10 @@ pub struct Events {
     pub branches: Filter,
     pub tags: Filter,
     pub paths: Filter,
+    /// `pull_request.fork-secrets: true`: runs of pull requests from forks get the
+    /// secrets their steps are granted. Off by default: a fork's code is not trusted
+    /// with them.
+    pub fork_secrets: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -393,6 +397,7 @@ mod tests {
                 branches: filter(&["main", "release/**"], &[]),
                 tags: Filter::default(),
                 paths: filter(&[], &["docs/**"]),
+                fork_secrets: false,
             }),
             pull_request: Some(Events {
                 branches: filter(&["main"], &[]),

@@ -398,13 +398,8 @@ async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String
                         Some(live) => Feed::Live(live.history.into(), live.receiver),
                         None => match server.store.run(id) {
                             Ok(Some(run)) if run.status.finished() || run.record.is_some() => {
-                                let text = server
-                                    .record_dir(&run)
-                                    .and_then(|d| {
-                                        std::fs::read_to_string(d.join("events.jsonl")).ok()
-                                    })
-                                    .unwrap_or_default();
-                                Feed::Disk(text.lines().map(str::to_string).collect())
+                                let record = server.record_dir(&run);
+                                Feed::Disk(record.map(|d| replay(&d)).unwrap_or_default())
                             }
                             Ok(Some(_)) => {
                                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -443,6 +438,60 @@ async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// A finished run's events from its record. The record keeps log lines in one file per
+/// step rather than among the events, so each step's lines are put back as `log` events
+/// just before the step's `step-finished`.
+fn replay(dir: &std::path::Path) -> std::collections::VecDeque<String> {
+    let summary: Option<ferry_engine::record::RunSummary> = std::fs::read(dir.join("run.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut logs: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (job, summary) in summary.iter().flat_map(|s| &s.jobs) {
+        for step in &summary.steps {
+            logs.insert((job.clone(), step.key.clone()), step.log.clone());
+        }
+    }
+    let lines_of = |job: &str, step: &str, log: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let event = match line.strip_prefix("▸ ") {
+                    Some(title) => json!({ "type": "group-start", "job": job, "step": step, "title": title }),
+                    None => {
+                        let (level, text) = [("debug: ", "debug"), ("warning: ", "warn"), ("error: ", "error")]
+                            .iter()
+                            .find_map(|(prefix, level)| line.strip_prefix(prefix).map(|t| (*level, t)))
+                            .unwrap_or(("stdout", line));
+                        json!({ "type": "log", "job": job, "step": step, "level": level, "text": text })
+                    }
+                };
+                event.to_string()
+            })
+            .collect()
+    };
+    let mut out = std::collections::VecDeque::new();
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+    for line in events.lines() {
+        if let Ok(event) = serde_json::from_str::<Value>(line)
+            && event["type"] == "step-finished"
+        {
+            let (job, step) = (
+                event["job"].as_str().unwrap_or_default(),
+                event["step"].as_str().unwrap_or_default(),
+            );
+            if let Some(log) = logs.remove(&(job.to_string(), step.to_string())) {
+                out.extend(lines_of(job, step, &log));
+            }
+        }
+        out.push_back(line.to_string());
+    }
+    // Steps a stopped server never finished still have what they said.
+    for ((job, step), log) in &logs {
+        out.extend(lines_of(job, step, log));
+    }
+    out
 }
 
 type SseItem = Result<SseEvent, Infallible>;

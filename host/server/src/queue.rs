@@ -196,6 +196,9 @@ impl Server {
                 .map_err(|problems| problems.join("\n"))?,
             _ => run.source.inputs.clone(),
         };
+        // A fork's code gets no secrets unless the pipeline trusts forks.
+        let secrets =
+            !run.source.fork || (pipeline.on.pull_request.as_ref()).is_some_and(|e| e.fork_secrets);
         let channel = self.live.open(run.id);
         let reporter = Arc::new(RunReporter {
             run: run.id,
@@ -211,7 +214,7 @@ impl Server {
                 state_dir: repo.state_dir(&self.config.data),
                 git: git_info(&run.source),
                 inputs,
-                secrets: !run.source.fork,
+                secrets,
                 reporter,
                 cancel,
                 slots: self.job_slots.clone(),
