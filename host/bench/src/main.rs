@@ -25,8 +25,12 @@
 //!     result cached, against spawning `/bin/true` once per step; plus the `--timings`
 //!     breakdown of a cached run.
 //!
+//! (i) `ferry serve` under load, with a pipeline of one no-op wasm step: the time from
+//!     sending a signed push webhook to its run's first step starting (median and p99 over
+//!     sequential hooks), and the runs per second it sustains when 200 hooks arrive at once.
+//!
 //! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`,
-//! `f`, `g` or `h` runs one part. Figures are medians.
+//! `f`, `g`, `h` or `i` runs one part. Figures are medians.
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -53,6 +57,7 @@ fn main() {
         Some("f") => std::process::exit(i32::from(image_build(&ferry, root))),
         Some("g") => std::process::exit(i32::from(locked_plugins(&ferry, root))),
         Some("h") => std::process::exit(i32::from(cached_pipeline(&ferry, root))),
+        Some("i") => std::process::exit(i32::from(serve_load(&ferry, root))),
         _ => {}
     }
 
@@ -880,4 +885,192 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
     let elapsed = started.elapsed();
     assert_eq!(result.status, Status::Passed);
     elapsed
+}
+
+/// (i) A `ferry serve` taking webhooks for a repository whose pipeline is one no-op step.
+fn serve_load(ferry: &Path, root: &Path) -> u8 {
+    const SECRET: &str = "bench-secret";
+    const TOKEN: &str = "bench-token";
+    const SEQUENTIAL: usize = 100;
+    const BURST: usize = 200;
+    let repo = root.join("serve-app");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        repo.join("ferry.yaml"),
+        format!(
+            "name: noop\non: push\njobs:\n  noop:\n    steps:\n      - uses: {}\n        with: {{ case: noop }}\n",
+            fixtures::PROBE
+        ),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "noop"]);
+    let sha = String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&repo)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(ferry)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(root.join("serve-data"))
+        .arg("--repo")
+        .arg(&repo)
+        .args([
+            "--webhook-secret-env",
+            "S",
+            "--token-env",
+            "T",
+            "--max-runs",
+            "4",
+        ])
+        .env("S", SECRET)
+        .env("T", TOKEN)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let get = |path: &str| -> serde_json::Value {
+        agent
+            .get(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_json())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.get(&format!("{base}/api/session")).call().is_err() {
+        assert!(Instant::now() < deadline, "ferry serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hook = |delivery: &str| {
+        let body = serde_json::json!({
+            "ref": "refs/heads/main", "after": sha,
+            "repository": { "full_name": "bench/serve-app" },
+            "head_commit": { "message": "noop", "author": { "name": "bench" } },
+        })
+        .to_string();
+        let signature = format!(
+            "sha256={}",
+            ferry_server::hooks::sign(SECRET, body.as_bytes())
+        );
+        let response = agent
+            .post(&format!("{base}/hooks/github"))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", &signature)
+            .send(body.as_bytes())
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+    };
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            * 1e3
+    };
+    // The newest run past `after` once its first step has started: (id, started_at).
+    let wait_started = |after: i64| -> (i64, f64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = get("/api/runs?limit=1");
+            if let Some(id) = runs[0]["id"].as_i64().filter(|id| *id > after) {
+                let run = get(&format!("/api/runs/{id}"));
+                if let Some(at) = run["jobs"][0]["steps"][0]["started_at"].as_f64() {
+                    return (id, at);
+                }
+            }
+            assert!(Instant::now() < deadline, "no run started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // Warm up: the first run compiles the component.
+    hook("warm-up");
+    let (mut last, _) = wait_started(0);
+    let mut latencies = Vec::new();
+    for i in 0..SEQUENTIAL {
+        let sent = now_ms();
+        hook(&format!("sequential-{i}"));
+        let (id, started) = wait_started(last);
+        latencies.push(started - sent);
+        last = id;
+        // Let the run finish so each hook meets an idle server.
+        while get(&format!("/api/runs/{id}"))["status"] != "passed" {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let median = latencies[latencies.len() / 2];
+    let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
+
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for worker in 0..8 {
+            let hook = &hook;
+            scope.spawn(move || {
+                for i in (worker..BURST).step_by(8) {
+                    hook(&format!("burst-{i}"));
+                }
+            });
+        }
+    });
+    let accepted = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let runs = get(&format!("/api/runs?limit={}", BURST + 10));
+        let done = runs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["id"].as_i64() > Some(last) && r["status"] == "passed")
+            .count();
+        if done == BURST {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of {BURST} runs passed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = started.elapsed();
+    let _ = server.kill();
+    let _ = server.wait();
+    println!("(i) ferry serve, one no-op wasm step per run, 2 cores");
+    println!(
+        "    webhook to first step ({SEQUENTIAL} hooks one at a time): median {median:.1} ms, p99 {p99:.1} ms"
+    );
+    println!(
+        "    {BURST} hooks at once: accepted in {:.0} ms, all {BURST} runs passed in {:.2} s = {:.0} runs/s",
+        accepted.as_secs_f64() * 1e3,
+        elapsed.as_secs_f64(),
+        BURST as f64 / elapsed.as_secs_f64()
+    );
+    0
 }

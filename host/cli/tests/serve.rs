@@ -534,3 +534,31 @@ fn forks_get_no_secrets_unless_trusted_and_secrets_are_masked_in_the_stream() {
         );
     }
 }
+
+#[test]
+fn a_newer_run_cancels_the_older_one_in_its_concurrency_group() {
+    let t = Test::new();
+    let gate = t.path("go");
+    let pipeline = format!(
+        "name: app\non: push\njobs:\n  deploy:\n    concurrency: {{ group: production, cancel-in-progress: true }}\n    steps:\n      - run: while [ ! -e {} ]; do sleep 0.05; done\n",
+        gate.display()
+    );
+    let repo = repository(&t, &pipeline);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "older", SECRET).0, 202);
+    let older = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    served.wait_for(older, &["running"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served.get(&format!("/api/runs/{older}")).1["jobs"][0]["status"] != "running" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(push_hook(&served, &sha, "newer", SECRET).0, 202);
+    let newer = served.wait_runs(2)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(older, &["cancelled", "passed", "failed"]);
+    assert_eq!(run["status"], "cancelled", "{run}");
+    std::fs::write(&gate, "").unwrap();
+    let run = served.wait_for(newer, &["passed", "failed", "cancelled"]);
+    assert_eq!(run["status"], "passed", "{run}");
+}
