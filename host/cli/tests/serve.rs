@@ -562,3 +562,38 @@ fn a_newer_run_cancels_the_older_one_in_its_concurrency_group() {
     let run = served.wait_for(newer, &["passed", "failed", "cancelled"]);
     assert_eq!(run["status"], "passed", "{run}");
 }
+
+#[test]
+fn a_server_stopped_with_sigterm_queues_its_run_again_on_restart() {
+    let t = Test::new();
+    let gate = t.path("go");
+    let pipeline = format!(
+        "name: app\non: push\njobs:\n  slow:\n    steps:\n      - run: while [ ! -e {} ]; do sleep 0.05; done\n",
+        gate.display()
+    );
+    let repo = repository(&t, &pipeline);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let mut served = Served::start(&t, &repo, &["--retry-interrupted"]);
+    assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    served.wait_for(id, &["running"]);
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(served.child.id() as i32, libc::SIGTERM) };
+    let status = served.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "a stopped server exits cleanly: {status:?}"
+    );
+
+    served.restart();
+    let run = served.wait_for(id, &["interrupted"]);
+    assert!(
+        run["error"].as_str().unwrap().contains("server stopped"),
+        "{run}"
+    );
+    let again = served.wait_runs(2)[0].clone();
+    assert_eq!(again["rerun_of"], id, "{again}");
+    std::fs::write(&gate, "").unwrap();
+    let again = served.wait_for(again["id"].as_i64().unwrap(), &["passed", "failed"]);
+    assert_eq!(again["status"], "passed", "{again}");
+}

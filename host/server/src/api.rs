@@ -44,6 +44,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/trigger", post(trigger))
         .route("/hooks/{forge}", post(hook))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page or endpoint") })
+        // GitHub sends hooks of up to 25 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(25 << 20))
         .with_state(server)
 }
 

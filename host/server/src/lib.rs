@@ -107,6 +107,9 @@ pub struct Server {
     dispatch: Notify,
     run_slots: Arc<Semaphore>,
     job_slots: Arc<Semaphore>,
+    /// Set while the server shuts down: runs it stops are left for the next start to
+    /// mark interrupted (and retry), as after a crash.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Why a server could not start.
@@ -159,6 +162,7 @@ impl Server {
             active: Mutex::default(),
             intake: Notify::new(),
             dispatch: Notify::new(),
+            stopping: Default::default(),
         });
         server.recover()?;
         Ok(server)
@@ -168,6 +172,8 @@ impl Server {
     /// configured to.
     fn recover(&self) -> Result<(), store::StoreError> {
         let now = ferry_engine::record::now_ms();
+        // Worktrees of runs that were going; the mirrors forget them at their next fetch.
+        let _ = std::fs::remove_dir_all(self.config.data.join("checkouts"));
         for repo in &self.repos {
             ferry_engine::record::recover_interrupted(&repo.state_dir(&self.config.data));
         }
@@ -185,9 +191,14 @@ impl Server {
         self.repos.iter().find(|r| r.config.name == name)
     }
 
-    /// Listens and serves until the process stops: the API, hooks and dashboard, and the
-    /// tasks that take deliveries, poll, fire schedules and run the queue.
-    pub async fn serve(self: Arc<Server>) -> Result<(), StartError> {
+    /// Listens and serves until `stop` resolves: the API, hooks and dashboard, and the
+    /// tasks that take deliveries, poll, fire schedules and run the queue. On `stop` it
+    /// cancels the runs going (a restart marks them interrupted and, when configured,
+    /// queues them again) and waits for them to wind down.
+    pub async fn serve(
+        self: Arc<Server>,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let listener = tokio::net::TcpListener::bind(self.config.listen)
             .await
             .map_err(|e| StartError::Listen(self.config.listen, e))?;
@@ -196,7 +207,23 @@ impl Server {
             .map_err(|e| StartError::Listen(self.config.listen, e))?;
         self.start_background();
         eprintln!("ferry serve: listening on http://{addr}");
+        let server = self.clone();
+        let shutdown = async move {
+            stop.await;
+            eprintln!("ferry serve: stopping; runs going now are picked up at the next start");
+            server
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            for token in lock(&server.active).values() {
+                token.cancel();
+            }
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !lock(&server.active).is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
         axum::serve(listener, api::router(self.clone()))
+            .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| StartError::Listen(addr, e))
     }

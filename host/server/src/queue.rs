@@ -142,13 +142,17 @@ impl Server {
             Ok(status) => (status, None),
             Err(e) => (RunStatus::Error, Some(e)),
         };
+        self.live.close(id);
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // Left `running`: the next start marks it interrupted, as after a crash.
+            return;
+        }
         if let Err(e) = self
             .store
             .finish_run(id, status, now_ms(), error.as_deref())
         {
             eprintln!("error: run #{id}: {e}");
         }
-        self.live.close(id);
         self.report_status(&run, status);
         self.retain();
     }

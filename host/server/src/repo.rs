@@ -107,6 +107,8 @@ impl Repo {
     async fn fetch_locked(&self) -> Result<(), String> {
         if self.mirror.join("HEAD").is_file() {
             git(&self.mirror, &["fetch", "--prune", "--quiet", "origin"]).await?;
+            // Worktrees of runs a stopped server left behind.
+            git(&self.mirror, &["worktree", "prune"]).await?;
         } else {
             let parent = self.mirror.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent)

@@ -287,7 +287,7 @@ pub fn secrets(plan: &Plan) -> BTreeMap<String, String> {
 
 /// Ctrl-C, or on Unix also SIGTERM (what CI runners and service managers send). False when
 /// no handler could be installed.
-async fn stop_signal() -> bool {
+pub async fn stop_signal() -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

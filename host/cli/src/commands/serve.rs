@@ -256,7 +256,13 @@ pub fn execute(args: Args) -> u8 {
         Ok(server) => server,
         Err(e) => return super::fail(e.to_string()),
     };
-    match runtime.block_on(server.serve()) {
+    let stop = async {
+        // Without a signal handler the server runs until it is killed.
+        if !super::run::stop_signal().await {
+            std::future::pending::<()>().await;
+        }
+    };
+    match runtime.block_on(server.serve(stop)) {
         Ok(()) => crate::exit::PASSED,
         Err(e) => super::fail(e.to_string()),
     }
