@@ -9,6 +9,19 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// A repository whose one job (with `job_keys` added) waits until the returned gate file
+/// exists; its commit.
+fn gated(t: &Test, job_keys: &str) -> (std::path::PathBuf, String, std::path::PathBuf) {
+    let gate = t.path("go");
+    let pipeline = format!(
+        "name: app\non: push\njobs:\n  slow:\n{job_keys}    steps:\n      - run: while [ ! -e {} ]; do sleep 0.05; done\n",
+        gate.display()
+    );
+    let repo = repository(t, &pipeline);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    (repo, sha, gate)
+}
+
 const ECHO: &str = "
 name: app
 on:
@@ -164,13 +177,7 @@ fn polling_notices_a_new_commit() {
 #[test]
 fn a_killed_server_marks_its_run_interrupted_and_the_run_can_run_again() {
     let t = Test::new();
-    let gate = t.path("go");
-    let pipeline = format!(
-        "name: app\non: push\njobs:\n  slow:\n    steps:\n      - run: while [ ! -e {} ]; do sleep 0.1; done\n",
-        gate.display()
-    );
-    let repo = repository(&t, &pipeline);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let (repo, sha, gate) = gated(&t, "");
     let mut served = Served::start(&t, &repo, &[]);
     assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
     let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
@@ -538,13 +545,10 @@ fn forks_get_no_secrets_unless_trusted_and_secrets_are_masked_in_the_stream() {
 #[test]
 fn a_newer_run_cancels_the_older_one_in_its_concurrency_group() {
     let t = Test::new();
-    let gate = t.path("go");
-    let pipeline = format!(
-        "name: app\non: push\njobs:\n  deploy:\n    concurrency: {{ group: production, cancel-in-progress: true }}\n    steps:\n      - run: while [ ! -e {} ]; do sleep 0.05; done\n",
-        gate.display()
+    let (repo, sha, gate) = gated(
+        &t,
+        "    concurrency: { group: production, cancel-in-progress: true }\n",
     );
-    let repo = repository(&t, &pipeline);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
     let served = Served::start(&t, &repo, &[]);
     assert_eq!(push_hook(&served, &sha, "older", SECRET).0, 202);
     let older = served.wait_runs(1)[0]["id"].as_i64().unwrap();
@@ -566,13 +570,7 @@ fn a_newer_run_cancels_the_older_one_in_its_concurrency_group() {
 #[test]
 fn a_server_stopped_with_sigterm_queues_its_run_again_on_restart() {
     let t = Test::new();
-    let gate = t.path("go");
-    let pipeline = format!(
-        "name: app\non: push\njobs:\n  slow:\n    steps:\n      - run: while [ ! -e {} ]; do sleep 0.05; done\n",
-        gate.display()
-    );
-    let repo = repository(&t, &pipeline);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let (repo, sha, gate) = gated(&t, "");
     let mut served = Served::start(&t, &repo, &["--retry-interrupted"]);
     assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
     let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();

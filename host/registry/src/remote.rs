@@ -475,8 +475,9 @@ impl Store for Remote {
     }
 }
 
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
+/// Percent-encodes a query value or a path segment: everything but RFC 3986's unreserved
+/// characters.
+pub fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

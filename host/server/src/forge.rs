@@ -3,6 +3,7 @@
 
 use crate::hooks::Forge;
 use crate::store::RunStatus;
+use ferry_registry::remote::encode;
 
 /// Where and how to report a repository's commit statuses.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,18 +105,6 @@ impl StatusTarget {
             Err(e) => Err(format!("cannot reach `{url}`: {e}")),
         }
     }
-}
-
-/// Percent-encodes a path segment (GitLab takes `group/project` as `group%2Fproject`).
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
