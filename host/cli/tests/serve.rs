@@ -595,3 +595,24 @@ fn a_server_stopped_with_sigterm_queues_its_run_again_on_restart() {
     let again = served.wait_for(again["id"].as_i64().unwrap(), &["passed", "failed"]);
     assert_eq!(again["status"], "passed", "{again}");
 }
+
+#[test]
+fn deployments_are_kept_with_the_run_that_made_them() {
+    let t = Test::new();
+    let pipeline = "name: app\non: push\njobs:\n  ship:\n    environment: staging\n    steps:\n      - uses: deploy\n        with: { target: command, version: v1.2.3, command: [true] }\n        permissions: { exec: [true] }\n";
+    let repo = repository(&t, pipeline);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(id, &["passed", "failed", "error"]);
+    assert_eq!(run["status"], "passed", "{run}");
+    assert_eq!(run["deployments"][0]["version"], "v1.2.3", "{run}");
+    let (status, list) = served.get("/api/deployments?environment=staging");
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["run_id"], id, "{list}");
+    assert_eq!(list[0]["outcome"], "deployed");
+    assert_eq!(list[0]["repo"], "app");
+    let (_, none) = served.get("/api/deployments?environment=production");
+    assert_eq!(none, Value::Array(vec![]));
+}

@@ -42,6 +42,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/runs/{id}/cancel", post(cancel))
         .route("/api/runs/{id}/rerun", post(rerun))
         .route("/api/trigger", post(trigger))
+        .route("/api/deployments", get(deployments))
         .route("/hooks/{forge}", post(hook))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page or endpoint") })
         // GitHub sends hooks of up to 25 MB.
@@ -288,6 +289,32 @@ async fn repos(State(server): Shared, headers: HeaderMap) -> Answer {
 }
 
 #[derive(Deserialize)]
+struct DeploymentsQuery {
+    limit: Option<usize>,
+    repo: Option<String>,
+    environment: Option<String>,
+}
+
+/// What went to each environment, newest first.
+async fn deployments(
+    State(server): Shared,
+    headers: HeaderMap,
+    Query(query): Query<DeploymentsQuery>,
+) -> Answer {
+    may_read(&server, &headers)?;
+    let found = server
+        .store
+        .deployments(&crate::store::DeploymentQuery {
+            limit: query.limit.unwrap_or(50).clamp(1, 500),
+            repo: query.repo,
+            environment: query.environment,
+            run: None,
+        })
+        .map_err(internal)?;
+    Ok(axum::Json(found).into_response())
+}
+
+#[derive(Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
     before: Option<i64>,
@@ -352,12 +379,21 @@ async fn show_run(State(server): Shared, headers: HeaderMap, Path(id): Path<Stri
         .map(|a| json!({ "name": a.name, "job": a.job, "files": a.file_count(), "size": a.size() }))
         .collect();
     let annotations = record.as_deref().map(annotations).unwrap_or_default();
+    let deployments = server
+        .store
+        .deployments(&crate::store::DeploymentQuery {
+            limit: 100,
+            run: Some(run.id),
+            ..Default::default()
+        })
+        .map_err(internal)?;
     let mut value = run_json(&run);
     if let Some(map) = value.as_object_mut() {
         map.insert("jobs".into(), json!(jobs));
         map.insert("approvals".into(), json!(approvals));
         map.insert("artifacts".into(), json!(artifacts));
         map.insert("annotations".into(), json!(annotations));
+        map.insert("deployments".into(), json!(deployments));
     }
     Ok(axum::Json(value).into_response())
 }

@@ -153,6 +153,7 @@ impl Server {
         {
             eprintln!("error: run #{id}: {e}");
         }
+        self.keep_deployments(id);
         self.report_status(&run, status);
         self.retain();
     }
@@ -254,6 +255,27 @@ impl Server {
                 eprintln!("warning: commit status for `{}`: {e}", short(&sha));
             }
         });
+    }
+
+    /// Copies what the run did to environments from the repository's deployment history
+    /// into the store, where the API lists it across runs.
+    fn keep_deployments(&self, id: i64) {
+        let Ok(Some(run)) = self.store.run(id) else {
+            return;
+        };
+        let (Some(record), Some(state)) = (&run.record, self.state_dir(&run.source.repo)) else {
+            return;
+        };
+        let entries: Vec<_> = ferry_engine::deployments::read(&state)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.run == *record)
+            .collect();
+        if !entries.is_empty()
+            && let Err(e) = self.store.add_deployments(id, &run.source.repo, &entries)
+        {
+            eprintln!("error: run #{id}: {e}");
+        }
     }
 
     /// Deletes the oldest finished runs past the retention limit, with their records.

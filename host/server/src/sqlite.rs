@@ -2,8 +2,8 @@
 //! for the writer (the runs).
 
 use crate::store::{
-    Approval, Delivery, Job, Progress, Result, Run, RunQuery, RunStatus, Source, Step, Store,
-    StoreError,
+    Approval, Delivery, Deployment, DeploymentQuery, Job, Progress, Result, Run, RunQuery,
+    RunStatus, Source, Step, Store, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS approvals (
     reason TEXT,
     PRIMARY KEY (run, job)
 );
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL,
+    repo TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    UNIQUE (run, entry)
+);
+CREATE INDEX IF NOT EXISTS deployments_environment ON deployments(repo, environment, id);
 CREATE TABLE IF NOT EXISTS refs (
     repo TEXT NOT NULL,
     ref TEXT NOT NULL,
@@ -505,6 +514,65 @@ impl Store for Sqlite {
         }
         .map_err(err)?;
         Ok(())
+    }
+
+    fn add_deployments(
+        &self,
+        run: i64,
+        repo: &str,
+        entries: &[ferry_engine::deployments::Deployment],
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(err)?;
+        for entry in entries {
+            tx.execute(
+                "INSERT OR IGNORE INTO deployments (run, repo, environment, entry)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    run,
+                    repo,
+                    entry.environment,
+                    serde_json::to_string(entry).map_err(err)?
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn deployments(&self, query: &DeploymentQuery) -> Result<Vec<Deployment>> {
+        let db = self.db();
+        let mut statement = db
+            .prepare(
+                "SELECT run, repo, entry FROM deployments
+                 WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR environment = ?2)
+                   AND (?3 IS NULL OR run = ?3)
+                 ORDER BY id DESC LIMIT ?4",
+            )
+            .map_err(err)?;
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(
+                params![query.repo, query.environment, query.run, limit],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (run_id, repo, entry) = row.map_err(err)?;
+            out.push(Deployment {
+                run_id,
+                repo,
+                entry: serde_json::from_str(&entry).map_err(err)?,
+            });
+        }
+        Ok(out)
     }
 
     fn prune(&self, keep: usize) -> Result<Vec<Run>> {

@@ -220,6 +220,26 @@ pub struct Approval {
     pub reason: Option<String>,
 }
 
+/// A deploy, failed deploy or rollback a run did, as the engine's deployment history
+/// records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The server's run.
+    pub run_id: i64,
+    pub repo: String,
+    #[serde(flatten)]
+    pub entry: ferry_engine::deployments::Deployment,
+}
+
+/// Which deployments to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentQuery {
+    pub limit: usize,
+    pub repo: Option<String>,
+    pub environment: Option<String>,
+    pub run: Option<i64>,
+}
+
 /// A change to a job as the engine reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress<'a> {
@@ -288,6 +308,16 @@ pub trait Store: Send + Sync + 'static {
     /// The commit a poll last saw on each reference of a repository.
     fn seen_refs(&self, repo: &str) -> Result<BTreeMap<String, String>>;
     fn set_seen_ref(&self, repo: &str, reference: &str, sha: Option<&str>) -> Result<()>;
+
+    /// Keeps what run `run` did to environments (repeated entries are kept once).
+    fn add_deployments(
+        &self,
+        run: i64,
+        repo: &str,
+        entries: &[ferry_engine::deployments::Deployment],
+    ) -> Result<()>;
+    /// Deployments, newest first.
+    fn deployments(&self, query: &DeploymentQuery) -> Result<Vec<Deployment>>;
 
     /// Finished runs beyond the newest `keep`, oldest first, with their records, removed
     /// from the store.

@@ -348,7 +348,15 @@ async function showRun(id) {
       state.live && step.status === "running" ? h("span", { class: "live", id: "live" }, "● live") : null,
       step.message ? h("span", { class: "muted" }, step.message) : null);
     const outs = state.outputs.get(k);
-    fill(outputs, outs && outs.size ? h("table", { class: "outputs" }, [...outs].map(([name, value]) => h("tr", {}, h("td", {}, name), h("td", { class: "mono" }, value)))) : "");
+    // The `test` step's counts read as a summary; other outputs as a table.
+    const tests = outs && outs.has("total") && outs.has("passed")
+      ? h("div", { class: "tests", id: "tests" },
+        h("strong", {}, `${outs.get("total")} tests`),
+        ...["passed", "failed", "skipped", "flaky"].filter((n) => Number(outs.get(n)) > 0)
+          .map((n) => h("span", { class: `badge s-${n === "flaky" ? "running" : n}` }, `${outs.get(n)} ${n}`)))
+      : null;
+    const table = outs && outs.size ? h("table", { class: "outputs" }, [...outs].map(([name, value]) => h("tr", {}, h("td", {}, name), h("td", { class: "mono" }, value)))) : null;
+    fill(outputs, tests, table);
     if (shown !== k || log.childElementCount !== lines.length) {
       shown = k;
       log.replaceChildren(...lines.map((entry, i) => logLine(entry, i + 1)));
@@ -378,6 +386,13 @@ async function showRun(id) {
         return h("li", {}, badge(a.annotation.level === "error" ? "failed" : a.annotation.level === "warn" ? "running" : "skipped"),
           h("span", { class: "mono muted" }, `${a.job}`), at ? h("span", { class: "mono" }, at) : null, a.annotation.message);
       })));
+    }
+    if ((run.deployments || []).length) {
+      parts.push(h("h2", {}, "Deployments"), h("ul", { class: "panel list", id: "deployments" }, run.deployments.map((d) => h("li", {},
+        badge(d.outcome === "deployed" ? "passed" : d.outcome === "failed" ? "failed" : "interrupted"),
+        h("span", { class: "ref" }, d.environment), h("span", { class: "mono" }, d.version),
+        d.outcome, d.url ? h("a", { href: d.url }, d.url) : null,
+        h("span", { class: "grow" }), h("span", { class: "muted" }, d.at)))));
     }
     if ((run.artifacts || []).length) {
       parts.push(h("h2", {}, "Artifacts"), h("ul", { class: "panel list", id: "artifacts" }, run.artifacts.map((a) => h("li", {},
