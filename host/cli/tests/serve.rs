@@ -616,3 +616,36 @@ fn deployments_are_kept_with_the_run_that_made_them() {
     let (_, none) = served.get("/api/deployments?environment=production");
     assert_eq!(none, Value::Array(vec![]));
 }
+
+#[test]
+fn a_running_run_and_a_queued_one_can_be_cancelled() {
+    let t = Test::new();
+    let (repo, sha, _gate) = gated(&t, "");
+    let served = Served::start(&t, &repo, &["--max-runs", "1"]);
+    assert_eq!(push_hook(&served, &sha, "first", SECRET).0, 202);
+    let running = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    served.wait_for(running, &["running"]);
+    assert_eq!(push_hook(&served, &sha, "second", SECRET).0, 202);
+    let queued = served.wait_runs(2)[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        served.get(&format!("/api/runs/{queued}")).1["status"],
+        "queued"
+    );
+
+    let (status, body) = served.post(&format!("/api/runs/{queued}/cancel"), Value::Null);
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = served.post(&format!("/api/runs/{running}/cancel"), Value::Null);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        served.wait_for(running, &["cancelled"])["status"],
+        "cancelled"
+    );
+    // The slot the cancelled run freed must not start the queued run that was cancelled.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        served.get(&format!("/api/runs/{queued}")).1["status"],
+        "cancelled"
+    );
+    let (status, body) = served.post(&format!("/api/runs/{running}/cancel"), Value::Null);
+    assert_eq!(status, 409, "{body}");
+}

@@ -138,6 +138,15 @@ impl Server {
     /// Runs one queued run to its end and records how it went.
     async fn execute(self: &Arc<Server>, run: Run, cancel: CancellationToken) {
         let id = run.id;
+        match self.store.start_run(id, now_ms()) {
+            Ok(true) => {}
+            // Cancelled between the queue and here.
+            Ok(false) => return,
+            Err(e) => {
+                eprintln!("error: run #{id}: {e}");
+                return;
+            }
+        }
         let (status, error) = match self.try_execute(&run, cancel).await {
             Ok(status) => (status, None),
             Err(e) => (RunStatus::Error, Some(e)),
@@ -167,9 +176,6 @@ impl Server {
             .repo(&run.source.repo)
             .cloned()
             .ok_or_else(|| format!("repository `{}` is not configured", run.source.repo))?;
-        self.store
-            .start_run(run.id, now_ms())
-            .map_err(|e| e.to_string())?;
         self.report_status(run, RunStatus::Running);
         repo.ensure(&run.source.sha).await?;
         let checkout = self.config.data.join("checkouts").join(run.id.to_string());

@@ -258,14 +258,16 @@ impl Store for Sqlite {
         rows.collect::<rusqlite::Result<_>>().map_err(err)
     }
 
-    fn start_run(&self, id: i64, at: u64) -> Result<()> {
-        self.db()
+    fn start_run(&self, id: i64, at: u64) -> Result<bool> {
+        let changed = self
+            .db()
             .execute(
-                "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
+                "UPDATE runs SET status = 'running', started_at = ?2
+                 WHERE id = ?1 AND status = 'queued'",
                 params![id, at],
             )
             .map_err(err)?;
-        Ok(())
+        Ok(changed == 1)
     }
 
     fn set_record(&self, id: i64, record: &str) -> Result<()> {
@@ -679,7 +681,7 @@ mod tests {
         let (dir, store) = store();
         let id = store.add_run(&source("a"), 1).unwrap();
         let queued = store.add_run(&source("b"), 1).unwrap();
-        store.start_run(id, 2).unwrap();
+        assert!(store.start_run(id, 2).unwrap());
         let job = Job {
             job: "build".into(),
             name: "build".into(),
@@ -700,6 +702,15 @@ mod tests {
             store.run(queued).unwrap().unwrap().status,
             RunStatus::Queued
         );
+    }
+
+    #[test]
+    fn a_run_cancelled_in_the_queue_never_starts() {
+        let (_dir, store) = store();
+        let id = store.add_run(&source("a"), 1).unwrap();
+        store.finish_run(id, RunStatus::Cancelled, 2, None).unwrap();
+        assert!(!store.start_run(id, 3).unwrap());
+        assert_eq!(store.run(id).unwrap().unwrap().status, RunStatus::Cancelled);
     }
 
     #[test]

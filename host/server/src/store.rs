@@ -294,7 +294,9 @@ pub trait Store: Send + Sync + 'static {
     fn runs(&self, query: &RunQuery) -> Result<Vec<Run>>;
     /// Queued runs, oldest first.
     fn queued(&self) -> Result<Vec<Run>>;
-    fn start_run(&self, id: i64, at: u64) -> Result<()>;
+    /// Marks a queued run running; false when it is no longer queued (cancelled while it
+    /// waited), and then it must not run.
+    fn start_run(&self, id: i64, at: u64) -> Result<bool>;
     /// The engine's record of the run, once the engine has started it.
     fn set_record(&self, id: i64, record: &str) -> Result<()>;
     fn finish_run(&self, id: i64, status: RunStatus, at: u64, error: Option<&str>) -> Result<()>;
