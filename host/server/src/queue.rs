@@ -49,9 +49,14 @@ impl Server {
                 .ignore_delivery(delivery, "the repository is no longer configured");
         };
         let now = now_ms();
-        let pipeline = match repo.ensure(&source.sha).await {
-            Ok(()) => repo.pipeline_at(&source.sha).await,
-            Err(e) => Err(e),
+        // Usually the mirror has the commit already: ask for the file first and fetch only
+        // when that fails.
+        let pipeline = match repo.pipeline_at(&source.sha).await {
+            Ok(text) => Ok(text),
+            Err(_) => match repo.ensure(&source.sha).await {
+                Ok(()) => repo.pipeline_at(&source.sha).await,
+                Err(e) => Err(e),
+            },
         };
         let text = match pipeline {
             Ok(text) => text,
@@ -177,9 +182,12 @@ impl Server {
             .cloned()
             .ok_or_else(|| format!("repository `{}` is not configured", run.source.repo))?;
         self.report_status(run, RunStatus::Running);
-        repo.ensure(&run.source.sha).await?;
         let checkout = self.config.data.join("checkouts").join(run.id.to_string());
-        repo.checkout(&run.source.sha, &checkout).await?;
+        if repo.checkout(&run.source.sha, &checkout).await.is_err() {
+            // A re-run of a commit the mirror no longer has, or a manual run of a new one.
+            repo.ensure(&run.source.sha).await?;
+            repo.checkout(&run.source.sha, &checkout).await?;
+        }
         let result = self.run_checkout(&repo, run, &checkout, cancel).await;
         repo.remove_checkout(&checkout).await;
         result
