@@ -649,3 +649,25 @@ fn a_running_run_and_a_queued_one_can_be_cancelled() {
     let (status, body) = served.post(&format!("/api/runs/{running}/cancel"), Value::Null);
     assert_eq!(status, 409, "{body}");
 }
+
+#[test]
+fn a_repository_given_by_a_relative_path_is_built() {
+    let t = Test::new();
+    repository(&t, ECHO);
+    let mut served = Served::start(&t, &t.path("app"), &[]);
+    // The same server, given the repository as `app` from its working directory.
+    served.kill();
+    let at = served.args.iter().position(|a| a == "--repo").unwrap();
+    served.args[at + 1] = "app".into();
+    let data = served.args.iter().position(|a| a == "--data").unwrap();
+    served.args[data + 1] = "data-relative".into();
+    served.restart();
+    let (status, body) = served.post("/api/trigger", serde_json::json!({ "ref": "main" }));
+    assert_eq!(status, 201, "{body}");
+    let run = served.wait_for(
+        body["run"].as_i64().unwrap(),
+        &["passed", "failed", "error"],
+    );
+    assert_eq!(run["status"], "passed", "{run}");
+    assert_eq!(run["repo"], "app");
+}

@@ -126,6 +126,14 @@ struct StatusEntry {
     context: Option<String>,
 }
 
+/// A local repository as an absolute path (git clones it from elsewhere); URLs as given.
+fn absolute(url: &str) -> String {
+    match std::fs::canonicalize(url) {
+        Ok(path) if !url.contains("://") => path.to_string_lossy().into_owned(),
+        _ => url.to_string(),
+    }
+}
+
 fn env(name: &str, what: &str) -> Result<String, String> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Ok(value),
@@ -151,13 +159,13 @@ fn config(args: Args) -> Result<Config, String> {
         .transpose()?;
     let mut repos = Vec::new();
     for url in &args.repos {
-        let mut repo = RepoConfig::new(url);
+        let mut repo = RepoConfig::new(&absolute(url));
         repo.webhook_secret = secret.clone();
         repo.poll = args.poll;
         repos.push(repo);
     }
     for entry in file.repo {
-        let mut repo = RepoConfig::new(&entry.url);
+        let mut repo = RepoConfig::new(&absolute(&entry.url));
         if let Some(name) = entry.name {
             repo.name = name;
         }
