@@ -338,14 +338,16 @@ fn commit_statuses_reach_github_gitea_and_gitlab() {
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let github: Vec<&Received> = received
-        .iter()
-        .filter(|r| {
-            r.line
-                .starts_with(&format!("POST /repos/acme/app/statuses/{sha} "))
-        })
-        .collect();
-    assert_eq!(github.len(), 2, "{received:?}");
+    // Two statuses per commit and forge: pending (running), then the outcome.
+    let sent_to = |prefix: &str| -> Vec<&Received> {
+        let sent: Vec<&Received> = received
+            .iter()
+            .filter(|r| r.line.starts_with(prefix))
+            .collect();
+        assert_eq!(sent.len(), 2, "{prefix}: {received:?}");
+        sent
+    };
+    let github = sent_to(&format!("POST /repos/acme/app/statuses/{sha} "));
     assert_eq!(header(github[0], "authorization"), "Bearer forge-t0ken");
     let last: Value = serde_json::from_str(&github[1].body).unwrap();
     assert_eq!(last["state"], "success");
@@ -357,25 +359,11 @@ fn commit_statuses_reach_github_gitea_and_gitlab() {
             .starts_with("https://ci.example.com/runs/")
     );
 
-    let gitea: Vec<&Received> = received
-        .iter()
-        .filter(|r| {
-            r.line
-                .starts_with(&format!("POST /api/v1/repos/acme/app/statuses/{sha} "))
-        })
-        .collect();
-    assert_eq!(gitea.len(), 2, "{received:?}");
+    let gitea = sent_to(&format!("POST /api/v1/repos/acme/app/statuses/{sha} "));
     assert_eq!(header(gitea[0], "authorization"), "token forge-t0ken");
     assert!(gitea[0].body.contains("\"pending\""), "{:?}", gitea[0]);
 
-    let gitlab: Vec<&Received> = received
-        .iter()
-        .filter(|r| {
-            r.line
-                .starts_with(&format!("POST /api/v4/projects/acme%2Fapp/statuses/{sha}?"))
-        })
-        .collect();
-    assert_eq!(gitlab.len(), 2, "{received:?}");
+    let gitlab = sent_to(&format!("POST /api/v4/projects/acme%2Fapp/statuses/{sha}?"));
     assert_eq!(header(gitlab[0], "private-token"), "forge-t0ken");
     assert!(gitlab[0].line.contains("state=running"), "{:?}", gitlab[0]);
     assert!(gitlab[1].line.contains("state=success"), "{:?}", gitlab[1]);

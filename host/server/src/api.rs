@@ -111,29 +111,43 @@ fn identify(server: &Server, headers: &HeaderMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
     {
         if let Some(token) = value.strip_prefix("Bearer ") {
-            return auth
-                .token
-                .as_deref()
-                .filter(|t| same(t, token.trim()))
-                .map(|_| "token".to_string());
+            return by_token(auth, token.trim());
         }
         if let Some(encoded) = value.strip_prefix("Basic ") {
             let decoded = base64_decode(encoded.trim())?;
             let (user, password) = decoded.split_once(':')?;
-            return auth
-                .users
-                .get(user)
-                .filter(|p| same(p, password))
-                .map(|_| user.to_string());
+            return by_password(auth, user, password);
         }
     }
+    crate::lock(sessions())
+        .get(session_cookie(headers)?)
+        .cloned()
+}
+
+/// Who the token is: `token` when it is the server's.
+fn by_token(auth: &crate::Auth, token: &str) -> Option<String> {
+    auth.token
+        .as_deref()
+        .filter(|t| same(t, token))
+        .map(|_| "token".to_string())
+}
+
+/// The user, when the password is theirs.
+fn by_password(auth: &crate::Auth, user: &str, password: &str) -> Option<String> {
+    auth.users
+        .get(user)
+        .filter(|p| same(p, password))
+        .map(|_| user.to_string())
+}
+
+/// The dashboard session the request's cookie names.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    let session = cookies
+    cookies
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)?
-        .1;
-    crate::lock(sessions()).get(session).cloned()
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
 }
 
 /// Refuses a request that may not read: private servers need a login to read too.
@@ -184,16 +198,8 @@ struct Login {
 async fn login(State(server): Shared, axum::Json(login): axum::Json<Login>) -> Answer {
     let auth = &server.config.auth;
     let who = match (&login.token, &login.user, &login.password) {
-        (Some(token), _, _) => auth
-            .token
-            .as_deref()
-            .filter(|t| same(t, token))
-            .map(|_| "token".to_string()),
-        (None, Some(user), Some(password)) => auth
-            .users
-            .get(user)
-            .filter(|p| same(p, password))
-            .map(|_| user.clone()),
+        (Some(token), _, _) => by_token(auth, token),
+        (None, Some(user), Some(password)) => by_password(auth, user, password),
         _ => None,
     };
     let Some(who) = who else {
@@ -215,12 +221,8 @@ async fn login(State(server): Shared, axum::Json(login): axum::Json<Login>) -> A
 }
 
 async fn logout(headers: HeaderMap) -> Answer {
-    if let Some(cookies) = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
-        for (name, value) in cookies.split(';').filter_map(|c| c.trim().split_once('=')) {
-            if name == COOKIE {
-                crate::lock(sessions()).remove(value);
-            }
-        }
+    if let Some(session) = session_cookie(&headers) {
+        crate::lock(sessions()).remove(session);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -478,19 +480,26 @@ async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String
         .into_response())
 }
 
-/// A finished run's events from its record. The record keeps log lines in one file per
-/// step rather than among the events, so each step's lines are put back as `log` events
-/// just before the step's `step-finished`.
-fn replay(dir: &std::path::Path) -> std::collections::VecDeque<String> {
+/// Each step's log file in a run record (relative to it), by job and step key, from
+/// `run.json`.
+fn step_logs(dir: &std::path::Path) -> BTreeMap<(String, String), String> {
     let summary: Option<ferry_engine::record::RunSummary> = std::fs::read(dir.join("run.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut logs: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut logs = BTreeMap::new();
     for (job, summary) in summary.iter().flat_map(|s| &s.jobs) {
         for step in &summary.steps {
             logs.insert((job.clone(), step.key.clone()), step.log.clone());
         }
     }
+    logs
+}
+
+/// A finished run's events from its record. The record keeps log lines in one file per
+/// step rather than among the events, so each step's lines are put back as `log` events
+/// just before the step's `step-finished`.
+fn replay(dir: &std::path::Path) -> std::collections::VecDeque<String> {
+    let mut logs = step_logs(dir);
     let lines_of = |job: &str, step: &str, log: &str| -> Vec<String> {
         let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
         text.lines()
@@ -551,18 +560,7 @@ async fn step_log(
     let Some(dir) = server.record_dir(&run) else {
         return Err(problem(StatusCode::NOT_FOUND, "the run has not started"));
     };
-    let summary: Option<ferry_engine::record::RunSummary> = std::fs::read(dir.join("run.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let log = summary.as_ref().and_then(|s| {
-        s.jobs
-            .get(&job)?
-            .steps
-            .iter()
-            .find(|s| s.key == step)
-            .map(|s| s.log.clone())
-    });
-    let Some(log) = log else {
+    let Some(log) = step_logs(&dir).remove(&(job.clone(), step.clone())) else {
         return Err(problem(
             StatusCode::NOT_FOUND,
             format!("run #{} has no step `{step}` in job `{job}`", run.id),

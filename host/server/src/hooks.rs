@@ -194,11 +194,6 @@ pub fn parse(forge: Forge, headers: &dyn Headers, body: &[u8]) -> Result<Hook, H
             };
             let paths = changed_paths(commits.map(Vec::as_slice).unwrap_or_default(), &json);
             change(Source {
-                repo: String::new(),
-                trigger: TriggerKind::Push,
-                reference: reference.to_string(),
-                sha: sha.to_string(),
-                base: None,
                 paths,
                 message: head
                     .and_then(|c| text(c, "/message"))
@@ -209,9 +204,7 @@ pub fn parse(forge: Forge, headers: &dyn Headers, body: &[u8]) -> Result<Hook, H
                     .or_else(|| text(&json, "/user_name"))
                     .unwrap_or_default()
                     .to_string(),
-                fork: false,
-                inputs: Default::default(),
-                rerun_of: None,
+                ..Source::new("", TriggerKind::Push, reference, sha)
             })
         }
         (Forge::GitHub | Forge::Gitea, "pull_request") => {
@@ -231,25 +224,13 @@ pub fn parse(forge: Forge, headers: &dyn Headers, body: &[u8]) -> Result<Hook, H
                 .ok_or_else(|| malformed("number"))?;
             let head_repo = text(pr, "/head/repo/full_name");
             let base_repo = text(pr, "/base/repo/full_name");
-            change(Source {
-                repo: String::new(),
-                trigger: TriggerKind::PullRequest,
-                reference: format!("refs/pull/{number}/head"),
-                sha: text(pr, "/head/sha")
-                    .ok_or_else(|| malformed("pull_request.head.sha"))?
-                    .into(),
-                base: Some(
-                    text(pr, "/base/ref")
-                        .ok_or_else(|| malformed("pull_request.base.ref"))?
-                        .into(),
-                ),
-                paths: None,
-                message: text(pr, "/title").unwrap_or_default().to_string(),
-                author: text(pr, "/user/login").unwrap_or_default().to_string(),
-                fork: head_repo.is_some() && head_repo != base_repo,
-                inputs: Default::default(),
-                rerun_of: None,
-            })
+            change(pull_request(
+                format!("refs/pull/{number}/head"),
+                text(pr, "/head/sha").ok_or_else(|| malformed("pull_request.head.sha"))?,
+                text(pr, "/base/ref").ok_or_else(|| malformed("pull_request.base.ref"))?,
+                (text(pr, "/title"), text(pr, "/user/login")),
+                head_repo.is_some() && head_repo != base_repo,
+            ))
         }
         (Forge::GitLab, "merge request hook") => {
             let attributes = json
@@ -264,33 +245,39 @@ pub fn parse(forge: Forge, headers: &dyn Headers, body: &[u8]) -> Result<Hook, H
                 .and_then(Value::as_u64)
                 .ok_or_else(|| malformed("object_attributes.iid"))?;
             let project = |p: &str| attributes.get(p).and_then(Value::as_u64);
-            change(Source {
-                repo: String::new(),
-                trigger: TriggerKind::PullRequest,
-                reference: format!("refs/merge-requests/{number}/head"),
-                sha: text(attributes, "/last_commit/id")
-                    .ok_or_else(|| malformed("object_attributes.last_commit.id"))?
-                    .into(),
-                base: Some(
-                    text(attributes, "/target_branch")
-                        .ok_or_else(|| malformed("object_attributes.target_branch"))?
-                        .into(),
-                ),
-                paths: None,
-                message: text(attributes, "/title").unwrap_or_default().to_string(),
-                author: text(&json, "/user/username")
-                    .unwrap_or_default()
-                    .to_string(),
-                fork: project("source_project_id") != project("target_project_id"),
-                inputs: Default::default(),
-                rerun_of: None,
-            })
+            change(pull_request(
+                format!("refs/merge-requests/{number}/head"),
+                text(attributes, "/last_commit/id")
+                    .ok_or_else(|| malformed("object_attributes.last_commit.id"))?,
+                text(attributes, "/target_branch")
+                    .ok_or_else(|| malformed("object_attributes.target_branch"))?,
+                (text(attributes, "/title"), text(&json, "/user/username")),
+                project("source_project_id") != project("target_project_id"),
+            ))
         }
         (_, "ping" | "system hook") => Ok(Hook::Ignored("ping".into())),
         (_, other) => Ok(Hook::Ignored(format!(
             "`{}` events start no run",
             if other.is_empty() { "unnamed" } else { other }
         ))),
+    }
+}
+
+/// A pull (merge) request's source: its head commit, into `base`, with its title and
+/// author.
+fn pull_request(
+    reference: String,
+    sha: &str,
+    base: &str,
+    (title, author): (Option<&str>, Option<&str>),
+    fork: bool,
+) -> Source {
+    Source {
+        base: Some(base.to_string()),
+        message: title.unwrap_or_default().to_string(),
+        author: author.unwrap_or_default().to_string(),
+        fork,
+        ..Source::new("", TriggerKind::PullRequest, &reference, sha)
     }
 }
 

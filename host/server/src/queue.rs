@@ -335,17 +335,8 @@ impl Server {
                     None => None,
                 };
                 let source = Source {
-                    repo: name.clone(),
-                    trigger: TriggerKind::Push,
-                    reference: reference.clone(),
-                    sha: sha.clone(),
-                    base: None,
                     paths,
-                    message: String::new(),
-                    author: String::new(),
-                    fork: false,
-                    inputs: Default::default(),
-                    rerun_of: None,
+                    ..Source::new(name, TriggerKind::Push, reference, sha)
                 };
                 self.deliver(&format!("poll:{name}:{reference}:{sha}"), &source)
                     .map_err(|e| e.to_string())?;
@@ -379,15 +370,7 @@ impl Server {
         let when = Minute::at(minute);
         for repo in &self.repos {
             let name = &repo.config.name;
-            let found = async {
-                repo.fetch().await?;
-                let (reference, sha) = repo.resolve("HEAD").await?;
-                let text = repo.pipeline_at(&sha).await?;
-                let file = PathBuf::from(&repo.config.pipeline);
-                Ok::<_, String>((reference, sha, self.executor.parse(&file, &text)?))
-            }
-            .await;
-            let (reference, sha, pipeline) = match found {
+            let (reference, sha, pipeline) = match self.pipeline_of(repo, "HEAD").await {
                 Ok(found) => found,
                 Err(e) => {
                     eprintln!("warning: schedules of `{name}`: {e}");
@@ -399,17 +382,8 @@ impl Server {
                     continue;
                 }
                 let source = Source {
-                    repo: name.clone(),
-                    trigger: TriggerKind::Schedule,
-                    reference: reference.clone(),
-                    sha: sha.clone(),
-                    base: None,
-                    paths: None,
                     message: format!("schedule `{}`", cron.text),
-                    author: String::new(),
-                    fork: false,
-                    inputs: Default::default(),
-                    rerun_of: None,
+                    ..Source::new(name, TriggerKind::Schedule, &reference, &sha)
                 };
                 let key = format!("schedule:{name}:{minute}:{}", cron.text);
                 if let Err(e) = self.deliver(&key, &source) {
@@ -417,6 +391,20 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The remote's latest `reference` (a branch, tag, commit or `HEAD`), as a full
+    /// reference, its commit and the pipeline there.
+    async fn pipeline_of(
+        &self,
+        repo: &Repo,
+        reference: &str,
+    ) -> Result<(String, String, ferry_model::Pipeline), String> {
+        repo.fetch().await?;
+        let (reference, sha) = repo.resolve(reference).await?;
+        let text = repo.pipeline_at(&sha).await?;
+        let file = PathBuf::from(&repo.config.pipeline);
+        Ok((reference, sha, self.executor.parse(&file, &text)?))
     }
 
     /// Queues a run by hand, of a branch, tag or commit; inputs are checked against the
@@ -437,12 +425,7 @@ impl Server {
                     .join(", ")
             )
         })?;
-        repo.fetch().await?;
-        let (reference, sha) = repo.resolve(reference).await?;
-        let text = repo.pipeline_at(&sha).await?;
-        let pipeline = self
-            .executor
-            .parse(&PathBuf::from(&repo.config.pipeline), &text)?;
+        let (reference, sha, pipeline) = self.pipeline_of(repo, reference).await?;
         if let Some(manual) = &pipeline.on.manual {
             manual
                 .inputs(&inputs)
@@ -450,17 +433,10 @@ impl Server {
         }
         let (message, author) = repo.describe(&sha).await;
         let source = Source {
-            repo: repo.config.name.clone(),
-            trigger: TriggerKind::Manual,
-            reference,
-            sha,
-            base: None,
-            paths: None,
             message,
             author,
-            fork: false,
             inputs,
-            rerun_of: None,
+            ..Source::new(&repo.config.name, TriggerKind::Manual, &reference, &sha)
         };
         let id = self
             .store

@@ -612,19 +612,7 @@ mod tests {
     use crate::store::TriggerKind;
 
     fn source(sha: &str) -> Source {
-        Source {
-            repo: "app".into(),
-            trigger: TriggerKind::Push,
-            reference: "refs/heads/main".into(),
-            sha: sha.into(),
-            base: None,
-            paths: None,
-            message: "fix".into(),
-            author: "ada".into(),
-            fork: false,
-            inputs: BTreeMap::new(),
-            rerun_of: None,
-        }
+        Source::new("app", TriggerKind::Push, "refs/heads/main", sha)
     }
 
     fn store() -> (tempfile::TempDir, Sqlite) {

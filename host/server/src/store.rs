@@ -135,6 +135,25 @@ pub struct Source {
     pub rerun_of: Option<i64>,
 }
 
+impl Source {
+    /// A source with only what every trigger knows; the rest is filled in by who has it.
+    pub fn new(repo: &str, trigger: TriggerKind, reference: &str, sha: &str) -> Source {
+        Source {
+            repo: repo.to_string(),
+            trigger,
+            reference: reference.to_string(),
+            sha: sha.to_string(),
+            base: None,
+            paths: None,
+            message: String::new(),
+            author: String::new(),
+            fork: false,
+            inputs: BTreeMap::new(),
+            rerun_of: None,
+        }
+    }
+}
+
 /// A webhook delivery, a poll finding or a schedule firing, kept until it is turned into
 /// a run (or found not to concern the pipeline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
