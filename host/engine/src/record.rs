@@ -74,13 +74,33 @@ struct State {
 }
 
 impl RunRecord {
-    /// Creates `runs/<id>` under `state_dir` and marks the run as running.
-    pub fn create(state_dir: &Path, id: &str, pipeline: &str) -> io::Result<RunRecord> {
-        let dir = state_dir.join("runs").join(id);
+    /// Creates `runs/<id>` under `state_dir` for a new run, with an id no other run has had
+    /// (runs started in the same millisecond, by this process or another, get different
+    /// ones), and marks the run as running.
+    pub fn create(state_dir: &Path, pipeline: &str) -> io::Result<RunRecord> {
+        let runs = state_dir.join("runs");
+        std::fs::create_dir_all(&runs)?;
+        for _ in 0..100 {
+            let id = new_run_id();
+            let dir = runs.join(&id);
+            // Taken only by the run that creates the directory.
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Self::start(dir, id, pipeline),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("no free run id under `{}`", runs.display()),
+        ))
+    }
+
+    fn start(dir: PathBuf, id: String, pipeline: &str) -> io::Result<RunRecord> {
         std::fs::create_dir_all(dir.join("logs"))?;
         let events = BufWriter::new(File::create(dir.join("events.jsonl"))?);
         let summary = RunSummary {
-            id: id.to_string(),
+            id,
             pipeline: pipeline.to_string(),
             status: Status::Running,
             pid: std::process::id(),
@@ -103,6 +123,11 @@ impl RunRecord {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The run's id, the name of its directory.
+    pub fn id(&self) -> String {
+        self.lock().summary.id.clone()
     }
 
     /// The first write error, if any; reported once the run is over.
@@ -359,15 +384,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// A sortable, unique run id: `20261122-011312-4f2a`.
-pub fn new_run_id() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let stamp = rfc3339(now.as_millis() as u64);
+/// A run id for now, with random low bits: see [`run_id_at`].
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // Each `RandomState` is keyed afresh: a random number without a dependency.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    run_id_at(now_ms(), random as u16)
+}
+
+/// The id of a run started at `ms` (milliseconds since the Unix epoch), as
+/// `20261122-011312-4f2a`: the UTC date and time, then four hex digits that hold the
+/// millisecond in their high bits and six bits of `noise` in the low ones. Ids sort by the
+/// time their runs started, to the millisecond.
+pub fn run_id_at(ms: u64, noise: u16) -> String {
+    let stamp = rfc3339(ms);
     let compact: String = stamp[..19].chars().filter(|c| c.is_ascii_digit()).collect();
-    let noise = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("{}-{}-{noise:04x}", &compact[..8], &compact[8..])
+    let low = (ms % 1000) as u16 * 64 + (noise & 63);
+    format!("{}-{}-{low:04x}", &compact[..8], &compact[8..])
 }
 
 pub fn now_ms() -> u64 {
@@ -428,25 +463,69 @@ mod tests {
     fn run_ids_sort_by_time() {
         let id = new_run_id();
         assert_eq!(id.len(), "20261122-011312-4f2a".len(), "{id}");
+        // Later starts sort later: within a second, across a minute, a year, and whatever
+        // the random bits are.
+        let times: [u64; 6] = [
+            1_795_311_192_000,
+            1_795_311_192_001,
+            1_795_311_192_999,
+            1_795_311_193_000,
+            1_795_311_252_500,
+            1_798_761_600_000,
+        ];
+        for pair in times.windows(2) {
+            for (a, b) in [(63, 0), (0, 63), (0xffff, 0)] {
+                let (early, late) = (run_id_at(pair[0], a), run_id_at(pair[1], b));
+                assert!(early < late, "{early} sorts after {late}");
+            }
+        }
+        assert_eq!(run_id_at(1_795_311_192_123, 5), "20261122-013312-1ec5");
+    }
+
+    #[test]
+    fn runs_started_together_get_their_own_records() {
+        let state = tempfile::tempdir().unwrap();
+        let records: Vec<RunRecord> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..250)
+                            .map(|_| RunRecord::create(state.path(), "p").unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let ids: std::collections::BTreeSet<String> = records.iter().map(|r| r.id()).collect();
+        assert_eq!(ids.len(), 1000, "two runs shared a record");
+        let dirs = std::fs::read_dir(state.path().join("runs"))
+            .unwrap()
+            .count();
+        assert_eq!(dirs, 1000);
     }
 
     #[test]
     fn a_run_left_running_by_a_dead_process_becomes_interrupted() {
         let state = tempfile::tempdir().unwrap();
-        let record = RunRecord::create(state.path(), "r1", "p").unwrap();
+        let record = RunRecord::create(state.path(), "p").unwrap();
+        let r1 = record.id();
         drop(record);
         // Pretend the run belonged to a process that no longer exists.
-        let path = state.path().join("runs/r1/run.json");
+        let path = state.path().join("runs").join(&r1).join("run.json");
         let mut summary: RunSummary =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         summary.pid = u32::MAX - 7;
         write_atomic(&path, &serde_json::to_vec(&summary).unwrap()).unwrap();
-        assert_eq!(recover_interrupted(state.path()), ["r1"]);
+        assert_eq!(recover_interrupted(state.path()), [r1]);
         let summary: RunSummary = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(summary.status, Status::Interrupted);
         assert!(summary.finished_at.is_some());
         // A run of a live process is left alone.
-        RunRecord::create(state.path(), "r2", "p").unwrap();
+        RunRecord::create(state.path(), "p").unwrap();
         assert!(recover_interrupted(state.path()).is_empty());
     }
 }

@@ -12,7 +12,7 @@ use caching::{
 
 mod caching;
 use crate::log::{Masker, StepLog};
-use crate::record::{RunRecord, RunSummary, new_run_id, sanitize};
+use crate::record::{RunRecord, RunSummary, sanitize};
 use ferry_model::pipeline::DEFAULT_STEP_TIMEOUT;
 use ferry_model::{Job, Pipeline, Plan, Progress, Scope, Step};
 use std::collections::{BTreeMap, HashMap};
@@ -188,7 +188,6 @@ pub async fn run<R: StepRunner>(
     options: RunOptions,
 ) -> Result<RunResult, RunError> {
     let started = Instant::now();
-    let id = new_run_id();
     let Plan {
         pipeline,
         order,
@@ -199,7 +198,8 @@ pub async fn run<R: StepRunner>(
         source,
     };
     let record =
-        Arc::new(RunRecord::create(&options.state_dir, &id, &pipeline.name).map_err(record_err)?);
+        Arc::new(RunRecord::create(&options.state_dir, &pipeline.name).map_err(record_err)?);
+    let id = record.id();
     let run_dir = record.dir().to_path_buf();
     let reporter: Arc<dyn Reporter> = Arc::new(crate::event::Fanout(vec![
         record.clone() as Arc<dyn Reporter>,
