@@ -159,15 +159,22 @@ fn approval_paths(run_dir: &Path, job: &str) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Waits for the decision on `job`; `None` when `cancel` fired first.
+/// Records that a job waits for approval, so that [`decide`] finds it. Written before
+/// anyone is told, so that whoever reacts to the request finds the job waiting.
+pub fn ask(run_dir: &Path, pending: &Pending) -> io::Result<()> {
+    let (pending_path, _) = approval_paths(run_dir, &pending.job);
+    std::fs::create_dir_all(pending_path.parent().unwrap_or(run_dir))?;
+    write_atomic(&pending_path, &serde_json::to_vec_pretty(pending)?)
+}
+
+/// Waits for the decision on `job`, which [`ask`] recorded; `None` when `cancel` fired
+/// first.
 pub async fn await_approval(
     run_dir: &Path,
-    pending: &Pending,
+    job: &str,
     cancel: &CancellationToken,
 ) -> io::Result<Option<Decision>> {
-    let (pending_path, decision_path) = approval_paths(run_dir, &pending.job);
-    std::fs::create_dir_all(pending_path.parent().unwrap_or(run_dir))?;
-    write_atomic(&pending_path, &serde_json::to_vec_pretty(pending)?)?;
+    let (pending_path, decision_path) = approval_paths(run_dir, job);
     let result = loop {
         if let Ok(bytes) = std::fs::read(&decision_path) {
             match serde_json::from_slice::<Decision>(&bytes) {
@@ -300,27 +307,30 @@ mod tests {
         .unwrap()
         .unwrap();
         let state = dir.path().to_path_buf();
+        let (told, waits) = tokio::sync::oneshot::channel();
         let waiter = tokio::spawn(async move {
-            let mut seen = None;
             let token = CancellationToken::new();
+            let mut told = Some(told);
             let lock = acquire_group(
                 &state,
                 "environment prod",
                 holder("b"),
                 false,
                 &token,
-                |h| seen = h,
+                |h| {
+                    let _ = told.take().map(|t| t.send(h));
+                },
             )
             .await
             .unwrap();
-            (lock.is_some(), seen)
+            lock.is_some()
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The waiter says it waits, and for whom, before the group is free.
+        let seen = waits.await.expect("the second job was told it waits");
+        assert_eq!(seen.map(|h| h.run), Some("a".to_string()));
         assert!(!waiter.is_finished(), "the second job must wait");
         drop(first);
-        let (got, seen) = waiter.await.unwrap();
-        assert!(got);
-        assert_eq!(seen.map(|h| h.run), Some("a".to_string()));
+        assert!(waiter.await.unwrap(), "the second job takes the group");
     }
 
     #[tokio::test]
@@ -367,14 +377,11 @@ mod tests {
             since: "now".into(),
         };
         let cancel = CancellationToken::new();
+        ask(&run_dir, &pending).unwrap();
         let waiting = {
             let run_dir = run_dir.clone();
-            let pending = pending.clone();
-            tokio::spawn(async move { await_approval(&run_dir, &pending, &cancel).await })
+            tokio::spawn(async move { await_approval(&run_dir, "deploy", &cancel).await })
         };
-        while waiting_in(&run_dir).is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         assert!(
             decide(&run_dir, "other", &decision(true, None))
                 .unwrap_err()

@@ -572,6 +572,18 @@ async fn gate(
     }
     if let Some(env) = job.environment.as_ref().filter(|e| e.approval) {
         let run = shared.run_id.to_string();
+        let pending = Pending {
+            run: run.clone(),
+            job: job.id.clone(),
+            environment: env.name.clone(),
+            since: crate::record::rfc3339(crate::record::now_ms()),
+        };
+        if let Err(e) = crate::gate::ask(&shared.run_dir, &pending) {
+            return end(
+                Status::Failed,
+                format!("cannot ask for approval to deploy to `{}`: {e}", env.name),
+            );
+        }
         shared.reporter.event(&Event::Approval {
             job: id.clone(),
             environment: env.name.clone(),
@@ -581,13 +593,7 @@ async fn gate(
             "waits for approval to deploy to `{}`: run `ferry approve {run} {}` or `ferry reject {run} {}`",
             env.name, job.id, job.id
         ));
-        let pending = Pending {
-            run,
-            job: job.id.clone(),
-            environment: env.name.clone(),
-            since: crate::record::rfc3339(crate::record::now_ms()),
-        };
-        match await_approval(&shared.run_dir, &pending, cancel).await {
+        match await_approval(&shared.run_dir, &job.id, cancel).await {
             Ok(Some(decision)) => {
                 shared.reporter.event(&Event::Approval {
                     job: id.clone(),
