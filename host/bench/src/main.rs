@@ -870,6 +870,7 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
         state_dir: dir.join(".ferry"),
         source_dir: dir.clone(),
         secrets: Default::default(),
+        host_env: Default::default(),
         cancel: CancellationToken::new(),
         git: Default::default(),
         vars: Default::default(),

@@ -46,6 +46,8 @@ pub struct StepRequest {
     pub env: BTreeMap<String, String>,
     /// Secrets granted to this step, by name.
     pub secrets: BTreeMap<String, String>,
+    /// Host variables granted to this step (`permissions.env`) that the host has, by name.
+    pub host_env: BTreeMap<String, String>,
     /// The job's workspace on the host.
     pub workspace: PathBuf,
     /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`); created by whoever
@@ -145,6 +147,9 @@ pub struct RunOptions {
     pub source_dir: PathBuf,
     /// Secret values by name; masked in every log.
     pub secrets: BTreeMap<String, String>,
+    /// The host's variables, which `permissions.env` grants by name. `ferry run` passes its
+    /// own environment; nothing else reads the process environment for a step.
+    pub host_env: Arc<BTreeMap<String, String>>,
     /// Cancelled on Ctrl-C.
     pub cancel: CancellationToken,
     /// `git.*` when the run starts: the repository's commit, where there is one.
@@ -230,6 +235,7 @@ pub async fn run<R: StepRunner>(
         reporter: reporter.clone(),
         masker: Arc::new(Masker::new(options.secrets.values().cloned())),
         secrets: options.secrets.clone(),
+        host_env: options.host_env.clone(),
         run_id: id.as_str().into(),
         run_dir: run_dir.clone(),
         source_dir: options.source_dir.clone(),
@@ -459,6 +465,7 @@ struct Shared {
     reporter: Arc<dyn Reporter>,
     masker: Arc<Masker>,
     secrets: BTreeMap<String, String>,
+    host_env: Arc<BTreeMap<String, String>>,
     run_id: Arc<str>,
     run_dir: PathBuf,
     source_dir: PathBuf,
@@ -1022,14 +1029,7 @@ async fn run_job<R: StepRunner>(
                         if may_write(step) {
                             view = None;
                         }
-                        let secrets = step
-                            .permissions
-                            .secrets
-                            .iter()
-                            .filter_map(|name| {
-                                shared.secrets.get(name).map(|v| (name.clone(), v.clone()))
-                            })
-                            .collect();
+                        let secrets = granted(&shared.secrets, &step.permissions.secrets);
                         if is_deploy(step) && job.environment.is_some() {
                             deploy_call = Some(DeployCall {
                                 index,
@@ -1049,6 +1049,7 @@ async fn run_job<R: StepRunner>(
                             inputs,
                             env,
                             secrets,
+                            host_env: granted(&shared.host_env, &step.permissions.env),
                             workspace: workspace.clone(),
                             output_file: output_file.clone(),
                             kept_dir: shared
@@ -1275,6 +1276,17 @@ struct DeployCall {
     rollback: Option<Result<String, String>>,
 }
 
+/// The values of `names` that `values` has.
+fn granted(
+    values: &BTreeMap<String, String>,
+    names: &std::collections::BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .filter_map(|name| values.get(name).map(|v| (name.clone(), v.clone())))
+        .collect()
+}
+
 fn is_deploy(step: &Step) -> bool {
     matches!(&step.uses, ferry_model::Uses::Builtin(name) if name == "deploy")
 }
@@ -1324,6 +1336,7 @@ async fn rollback<R: StepRunner>(
         inputs,
         env: call.env.clone(),
         secrets: call.secrets.clone(),
+        host_env: granted(&shared.host_env, &step.permissions.env),
         workspace: workspace.to_path_buf(),
         output_file: outputs_dir.join(format!("{}.out", sanitize(&key))),
         kept_dir: shared

@@ -232,7 +232,7 @@ impl Sandbox {
             .needs
             .clone()
             .unwrap_or_else(|| needs_from_grants(step));
-        let host_env = |name: &str| std::env::var(name).ok();
+        let host_env = |name: &str| req.host_env.get(name).cloned();
         let host = Host {
             env: &host_env,
             path_var: std::env::var_os("PATH"),

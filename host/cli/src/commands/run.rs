@@ -162,6 +162,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         source_dir: ferry_engine::workspace::repository_root(&plan.pipeline.dir),
         state_dir: state_dir.clone(),
         secrets,
+        host_env: host_env(),
         cancel: cancel.clone(),
         git: git_info(&plan.pipeline),
         vars: settings.vars,
@@ -283,6 +284,16 @@ pub fn secrets(plan: &Plan) -> BTreeMap<String, String> {
         }
     }
     secrets
+}
+
+/// The variables of this process that `permissions.env` may grant to steps. A value that is
+/// not Unicode cannot be granted (a step's environment is text).
+pub fn host_env() -> Arc<BTreeMap<String, String>> {
+    Arc::new(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+    )
 }
 
 /// Ctrl-C, or on Unix also SIGTERM (what CI runners and service managers send). False when

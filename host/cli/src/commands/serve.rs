@@ -338,6 +338,7 @@ impl Executor for SandboxExecutor {
                 source_dir: execution.source_dir,
                 state_dir: execution.state_dir,
                 secrets,
+                host_env: super::run::host_env(),
                 cancel: execution.cancel,
                 git: execution.git,
                 vars: BTreeMap::new(),

@@ -208,8 +208,10 @@ pub(super) async fn step_key(
         .env
         .iter()
         .map(|name| {
-            let value = std::env::var(name)
-                .map_or_else(|_| "\0unset".to_string(), |v| shared.masker.mask(&v));
+            let value = shared
+                .host_env
+                .get(name)
+                .map_or_else(|| "\0unset".to_string(), |v| shared.masker.mask(v));
             (name.clone(), value)
         })
         .collect();
