@@ -1,46 +1,155 @@
 //! The scheduler with a fake runner: no WebAssembly, milliseconds per test.
+//!
+//! Nothing here sleeps to order things. A step that must still be running when something
+//! else happens blocks until the test (or another step) says so, and the test waits for
+//! the step to have started or a job to have ended.
 
 use ferry_engine::event::{Event, FailureKind, Level, Reporter, Status};
 use ferry_engine::{
     CancellationToken, RunOptions, RunResult, StepOutcome, StepRequest, StepRunner,
 };
 use ferry_model::{Plan, Source};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
-/// Interprets each step's script: `pass`, `fail`, `sleep MS`, `out NAME=VALUE`,
-/// `outs NAME=VALUE...`, `echo TEXT`, `write-output NAME=VALUE` (through `$FERRY_OUTPUT`),
-/// `secret`. A step given `rollback: V` says it restored `V`.
-#[derive(Default)]
-struct Fake {
-    seen: Mutex<Vec<Seen>>,
-}
+/// How long any wait may take before the test fails instead of hanging: a safety net for a
+/// broken scheduler, never what orders the test.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A step as the runner saw it: `job/step`, inputs, env.
 type Seen = (String, BTreeMap<String, String>, BTreeMap<String, String>);
 
-impl StepRunner for Fake {
+#[derive(Default)]
+struct State {
+    /// Steps in the order they started.
+    seen: Vec<Seen>,
+    /// Every event, in the order the engine reported them.
+    events: Vec<Event>,
+    /// Arrivals at each `meet` point.
+    arrived: BTreeMap<String, usize>,
+    /// Names the test released with [`Board::release`].
+    released: BTreeSet<String>,
+}
+
+impl State {
+    fn started(&self, step: &str) -> bool {
+        self.seen.iter().any(|(s, _, _)| s == step)
+    }
+
+    fn job_finished(&self, job: &str) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e, Event::JobFinished { job: j, .. } if &**j == job))
+    }
+}
+
+/// The fake runner and the reporter in one, shared with the test so that it can wait for
+/// what happened.
+///
+/// Each step's script is one verb: `pass`, `fail`, `out NAME=VALUE`, `outs NAME=VALUE...`,
+/// `echo TEXT`, `write-output NAME=VALUE` (through `$FERRY_OUTPUT`), `secret` (logs the
+/// secret), `leak-out NAME` (sets an output to it), `leak-fail` (fails naming it), `block`
+/// (runs until cancelled), `hold NAME` (until the test releases NAME), `meet NAME N` (until
+/// N steps are at NAME together), `after JOB/STEP;...` (until those steps started) and
+/// `wait-job JOB` (until that job ended). A step given `rollback: V` says it restored `V`.
+struct Board {
+    state: watch::Sender<State>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            state: watch::channel(State::default()).0,
+        }
+    }
+}
+
+impl Reporter for Board {
+    fn event(&self, event: &Event) {
+        self.state.send_modify(|s| s.events.push(event.clone()));
+    }
+}
+
+impl Board {
+    /// Waits until `done` holds; `Err` after [`PATIENCE`].
+    async fn until(&self, done: impl Fn(&State) -> bool) -> Result<(), String> {
+        let mut rx = self.state.subscribe();
+        match tokio::time::timeout(PATIENCE, rx.wait_for(|s| done(s))).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(format!("nothing happened within {PATIENCE:?}")),
+        }
+    }
+
+    /// Waits until the step `job/step` has started.
+    async fn started(&self, step: &str) {
+        self.until(|s| s.started(step))
+            .await
+            .unwrap_or_else(|e| panic!("`{step}` never started: {e}"));
+    }
+
+    fn release(&self, name: &str) {
+        self.state.send_modify(|s| {
+            s.released.insert(name.to_string());
+        });
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.borrow().seen.clone()
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.state.borrow().events.clone()
+    }
+}
+
+impl StepRunner for Board {
     async fn run_step(&self, req: StepRequest) -> StepOutcome {
         let script = match req.inputs.get("rollback") {
             // A deploy asked to restore a version says it did.
             Some(v) => format!("outs version={v} action=rollback"),
             None => req.inputs.get("script").cloned().unwrap_or_default(),
         };
-        self.seen.lock().unwrap().push((
-            format!("{}/{}", req.job().id, req.step().key()),
-            req.inputs.clone(),
-            req.env.clone(),
-        ));
+        self.state.send_modify(|s| {
+            s.seen.push((
+                format!("{}/{}", req.job().id, req.step().key()),
+                req.inputs.clone(),
+                req.env.clone(),
+            ))
+        });
+        let secret = req.secrets.values().next().cloned().unwrap_or_default();
         let (verb, rest) = script.split_once(' ').unwrap_or((script.as_str(), ""));
+        let waited = |result: Result<(), String>| match result {
+            Ok(()) => StepOutcome::default(),
+            Err(e) => StepOutcome::failed(FailureKind::Failed, format!("`{script}`: {e}")),
+        };
         match verb {
             "pass" => StepOutcome::default(),
             "fail" => StepOutcome::failed(FailureKind::Failed, "it failed"),
-            "sleep" => {
-                let ms: u64 = rest.parse().unwrap();
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                StepOutcome::default()
+            "block" => std::future::pending().await,
+            "hold" => waited(self.until(|s| s.released.contains(rest)).await),
+            "meet" => {
+                let (name, n) = rest.split_once(' ').unwrap();
+                let n: usize = n.parse().unwrap();
+                let mut me = 0;
+                self.state.send_modify(|s| {
+                    let arrived = s.arrived.entry(name.to_string()).or_default();
+                    me = *arrived;
+                    *arrived += 1;
+                });
+                // Arrivals meet in groups of `n`: the k-th waits for the rest of its group.
+                let group_full = (me / n + 1) * n;
+                waited(
+                    self.until(|s| s.arrived.get(name).copied().unwrap_or(0) >= group_full)
+                        .await,
+                )
             }
+            "after" => waited(
+                self.until(|s| rest.split(';').all(|step| s.started(step)))
+                    .await,
+            ),
+            "wait-job" => waited(self.until(|s| s.job_finished(rest)).await),
             "out" => {
                 let (k, v) = rest.split_once('=').unwrap();
                 StepOutcome {
@@ -65,14 +174,15 @@ impl StepRunner for Fake {
                 StepOutcome::default()
             }
             "secret" => {
-                req.log.line(
-                    Level::Info,
-                    &format!(
-                        "leaking {}",
-                        req.secrets.values().next().cloned().unwrap_or_default()
-                    ),
-                );
+                req.log.line(Level::Info, &format!("leaking {secret}"));
                 StepOutcome::default()
+            }
+            "leak-out" => StepOutcome {
+                result: None,
+                outputs: BTreeMap::from([(rest.to_string(), format!("it is {secret}"))]),
+            },
+            "leak-fail" => {
+                StepOutcome::failed(FailureKind::Failed, format!("the server refused {secret}"))
             }
             other => {
                 StepOutcome::failed(FailureKind::InvalidInput, format!("unknown script {other}"))
@@ -81,19 +191,9 @@ impl StepRunner for Fake {
     }
 }
 
-#[derive(Default)]
-struct Collect(Mutex<Vec<(Instant, Event)>>);
-
-impl Reporter for Collect {
-    fn event(&self, event: &Event) {
-        self.0.lock().unwrap().push((Instant::now(), event.clone()));
-    }
-}
-
 struct Run {
     result: RunResult,
-    events: Vec<(Instant, Event)>,
-    fake: Arc<Fake>,
+    board: Arc<Board>,
     _dir: tempfile::TempDir,
 }
 
@@ -110,117 +210,149 @@ impl Run {
             .collect()
     }
 
-    fn at(&self, pred: impl Fn(&Event) -> bool) -> Instant {
-        self.events
-            .iter()
-            .find(|(_, e)| pred(e))
-            .map(|(t, _)| *t)
-            .expect("event")
+    fn events(&self) -> Vec<Event> {
+        self.board.events()
+    }
+
+    /// Where the first event `pred` matches comes in the run's order of events.
+    fn at(&self, pred: impl Fn(&Event) -> bool) -> usize {
+        self.events().iter().position(pred).expect("event")
+    }
+
+    fn started(&self, id: &str) -> usize {
+        self.at(|e| matches!(e, Event::JobStarted { job } if &**job == id))
+    }
+
+    fn finished(&self, id: &str) -> usize {
+        self.at(|e| matches!(e, Event::JobFinished { job, .. } if &**job == id))
     }
 }
 
-async fn run(yaml: &str, parallel: usize, fail_fast: bool) -> Run {
-    run_opts(
-        yaml,
-        parallel,
-        fail_fast,
-        BTreeMap::new(),
-        CancellationToken::new(),
-    )
-    .await
-}
-
-async fn run_opts(
-    yaml: &str,
-    parallel: usize,
-    fail_fast: bool,
-    secrets: BTreeMap<String, String>,
-    cancel: CancellationToken,
-) -> Run {
-    run_git(yaml, parallel, fail_fast, secrets, cancel, BTreeMap::new()).await
-}
-
-async fn run_git(
-    yaml: &str,
+/// How a test runs a pipeline: defaults, then what it changes.
+struct Options {
     parallel: usize,
     fail_fast: bool,
     secrets: BTreeMap<String, String>,
     cancel: CancellationToken,
     git: BTreeMap<String, String>,
-) -> Run {
+    board: Arc<Board>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            parallel: 4,
+            fail_fast: true,
+            secrets: BTreeMap::new(),
+            cancel: CancellationToken::new(),
+            git: BTreeMap::new(),
+            board: Arc::default(),
+        }
+    }
+}
+
+async fn run(yaml: &str, parallel: usize, fail_fast: bool) -> Run {
+    run_with(
+        yaml,
+        Options {
+            parallel,
+            fail_fast,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+async fn run_with(yaml: &str, o: Options) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let source = Source::new(dir.path().join("ferry.yaml"), yaml);
     let pipeline =
         ferry_model::parse(&source, dir.path(), &["shell"]).unwrap_or_else(|r| panic!("{r}"));
     let plan = Plan::new(pipeline, &[]).unwrap();
-    let fake = Arc::new(Fake::default());
-    let collect = Arc::new(Collect::default());
     let options = RunOptions {
         slots: None,
-        parallel,
-        fail_fast,
+        parallel: o.parallel,
+        fail_fast: o.fail_fast,
         state_dir: dir.path().join(".ferry"),
         source_dir: dir.path().to_path_buf(),
-        secrets,
-        cancel,
-        git,
+        secrets: o.secrets,
+        host_env: Default::default(),
+        cancel: o.cancel,
+        git: o.git,
         vars: Default::default(),
         inputs: Default::default(),
         cache: None,
         reuse: false,
     };
-    let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
+    let result = ferry_engine::run(plan, o.board.clone(), o.board.clone(), options)
         .await
         .unwrap();
-    let events = collect.0.lock().unwrap().clone();
     Run {
         result,
-        events,
-        fake,
+        board: o.board,
         _dir: dir,
     }
 }
 
 #[tokio::test]
 async fn independent_jobs_run_in_parallel_and_dependents_wait() {
-    let yaml = "jobs:\n  a: { steps: [{ run: sleep 200 }] }\n  b: { steps: [{ run: sleep 200 }] }\n  c: { needs: [a, b], steps: [{ run: pass }] }\n";
+    // `a` and `b` can only pass if they run at the same time.
+    let yaml = "jobs:\n  a: { steps: [{ run: meet ab 2 }] }\n  b: { steps: [{ run: meet ab 2 }] }\n  c: { needs: [a, b], steps: [{ run: pass }] }\n";
     let run = run(yaml, 4, true).await;
-    assert_eq!(run.result.status, Status::Passed);
-    let started = |id: &str| run.at(|e| matches!(e, Event::JobStarted { job } if &**job == id));
-    let finished =
-        |id: &str| run.at(|e| matches!(e, Event::JobFinished { job, .. } if &**job == id));
-    assert!(
-        started("b") < finished("a") && started("a") < finished("b"),
-        "a and b overlap"
+    assert_eq!(
+        run.result.status,
+        Status::Passed,
+        "{:?}",
+        run.result.summary
     );
-    let c_started = run.at(|e| matches!(e, Event::JobStarted { job } if &**job == "c"));
     for dep in ["a", "b"] {
-        let finished = run.at(|e| matches!(e, Event::JobFinished { job, .. } if &**job == dep));
-        assert!(finished <= c_started, "c started before {dep} finished");
+        assert!(
+            run.finished(dep) < run.started("c"),
+            "c started before {dep} finished"
+        );
     }
 }
 
 #[tokio::test]
 async fn jobs_limit_bounds_parallelism() {
-    let yaml =
-        "jobs:\n  a: { steps: [{ run: sleep 150 }] }\n  b: { steps: [{ run: sleep 150 }] }\n";
-    let run = run(yaml, 1, true).await;
+    let board = Arc::new(Board::default());
+    let yaml = "jobs:\n  a: { steps: [{ run: hold a }] }\n  b: { steps: [{ run: hold b }] }\n";
+    let run = tokio::spawn(run_with(
+        yaml,
+        Options {
+            parallel: 1,
+            board: board.clone(),
+            ..Options::default()
+        },
+    ));
+    // Whichever job starts first is held; the other must not start until it ends.
+    board
+        .until(|s| !s.seen.is_empty())
+        .await
+        .expect("a job started");
+    let first = board.seen()[0].0.clone();
+    let (first, second) = if first == "a/step-1" {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    board.release(first);
+    board.started(&format!("{second}/step-1")).await;
+    board.release(second);
+    let run = run.await.unwrap();
     assert_eq!(run.result.status, Status::Passed);
-    let started = |id: &str| run.at(|e| matches!(e, Event::JobStarted { job } if &**job == id));
-    let finished =
-        |id: &str| run.at(|e| matches!(e, Event::JobFinished { job, .. } if &**job == id));
-    assert!(started("b") >= finished("a"), "one job at a time");
+    assert!(
+        run.started(second) > run.finished(first),
+        "one job at a time: {:?}",
+        run.events()
+    );
 }
 
 #[tokio::test]
 async fn fail_fast_cancels_running_jobs_and_skips_the_rest() {
-    let yaml = "jobs:\n  bad: { steps: [{ run: sleep 50 }, { run: fail }, { run: pass }] }\n  slow: { steps: [{ run: sleep 5000 }, { run: pass }] }\n  later: { needs: [slow], steps: [{ run: pass }] }\n";
-    let started = Instant::now();
+    // `bad` fails once `slow` is running; `slow` runs until it is cancelled.
+    let yaml = "jobs:\n  bad: { steps: [{ run: after slow/step-1 }, { run: fail }, { run: pass }] }\n  slow: { steps: [{ run: block }, { run: pass }] }\n  later: { needs: [slow], steps: [{ run: pass }] }\n";
     let run = run(yaml, 4, true).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "slow was cancelled promptly"
-    );
     assert_eq!(run.result.status, Status::Failed);
     assert_eq!(run.job("bad"), Status::Failed);
     assert_eq!(
@@ -234,7 +366,8 @@ async fn fail_fast_cancels_running_jobs_and_skips_the_rest() {
 
 #[tokio::test]
 async fn without_fail_fast_siblings_finish_and_dependents_of_failures_are_skipped() {
-    let yaml = "jobs:\n  bad: { steps: [{ run: fail }] }\n  good: { steps: [{ run: sleep 100 }] }\n  after-bad: { needs: bad, steps: [{ run: pass }] }\n  after-good: { needs: good, steps: [{ run: pass }] }\n";
+    // `good` is still running when `bad` fails, and finishes.
+    let yaml = "jobs:\n  bad: { steps: [{ run: fail }] }\n  good: { steps: [{ run: wait-job bad }] }\n  after-bad: { needs: bad, steps: [{ run: pass }] }\n  after-good: { needs: good, steps: [{ run: pass }] }\n";
     let run = run(yaml, 4, false).await;
     assert_eq!(run.result.status, Status::Failed);
     assert_eq!(run.job("good"), Status::Passed);
@@ -258,11 +391,11 @@ async fn outputs_flow_to_later_steps_from_both_sources() {
     let yaml = "env:\n  WHO: world\njobs:\n  a:\n    env: { GREETING: \"hello ${{ env.WHO }}\" }\n    steps:\n      - { id: one, run: out version=1.2.3 }\n      - { id: two, run: write-output sha=abc }\n      - run: \"echo ${{ env.GREETING }} ${{ steps.one.outputs.version }} ${{ steps.two.outputs.sha }}\"\n";
     let run = run(yaml, 1, true).await;
     assert_eq!(run.result.status, Status::Passed);
-    let seen = run.fake.seen.lock().unwrap();
+    let seen = run.board.seen();
     assert_eq!(seen[2].1["script"], "echo hello world 1.2.3 abc");
     assert_eq!(seen[2].2["GREETING"], "hello world");
-    assert!(run.events.iter().any(
-        |(_, e)| matches!(e, Event::Output { name, value, .. } if name == "sha" && value == "abc")
+    assert!(run.events().iter().any(
+        |e| matches!(e, Event::Output { name, value, .. } if name == "sha" && value == "abc")
     ));
 }
 
@@ -280,14 +413,79 @@ async fn a_missing_output_fails_only_that_step_naming_the_expression() {
     );
 }
 
+/// Every file under `dir`, with its path.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            out.push((path, text));
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn secrets_are_masked_in_logs_and_records() {
-    let yaml =
-        "jobs:\n  a:\n    steps:\n      - run: secret\n        permissions: { secrets: [TOKEN] }\n";
+    // The secret reaches a log line, a step's name, an output, a job output and a failure
+    // message.
+    let yaml = "jobs:\n  a:\n    outputs: { leaked: \"${{ steps.out.outputs.value }}\" }\n    permissions: { secrets: [TOKEN] }\n    steps:\n      - run: secret\n      - { id: out, name: \"push with ${{ secrets.TOKEN }}\", run: leak-out value }\n      - run: leak-fail\n";
     let secrets = BTreeMap::from([("TOKEN".to_string(), "tok-123456".to_string())]);
-    let run = run_opts(yaml, 1, true, secrets, CancellationToken::new()).await;
-    let log = std::fs::read_to_string(run.result.dir.join("logs/a/step-1.log")).unwrap();
-    assert_eq!(log, "leaking ***\n");
+    let run = run_with(
+        yaml,
+        Options {
+            secrets,
+            ..Options::default()
+        },
+    )
+    .await;
+    let dir = &run.result.dir;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/a/step-1.log")).unwrap(),
+        "leaking ***\n"
+    );
+    let recorded = files(dir);
+    let names: Vec<String> = recorded
+        .iter()
+        .map(|(p, _)| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    for (path, text) in &recorded {
+        assert!(
+            !text.contains("tok-123456"),
+            "{} holds the secret:\n{text}",
+            path.display()
+        );
+    }
+    // What was masked is there, masked: the checks above read real records.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let job = &summary["jobs"]["a"];
+    assert_eq!(job["steps"][1]["name"], "push with ***", "{summary}");
+    assert_eq!(job["outputs"]["leaked"], "it is ***", "{summary}");
+    assert_eq!(
+        job["steps"][2]["message"], "the server refused ***",
+        "{summary}"
+    );
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    // Log lines are kept in `logs/`, not in the events.
+    for masked in [
+        "\"push with ***\"",
+        "\"it is ***\"",
+        "\"the server refused ***\"",
+    ] {
+        assert!(
+            events.contains(masked),
+            "events.jsonl lacks {masked}:\n{events}"
+        );
+    }
+    assert!(names.iter().any(|n| n == "events.jsonl"), "{names:?}");
+    // And what reporters were told, as the terminal and `ferry serve` show it.
+    let told = serde_json::to_string(&run.events()).unwrap();
+    assert!(!told.contains("tok-123456"), "{told}");
+    assert!(told.contains("it is ***"), "{told}");
 }
 
 #[tokio::test]
@@ -328,18 +526,28 @@ async fn the_run_record_is_complete() {
     );
 }
 
+/// Runs `yaml` and cancels it once `step` has started.
+async fn cancelled_once_started(yaml: &str, parallel: usize, step: &str) -> Run {
+    let board = Arc::new(Board::default());
+    let cancel = CancellationToken::new();
+    let options = Options {
+        parallel,
+        cancel: cancel.clone(),
+        board: board.clone(),
+        ..Options::default()
+    };
+    let yaml = yaml.to_string();
+    let run = tokio::spawn(async move { run_with(&yaml, options).await });
+    board.started(step).await;
+    cancel.cancel();
+    run.await.unwrap()
+}
+
 #[tokio::test]
 async fn cancelling_the_run_cancels_running_steps_and_records_it() {
-    let yaml = "jobs:\n  a: { steps: [{ run: sleep 10000 }, { run: pass }] }\n  b: { needs: a, steps: [{ run: pass }] }\n";
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        trigger.cancel();
-    });
-    let started = Instant::now();
-    let run = run_opts(yaml, 2, true, BTreeMap::new(), cancel).await;
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // `block` ends only when cancelled: that the run ends at all is the cancel's doing.
+    let yaml = "jobs:\n  a: { steps: [{ run: block }, { run: pass }] }\n  b: { needs: a, steps: [{ run: pass }] }\n";
+    let run = cancelled_once_started(yaml, 2, "a/step-1").await;
     assert_eq!(run.result.status, Status::Cancelled);
     assert_eq!(run.steps("a"), [Status::Cancelled, Status::Skipped]);
     assert_eq!(run.job("b"), Status::Skipped);
@@ -358,13 +566,13 @@ async fn a_deploy_job_runs_only_on_main() {
     let yaml = "jobs:\n  test: { steps: [{ run: pass }] }\n  deploy:\n    needs: test\n    if: git.branch == 'main' && success()\n    steps: [{ run: pass }]\n";
     for (branch, want) in [("main", Status::Passed), ("feature/x", Status::Skipped)] {
         let git = BTreeMap::from([("branch".to_string(), branch.to_string())]);
-        let run = run_git(
+        let run = run_with(
             yaml,
-            2,
-            true,
-            BTreeMap::new(),
-            CancellationToken::new(),
-            git,
+            Options {
+                parallel: 2,
+                git,
+                ..Options::default()
+            },
         )
         .await;
         assert_eq!(run.job("deploy"), want, "on {branch}");
@@ -394,7 +602,7 @@ async fn cleanup_steps_run_after_a_failure_and_others_are_skipped() {
         ]
     );
     assert_eq!(run.job("a"), Status::Failed);
-    let seen = run.fake.seen.lock().unwrap();
+    let seen = run.board.seen();
     assert_eq!(seen.last().unwrap().1["script"], "echo build was failure");
     let skipped = &run.result.summary.jobs["a"].steps[4];
     assert_eq!(
@@ -408,16 +616,17 @@ async fn a_version_computed_in_one_job_reaches_the_jobs_that_need_it() {
     let yaml = "jobs:\n  build:\n    env: { PREFIX: v }\n    outputs: { version: \"${{ steps.v.outputs.version }}\", tag: \"${{ env.PREFIX }}${{ steps.v.outputs.version }}\" }\n    steps: [{ id: v, run: out version=1.4.2 }]\n  publish:\n    needs: build\n    if: needs.build.result == 'success' && startsWith(needs.build.outputs.tag, 'v1.')\n    steps: [{ run: \"echo ${{ needs.build.outputs.version }} as ${{ needs.build.outputs.tag }}\" }]\n";
     let run = run(yaml, 2, true).await;
     assert_eq!(run.job("publish"), Status::Passed);
-    let seen = run.fake.seen.lock().unwrap();
+    let seen = run.board.seen();
     assert_eq!(seen.last().unwrap().1["script"], "echo 1.4.2 as v1.4.2");
     let outputs = &run.result.summary.jobs["build"].outputs;
     assert_eq!(outputs["version"], "1.4.2");
-    assert!(run.events.iter().any(|(_, e)| matches!(e, Event::JobFinished { job, outputs, .. } if &**job == "build" && outputs["tag"] == "v1.4.2")));
+    assert!(run.events().iter().any(|e| matches!(e, Event::JobFinished { job, outputs, .. } if &**job == "build" && outputs["tag"] == "v1.4.2")));
 }
 
 #[tokio::test]
 async fn jobs_after_a_failure_are_skipped_unless_they_ask_for_it() {
-    let yaml = "jobs:\n  build: { steps: [{ run: fail }] }\n  test: { needs: build, steps: [{ run: pass }] }\n  report:\n    needs: test\n    if: failure()\n    steps: [{ run: \"echo ${{ needs.test.result }}\" }]\n  always:\n    needs: build\n    if: always()\n    steps: [{ run: pass }]\n  unrelated: { steps: [{ run: sleep 300 }] }\n";
+    // `build` fails once `unrelated` is running, and `unrelated` runs until it is cancelled.
+    let yaml = "jobs:\n  build: { steps: [{ run: after unrelated/step-1 }, { run: fail }] }\n  test: { needs: build, steps: [{ run: pass }] }\n  report:\n    needs: test\n    if: failure()\n    steps: [{ run: \"echo ${{ needs.test.result }}\" }]\n  always:\n    needs: build\n    if: always()\n    steps: [{ run: pass }]\n  unrelated: { steps: [{ run: block }] }\n";
     // Fail-fast cancels the unrelated job, but not the jobs that asked to run after failures.
     let run = run(yaml, 4, true).await;
     assert_eq!(run.job("build"), Status::Failed);
@@ -430,7 +639,7 @@ async fn jobs_after_a_failure_are_skipped_unless_they_ask_for_it() {
     );
     assert_eq!(run.job("always"), Status::Passed);
     assert_eq!(run.job("unrelated"), Status::Cancelled);
-    let seen = run.fake.seen.lock().unwrap();
+    let seen = run.board.seen();
     assert!(seen.iter().any(|s| s.1["script"] == "echo skipped"));
 }
 
@@ -454,7 +663,7 @@ async fn a_condition_that_cannot_be_evaluated_fails_its_job_naming_it() {
     );
 }
 
-const MATRIX: &str = "jobs:\n  test:\n    matrix:\n      python: [\"3.11\", \"3.12\", \"3.13\"]\n      os: [linux, macos]\n      exclude: [{ python: \"3.11\", os: macos }]\n      include: [{ python: \"3.14\", os: linux }, { os: linux, python: \"3.12\", experimental: true }]\n      max-parallel: 2\n    steps:\n      - run: sleep 100\n      - run: \"echo ${{ matrix.os }}-${{ matrix.python }}${{ has(matrix.experimental) ? ' (experimental)' : '' }}\"\n  after:\n    needs: test\n    steps: [{ run: \"echo ${{ needs.test.result }}\" }]\n";
+const MATRIX: &str = "jobs:\n  test:\n    matrix:\n      python: [\"3.11\", \"3.12\", \"3.13\"]\n      os: [linux, macos]\n      exclude: [{ python: \"3.11\", os: macos }]\n      include: [{ python: \"3.14\", os: linux }, { os: linux, python: \"3.12\", experimental: true }]\n      max-parallel: 2\n    steps:\n      - run: meet pairs 2\n      - run: \"echo ${{ matrix.os }}-${{ matrix.python }}${{ has(matrix.experimental) ? ' (experimental)' : '' }}\"\n  after:\n    needs: test\n    steps: [{ run: \"echo ${{ needs.test.result }}\" }]\n";
 
 #[tokio::test]
 async fn a_matrix_runs_each_combination_as_a_named_job_within_max_parallel() {
@@ -473,7 +682,7 @@ async fn a_matrix_runs_each_combination_as_a_named_job_within_max_parallel() {
         ]
     );
     assert_eq!(run.result.status, Status::Passed);
-    let seen = run.fake.seen.lock().unwrap();
+    let seen = run.board.seen();
     let echoed: Vec<&str> = seen
         .iter()
         .filter_map(|s| s.1["script"].strip_prefix("echo "))
@@ -485,10 +694,10 @@ async fn a_matrix_runs_each_combination_as_a_named_job_within_max_parallel() {
         Some(&"success"),
         "`after` waits for every combination"
     );
-    // At most two combinations at once, and two did run together.
+    // At most two combinations at once (and two did run together: they met).
     let mut running = 0;
     let mut most = 0;
-    for (_, e) in &run.events {
+    for e in &run.events() {
         match e {
             Event::JobStarted { job } if job.starts_with("test (") => running += 1,
             Event::JobFinished { job, .. } if job.starts_with("test (") => running -= 1,
@@ -501,28 +710,27 @@ async fn a_matrix_runs_each_combination_as_a_named_job_within_max_parallel() {
 
 #[tokio::test]
 async fn matrix_fail_fast_cancels_the_other_combinations() {
-    let yaml = "jobs:\n  test:\n    matrix:\n      os: [linux, macos, windows]\n    steps: [{ run: \"${{ matrix.os == 'macos' ? 'fail' : 'sleep 5000' }}\" }]\n  lint: { steps: [{ run: sleep 300 }] }\n";
+    // `macos` fails once the other combinations run; they run until cancelled, and `lint`
+    // runs until `macos` has ended.
+    let yaml = "jobs:\n  test:\n    matrix:\n      os: [linux, macos, windows]\n    steps:\n      - run: \"${{ matrix.os == 'macos' ? 'after test (linux)/step-1;test (windows)/step-1' : 'block' }}\"\n      - run: fail\n  lint: { steps: [{ run: wait-job test (macos) }] }\n";
     // Without the run's own fail-fast, only the matrix's cancels, and only its siblings.
-    let run = run(yaml, 8, false).await;
-    assert_eq!(run.job("test (macos)"), Status::Failed);
-    assert_eq!(run.job("test (linux)"), Status::Cancelled);
-    assert_eq!(run.job("test (windows)"), Status::Cancelled);
-    assert_eq!(run.job("lint"), Status::Passed);
+    let matrix_only = run(yaml, 8, false).await;
+    assert_eq!(matrix_only.job("test (macos)"), Status::Failed);
+    assert_eq!(matrix_only.job("test (linux)"), Status::Cancelled);
+    assert_eq!(matrix_only.job("test (windows)"), Status::Cancelled);
+    assert_eq!(matrix_only.job("lint"), Status::Passed);
 
     let keep_going = yaml
         .replace(
             "      os: [linux, macos, windows]\n",
             "      os: [linux, macos, windows]\n      fail-fast: false\n",
         )
-        .replace("sleep 5000", "sleep 50");
-    let run = run_opts(
-        &keep_going,
-        8,
-        true,
-        BTreeMap::new(),
-        CancellationToken::new(),
-    )
-    .await;
+        .replace("'block'", "'wait-job test (macos)'")
+        .replace(
+            "      - run: fail\n",
+            "      - run: \"${{ matrix.os == 'macos' ? 'fail' : 'pass' }}\"\n",
+        );
+    let run = run(&keep_going, 8, true).await;
     assert_eq!(run.job("test (macos)"), Status::Failed);
     assert_eq!(run.job("test (linux)"), Status::Passed);
     assert_eq!(run.job("test (windows)"), Status::Passed);
@@ -533,7 +741,7 @@ async fn matrix_fail_fast_cancels_the_other_combinations() {
 async fn names_may_hold_expressions() {
     let yaml = "jobs:\n  test:\n    name: \"tests on ${{ matrix.os }}\"\n    matrix: { os: [linux] }\n    steps:\n      - { id: v, run: out version=2.0 }\n      - { name: \"publish ${{ steps.v.outputs.version }} for ${{ matrix.os }}\", run: pass }\n";
     let run = run(yaml, 1, true).await;
-    let started = run.events.iter().find_map(|(_, e)| match e {
+    let started = run.events().into_iter().find_map(|e| match e {
         Event::RunStarted { jobs, .. } => Some(jobs[0].name.clone()),
         _ => None,
     });
@@ -546,14 +754,8 @@ async fn names_may_hold_expressions() {
 
 #[tokio::test]
 async fn after_a_cancel_only_cleanup_steps_run() {
-    let yaml = "jobs:\n  a:\n    steps:\n      - run: sleep 10000\n      - run: pass\n      - { if: always(), run: echo cleanup }\n      - { if: cancelled(), run: echo was cancelled }\n      - { if: failure(), run: echo failure }\n";
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        trigger.cancel();
-    });
-    let run = run_opts(yaml, 1, true, BTreeMap::new(), cancel).await;
+    let yaml = "jobs:\n  a:\n    steps:\n      - run: block\n      - run: pass\n      - { if: always(), run: echo cleanup }\n      - { if: cancelled(), run: echo was cancelled }\n      - { if: failure(), run: echo failure }\n";
+    let run = cancelled_once_started(yaml, 1, "a/step-1").await;
     assert_eq!(run.result.status, Status::Cancelled);
     assert_eq!(run.job("a"), Status::Cancelled);
     assert_eq!(
@@ -568,14 +770,13 @@ async fn after_a_cancel_only_cleanup_steps_run() {
     );
 }
 
-/// Runs `yaml` with its state in `dir`, so that several runs share locks and history.
-async fn run_in(dir: std::path::PathBuf, yaml: &str) -> (RunResult, Vec<Event>, Arc<Fake>) {
+/// Runs `yaml` with its state in `dir`, so that several runs share locks and history, and
+/// reports to `board`.
+async fn run_in(dir: std::path::PathBuf, yaml: &str, board: Arc<Board>) -> RunResult {
     let source = Source::new(dir.join("ferry.yaml"), yaml);
     let pipeline =
         ferry_model::parse(&source, &dir, &["shell", "deploy"]).unwrap_or_else(|r| panic!("{r}"));
     let plan = Plan::new(pipeline, &[]).unwrap();
-    let fake = Arc::new(Fake::default());
-    let collect = Arc::new(Collect::default());
     let options = RunOptions {
         slots: None,
         parallel: 4,
@@ -583,6 +784,7 @@ async fn run_in(dir: std::path::PathBuf, yaml: &str) -> (RunResult, Vec<Event>, 
         state_dir: dir.join(".ferry"),
         source_dir: dir.clone(),
         secrets: BTreeMap::new(),
+        host_env: Default::default(),
         cancel: CancellationToken::new(),
         git: BTreeMap::new(),
         vars: Default::default(),
@@ -590,37 +792,40 @@ async fn run_in(dir: std::path::PathBuf, yaml: &str) -> (RunResult, Vec<Event>, 
         cache: None,
         reuse: false,
     };
-    let result = ferry_engine::run(plan, fake.clone(), collect.clone(), options)
+    ferry_engine::run(plan, board.clone(), board, options)
         .await
-        .unwrap();
-    let events = collect
-        .0
-        .lock()
         .unwrap()
-        .iter()
-        .map(|(_, e)| e.clone())
-        .collect();
-    (result, events, fake)
 }
 
-/// The run directories under `dir` whose `job` waits for approval, newest last.
-async fn waiting(dir: &std::path::Path, count: usize) -> Vec<std::path::PathBuf> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join(".ferry/runs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| !ferry_engine::gate::waiting_in(p).is_empty())
-            .collect();
-        found.sort();
-        if found.len() >= count {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "no run waits for approval");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Starts `yaml` in `dir` and returns the run, its board and its directory once its job
+/// asks for approval.
+async fn until_asked(
+    dir: &std::path::Path,
+    yaml: &'static str,
+) -> (
+    tokio::task::JoinHandle<RunResult>,
+    Arc<Board>,
+    std::path::PathBuf,
+) {
+    let board = Arc::new(Board::default());
+    let run = tokio::spawn(run_in(dir.to_path_buf(), yaml, board.clone()));
+    board
+        .until(|s| {
+            s.events
+                .iter()
+                .any(|e| matches!(e, Event::Approval { decision: None, .. }))
+        })
+        .await
+        .expect("the job asked for approval");
+    let id = board
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::RunStarted { run, .. } => Some(run),
+            _ => None,
+        })
+        .unwrap();
+    (run, board, dir.join(".ferry/runs").join(id))
 }
 
 const GATED: &str = "jobs:\n  deploy:\n    environment: { name: production, approval: required }\n    outputs: { version: \"${{ steps.v.outputs.version }}\" }\n    steps: [{ id: v, run: outs version=7 }]\n";
@@ -628,8 +833,8 @@ const GATED: &str = "jobs:\n  deploy:\n    environment: { name: production, appr
 #[tokio::test]
 async fn an_approved_job_runs_and_the_record_says_who_approved_it() {
     let dir = tempfile::tempdir().unwrap();
-    let run = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
-    let run_dir = waiting(dir.path(), 1).await.remove(0);
+    let (run, board, run_dir) = until_asked(dir.path(), GATED).await;
+    // Whoever reacts to the request finds the job waiting: the request is written first.
     let pending = ferry_engine::gate::waiting_in(&run_dir);
     assert_eq!(pending[0].environment, "production");
     let decision = ferry_engine::gate::Decision {
@@ -639,15 +844,10 @@ async fn an_approved_job_runs_and_the_record_says_who_approved_it() {
         reason: Some("release notes read".into()),
     };
     ferry_engine::gate::decide(&run_dir, "deploy", &decision).unwrap();
-    let (result, events, fake) = run.await.unwrap();
+    let result = run.await.unwrap();
     assert_eq!(result.status, Status::Passed);
     assert_eq!(result.summary.jobs["deploy"].approval, Some(decision));
-    assert_eq!(fake.seen.lock().unwrap().len(), 1);
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Approval { decision: None, .. }))
-    );
+    assert_eq!(board.seen().len(), 1);
     let history = ferry_engine::deployments::read(&dir.path().join(".ferry")).unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].version, "7");
@@ -660,8 +860,7 @@ async fn an_approved_job_runs_and_the_record_says_who_approved_it() {
 #[tokio::test]
 async fn a_rejected_job_fails_without_running_a_step_and_says_who_rejected_it() {
     let dir = tempfile::tempdir().unwrap();
-    let run = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
-    let run_dir = waiting(dir.path(), 1).await.remove(0);
+    let (run, board, run_dir) = until_asked(dir.path(), GATED).await;
     let decision = ferry_engine::gate::Decision {
         approved: false,
         by: "bob".into(),
@@ -669,7 +868,7 @@ async fn a_rejected_job_fails_without_running_a_step_and_says_who_rejected_it() 
         reason: Some("freeze until Monday".into()),
     };
     ferry_engine::gate::decide(&run_dir, "deploy", &decision).unwrap();
-    let (result, _, fake) = run.await.unwrap();
+    let result = run.await.unwrap();
     assert_eq!(result.status, Status::Failed);
     let job = &result.summary.jobs["deploy"];
     assert_eq!(job.status, Status::Failed);
@@ -678,7 +877,7 @@ async fn a_rejected_job_fails_without_running_a_step_and_says_who_rejected_it() 
         Some("rejected by bob: freeze until Monday")
     );
     assert_eq!(job.approval.as_ref().map(|d| d.approved), Some(false));
-    assert!(fake.seen.lock().unwrap().is_empty(), "no step ran");
+    assert!(board.seen().is_empty(), "no step ran");
     assert!(
         ferry_engine::deployments::read(&dir.path().join(".ferry"))
             .unwrap()
@@ -686,34 +885,62 @@ async fn a_rejected_job_fails_without_running_a_step_and_says_who_rejected_it() 
     );
 }
 
-#[tokio::test]
-async fn a_second_run_queues_behind_the_group_while_the_first_waits_for_approval() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
-    let first_dir = waiting(dir.path(), 1).await.remove(0);
-    let second = tokio::spawn(run_in(dir.path().to_path_buf(), GATED));
-    // The second run is behind the concurrency group, not at the approval gate.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(waiting(dir.path(), 1).await, vec![first_dir.clone()]);
-    assert!(!second.is_finished());
-    let approve = ferry_engine::gate::decision(true, None);
-    ferry_engine::gate::decide(&first_dir, "deploy", &approve).unwrap();
-    let (first_result, _, _) = first.await.unwrap();
-    assert_eq!(first_result.status, Status::Passed);
-    // Now the second holds the group and asks.
-    let runs = waiting(dir.path(), 1).await;
-    assert_eq!(runs.len(), 1);
-    assert_ne!(runs[0], first_dir);
-    ferry_engine::gate::decide(&runs[0], "deploy", &approve).unwrap();
-    let (second_result, events, _) = second.await.unwrap();
-    assert_eq!(second_result.status, Status::Passed);
-    let queued = events.iter().find_map(|e| match e {
+/// The notice a run gave that it waits for a concurrency group.
+fn queued_notice(events: &[Event]) -> Option<String> {
+    events.iter().find_map(|e| match e {
         Event::Notice { text, .. } if text.contains("waits for concurrency group") => {
             Some(text.clone())
         }
         _ => None,
-    });
-    let queued = queued.expect("the second run said it waited");
+    })
+}
+
+#[tokio::test]
+async fn a_second_run_queues_behind_the_group_while_the_first_waits_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _, first_dir) = until_asked(dir.path(), GATED).await;
+    let board = Arc::new(Board::default());
+    let second = tokio::spawn(run_in(dir.path().to_path_buf(), GATED, board.clone()));
+    // The second run says it waits behind the group, and does not ask for approval.
+    board
+        .until(|s| queued_notice(&s.events).is_some())
+        .await
+        .expect("the second run said it waited");
+    assert!(
+        !board
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Approval { .. })),
+        "the second run asked for approval while the first held the group"
+    );
+    assert!(!second.is_finished());
+    let approve = ferry_engine::gate::decision(true, None);
+    ferry_engine::gate::decide(&first_dir, "deploy", &approve).unwrap();
+    let first_result = first.await.unwrap();
+    assert_eq!(first_result.status, Status::Passed);
+    // Now the second holds the group and asks.
+    board
+        .until(|s| {
+            s.events
+                .iter()
+                .any(|e| matches!(e, Event::Approval { decision: None, .. }))
+        })
+        .await
+        .expect("the second run asked for approval");
+    let second_id = board
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::RunStarted { run, .. } => Some(run),
+            _ => None,
+        })
+        .unwrap();
+    let second_dir = dir.path().join(".ferry/runs").join(&second_id);
+    assert_ne!(second_dir, first_dir);
+    ferry_engine::gate::decide(&second_dir, "deploy", &approve).unwrap();
+    let second_result = second.await.unwrap();
+    assert_eq!(second_result.status, Status::Passed);
+    let queued = queued_notice(&board.events()).unwrap();
     assert!(queued.contains(&first_result.id), "{queued}");
     assert!(queued.contains("environment production"), "{queued}");
 }
@@ -721,21 +948,18 @@ async fn a_second_run_queues_behind_the_group_while_the_first_waits_for_approval
 #[tokio::test]
 async fn cancel_in_progress_stops_the_older_run() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = "jobs:\n  deploy:\n    concurrency: { group: deploy-main, cancel-in-progress: true }\n    steps: [{ run: sleep 20000 }]\n";
-    let older = tokio::spawn(run_in(dir.path().to_path_buf(), yaml));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The older run's step ends only when cancelled.
+    let yaml = "jobs:\n  deploy:\n    concurrency: { group: deploy-main, cancel-in-progress: true }\n    steps: [{ run: block }]\n";
+    let older_board = Arc::new(Board::default());
+    let older = tokio::spawn(run_in(dir.path().to_path_buf(), yaml, older_board.clone()));
+    older_board.started("deploy/step-1").await;
     let newer_yaml = "jobs:\n  deploy:\n    concurrency: { group: deploy-main, cancel-in-progress: true }\n    steps: [{ run: pass }]\n";
-    let started = Instant::now();
-    let (newer, _, _) = run_in(dir.path().to_path_buf(), newer_yaml).await;
+    let newer = run_in(dir.path().to_path_buf(), newer_yaml, Arc::default()).await;
     assert_eq!(newer.status, Status::Passed);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the newer run did not wait for the older"
-    );
-    let (older, events, _) = older.await.unwrap();
+    let older = older.await.unwrap();
     assert_eq!(older.status, Status::Cancelled);
     assert!(
-        events.iter().any(
+        older_board.events().iter().any(
             |e| matches!(e, Event::Notice { text, .. } if text.contains("cancel-in-progress"))
         )
     );
@@ -745,11 +969,12 @@ async fn cancel_in_progress_stops_the_older_run() {
 async fn a_failed_check_after_a_deploy_rolls_it_back_and_the_history_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "jobs:\n  staging:\n    environment: staging\n    steps:\n      - uses: deploy\n        with: { script: outs version=2 previous=1 }\n      - run: fail\n";
-    let (result, _, fake) = run_in(dir.path().to_path_buf(), yaml).await;
+    let board = Arc::new(Board::default());
+    let result = run_in(dir.path().to_path_buf(), yaml, board.clone()).await;
     assert_eq!(result.status, Status::Failed);
     let job = &result.summary.jobs["staging"];
     assert_eq!(job.message.as_deref(), Some("rolled `staging` back to 1"));
-    let seen = fake.seen.lock().unwrap();
+    let seen = board.seen();
     assert_eq!(seen.len(), 3, "deploy, the check, and the rollback");
     assert_eq!(seen[2].1.get("rollback").map(String::as_str), Some("1"));
     assert_eq!(
@@ -774,13 +999,10 @@ async fn a_failed_check_after_a_deploy_rolls_it_back_and_the_history_says_so() {
 async fn without_an_earlier_release_a_failed_check_leaves_the_deploy_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "jobs:\n  staging:\n    environment: staging\n    steps:\n      - uses: deploy\n        with: { script: outs version=1 previous= }\n      - run: fail\n";
-    let (result, _, fake) = run_in(dir.path().to_path_buf(), yaml).await;
+    let board = Arc::new(Board::default());
+    let result = run_in(dir.path().to_path_buf(), yaml, board.clone()).await;
     assert_eq!(result.status, Status::Failed);
-    assert_eq!(
-        fake.seen.lock().unwrap().len(),
-        2,
-        "no rollback was attempted"
-    );
+    assert_eq!(board.seen().len(), 2, "no rollback was attempted");
     let message = result.summary.jobs["staging"]
         .message
         .clone()
