@@ -663,6 +663,17 @@ mod tests {
         }
     }
 
+    /// Makes the dependency cache entry `key` look saved `ms` earlier.
+    fn backdate(cache: &Cache, key: &str, ms: u64) {
+        let path = cache.deps_path(key);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (header, body) = text.split_once('\n').unwrap();
+        let mut header: DepsHeader = serde_json::from_str(header).unwrap();
+        header.created -= ms;
+        let header = serde_json::to_string(&header).unwrap();
+        std::fs::write(&path, format!("{header}\n{body}")).unwrap();
+    }
+
     fn write(root: &Path, rel: &str, bytes: &[u8]) {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -695,7 +706,8 @@ mod tests {
         cache
             .save_deps("deps-1", &ws, &["deps".into()], &[])
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        // Saved a second earlier: two saves in the same millisecond would tie.
+        backdate(&cache, "deps-1", 1000);
         write(&ws, "deps/a", b"new");
         cache
             .save_deps("deps-2", &ws, &["deps".into()], &[])
@@ -714,10 +726,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path(), DEFAULT_LIMIT);
         let ws = dir.path().join("ws");
+        let start = SystemTime::now() - std::time::Duration::from_secs(100);
         for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
             write(&ws, &format!("{key}/blob"), &vec![i as u8; 100_000]);
             cache.save_deps(key, &ws, &[key.to_string()], &[]).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            // Last used ten seconds apart, in this order, whatever the clock's resolution.
+            std::fs::File::options()
+                .append(true)
+                .open(cache.deps_path(key))
+                .unwrap()
+                .set_modified(start + std::time::Duration::from_secs(10 * i as u64))
+                .unwrap();
         }
         // `a` is used again: it is now the most recent.
         assert!(cache.find_deps("a", &[]).is_some());

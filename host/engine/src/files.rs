@@ -904,12 +904,36 @@ mod tests {
         let memo = dir.path().join("ws.digests");
         let rel = Path::new("a.txt");
         let meta = || Ident::of(&root.join(rel).symlink_metadata().unwrap());
+        // A digest is trusted only when the file changed before it was taken: let the file
+        // system's clock move past the write first.
+        let clock = Clock {
+            path: dir.path().join("tick"),
+        };
+        assert!(
+            clock.wait_past(meta().changed),
+            "the file system clock stands still"
+        );
         let first = Digests::load(memo.clone());
         let one = first.digest(&root, rel, meta()).unwrap();
         first.save(&|_| true).unwrap();
         let second = Digests::load(memo.clone());
-        assert_eq!(second.digest(&root, rel, meta()).unwrap(), one);
+        let unchanged = meta();
+        assert_eq!(
+            second.known(rel, unchanged),
+            Some(one),
+            "the memo vouches for it"
+        );
+        // Asked about the file as it was, the memo answers without reading it: moved away,
+        // it still has its digest.
+        std::fs::rename(root.join(rel), dir.path().join("moved")).unwrap();
+        assert_eq!(second.digest(&root, rel, unchanged).unwrap(), one);
+        std::fs::rename(dir.path().join("moved"), root.join(rel)).unwrap();
         std::fs::write(root.join(rel), "two").unwrap();
+        assert_eq!(
+            second.known(rel, meta()),
+            None,
+            "a changed file is hashed again"
+        );
         let two = second.digest(&root, rel, meta()).unwrap();
         assert_ne!(one, two);
         assert_eq!(hex(&two), hash_file(&root.join(rel)).unwrap().0);

@@ -815,7 +815,7 @@ impl Clock {
 
     /// Waits until the clock reads later than `stamp`; false if it does not within seconds
     /// (a file system with a coarse clock, or a clock set back).
-    fn wait_past(&self, stamp: Stamp) -> bool {
+    pub(crate) fn wait_past(&self, stamp: Stamp) -> bool {
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             match self.now() {
