@@ -205,6 +205,7 @@ async fn denies_parent_directory_escape() {
     // From .ferry/work/probe, four levels up is the temp root.
     let out = run(&probe("read", "../../../../outside/secret.txt"), outside).await;
     out.secret_file();
+    out.leaked_nothing("probe");
     let (status, kind, message) = out.step("probe");
     assert_eq!(
         (status, kind),
@@ -212,7 +213,6 @@ async fn denies_parent_directory_escape() {
         "{message}"
     );
     assert!(message.starts_with("read ../"), "{message}");
-    out.leaked_nothing("probe");
     out.sibling_passed();
 }
 
@@ -224,10 +224,10 @@ async fn denies_absolute_paths() {
     let path = root.path().join("outside/secret.txt");
     let out = run(&probe("read", &path.display().to_string()), |_| {}).await;
     assert!(path.is_file());
+    out.leaked_nothing("probe");
     let (status, _, message) = out.step("probe");
     assert_eq!(status, Status::Failed, "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
-    out.leaked_nothing("probe");
     out.sibling_passed();
 }
 
@@ -280,10 +280,10 @@ async fn denies_a_planted_symlink_that_points_outside() {
     })
     .await;
     out.secret_file();
+    out.leaked_nothing("probe");
     let (status, _, message) = out.step("probe");
     assert_eq!(status, Status::Failed, "{message}");
     assert!(message.starts_with("read link"), "{message}");
-    out.leaked_nothing("probe");
     out.sibling_passed();
 }
 
