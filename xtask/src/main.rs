@@ -295,6 +295,10 @@ fn demo(extra: &[String]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
+    // Blessing turns golden tests into writers: a run that blesses checks nothing.
+    if std::env::var_os("FERRY_BLESS").is_some() {
+        return Err("FERRY_BLESS is set: the golden tests would rewrite their expectations instead of checking them; unset it (bless one suite by hand, e.g. `FERRY_BLESS=1 cargo test -p ferry-model --test ui`, and read the diff)".into());
+    }
     setup()?;
     check_js_types()?;
     run("cargo", &["fmt", "--all", "--check"])?;
@@ -309,7 +313,18 @@ fn test() -> Result<(), String> {
             "warnings",
         ],
     )?;
-    run("cargo", &["test", "--workspace"])
+    // `CI` tells the tests they are the gate: the golden tests refuse to bless.
+    eprintln!("$ CI=true cargo test --workspace");
+    let status = Command::new("cargo")
+        .args(["test", "--workspace"])
+        .env("CI", "true")
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo test --workspace` failed ({status})"))
+    }
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {

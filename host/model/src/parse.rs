@@ -148,11 +148,11 @@ struct Reader<'a> {
 
 type Entries = [(Node, Node)];
 
-/// A step id and where it was declared, for reference checks.
 /// A context path an expression reads, where, and the secrets granted where it is read
 /// (`None` outside a step).
 type Found<'a> = (Vec<String>, Span, Option<&'a BTreeSet<String>>);
 
+/// A step id and where it was declared, for reference checks.
 struct Declared {
     id: String,
     index: usize,
@@ -597,16 +597,10 @@ impl Reader<'_> {
                             item,
                             index,
                             &id,
-                            &declared,
+                            &mut declared,
                             &scope,
                             job_permissions.as_ref(),
                         ) {
-                            if let Some(step_id) = &step.id {
-                                declared.push(Declared {
-                                    id: step_id.clone(),
-                                    index,
-                                });
-                            }
                             steps.push(step);
                         }
                     }
@@ -694,7 +688,7 @@ impl Reader<'_> {
         node: &Node,
         index: usize,
         job: &str,
-        declared: &[Declared],
+        declared: &mut Vec<Declared>,
         scope: &EnvScope,
         inherited: Option<&(Permissions, Span)>,
     ) -> Option<Step> {
@@ -727,6 +721,15 @@ impl Reader<'_> {
             }
             Some(id)
         });
+        // Recorded even when the rest of the step has errors: a later step with the same id
+        // is still a duplicate, and a reference to it is not also "no earlier step".
+        if let Some(id) = &id {
+            declared.push(Declared {
+                id: id.clone(),
+                index,
+            });
+        }
+        let declared: &[Declared] = declared;
         let env = get(entries, "env")
             .map(|n| self.env_map(n, "`env`"))
             .unwrap_or_default();

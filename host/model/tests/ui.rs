@@ -1,5 +1,7 @@
 //! Golden tests: every `ui/*.yaml` is validated and the rendered diagnostics compared with
-//! the `.err` file beside it. Run with `FERRY_BLESS=1` to rewrite the expectations.
+//! the `.err` file beside it. Run with `FERRY_BLESS=1` to rewrite the expectations, then
+//! read the diff: blessing accepts whatever the parser says now. CI (`CI` set, as every CI
+//! service sets it, and `cargo xtask test`) refuses to bless.
 
 use ferry_model::{Source, parse};
 use std::path::Path;
@@ -10,6 +12,10 @@ const BUILTINS: &[&str] = &["shell"];
 fn ui() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
     let bless = std::env::var_os("FERRY_BLESS").is_some();
+    assert!(
+        !(bless && std::env::var_os("CI").is_some()),
+        "FERRY_BLESS is set in CI: it would rewrite the expectations instead of checking them"
+    );
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
