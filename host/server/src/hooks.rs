@@ -391,6 +391,93 @@ mod tests {
         );
     }
 
+    /// The example in GitHub's "Validating webhook deliveries": this secret and payload
+    /// give this signature.
+    const DOC_SECRET: &str = "It's a Secret to Everybody";
+    const DOC_BODY: &[u8] = b"Hello, World!";
+    const DOC_SIGNATURE: &str = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn github_signatures_match_githubs_documented_example() {
+        let header = format!("sha256={DOC_SIGNATURE}");
+        let sent = headers(&[("X-Hub-Signature-256", &header)]);
+        assert_eq!(
+            verify(Forge::GitHub, &sent, DOC_BODY, Some(DOC_SECRET)),
+            Ok(())
+        );
+        assert_eq!(sign(DOC_SECRET, DOC_BODY), DOC_SIGNATURE);
+        // What a wrong encoding would send instead: none of it passes.
+        use base64::Engine;
+        let raw = hex::decode(DOC_SIGNATURE).unwrap();
+        for wrong in [
+            DOC_SIGNATURE.to_string(),
+            format!("sha1={DOC_SIGNATURE}"),
+            format!(
+                "sha256={}",
+                base64::engine::general_purpose::STANDARD.encode(&raw)
+            ),
+            format!("sha256={}", &DOC_SIGNATURE[..62]),
+            format!("sha256={DOC_SIGNATURE}00"),
+        ] {
+            let sent = headers(&[("X-Hub-Signature-256", &wrong)]);
+            assert_eq!(
+                verify(Forge::GitHub, &sent, DOC_BODY, Some(DOC_SECRET)),
+                Err(HookError::BadSignature),
+                "{wrong}"
+            );
+        }
+    }
+
+    #[test]
+    fn gitea_signatures_match_an_independent_hmac() {
+        // Gitea and Forgejo send the bare hex digest. Computed with
+        // `openssl dgst -sha256 -hmac gitea-s3cret`, not with `sign`.
+        let body = br#"{"ref":"refs/heads/main","after":"5b2c4e6b1f0a9d8c7e6f5a4b3c2d1e0f9a8b7c6d","repository":{"full_name":"acme/app"}}"#;
+        let digest = "6a907dd2f8b17a9ff49d8f16a9544bdca84570e88871901340d6ea7ba25bf27b";
+        for header in ["X-Gitea-Signature", "X-Forgejo-Signature"] {
+            let sent = headers(&[(header, digest)]);
+            assert_eq!(
+                verify(Forge::Gitea, &sent, body, Some("gitea-s3cret")),
+                Ok(())
+            );
+        }
+        let doc = headers(&[("X-Gitea-Signature", DOC_SIGNATURE)]);
+        assert_eq!(
+            verify(Forge::Gitea, &doc, DOC_BODY, Some(DOC_SECRET)),
+            Ok(())
+        );
+        // GitHub's prefixed form is not Gitea's header format.
+        let prefixed = headers(&[("X-Gitea-Signature", &format!("sha256={digest}"))]);
+        assert_eq!(
+            verify(Forge::Gitea, &prefixed, body, Some("gitea-s3cret")),
+            Err(HookError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn gitlab_tokens_are_the_secret_itself() {
+        // GitLab sends the configured secret token verbatim in `X-Gitlab-Token`.
+        let ok = headers(&[("X-Gitlab-Token", DOC_SECRET)]);
+        assert_eq!(
+            verify(Forge::GitLab, &ok, DOC_BODY, Some(DOC_SECRET)),
+            Ok(())
+        );
+        for wrong in [
+            DOC_SIGNATURE,
+            "It's a Secret to Everybody ",
+            "it's a secret to everybody",
+            "It's a Secret",
+            "",
+        ] {
+            let sent = headers(&[("X-Gitlab-Token", wrong)]);
+            assert_eq!(
+                verify(Forge::GitLab, &sent, DOC_BODY, Some(DOC_SECRET)),
+                Err(HookError::BadSignature),
+                "{wrong:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_github_push_becomes_a_source() {
         let hook = parse(
