@@ -65,8 +65,13 @@ fn a_signed_webhook_starts_exactly_one_run_and_a_bad_one_none() {
     assert_eq!(run["trigger"], "push");
     assert_eq!(run["branch"], "main");
     assert_eq!(run["jobs"][0]["steps"][0]["status"], "passed");
-    // Give a second delivery time to have been (wrongly) taken before counting.
-    std::thread::sleep(Duration::from_millis(300));
+    // The redelivery was refused before its answer: one delivery was kept, and it is
+    // this run.
+    let deliveries = served.deliveries();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries[0]["key"], "github:delivery-1");
+    assert_eq!(deliveries[0]["outcome"], "run");
+    assert_eq!(deliveries[0]["run"], id);
     assert_eq!(served.runs().len(), 1, "the redelivery ran again");
 
     let (status, log) = served.get(&format!("/api/runs/{id}/logs/build/step-1"));
@@ -111,15 +116,19 @@ fn a_push_the_filters_reject_runs_nothing() {
     let repo = repository(&t, &ECHO.replace("branches: [main]", "branches: [release]"));
     let sha = git(&repo, &["rev-parse", "HEAD"]);
     let served = Served::start(&t, &repo, &[]);
-    assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
-    // A run that should not exist cannot be waited for: trigger one that should, after.
-    let (status, body) = served.post("/api/trigger", serde_json::json!({ "ref": "main" }));
-    assert_eq!(status, 201, "{body}");
-    let runs = served.wait_runs(1);
-    std::thread::sleep(Duration::from_millis(300));
-    let runs_after = served.runs();
-    assert_eq!(runs_after.len(), 1, "{runs_after:?}");
-    assert_eq!(runs[0]["trigger"], "manual");
+    let (status, body) = push_hook(&served, &sha, "d-1", SECRET);
+    assert_eq!(status, 202, "{body}");
+    // The delivery is settled without a run, and says why.
+    let delivery = served.wait_delivery(body["delivery"].as_i64().unwrap());
+    assert_eq!(delivery["outcome"], "ignored", "{delivery}");
+    assert!(
+        delivery["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not take a push of `refs/heads/main`"),
+        "{delivery}"
+    );
+    assert!(served.runs().is_empty(), "{:?}", served.runs());
 }
 
 #[test]
@@ -162,9 +171,19 @@ fn fifty_webhooks_at_once_all_become_runs() {
 fn polling_notices_a_new_commit() {
     let t = Test::new();
     let repo = repository(&t, ECHO);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
     let served = Served::start(&t, &repo, &["--poll", "1s"]);
-    // The first look only notes what is there.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The first look only notes what is there: once `main` is noted, it delivered nothing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, repos) = served.get("/api/repos");
+        if repos[0]["refs"]["refs/heads/main"] == first.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never polled: {repos}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served.deliveries().is_empty(), "the first look delivered");
     assert!(served.runs().is_empty(), "the existing commit was built");
     let sha = commit(&repo, "README", "hello", "add a readme");
     let runs = served.wait_runs(1);
@@ -629,11 +648,19 @@ fn a_running_run_and_a_queued_one_can_be_cancelled() {
         "cancelled"
     );
     // The slot the cancelled run freed must not start the queued run that was cancelled.
-    std::thread::sleep(Duration::from_millis(300));
+    // Runs start in the order they were queued: once a later run holds the slot, the
+    // cancelled one had its chance to (wrongly) start.
+    assert_eq!(push_hook(&served, &sha, "third", SECRET).0, 202);
+    let third = served.wait_runs(3)[0]["id"].as_i64().unwrap();
+    served.wait_for(third, &["running"]);
+    let (_, was_queued) = served.get(&format!("/api/runs/{queued}"));
+    assert_eq!(was_queued["status"], "cancelled", "{was_queued}");
     assert_eq!(
-        served.get(&format!("/api/runs/{queued}")).1["status"],
-        "cancelled"
+        was_queued["error"], "cancelled before it started",
+        "{was_queued}"
     );
+    assert_eq!(was_queued["jobs"], Value::Array(vec![]), "{was_queued}");
+    served.post(&format!("/api/runs/{third}/cancel"), Value::Null);
     let (status, body) = served.post(&format!("/api/runs/{running}/cancel"), Value::Null);
     assert_eq!(status, 409, "{body}");
 }

@@ -2,7 +2,7 @@
 
 use crate::Server;
 use crate::hooks::{self, Forge, Hook, HookError};
-use crate::store::{Run, RunQuery};
+use crate::store::{DeliveryQuery, Run, RunQuery};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -43,6 +43,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/runs/{id}/rerun", post(rerun))
         .route("/api/trigger", post(trigger))
         .route("/api/deployments", get(deployments))
+        .route("/api/deliveries", get(list_deliveries))
+        .route("/api/deliveries/{id}", get(show_delivery))
         .route("/hooks/{forge}", post(hook))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page or endpoint") })
         // GitHub sends hooks of up to 25 MB.
@@ -275,18 +277,18 @@ async fn openapi() -> Answer {
 
 async fn repos(State(server): Shared, headers: HeaderMap) -> Answer {
     may_read(&server, &headers)?;
-    let repos: Vec<Value> = server
-        .repos
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.config.name,
-                "url": r.config.url,
-                "pipeline": r.config.pipeline,
-                "poll_seconds": r.config.poll.map(|p| p.as_secs()),
-            })
-        })
-        .collect();
+    let mut repos = Vec::new();
+    for r in server.repos.iter() {
+        // What polling has seen of each branch and tag: empty until the first look.
+        let refs = server.store.seen_refs(&r.config.name).map_err(internal)?;
+        repos.push(json!({
+            "name": r.config.name,
+            "url": r.config.url,
+            "pipeline": r.config.pipeline,
+            "poll_seconds": r.config.poll.map(|p| p.as_secs()),
+            "refs": refs,
+        }));
+    }
     Ok(axum::Json(repos).into_response())
 }
 
@@ -321,6 +323,46 @@ struct ListQuery {
     limit: Option<usize>,
     before: Option<i64>,
     repo: Option<String>,
+}
+
+/// Deliveries, newest first, and what became of each.
+async fn list_deliveries(
+    State(server): Shared,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Answer {
+    may_read(&server, &headers)?;
+    let query = DeliveryQuery {
+        limit: query.limit.unwrap_or(50).clamp(1, 500),
+        before: query.before,
+        repo: query.repo,
+    };
+    match server.store.deliveries(&query) {
+        Ok(found) => Ok(axum::Json(found).into_response()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn show_delivery(
+    State(server): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    may_read(&server, &headers)?;
+    let id: i64 = id.parse().map_err(|_| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a delivery id"),
+        )
+    })?;
+    match server.store.delivery(id) {
+        Ok(Some(found)) => Ok(axum::Json(found).into_response()),
+        Ok(None) => Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("there is no delivery #{id}"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 fn run_json(run: &Run) -> Value {

@@ -2,8 +2,8 @@
 //! for the writer (the runs).
 
 use crate::store::{
-    Approval, Delivery, Deployment, DeploymentQuery, Job, Progress, Result, Run, RunQuery,
-    RunStatus, Source, Step, Store, StoreError,
+    Approval, Delivery, DeliveryQuery, Deployment, DeploymentQuery, Job, Outcome, Progress,
+    Received, Result, Run, RunQuery, RunStatus, Source, Step, Store, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -145,6 +145,34 @@ fn insert_run(db: &Connection, source: &Source, at: u64) -> Result<i64> {
     Ok(db.last_insert_rowid())
 }
 
+const RECEIVED_COLUMNS: &str = "id, key, source, received_at, settled, run, note";
+
+/// A delivery row; its `source` is JSON, so reading it can fail apart from SQLite.
+fn received_row(row: &rusqlite::Row) -> rusqlite::Result<Result<Received>> {
+    let source: String = row.get(2)?;
+    let outcome = match (row.get::<_, bool>(4)?, row.get::<_, Option<i64>>(5)?) {
+        (false, _) => Outcome::Pending,
+        (true, Some(run)) => Outcome::Run { run },
+        (true, None) => Outcome::Ignored {
+            reason: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
+        },
+    };
+    let id = row.get(0)?;
+    let key = row.get(1)?;
+    let received_at = row.get(3)?;
+    Ok(serde_json::from_str(&source)
+        .map_err(err)
+        .map(|source| Received {
+            delivery: Delivery {
+                id,
+                key,
+                source,
+                received_at,
+            },
+            outcome,
+        }))
+}
+
 impl Store for Sqlite {
     fn add_delivery(&self, key: &str, source: &Source, at: u64) -> Result<Option<i64>> {
         let db = self.db();
@@ -211,6 +239,38 @@ impl Store for Sqlite {
             )
             .map_err(err)?;
         Ok(())
+    }
+
+    fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Received>> {
+        let db = self.db();
+        let mut statement = db
+            .prepare(&format!(
+                "SELECT {RECEIVED_COLUMNS} FROM deliveries
+                 WHERE id < ?1 AND (?2 IS NULL OR json_extract(source, '$.repo') = ?2)
+                 ORDER BY id DESC LIMIT ?3"
+            ))
+            .map_err(err)?;
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(
+                params![query.before.unwrap_or(i64::MAX), query.repo, limit],
+                received_row,
+            )
+            .map_err(err)?;
+        rows.map(|row| row.map_err(err)?)
+            .collect::<Result<Vec<_>>>()
+    }
+
+    fn delivery(&self, id: i64) -> Result<Option<Received>> {
+        self.db()
+            .query_row(
+                &format!("SELECT {RECEIVED_COLUMNS} FROM deliveries WHERE id = ?1"),
+                [id],
+                received_row,
+            )
+            .optional()
+            .map_err(err)?
+            .transpose()
     }
 
     fn add_run(&self, source: &Source, at: u64) -> Result<i64> {
@@ -635,6 +695,56 @@ mod tests {
             None
         );
         assert_eq!(store.pending_deliveries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deliveries_say_what_became_of_them() {
+        let (_dir, store) = store();
+        let ran = store
+            .add_delivery("github:1", &source("a"), 1)
+            .unwrap()
+            .unwrap();
+        let ignored = store
+            .add_delivery("github:2", &source("b"), 2)
+            .unwrap()
+            .unwrap();
+        let other = Source::new("lib", TriggerKind::Push, "refs/heads/main", "c");
+        let pending = store.add_delivery("github:3", &other, 3).unwrap().unwrap();
+        let run = store.accept_delivery(ran, &source("a"), 4).unwrap();
+        store
+            .ignore_delivery(ignored, "`on:` does not take it")
+            .unwrap();
+        let outcome = |id| store.delivery(id).unwrap().unwrap().outcome;
+        assert_eq!(outcome(ran), Outcome::Run { run });
+        assert_eq!(
+            outcome(ignored),
+            Outcome::Ignored {
+                reason: "`on:` does not take it".into()
+            }
+        );
+        assert_eq!(outcome(pending), Outcome::Pending);
+        assert!(store.delivery(99).unwrap().is_none());
+        let all = store
+            .deliveries(&DeliveryQuery {
+                limit: 10,
+                ..DeliveryQuery::default()
+            })
+            .unwrap();
+        let ids: Vec<i64> = all.iter().map(|r| r.delivery.id).collect();
+        assert_eq!(ids, [pending, ignored, ran], "newest first");
+        let app = store
+            .deliveries(&DeliveryQuery {
+                limit: 1,
+                before: Some(pending),
+                repo: Some("app".into()),
+            })
+            .unwrap();
+        assert_eq!(app.len(), 1);
+        assert_eq!(app[0].delivery.key, "github:2");
+        let json = serde_json::to_value(&app[0]).unwrap();
+        assert_eq!(json["outcome"], "ignored");
+        assert_eq!(json["reason"], "`on:` does not take it");
+        assert_eq!(json["source"]["sha"], "b");
     }
 
     #[test]

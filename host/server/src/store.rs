@@ -165,6 +165,38 @@ pub struct Delivery {
     pub received_at: u64,
 }
 
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Not looked at yet.
+    Pending,
+    /// It became this run.
+    Run { run: i64 },
+    /// It runs nothing, and why: the pipeline's `on:` does not take it, the commit has no
+    /// pipeline file, the repository is no longer configured.
+    Ignored { reason: String },
+}
+
+/// A delivery and what became of it, as `GET /api/deliveries` shows it: a forge's "recent
+/// deliveries" from the server's side, to tell why a push started nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Received {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub limit: usize,
+    /// Only deliveries with an id below this (the next page).
+    pub before: Option<i64>,
+    pub repo: Option<String>,
+}
+
 /// A run as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -305,6 +337,10 @@ pub trait Store: Send + Sync + 'static {
     fn accept_delivery(&self, id: i64, source: &Source, at: u64) -> Result<i64>;
     /// Marks a delivery handled without a run, saying why.
     fn ignore_delivery(&self, id: i64, note: &str) -> Result<()>;
+    /// Deliveries, newest first, with what became of each.
+    fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Received>>;
+    /// One delivery and what became of it.
+    fn delivery(&self, id: i64) -> Result<Option<Received>>;
 
     /// Queues a run and returns its id.
     fn add_run(&self, source: &Source, at: u64) -> Result<i64>;

@@ -187,6 +187,31 @@ impl Served {
         }
     }
 
+    /// Waits until delivery `id` is settled (a run, or ignored) and returns it.
+    pub fn wait_delivery(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, delivery) = self.get(&format!("/api/deliveries/{id}"));
+            assert_eq!(status, 200, "{delivery}");
+            if delivery["outcome"] != "pending" {
+                return delivery;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery {id} was never settled: {delivery}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every delivery the server kept, newest first.
+    pub fn deliveries(&self) -> Vec<Value> {
+        let (status, deliveries) = self.get("/api/deliveries");
+        assert_eq!(status, 200, "{deliveries}");
+        deliveries.as_array().unwrap().clone()
+    }
+
     /// Waits until there are `n` runs and returns them, newest first.
     pub fn wait_runs(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
