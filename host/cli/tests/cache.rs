@@ -244,13 +244,24 @@ jobs:
         ["leaks", "writes"],
         "the secret's value is no part of the key"
     );
-    for entry in walk(&t.path(".ferry/cache")) {
-        let bytes = std::fs::read(&entry).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
+    let stored = walk(&t.path(".ferry/cache"));
+    let mut texts = Vec::new();
+    for entry in &stored {
+        let bytes = std::fs::read(entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         for secret in ["first-secret-value", "second-secret-value"] {
             assert!(!text.contains(secret), "{} holds a secret", entry.display());
         }
+        texts.push(text);
     }
+    // The walk read the stored results: the cached step's output and masked log are there.
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("\"length\":\"18\"") && t.contains("token is ***")),
+        "the cached result of `uses-secret` is not among {} files: {stored:?}",
+        stored.len()
+    );
 }
 
 /// The keys `ferry cache ls` lists, most recently used first.

@@ -90,10 +90,22 @@ fn a_missing_pipeline_file_is_a_usage_error_with_a_hint() {
         .run()
         .code(2)
         .stderr_has("cannot read `nope.yaml`");
-    Test::new()
-        .args(&["run", "--output", "fancy"])
+}
+
+#[test]
+fn an_unknown_output_format_is_a_usage_error_naming_the_choices() {
+    // A valid pipeline beside it: the refusal can only come from `--output`.
+    let t = Test::new()
+        .file("ferry.yaml", "jobs:\n  a: { steps: [{ run: echo ran }] }\n")
+        .args(&["run", "--output", "fancy"]);
+    let done = t
         .run()
-        .code(2);
+        .code(2)
+        .stderr_has("'fancy'")
+        .stderr_has("--output")
+        .stderr_has("possible values: auto, tty, plain, json");
+    assert!(!done.stdout.contains("ran"), "{}", done.stdout);
+    assert!(!t.path(".ferry/runs").exists(), "nothing ran");
 }
 
 const PIPELINE: &str = "name: e2e\njobs:\n  build:\n    steps:\n      - id: v\n        run: echo \"version=1.0\" >> \"$FERRY_OUTPUT\"\n      - run: echo built ${{ steps.v.outputs.version }}\n  test:\n    needs: build\n    steps:\n      - run: echo tested\n  lint:\n    steps:\n      - run: echo linted\n";
@@ -180,15 +192,62 @@ fn run_steps_see_only_granted_host_variables() {
 
 #[test]
 fn secrets_are_masked_in_output_and_records() {
-    let yaml = "jobs:\n  a:\n    steps:\n      - run: echo \"token is $DEPLOY_TOKEN\"\n        permissions: { secrets: [DEPLOY_TOKEN] }\n";
+    // The secret reaches a log line, an output (through $FERRY_OUTPUT), a job output, a
+    // step's name and the failing step's message (its stderr line).
+    let yaml = r#"jobs:
+  a:
+    permissions: { secrets: [DEPLOY_TOKEN] }
+    outputs: { leaked: "${{ steps.out.outputs.token }}" }
+    steps:
+      - run: echo "token is $DEPLOY_TOKEN"
+      - id: out
+        name: "push with ${{ secrets.DEPLOY_TOKEN }}"
+        run: echo "token=$DEPLOY_TOKEN" >> "$FERRY_OUTPUT"
+      - run: echo "refused $DEPLOY_TOKEN" >&2; exit 3
+"#;
     let t = Test::new()
         .file("ferry.yaml", yaml)
-        .env("DEPLOY_TOKEN", "hunter2-xyz")
-        .args(&["run", "--output", "plain"]);
-    let done = t.run().code(0).stdout_has("token is ***");
-    assert!(!done.stdout.contains("hunter2-xyz"));
-    let log = std::fs::read_to_string(only_run(&t).join("logs/a/step-1.log")).unwrap();
+        .env("DEPLOY_TOKEN", "hunter2-xyz");
+    let done = common::ferry(&t, &["run", "--output", "plain"])
+        .code(1)
+        .stdout_has("token is ***");
+    assert!(!done.stdout.contains("hunter2-xyz"), "{}", done.stdout);
+    assert!(!done.stderr.contains("hunter2-xyz"), "{}", done.stderr);
+    let json = common::ferry(&t, &["run", "--output", "json"]).code(1);
+    assert!(!json.stdout.contains("hunter2-xyz"), "{}", json.stdout);
+    assert!(json.stdout.contains("push with ***"), "{}", json.stdout);
+    let run = only_run(&t);
+    assert_eq!(std::fs::read_dir(t.path(".ferry/runs")).unwrap().count(), 2);
+    let log = std::fs::read_to_string(run.join("logs/a/step-1.log")).unwrap();
     assert_eq!(log, "token is ***\n");
+    let mut files = Vec::new();
+    let mut dirs = vec![t.path(".ferry/runs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    for file in &files {
+        let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
+        assert!(
+            !text.contains("hunter2-xyz"),
+            "{} holds the secret",
+            file.display()
+        );
+    }
+    let summary = run_summary(&run);
+    let job = &summary["jobs"]["a"];
+    assert_eq!(job["steps"][1]["name"], "push with ***", "{summary}");
+    assert_eq!(job["outputs"]["leaked"], "***", "{summary}");
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"value\":\"***\""), "{events}");
+    assert!(files.iter().any(|f| f.ends_with("step-3.log")), "{files:?}");
+    let failed = std::fs::read_to_string(run.join("logs/a/step-3.log")).unwrap();
+    assert_eq!(failed, "refused ***\n");
 }
 
 #[cfg(unix)]
@@ -201,6 +260,41 @@ fn alive(pid: i32) -> bool {
     }
     // SAFETY: signal 0 only checks existence.
     unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Waits until process `pid` has exited; false if it is still there after a minute. A
+/// killed process dies when the kernel delivers the signal, not when `kill` returns.
+#[cfg(target_os = "linux")]
+fn gone(pid: i32) -> bool {
+    // A pidfd becomes readable when its process exits: an event, not a poll.
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        // No such process: it is gone (or reaped) already.
+        return !alive(pid);
+    }
+    let mut ready = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, then the descriptor this function opened.
+    let exited = unsafe { libc::poll(&mut ready, 1, 60_000) } == 1;
+    unsafe { libc::close(fd) };
+    exited
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        // No process-exit event for a process that is not our child here.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 #[cfg(unix)]
@@ -238,9 +332,8 @@ fn a_timeout_kills_the_whole_process_group() {
         .trim()
         .parse()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
     assert!(
-        !alive(pid),
+        gone(pid),
         "background process {pid} survived the timeout\n{}",
         done.stdout
     );
@@ -270,8 +363,7 @@ fn cancels_cleanly_on(signal: i32) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!alive(pid), "the step's process survived signal {signal}");
+    assert!(gone(pid), "the step's process survived signal {signal}");
     let summary = run_summary(&only_run(&t));
     assert_eq!(summary["status"], "cancelled");
     assert_eq!(summary["jobs"]["long"]["steps"][0]["status"], "cancelled");

@@ -22,6 +22,8 @@ struct Browser {
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
     session: String,
     next: u64,
+    /// Events read while waiting for a reply, kept for [`Browser::event`].
+    events: Vec<Value>,
     _profile: tempfile::TempDir,
 }
 
@@ -64,11 +66,18 @@ impl Browser {
         // Keep reading so a chatty browser never blocks on a full pipe.
         std::thread::spawn(move || for _ in stderr.lines() {});
         let (socket, _) = tungstenite::connect(url.as_str()).unwrap();
+        // A browser that stops answering fails the test instead of hanging it.
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+        }
         let mut browser = Browser {
             child,
             socket,
             session: String::new(),
             next: 0,
+            events: Vec::new(),
             _profile: profile,
         };
         let target = browser.call("Target.createTarget", json!({ "url": "about:blank" }));
@@ -79,7 +88,7 @@ impl Browser {
         browser.session = attached["sessionId"].as_str().unwrap().to_string();
         browser.call(
             "Browser.setDownloadBehavior",
-            json!({ "behavior": "allow", "downloadPath": downloads }),
+            json!({ "behavior": "allow", "downloadPath": downloads, "eventsEnabled": true }),
         );
         browser.call(
             "Emulation.setDeviceMetricsOverride",
@@ -100,12 +109,37 @@ impl Browser {
             .send(Message::text(message.to_string()))
             .unwrap();
         loop {
-            let reply = self.socket.read().unwrap();
-            let Ok(text) = reply.to_text() else { continue };
-            let reply: Value = serde_json::from_str(text).unwrap();
+            let reply = self.read();
             if reply["id"] == id {
                 assert!(reply.get("error").is_none(), "{method}: {reply}");
                 return reply["result"].clone();
+            }
+            if reply.get("method").is_some() {
+                self.events.push(reply);
+            }
+        }
+    }
+
+    /// The next message from the browser.
+    fn read(&mut self) -> Value {
+        loop {
+            let message = self.socket.read().expect("the browser stopped answering");
+            if let Ok(text) = message.to_text() {
+                return serde_json::from_str(text).unwrap();
+            }
+        }
+    }
+
+    /// Waits for the event `method` whose parameters `matches` accepts, and returns them.
+    fn event(&mut self, method: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let wanted = |e: &Value| e["method"] == method && matches(&e["params"]);
+        if let Some(at) = self.events.iter().position(wanted) {
+            return self.events.remove(at)["params"].clone();
+        }
+        loop {
+            let message = self.read();
+            if wanted(&message) {
+                return message["params"].clone();
             }
         }
     }
@@ -271,13 +305,12 @@ jobs:
         "the artifact link",
     );
     browser.eval("document.querySelector('[data-artifact=\"report\"]').click()");
+    let done = browser.event("Browser.downloadProgress", |p| {
+        p["state"] == "completed" || p["state"] == "canceled"
+    });
+    assert_eq!(done["state"], "completed", "{done}");
     let tar = downloads.join("report.tar");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !tar.is_file() {
-        assert!(Instant::now() < deadline, "no download in {downloads:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(tar.is_file(), "no report.tar in {downloads:?}");
     let listing = common::tool("tar", &["-xOf", tar.to_str().unwrap(), "report.txt"]);
     assert_eq!(listing.trim(), "report v1");
 

@@ -94,6 +94,16 @@ fn a_failed_check_rolls_back_atomically_and_ferry_rollback_moves_between_release
         .join()
         .expect("the reader never found `current` missing");
     assert!(reads > 100, "the reader ran ({reads} reads)");
+    // It only ever saw whole releases: the first, perhaps the failed one while its check
+    // ran, and the first again after the rollback.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("up 1\n"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("up 1\n"), "{seen:?}");
+    assert!(
+        seen.iter().all(|text| text == "up 1\n" || text == "down\n"),
+        "the reader saw a partial release: {seen:?}"
+    );
+    assert!(seen.len() == 1 || seen.len() == 3, "{seen:?}");
     assert_eq!(current(&t), first, "the previous release serves again");
     assert_eq!(
         std::fs::read_to_string(t.path("env/current/health")).unwrap(),
@@ -361,11 +371,29 @@ fn verify_retries_until_the_service_answers_and_fails_when_it_never_does() {
     ferry(&t, &["run", "--output", "plain"])
         .code(1)
         .stdout_has("did not pass 1 check(s) in a row within 4 attempts");
+    // Without a grant: refused, and the service hears nothing.
+    let asked = seen.lock().unwrap().len();
     let t = check("status: up", false);
     ferry(&t, &["run", "--output", "plain"])
         .code(1)
         .stdout_has("is `127.0.0.1:")
         .stdout_has("granted under `permissions: { network: [...] }`");
+    let quiet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    quiet.set_nonblocking(true).unwrap();
+    let port = quiet.local_addr().unwrap().port();
+    let t = Test::new().file(
+        "ferry.yaml",
+        &format!("jobs:\n  check:\n    steps:\n      - uses: verify\n        with: {{ url: \"http://127.0.0.1:{port}/health\", attempts: 2, interval: 0.05 }}\n"),
+    );
+    ferry(&t, &["run", "--output", "plain"])
+        .code(1)
+        .stdout_has("granted under `permissions: { network: [...] }`");
+    // ferry has exited: a connection it made would be waiting to be accepted.
+    assert!(
+        matches!(quiet.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the ungranted check reached the service"
+    );
+    assert_eq!(seen.lock().unwrap().len(), asked);
 }
 
 #[test]

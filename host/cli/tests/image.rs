@@ -328,8 +328,10 @@ fn push_and_pull_back_by_digest_then_build_on_it() {
 
 #[test]
 fn a_push_without_a_network_grant_is_refused() {
-    let registry = Registry::start();
-    let host = registry.host();
+    // Where the registry would be: a listener that tells whether anything connected.
+    let registry = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    registry.set_nonblocking(true).unwrap();
+    let host = registry.local_addr().unwrap().to_string();
     let t = Test::new().file(
         "ferry.yaml",
         &format!(
@@ -347,6 +349,11 @@ fn a_push_without_a_network_grant_is_refused() {
         .code(1)
         .stdout_has(&format!("cannot connect to {host}"))
         .stdout_has("granted under `permissions: { network: [...] }`");
+    // ferry has exited: a connection it made would be waiting to be accepted.
+    assert!(
+        matches!(registry.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the refused push reached the registry"
+    );
 }
 
 #[test]
