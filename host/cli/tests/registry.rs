@@ -544,7 +544,7 @@ fn capability_drift_stops_an_update_until_granted() {
     let before = lock_of(&t);
     // 1.1.0 asks for more: write access, an env var, a secret, the network.
     ferry(&t, &["plugin", "push", GRANTED, &format!("{repo}:1.1.0")]).code(0);
-    ferry(&t, &["update", "tool"])
+    let drifted = ferry(&t, &["update", "tool"])
         .code(2)
         .stderr_has("asks for more than")
         .stderr_has("+ workspace: write")
@@ -552,6 +552,8 @@ fn capability_drift_stops_an_update_until_granted() {
         .stderr_has("+ secrets: FIXTURE_SECRET")
         .stderr_has("+ network: 127.0.0.1")
         .stderr_has("ferry.lock is unchanged");
+    // Its `paths: *` asks for the paths the pipeline grants, which are granted.
+    assert!(!drifted.stderr.contains("+ paths"), "{}", drifted.stderr);
     assert_eq!(lock_of(&t), before);
     // Granting what it asks for lets the update through.
     let granted = format!(
