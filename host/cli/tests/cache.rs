@@ -392,7 +392,8 @@ jobs:
         .unwrap();
     let blobs = t.path(".ferry/cache/blobs");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // The moment the blob is being written: a temporary file in the store.
+    // The moment the blob is being written: a temporary file in the store. A fast poll,
+    // not an event: the kill must land while the file exists, and nothing announces it.
     loop {
         let writing = walk(&blobs).iter().any(|p| {
             p.file_name()

@@ -4,7 +4,6 @@ mod common;
 
 use common::Test;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 fn ui(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -286,29 +285,22 @@ fn gone(pid: i32) -> bool {
 
 #[cfg(all(unix, not(target_os = "linux")))]
 fn gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        // No process-exit event for a process that is not our child here.
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // No process-exit event for a process that is not our child here.
+    common::eventually(|| (!alive(pid)).then_some(()), || format!("{pid} lives on"));
     true
 }
 
+/// The whole line a step writes to `path`, once it is there.
 #[cfg(unix)]
 fn wait_for(path: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && text.ends_with('\n')
-        {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{} never appeared", path.display());
+    common::eventually(
+        || {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        },
+        || format!("{} never appeared", path.display()),
+    )
 }
 
 #[cfg(unix)]

@@ -158,7 +158,8 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
-    /// Waits until `script` is true in the page.
+    /// Waits until `script` is true in the page. Polls: what the page shows is state, and
+    /// the DevTools protocol has no event for "this element appeared".
     fn wait(&mut self, script: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -167,6 +167,8 @@ fn a_deploy_killed_midway_leaves_the_previous_release_serving() {
         .unwrap();
     let releases = t.path("env/releases");
     let deadline = Instant::now() + Duration::from_secs(60);
+    // A fast poll, not an event: the kill must land while a transient directory exists,
+    // and nothing announces it.
     let partial = loop {
         let found = std::fs::read_dir(&releases)
             .unwrap()
@@ -224,27 +226,26 @@ fn start_gated(t: &Test) -> (std::process::Child, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pending = std::fs::read_dir(t.path(".ferry/runs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find(|run| {
-                run.path()
-                    .join("approvals/production.pending.json")
-                    .exists()
-            });
-        if let Some(run) = pending {
-            return (child, run.file_name().to_string_lossy().into_owned());
-        }
-        if Instant::now() > deadline {
+    // Another process's run: its request on disk is what `ferry approve` looks for too.
+    let run = common::eventually(
+        || {
+            std::fs::read_dir(t.path(".ferry/runs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|run| {
+                    run.path()
+                        .join("approvals/production.pending.json")
+                        .exists()
+                })
+        },
+        || {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the job never asked for approval");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            "the job never asked for approval".into()
+        },
+    );
+    (child, run.file_name().to_string_lossy().into_owned())
 }
 
 fn finish(child: std::process::Child) -> Done {

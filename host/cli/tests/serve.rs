@@ -4,13 +4,14 @@
 mod common;
 
 use common::server::{SECRET, Served, commit, git, push_hook, repository};
-use common::{Test, json};
+use common::{Test, eventually, json};
 use serde_json::Value;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A repository whose one job (with `job_keys` added) waits until the returned gate file
-/// exists; its commit.
+/// exists; its commit. The step polls for the file: a shell has no portable way to wait
+/// for one, and the poll is the pipeline under test, not the test's synchronisation.
 fn gated(t: &Test, job_keys: &str) -> (std::path::PathBuf, String, std::path::PathBuf) {
     let gate = t.path("go");
     let pipeline = format!(
@@ -148,23 +149,31 @@ fn fifty_webhooks_at_once_all_become_runs() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, runs) = served.get("/api/runs?limit=100");
-        let runs = runs.as_array().unwrap().clone();
-        let passed = runs.iter().filter(|r| r["status"] == "passed").count();
-        if runs.len() == 50 && passed == 50 {
-            break;
-        }
-        assert!(runs.len() <= 50, "more runs than hooks: {}", runs.len());
-        assert!(
-            Instant::now() < deadline,
-            "{} runs, {passed} passed\n{}",
-            runs.len(),
-            served.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let runs = || {
+        served
+            .get("/api/runs?limit=100")
+            .1
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let passed = |runs: &[Value]| runs.iter().filter(|r| r["status"] == "passed").count();
+    eventually(
+        || {
+            let runs = runs();
+            assert!(runs.len() <= 50, "more runs than hooks: {}", runs.len());
+            (passed(&runs) == 50).then_some(())
+        },
+        || {
+            let runs = runs();
+            format!(
+                "{} runs, {} passed\n{}",
+                runs.len(),
+                passed(&runs),
+                served.log()
+            )
+        },
+    );
 }
 
 #[test]
@@ -174,15 +183,13 @@ fn polling_notices_a_new_commit() {
     let first = git(&repo, &["rev-parse", "HEAD"]);
     let served = Served::start(&t, &repo, &["--poll", "1s"]);
     // The first look only notes what is there: once `main` is noted, it delivered nothing.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, repos) = served.get("/api/repos");
-        if repos[0]["refs"]["refs/heads/main"] == first.as_str() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never polled: {repos}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        || {
+            (served.get("/api/repos").1[0]["refs"]["refs/heads/main"] == first.as_str())
+                .then_some(())
+        },
+        || format!("never polled: {}", served.get("/api/repos").1),
+    );
     assert!(served.deliveries().is_empty(), "the first look delivered");
     assert!(served.runs().is_empty(), "the existing commit was built");
     let sha = commit(&repo, "README", "hello", "add a readme");
@@ -240,14 +247,13 @@ struct Received {
     body: String,
 }
 
-/// A stand-in for the forges' status endpoints: answers every request with 201 and keeps
+/// A stand-in for the forges' status endpoints: answers every request with 201 and sends
 /// what it was sent.
-fn forge_stub() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+fn forge_stub() -> (u16, std::sync::mpsc::Receiver<Received>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = received.clone();
+    let (log, received) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream);
@@ -272,7 +278,7 @@ fn forge_stub() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
                 .map_or(0, |(_, v)| v.parse().unwrap());
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
-            log.lock().unwrap().push(Received {
+            let _ = log.send(Received {
                 line: line.trim_end().to_string(),
                 headers,
                 body: String::from_utf8_lossy(&body).into_owned(),
@@ -344,12 +350,13 @@ fn commit_statuses_reach_github_gitea_and_gitlab() {
         served.wait_for(body["run"].as_i64().unwrap(), &["passed"]);
     }
     // Statuses are sent off the run's path: wait for the last ones.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while received.lock().unwrap().len() < 6 {
-        assert!(Instant::now() < deadline, "{:?}", received.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let received = received.lock().unwrap().clone();
+    let received: Vec<Received> = (0..6)
+        .map(|n| {
+            received
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("status {n} of 6 never came: {e}"))
+        })
+        .collect();
     let header = |r: &Received, name: &str| {
         r.headers
             .iter()
@@ -409,15 +416,11 @@ fn the_cli_triggers_follows_lists_and_approves_on_a_server() {
         .spawn()
         .unwrap();
     let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, run) = served.get(&format!("/api/runs/{id}"));
-        if run["approvals"][0]["job"] == "ship" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{run}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let run = || served.get(&format!("/api/runs/{id}")).1;
+    eventually(
+        || (run()["approvals"][0]["job"] == "ship").then_some(()),
+        || format!("`ship` never asked for approval: {}", run()),
+    );
     common::ferry(&t, &["approve", "latest", "--comment", "looks good"])
         .code(0)
         .stderr_has("approved deploying `ship` to `production`");
@@ -560,11 +563,11 @@ fn a_newer_run_cancels_the_older_one_in_its_concurrency_group() {
     assert_eq!(push_hook(&served, &sha, "older", SECRET).0, 202);
     let older = served.wait_runs(1)[0]["id"].as_i64().unwrap();
     served.wait_for(older, &["running"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while served.get(&format!("/api/runs/{older}")).1["jobs"][0]["status"] != "running" {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let run = || served.get(&format!("/api/runs/{older}")).1;
+    eventually(
+        || (run()["jobs"][0]["status"] == "running").then_some(()),
+        || format!("the older run's job never ran: {}", run()),
+    );
     assert_eq!(push_hook(&served, &sha, "newer", SECRET).0, 202);
     let newer = served.wait_runs(2)[0]["id"].as_i64().unwrap();
     let run = served.wait_for(older, &["cancelled", "passed", "failed"]);

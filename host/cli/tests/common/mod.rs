@@ -132,6 +132,20 @@ pub fn ferry(t: &Test, args: &[&str]) -> Done {
     }
 }
 
+/// Polls `check` until it gives a value, and returns it. For what the program under test
+/// shows only as state (a file, a status in the API, a listening port), which has no event
+/// to wait on; fails after a minute with `failure()`'s words.
+pub fn eventually<T>(mut check: impl FnMut() -> Option<T>, failure: impl FnOnce() -> String) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{}", failure());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The repository this test runs in.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -230,11 +244,10 @@ impl Registry {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("docker-registry is missing: run `cargo xtask setup`");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+            || "the registry did not start".into(),
+        );
         Registry {
             child,
             port,

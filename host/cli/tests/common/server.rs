@@ -1,11 +1,10 @@
 //! A `ferry serve` process for tests, a git repository for it to build, and hooks signed
 //! as GitHub signs them.
 
-use super::Test;
+use super::{Test, eventually};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "hook-s3cret";
 pub const TOKEN: &str = "api-t0ken";
@@ -106,18 +105,10 @@ impl Served {
             .stderr(log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{}/api/session", self.base))
-            .call()
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(
+            || ureq::get(&format!("{}/api/session", self.base)).call().ok(),
+            || format!("the server did not start: {}", self.log()),
+        );
     }
 
     pub fn kill(&mut self) {
@@ -172,37 +163,28 @@ impl Served {
 
     /// Waits until run `id` is in one of `statuses` and returns it.
     pub fn wait_for(&self, id: i64, statuses: &[&str]) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, run) = self.get(&format!("/api/runs/{id}"));
-            if statuses.iter().any(|s| run["status"] == *s) {
-                return run;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {id} never became {statuses:?}: {run}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(
+            || {
+                let (_, run) = self.get(&format!("/api/runs/{id}"));
+                statuses.iter().any(|s| run["status"] == *s).then_some(run)
+            },
+            || {
+                let (_, run) = self.get(&format!("/api/runs/{id}"));
+                format!("run {id} never became {statuses:?}: {run}\n{}", self.log())
+            },
+        )
     }
 
     /// Waits until delivery `id` is settled (a run, or ignored) and returns it.
     pub fn wait_delivery(&self, id: i64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, delivery) = self.get(&format!("/api/deliveries/{id}"));
-            assert_eq!(status, 200, "{delivery}");
-            if delivery["outcome"] != "pending" {
-                return delivery;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "delivery {id} was never settled: {delivery}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(
+            || {
+                let (status, delivery) = self.get(&format!("/api/deliveries/{id}"));
+                assert_eq!(status, 200, "{delivery}");
+                (delivery["outcome"] != "pending").then_some(delivery)
+            },
+            || format!("delivery {id} was never settled\n{}", self.log()),
+        )
     }
 
     /// Every delivery the server kept, newest first.
@@ -214,20 +196,10 @@ impl Served {
 
     /// Waits until there are `n` runs and returns them, newest first.
     pub fn wait_runs(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let runs = self.runs();
-            if runs.len() >= n {
-                return runs;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} runs, not {n}:\n{}",
-                runs.len(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(
+            || Some(self.runs()).filter(|runs| runs.len() >= n),
+            || format!("{} runs, not {n}:\n{}", self.runs().len(), self.log()),
+        )
     }
 }
 
