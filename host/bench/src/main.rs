@@ -29,8 +29,13 @@
 //!     sending a signed push webhook to its run's first step starting (median and p99 over
 //!     sequential hooks), and the runs per second it sustains when 200 hooks arrive at once.
 //!
+//! (j) how fast a run stops, whole `ferry run` processes: Ctrl-C to the process's exit
+//!     (its step's `sleep` killed), a spinning wasm step's overrun past its 0.6 s timeout,
+//!     and fail-fast, from the failing job's end to the run's end with a sibling running.
+//!     These are the latencies tests used to bound with wall-clock assertions.
+//!
 //! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`,
-//! `f`, `g`, `h` or `i` runs one part. Figures are medians.
+//! `f`, `g`, `h`, `i` or `j` runs one part. Figures are medians.
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -58,6 +63,7 @@ fn main() {
         Some("g") => std::process::exit(i32::from(locked_plugins(&ferry, root))),
         Some("h") => std::process::exit(i32::from(cached_pipeline(&ferry, root))),
         Some("i") => std::process::exit(i32::from(serve_load(&ferry, root))),
+        Some("j") => std::process::exit(i32::from(stopping(&ferry, root))),
         _ => {}
     }
 
@@ -886,6 +892,149 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
     let elapsed = started.elapsed();
     assert_eq!(result.status, Status::Passed);
     elapsed
+}
+
+/// How many times each stop of (j) is measured.
+const STOPS: usize = 7;
+
+/// (j) How long ferry takes to stop what it was asked to stop; true when a floor was missed.
+fn stopping(ferry: &Path, root: &Path) -> bool {
+    let dir = root.join("stopping");
+    std::fs::create_dir_all(&dir).unwrap();
+    // One failing `ferry run` of `yaml`; its run record.
+    let run = |yaml: &str| -> serde_json::Value {
+        let file = dir.join("ferry.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let _ = std::fs::remove_dir_all(dir.join(".ferry"));
+        let status = Command::new(ferry)
+            .args(["run", "--output", "json"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{yaml}");
+        let runs = dir.join(".ferry/runs");
+        let record = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+        serde_json::from_slice(&std::fs::read(record.path().join("run.json")).unwrap()).unwrap()
+    };
+    let ms = |v: &serde_json::Value| Duration::from_secs_f64(v.as_f64().unwrap() / 1000.0);
+
+    // A spinning guest with a 0.6 s limit: how long past the limit the step ran.
+    let spin = format!(
+        "jobs:\n  spin:\n    steps:\n      - uses: {}\n        with: {{ case: spin }}\n        timeout-minutes: 0.01\n",
+        fixtures::PROBE
+    );
+    run(&spin); // compile the probe once
+    let mut overrun: Vec<Duration> = (0..STOPS)
+        .map(|_| {
+            let summary = run(&spin);
+            let step = &summary["jobs"]["spin"]["steps"][0];
+            assert_eq!(step["failure"], "timeout", "{summary}");
+            ms(&step["duration_ms"]).saturating_sub(Duration::from_millis(600))
+        })
+        .collect();
+
+    // Fail-fast: `bad` fails while `slow` sleeps; the run ends when `slow` is cancelled.
+    let fail_fast = "jobs:\n  slow: { steps: [{ run: sleep 300 }] }\n  bad: { steps: [{ run: sleep 0.2; exit 1 }] }\n";
+    let mut cancel_after_failure: Vec<Duration> = (0..STOPS)
+        .map(|_| {
+            let summary = run(fail_fast);
+            assert_eq!(summary["jobs"]["slow"]["status"], "cancelled", "{summary}");
+            ms(&summary["duration_ms"]).saturating_sub(ms(&summary["jobs"]["bad"]["duration_ms"]))
+        })
+        .collect();
+
+    let mut interrupt = ctrl_c(ferry, &dir);
+    let (overrun, cancel, interrupt) = (
+        median(&mut overrun),
+        median(&mut cancel_after_failure),
+        interrupt.as_mut_slice(),
+    );
+    println!("(j) stopping, medians of {STOPS} whole `ferry run` processes");
+    let mut missed = false;
+    let mut line = |what: &str, took: Duration, floor: Duration| {
+        let ok = took < floor;
+        missed |= !ok;
+        println!(
+            "    {what:<40}{:>10}   (floor {}: {})",
+            fmt(took),
+            fmt(floor),
+            verdict(ok)
+        );
+    };
+    line(
+        "timeout: a spinning step past its limit",
+        overrun,
+        Duration::from_millis(500),
+    );
+    line(
+        "fail-fast: failure to the run's end",
+        cancel,
+        Duration::from_millis(500),
+    );
+    if !interrupt.is_empty() {
+        line(
+            "Ctrl-C: signal to exit, step killed",
+            median(interrupt),
+            Duration::from_secs(1),
+        );
+    }
+    missed
+}
+
+/// Ctrl-C to a `ferry run` whose step sleeps: the time from the signal until ferry has
+/// exited and the step's process is gone.
+#[cfg(unix)]
+fn ctrl_c(ferry: &Path, dir: &Path) -> Vec<Duration> {
+    let pidfile = dir.join("step.pid");
+    let file = dir.join("ferry.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "jobs:\n  long:\n    steps:\n      - run: sleep 300 & echo $! > {}; wait\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    (0..STOPS)
+        .map(|_| {
+            let _ = std::fs::remove_file(&pidfile);
+            let mut child = Command::new(ferry)
+                .args(["run", "--output", "json"])
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid: i32 = loop {
+                if let Some(pid) = std::fs::read_to_string(&pidfile)
+                    .ok()
+                    .filter(|t| t.ends_with('\n'))
+                    .and_then(|t| t.trim().parse().ok())
+                {
+                    break pid;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            let started = Instant::now();
+            // SAFETY: signalling the child this function started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            assert_eq!(child.wait().unwrap().code(), Some(130));
+            // SAFETY: signal 0 only asks whether the process is there.
+            while unsafe { libc::kill(pid, 0) } == 0
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+            {
+                std::thread::yield_now();
+            }
+            started.elapsed()
+        })
+        .collect()
+}
+
+#[cfg(not(unix))]
+fn ctrl_c(_: &Path, _: &Path) -> Vec<Duration> {
+    Vec::new()
 }
 
 /// (i) A `ferry serve` taking webhooks for a repository whose pipeline is one no-op step.
