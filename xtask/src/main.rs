@@ -314,17 +314,7 @@ fn test() -> Result<(), String> {
         ],
     )?;
     // `CI` tells the tests they are the gate: the golden tests refuse to bless.
-    eprintln!("$ CI=true cargo test --workspace");
-    let status = Command::new("cargo")
-        .args(["test", "--workspace"])
-        .env("CI", "true")
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`cargo test --workspace` failed ({status})"))
-    }
+    run_with("cargo", &["test", "--workspace"], &[("CI", "true".into())])
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
@@ -343,23 +333,23 @@ fn bench(extra: &[String]) -> Result<(), String> {
         &std::env::var_os("PATH").unwrap_or_default(),
     ));
     let path = std::env::join_paths(path).map_err(|e| e.to_string())?;
-    eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new("cargo")
-        .args(&args)
-        .env("PATH", path)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("the benchmark failed ({status})"))
-    }
+    run_with("cargo", &args, &[("PATH", path)])
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    run_with(program, args, &[])
+}
+
+/// Runs `program` with `env` added to this process's environment.
+fn run_with(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, std::ffi::OsString)],
+) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .status()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     if status.success() {

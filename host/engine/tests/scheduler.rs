@@ -95,6 +95,27 @@ impl Board {
         });
     }
 
+    /// Waits until the run reporting here asks for approval, and returns its directory
+    /// under the state directory `dir`.
+    async fn asked(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        self.until(|s| {
+            s.events
+                .iter()
+                .any(|e| matches!(e, Event::Approval { decision: None, .. }))
+        })
+        .await
+        .expect("the job asked for approval");
+        let id = self
+            .events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::RunStarted { run, .. } => Some(run),
+                _ => None,
+            })
+            .unwrap();
+        dir.join(".ferry/runs").join(id)
+    }
+
     fn seen(&self) -> Vec<Seen> {
         self.state.borrow().seen.clone()
     }
@@ -809,23 +830,8 @@ async fn until_asked(
 ) {
     let board = Arc::new(Board::default());
     let run = tokio::spawn(run_in(dir.to_path_buf(), yaml, board.clone()));
-    board
-        .until(|s| {
-            s.events
-                .iter()
-                .any(|e| matches!(e, Event::Approval { decision: None, .. }))
-        })
-        .await
-        .expect("the job asked for approval");
-    let id = board
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::RunStarted { run, .. } => Some(run),
-            _ => None,
-        })
-        .unwrap();
-    (run, board, dir.join(".ferry/runs").join(id))
+    let run_dir = board.asked(dir).await;
+    (run, board, run_dir)
 }
 
 const GATED: &str = "jobs:\n  deploy:\n    environment: { name: production, approval: required }\n    outputs: { version: \"${{ steps.v.outputs.version }}\" }\n    steps: [{ id: v, run: outs version=7 }]\n";
@@ -919,23 +925,7 @@ async fn a_second_run_queues_behind_the_group_while_the_first_waits_for_approval
     let first_result = first.await.unwrap();
     assert_eq!(first_result.status, Status::Passed);
     // Now the second holds the group and asks.
-    board
-        .until(|s| {
-            s.events
-                .iter()
-                .any(|e| matches!(e, Event::Approval { decision: None, .. }))
-        })
-        .await
-        .expect("the second run asked for approval");
-    let second_id = board
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::RunStarted { run, .. } => Some(run),
-            _ => None,
-        })
-        .unwrap();
-    let second_dir = dir.path().join(".ferry/runs").join(&second_id);
+    let second_dir = board.asked(dir.path()).await;
     assert_ne!(second_dir, first_dir);
     ferry_engine::gate::decide(&second_dir, "deploy", &approve).unwrap();
     let second_result = second.await.unwrap();

@@ -50,6 +50,12 @@ impl Outcome {
         self.result.summary.jobs[job].status
     }
 
+    /// The step of `job` passed.
+    fn passed(&self, job: &str) {
+        let (status, kind, message) = self.step(job);
+        assert_eq!(status, Status::Passed, "{kind:?}: {message}");
+    }
+
     /// The denial must not touch the sibling.
     fn sibling_passed(&self) {
         assert_eq!(
@@ -178,12 +184,7 @@ fn listener(ip: &str) -> (std::net::TcpListener, String) {
 #[tokio::test]
 async fn reads_inside_the_workspace() {
     let out = run(&probe("read", "README.md"), |_| {}).await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert!(
         out.log("probe")
             .iter()
@@ -192,12 +193,7 @@ async fn reads_inside_the_workspace() {
         out.log("probe")
     );
     let out = run(&probe("read", "/workspace/README.md"), |_| {}).await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
 }
 
 #[tokio::test]
@@ -243,12 +239,7 @@ async fn denies_listing_a_directory_outside_the_workspace() {
     );
     // The guest's root is its workspace, never the host's.
     let out = run(&probe("list", "/"), |_| {}).await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert_eq!(out.log("probe"), ["README.md"]);
     for dir in ["..", "../../../../outside", "/tmp", "/etc"] {
         let out = run(&probe("list", dir), outside).await;
@@ -380,12 +371,7 @@ async fn a_network_grant_reaches_its_host_and_port_and_nothing_else() {
     };
     let one_port = only(&format!("127.0.0.1:{port}"));
     let out = run(&granted_case("connect", &granted_addr, &one_port), |_| {}).await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert!(reached(&granted), "the granted port was reached");
     for (addr, listener, permissions) in [
         (&other_port_addr, &other_port, &one_port),
@@ -526,12 +512,7 @@ async fn refuses_before_start_a_need_that_was_not_granted() {
     out.sibling_passed();
     // The same step, granted, does both: the checks above can fail.
     let out = run(&granted_case("write", "new.txt", ALL_GRANTS), |_| {}).await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert!(out.workspace("probe").join("new.txt").exists());
 }
 
@@ -589,12 +570,7 @@ async fn a_granted_host_path_gives_its_access_and_shows_nothing_around_it() {
         |_| {},
     )
     .await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert!(
         out.log("probe")
             .iter()
@@ -618,12 +594,7 @@ async fn a_granted_host_path_gives_its_access_and_shows_nothing_around_it() {
         |_| {},
     )
     .await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert_eq!(
         std::fs::read_to_string(&new).unwrap(),
         "written by a step\n"
@@ -658,12 +629,7 @@ async fn processes_capture_quietly_and_stay_in_the_workspace() {
         |_| {},
     )
     .await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert_eq!(
         out.log("probe"),
         ["captured: hello there"],
@@ -674,12 +640,7 @@ async fn processes_capture_quietly_and_stay_in_the_workspace() {
         std::fs::create_dir(root.join("repo/sub")).unwrap();
     })
     .await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     assert_eq!(out.log("probe"), ["in sub"]);
 
     for cwd in ["..", "/tmp"] {
@@ -765,12 +726,7 @@ async fn plain_wasi_commands_run_as_steps() {
         c = fixtures::COMMAND
     );
     let out = run(&jobs, |_| {}).await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     let log = out.log("probe");
     assert!(
         log.contains(&"arg: one".to_string()) && log.contains(&"arg: two".to_string()),
@@ -884,12 +840,7 @@ async fn a_step_written_with_the_rust_sdk_runs() {
         |_| {},
     )
     .await;
-    assert_eq!(
-        out.step("probe").0,
-        Status::Passed,
-        "{:?}",
-        out.step("probe")
-    );
+    out.passed("probe");
     let log = out.log("probe");
     assert_eq!(
         log,

@@ -2,7 +2,7 @@
 
 use crate::Server;
 use crate::hooks::{self, Forge, Hook, HookError};
-use crate::store::{DeliveryQuery, Run, RunQuery};
+use crate::store::{Page, Run};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -325,6 +325,39 @@ struct ListQuery {
     repo: Option<String>,
 }
 
+impl From<ListQuery> for Page {
+    fn from(query: ListQuery) -> Page {
+        Page {
+            limit: query.limit.unwrap_or(50).clamp(1, 500),
+            before: query.before,
+            repo: query.repo,
+        }
+    }
+}
+
+/// The numbered `what` (`run`, `delivery`) that `get` finds: 400 for text that is not a
+/// number, 404 for a number that names nothing.
+fn numbered<T>(
+    id: &str,
+    what: &str,
+    get: impl FnOnce(i64) -> crate::store::Result<Option<T>>,
+) -> Result<T, ApiError> {
+    let number: i64 = id.parse().map_err(|_| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a {what} id"),
+        )
+    })?;
+    match get(number) {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("there is no {what} #{number}"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
 /// Deliveries, newest first, and what became of each.
 async fn list_deliveries(
     State(server): Shared,
@@ -332,12 +365,7 @@ async fn list_deliveries(
     Query(query): Query<ListQuery>,
 ) -> Answer {
     may_read(&server, &headers)?;
-    let query = DeliveryQuery {
-        limit: query.limit.unwrap_or(50).clamp(1, 500),
-        before: query.before,
-        repo: query.repo,
-    };
-    match server.store.deliveries(&query) {
+    match server.store.deliveries(&query.into()) {
         Ok(found) => Ok(axum::Json(found).into_response()),
         Err(e) => Err(internal(e)),
     }
@@ -349,20 +377,8 @@ async fn show_delivery(
     Path(id): Path<String>,
 ) -> Answer {
     may_read(&server, &headers)?;
-    let id: i64 = id.parse().map_err(|_| {
-        problem(
-            StatusCode::BAD_REQUEST,
-            format!("`{id}` is not a delivery id"),
-        )
-    })?;
-    match server.store.delivery(id) {
-        Ok(Some(found)) => Ok(axum::Json(found).into_response()),
-        Ok(None) => Err(problem(
-            StatusCode::NOT_FOUND,
-            format!("there is no delivery #{id}"),
-        )),
-        Err(e) => Err(internal(e)),
-    }
+    let found = numbered(&id, "delivery", |id| server.store.delivery(id))?;
+    Ok(axum::Json(found).into_response())
 }
 
 fn run_json(run: &Run) -> Value {
@@ -381,12 +397,7 @@ async fn list_runs(
     Query(query): Query<ListQuery>,
 ) -> Answer {
     may_read(&server, &headers)?;
-    let query = RunQuery {
-        limit: query.limit.unwrap_or(50).clamp(1, 500),
-        before: query.before,
-        repo: query.repo,
-    };
-    match server.store.runs(&query) {
+    match server.store.runs(&query.into()) {
         Ok(runs) => Ok(axum::Json(runs.iter().map(run_json).collect::<Vec<_>>()).into_response()),
         Err(e) => Err(internal(e)),
     }
@@ -395,17 +406,7 @@ async fn list_runs(
 /// The run, or the response that says why not.
 fn find(server: &Server, headers: &HeaderMap, id: &str) -> Result<Run, ApiError> {
     may_read(server, headers)?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| problem(StatusCode::BAD_REQUEST, format!("`{id}` is not a run id")))?;
-    match server.store.run(id) {
-        Ok(Some(run)) => Ok(run),
-        Ok(None) => Err(problem(
-            StatusCode::NOT_FOUND,
-            format!("there is no run #{id}"),
-        )),
-        Err(e) => Err(internal(e)),
-    }
+    numbered(id, "run", |id| server.store.run(id))
 }
 
 async fn show_run(State(server): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {

@@ -2,8 +2,8 @@
 //! for the writer (the runs).
 
 use crate::store::{
-    Approval, Delivery, DeliveryQuery, Deployment, DeploymentQuery, Job, Outcome, Progress,
-    Received, Result, Run, RunQuery, RunStatus, Source, Step, Store, StoreError,
+    Approval, Delivery, Deployment, DeploymentQuery, Job, Outcome, Page, Progress, Received,
+    Result, Run, RunStatus, Source, Step, Store, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -145,6 +145,24 @@ fn insert_run(db: &Connection, source: &Source, at: u64) -> Result<i64> {
     Ok(db.last_insert_rowid())
 }
 
+/// The rows of `sql`, whose parameters are the page's `before`, `repo` and `limit`.
+fn paged<T>(
+    db: &Connection,
+    sql: &str,
+    page: &Page,
+    row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = db.prepare(sql).map_err(err)?;
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    let rows = statement
+        .query_map(
+            params![page.before.unwrap_or(i64::MAX), page.repo, limit],
+            row,
+        )
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err)
+}
+
 const RECEIVED_COLUMNS: &str = "id, key, source, received_at, settled, run, note";
 
 /// A delivery row; its `source` is JSON, so reading it can fail apart from SQLite.
@@ -241,24 +259,15 @@ impl Store for Sqlite {
         Ok(())
     }
 
-    fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Received>> {
-        let db = self.db();
-        let mut statement = db
-            .prepare(&format!(
-                "SELECT {RECEIVED_COLUMNS} FROM deliveries
-                 WHERE id < ?1 AND (?2 IS NULL OR json_extract(source, '$.repo') = ?2)
-                 ORDER BY id DESC LIMIT ?3"
-            ))
-            .map_err(err)?;
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(
-                params![query.before.unwrap_or(i64::MAX), query.repo, limit],
-                received_row,
-            )
-            .map_err(err)?;
-        rows.map(|row| row.map_err(err)?)
-            .collect::<Result<Vec<_>>>()
+    fn deliveries(&self, page: &Page) -> Result<Vec<Received>> {
+        let sql = format!(
+            "SELECT {RECEIVED_COLUMNS} FROM deliveries
+             WHERE id < ?1 AND (?2 IS NULL OR json_extract(source, '$.repo') = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        );
+        paged(&self.db(), &sql, page, received_row)?
+            .into_iter()
+            .collect()
     }
 
     fn delivery(&self, id: i64) -> Result<Option<Received>> {
@@ -288,23 +297,13 @@ impl Store for Sqlite {
             .map_err(err)
     }
 
-    fn runs(&self, query: &RunQuery) -> Result<Vec<Run>> {
-        let db = self.db();
-        let mut statement = db
-            .prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs
-                 WHERE id < ?1 AND (?2 IS NULL OR repo = ?2)
-                 ORDER BY id DESC LIMIT ?3"
-            ))
-            .map_err(err)?;
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(
-                params![query.before.unwrap_or(i64::MAX), query.repo, limit],
-                run_row,
-            )
-            .map_err(err)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    fn runs(&self, page: &Page) -> Result<Vec<Run>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE id < ?1 AND (?2 IS NULL OR repo = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        );
+        paged(&self.db(), &sql, page, run_row)
     }
 
     fn queued(&self) -> Result<Vec<Run>> {
@@ -725,15 +724,15 @@ mod tests {
         assert_eq!(outcome(pending), Outcome::Pending);
         assert!(store.delivery(99).unwrap().is_none());
         let all = store
-            .deliveries(&DeliveryQuery {
+            .deliveries(&Page {
                 limit: 10,
-                ..DeliveryQuery::default()
+                ..Page::default()
             })
             .unwrap();
         let ids: Vec<i64> = all.iter().map(|r| r.delivery.id).collect();
         assert_eq!(ids, [pending, ignored, ran], "newest first");
         let app = store
-            .deliveries(&DeliveryQuery {
+            .deliveries(&Page {
                 limit: 1,
                 before: Some(pending),
                 repo: Some("app".into()),
@@ -753,7 +752,7 @@ mod tests {
         let ids: Vec<i64> = (0..5)
             .map(|i| store.add_run(&source(&i.to_string()), i).unwrap())
             .collect();
-        let query = |before| RunQuery {
+        let query = |before| Page {
             limit: 2,
             before,
             repo: None,

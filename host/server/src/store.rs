@@ -188,15 +188,6 @@ pub struct Received {
     pub outcome: Outcome,
 }
 
-/// Which deliveries to list.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryQuery {
-    pub limit: usize,
-    /// Only deliveries with an id below this (the next page).
-    pub before: Option<i64>,
-    pub repo: Option<String>,
-}
-
 /// A run as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -316,12 +307,13 @@ pub enum Progress<'a> {
     Approval(&'a Approval),
 }
 
-/// Which runs to list.
+/// Which runs or deliveries to list: newest first, `limit` of them.
 #[derive(Debug, Clone, Default)]
-pub struct RunQuery {
+pub struct Page {
     pub limit: usize,
-    /// Only runs with an id below this (the next page).
+    /// Only those with an id below this (the next page).
     pub before: Option<i64>,
+    /// Only those of this repository.
     pub repo: Option<String>,
 }
 
@@ -338,7 +330,7 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a delivery handled without a run, saying why.
     fn ignore_delivery(&self, id: i64, note: &str) -> Result<()>;
     /// Deliveries, newest first, with what became of each.
-    fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Received>>;
+    fn deliveries(&self, page: &Page) -> Result<Vec<Received>>;
     /// One delivery and what became of it.
     fn delivery(&self, id: i64) -> Result<Option<Received>>;
 
@@ -346,7 +338,7 @@ pub trait Store: Send + Sync + 'static {
     fn add_run(&self, source: &Source, at: u64) -> Result<i64>;
     fn run(&self, id: i64) -> Result<Option<Run>>;
     /// Runs, newest first.
-    fn runs(&self, query: &RunQuery) -> Result<Vec<Run>>;
+    fn runs(&self, page: &Page) -> Result<Vec<Run>>;
     /// Queued runs, oldest first.
     fn queued(&self) -> Result<Vec<Run>>;
     /// Marks a queued run running; false when it is no longer queued (cancelled while it
