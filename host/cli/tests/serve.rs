@@ -501,19 +501,38 @@ fn streamed_logs(served: &Served, id: i64) -> String {
 
 #[test]
 fn forks_get_no_secrets_unless_trusted_and_secrets_are_masked_in_the_stream() {
+    // The step asks for a secret, a plain host variable, and the server's own credentials
+    // both ways.
     let pipeline = |trust: bool| {
         format!(
-            "name: app\non:\n  pull_request:\n    branches: [main]\n    fork-secrets: {trust}\njobs:\n  show:\n    steps:\n      - run: echo \"token=[$DEPLOY_TOKEN]\"\n        permissions: {{ secrets: [DEPLOY_TOKEN] }}\n"
+            "name: app\non:\n  pull_request:\n    branches: [main]\n    fork-secrets: {trust}\njobs:\n  show:\n    steps:\n      - run: echo \"token=[$DEPLOY_TOKEN] plain=[$PLAIN_VAR] api=[$API_TOKEN] hook=[$HOOK_SECRET]\"\n        permissions: {{ secrets: [DEPLOY_TOKEN, API_TOKEN], env: [PLAIN_VAR, HOOK_SECRET] }}\n"
         )
     };
     for trust in [false, true] {
         let t = Test::new();
         let repo = repository(&t, &pipeline(trust));
         let sha = git(&repo, &["rev-parse", "HEAD"]);
+        // The fork's commit trusts forks itself: only the target branch's word counts.
+        git(&repo, &["checkout", "-q", "-b", "fork-work"]);
+        let forked = format!("{}# changed by a fork\n", pipeline(true));
+        let fork_sha = commit(&repo, "ferry.yaml", &forked, "trust me");
+        git(&repo, &["checkout", "-q", "main"]);
         let mut served = Served::start(&t, &repo, &[]);
-        served.env = vec![("DEPLOY_TOKEN".into(), "hunter2-secret".into())];
+        served.env = vec![
+            ("DEPLOY_TOKEN".into(), "hunter2-secret".into()),
+            ("PLAIN_VAR".into(), "plain-value".into()),
+        ];
         served.kill();
         served.restart();
+        let no_credentials = |logs: &str| {
+            for leaked in ["hunter2", common::server::TOKEN, SECRET] {
+                assert!(
+                    !logs.contains(leaked),
+                    "`{leaked}` reached the stream: {logs}"
+                );
+            }
+            assert!(logs.contains("api=[] hook=[]"), "{logs}");
+        };
 
         assert_eq!(
             pull_request_hook(&served, &sha, "same-repo", "acme/app"),
@@ -523,15 +542,14 @@ fn forks_get_no_secrets_unless_trusted_and_secrets_are_masked_in_the_stream() {
         let run = served.wait_for(id, &["passed", "failed", "error"]);
         assert_eq!(run["fork"], false);
         let logs = streamed_logs(&served, id);
+        no_credentials(&logs);
         assert!(
-            !logs.contains("hunter2"),
-            "a secret reached the stream: {logs}"
+            logs.contains("token=[***] plain=[plain-value]"),
+            "the run got no secret or variable: {logs}"
         );
-        assert!(logs.contains("token=["), "no log in the stream: {logs}");
-        assert!(!logs.contains("token=[]"), "the run got no secret: {logs}");
 
         assert_eq!(
-            pull_request_hook(&served, &sha, "from-fork", "eve/app"),
+            pull_request_hook(&served, &fork_sha, "from-fork", "eve/app"),
             202
         );
         let id = served.wait_runs(2)[0]["id"].as_i64().unwrap();
@@ -540,14 +558,14 @@ fn forks_get_no_secrets_unless_trusted_and_secrets_are_masked_in_the_stream() {
         assert_eq!(run["status"], "passed", "{run}");
         assert_eq!(run["trigger"], "pull-request");
         let logs = streamed_logs(&served, id);
+        no_credentials(&logs);
+        let expected = match trust {
+            true => "token=[***] plain=[plain-value]",
+            false => "token=[] plain=[]",
+        };
         assert!(
-            !logs.contains("hunter2"),
-            "a secret reached the stream: {logs}"
-        );
-        assert_eq!(
-            logs.contains("token=[]"),
-            !trust,
-            "fork-secrets: {trust} but the fork's run logged {logs}"
+            logs.contains(expected),
+            "main says fork-secrets: {trust}, but the fork's run logged {logs}"
         );
     }
 }

@@ -75,8 +75,9 @@ pub struct Execution {
     /// `git.*` for expressions.
     pub git: BTreeMap<String, String>,
     pub inputs: BTreeMap<String, String>,
-    /// `false` for changes from forks: the run gets no secrets.
-    pub secrets: bool,
+    /// `false` for a fork's change that the target branch does not trust: the run gets no
+    /// secrets and nothing of the host's environment.
+    pub trusted: bool,
     pub reporter: Arc<dyn Reporter>,
     pub cancel: CancellationToken,
     /// Job slots shared by every run of the server.

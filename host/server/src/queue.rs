@@ -215,9 +215,7 @@ impl Server {
                 .map_err(|problems| problems.join("\n"))?,
             _ => run.source.inputs.clone(),
         };
-        // A fork's code gets no secrets unless the pipeline trusts forks.
-        let secrets =
-            !run.source.fork || (pipeline.on.pull_request.as_ref()).is_some_and(|e| e.fork_secrets);
+        let trusted = !run.source.fork || self.trusts_forks(repo, run).await;
         let channel = self.live.open(run.id);
         let reporter = Arc::new(RunReporter {
             run: run.id,
@@ -233,13 +231,34 @@ impl Server {
                 state_dir: repo.state_dir(&self.config.data),
                 git: git_info(&run.source),
                 inputs,
-                secrets,
+                trusted,
                 reporter,
                 cancel,
                 slots: self.job_slots.clone(),
             })
             .await?;
         Ok(result.status.into())
+    }
+
+    /// Whether the pull request's target branch trusts forks with secrets
+    /// (`on.pull_request.fork-secrets`). Read from the target branch, never from the
+    /// fork's own pipeline file, which the fork writes; no answer is no.
+    async fn trusts_forks(&self, repo: &Repo, run: &Run) -> bool {
+        let Some(base) = run.source.base.as_deref().filter(|b| !b.is_empty()) else {
+            return false;
+        };
+        match self.pipeline_of(repo, &format!("refs/heads/{base}")).await {
+            Ok((_, _, pipeline)) => {
+                (pipeline.on.pull_request.as_ref()).is_some_and(|e| e.fork_secrets)
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: run #{}: `{base}`'s pipeline could not be read, so the fork is not trusted: {e}",
+                    run.id
+                );
+                false
+            }
+        }
     }
 
     /// Tells the forge how the commit's run stands, when a token is configured. Off the

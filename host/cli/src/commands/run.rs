@@ -122,7 +122,8 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
     for id in ferry_engine::record::recover_interrupted(&state_dir) {
         eprintln!("note: run {id} was left unfinished by a host that stopped; marked interrupted");
     }
-    let secrets = secrets(&plan);
+    let host_env = host_env();
+    let secrets = secrets(&plan, &host_env);
     let parallel = settings
         .parallel
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -162,7 +163,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         source_dir: ferry_engine::workspace::repository_root(&plan.pipeline.dir),
         state_dir: state_dir.clone(),
         secrets,
-        host_env: host_env(),
+        host_env,
         cancel: cancel.clone(),
         git: git_info(&plan.pipeline),
         vars: settings.vars,
@@ -261,8 +262,8 @@ fn git_info(pipeline: &ferry_model::Pipeline) -> BTreeMap<String, String> {
     info
 }
 
-/// Secret values for the names the pipeline grants, read from the host environment.
-pub fn secrets(plan: &Plan) -> BTreeMap<String, String> {
+/// Secret values for the names the pipeline grants, from the host environment `env`.
+pub fn secrets(plan: &Plan, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut names = std::collections::BTreeSet::new();
     for job in &plan.pipeline.jobs {
         for step in &job.steps {
@@ -271,14 +272,14 @@ pub fn secrets(plan: &Plan) -> BTreeMap<String, String> {
     }
     let mut secrets = BTreeMap::new();
     for name in names {
-        match std::env::var(&name) {
-            Ok(value) if value.len() >= 2 => {
-                secrets.insert(name, value);
+        match env.get(&name) {
+            Some(value) if value.len() >= 2 => {
+                secrets.insert(name, value.clone());
             }
-            Ok(_) => eprintln!(
+            Some(_) => eprintln!(
                 "warning: secret `{name}` is shorter than 2 characters and cannot be masked; not passed to any step"
             ),
-            Err(_) => {
+            None => {
                 eprintln!("warning: secret `{name}` is granted but not set in the environment")
             }
         }

@@ -6,7 +6,7 @@ use ferry_server::hooks::Forge;
 use ferry_server::repo::RepoConfig;
 use ferry_server::{Auth, BoxFuture, Config, Execution, Executor, Server};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,6 +134,7 @@ fn absolute(url: &str) -> String {
     }
 }
 
+/// The value of the variable `name`, which holds one of the server's own credentials.
 fn env(name: &str, what: &str) -> Result<String, String> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Ok(value),
@@ -143,7 +144,14 @@ fn env(name: &str, what: &str) -> Result<String, String> {
     }
 }
 
-fn config(args: Args) -> Result<Config, String> {
+/// The server's settings, and the names of the variables that hold its own credentials:
+/// no step may be given those, whatever its pipeline grants.
+fn config(args: Args) -> Result<(Config, BTreeSet<String>), String> {
+    let mut credentials = BTreeSet::new();
+    let mut env = |name: &str, what: &str| {
+        credentials.insert(name.to_string());
+        env(name, what)
+    };
     let file: File = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -213,7 +221,7 @@ fn config(args: Args) -> Result<Config, String> {
         );
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Ok(Config {
+    let config = Config {
         listen: args
             .listen
             .or(file.listen)
@@ -233,12 +241,13 @@ fn config(args: Args) -> Result<Config, String> {
         keep_runs: args.keep_runs.or(file.keep_runs).unwrap_or(1000),
         retry_interrupted: args.retry_interrupted || file.retry_interrupted,
         public_url: args.url.or(file.url),
-    })
+    };
+    Ok((config, credentials))
 }
 
 pub fn execute(args: Args) -> u8 {
-    let mut config = match config(args) {
-        Ok(config) => config,
+    let (mut config, credentials) = match config(args) {
+        Ok(found) => found,
         Err(e) => return super::fail(e),
     };
     // The data directory is absolute so worktrees and records do not depend on where a
@@ -259,7 +268,13 @@ pub fn execute(args: Args) -> u8 {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
     };
-    let executor = Arc::new(SandboxExecutor { sandbox });
+    // What steps may be granted: the server's environment without its own credentials.
+    let mut host_env = BTreeMap::clone(&super::run::host_env());
+    host_env.retain(|name, _| !credentials.contains(name));
+    let executor = Arc::new(SandboxExecutor {
+        sandbox,
+        host_env: Arc::new(host_env),
+    });
     let server = match Server::new(config, executor) {
         Ok(server) => server,
         Err(e) => return super::fail(e.to_string()),
@@ -280,6 +295,8 @@ pub fn execute(args: Args) -> u8 {
 /// anything runs, steps in the sandbox.
 struct SandboxExecutor {
     sandbox: Arc<Sandbox>,
+    /// The variables trusted runs may be granted, as secrets or by `permissions.env`.
+    host_env: Arc<BTreeMap<String, String>>,
 }
 
 fn render(report: &ferry_model::Report) -> String {
@@ -304,6 +321,11 @@ impl Executor for SandboxExecutor {
 
     fn execute(&self, execution: Execution) -> BoxFuture<Result<RunResult, String>> {
         let sandbox = self.sandbox.clone();
+        // A fork's untrusted code gets none of the server's environment.
+        let host_env = match execution.trusted {
+            true => self.host_env.clone(),
+            false => Arc::default(),
+        };
         Box::pin(async move {
             let mut pipeline = execution.pipeline;
             let pipeline = tokio::task::spawn_blocking(move || {
@@ -325,8 +347,8 @@ impl Executor for SandboxExecutor {
                     diagnostics,
                 }));
             }
-            let secrets = match execution.secrets {
-                true => super::run::secrets(&plan),
+            let secrets = match execution.trusted {
+                true => super::run::secrets(&plan, &host_env),
                 false => BTreeMap::new(),
             };
             let cache = crate::config::cache_limit()
@@ -338,7 +360,7 @@ impl Executor for SandboxExecutor {
                 source_dir: execution.source_dir,
                 state_dir: execution.state_dir,
                 secrets,
-                host_env: super::run::host_env(),
+                host_env,
                 cancel: execution.cancel,
                 git: execution.git,
                 vars: BTreeMap::new(),
