@@ -109,6 +109,48 @@ fn the_api_refuses_without_a_token_and_hooks_without_a_signature() {
     let body = response.body_mut().read_to_string().unwrap();
     assert!(body.contains("X-Hub-Signature-256"), "{body}");
     assert!(served.runs().is_empty());
+    for path in [
+        "/api/deliveries",
+        "/api/deliveries/1",
+        "/api/runs/1",
+        "/api/repos",
+    ] {
+        let response = agent.get(&format!("{}{path}", served.base)).call().unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{path}");
+    }
+}
+
+#[test]
+fn a_public_server_shows_runs_but_not_what_only_operators_see() {
+    let t = Test::new();
+    let repo = repository(&t, &ECHO.replace("branches: [main]", "branches: [release]"));
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &["--public", "--poll", "1h"]);
+    // A push to a branch nobody builds: the delivery exists, for people who signed in.
+    let (status, body) = push_hook(&served, &sha, "d-1", SECRET);
+    assert_eq!(status, 202, "{body}");
+    served.wait_delivery(body["delivery"].as_i64().unwrap());
+    let anonymous = |path: &str| {
+        let mut response = Served::agent()
+            .get(&format!("{}{path}", served.base))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(anonymous("/api/runs").0, 200, "runs are public");
+    for path in ["/api/deliveries", "/api/deliveries/1"] {
+        let (status, body) = anonymous(path);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(!body.contains("refs/heads/main"), "{path}: {body}");
+    }
+    let (status, repos) = anonymous("/api/repos");
+    assert_eq!(status, 200);
+    assert!(!repos.contains("refs"), "{repos}");
+    // With the token, both are there.
+    assert_eq!(served.deliveries().len(), 1);
+    let (_, repos) = served.get("/api/repos");
+    assert!(repos[0]["refs"].is_object(), "{repos}");
 }
 
 #[test]

@@ -161,7 +161,8 @@ fn may_read(server: &Server, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Who may change things; every other request gets 401.
+/// Who may change things, and read what only operators see (every hook received, every
+/// branch polled), even on a `--public` server; every other request gets 401.
 fn writer(server: &Server, headers: &HeaderMap) -> Result<String, ApiError> {
     identify(server, headers).ok_or_else(|| unauthorized(server))
 }
@@ -277,17 +278,23 @@ async fn openapi() -> Answer {
 
 async fn repos(State(server): Shared, headers: HeaderMap) -> Answer {
     may_read(&server, &headers)?;
+    // Branches and tags nobody built are for people who signed in, even when runs are
+    // public.
+    let operator = identify(&server, &headers).is_some();
     let mut repos = Vec::new();
     for r in server.repos.iter() {
-        // What polling has seen of each branch and tag: empty until the first look.
-        let refs = server.store.seen_refs(&r.config.name).map_err(internal)?;
-        repos.push(json!({
+        let mut repo = json!({
             "name": r.config.name,
             "url": r.config.url,
             "pipeline": r.config.pipeline,
             "poll_seconds": r.config.poll.map(|p| p.as_secs()),
-            "refs": refs,
-        }));
+        });
+        if operator {
+            // What polling has seen of each branch and tag: empty until the first look.
+            let refs = server.store.seen_refs(&r.config.name).map_err(internal)?;
+            repo["refs"] = json!(refs);
+        }
+        repos.push(repo);
     }
     Ok(axum::Json(repos).into_response())
 }
@@ -358,13 +365,14 @@ fn numbered<T>(
     }
 }
 
-/// Deliveries, newest first, and what became of each.
+/// Deliveries, newest first, and what became of each. For people who signed in: they
+/// include pushes to branches nobody builds and pull requests that started nothing.
 async fn list_deliveries(
     State(server): Shared,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Answer {
-    may_read(&server, &headers)?;
+    writer(&server, &headers)?;
     match server.store.deliveries(&query.into()) {
         Ok(found) => Ok(axum::Json(found).into_response()),
         Err(e) => Err(internal(e)),
@@ -376,7 +384,7 @@ async fn show_delivery(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    may_read(&server, &headers)?;
+    writer(&server, &headers)?;
     let found = numbered(&id, "delivery", |id| server.store.delivery(id))?;
     Ok(axum::Json(found).into_response())
 }
