@@ -455,8 +455,10 @@ fn resolve_new(
 
 /// Whether every step that uses `text` is granted `key: value`.
 fn granted_everywhere(pipeline: &Pipeline, text: &str, key: &str, value: &str) -> bool {
-    // `*` asks for whatever the pipeline grants the step, which is granted by definition.
-    if value == "*" || value.starts_with("* (") {
+    // `*` asks for whatever the pipeline grants the step, which is granted by definition;
+    // the keys that take it are those the sandbox gives that way.
+    let any = value == "*" || value.starts_with("* (");
+    if any && matches!(key, "paths" | "secrets" | "network" | "exec") {
         return true;
     }
     pipeline
