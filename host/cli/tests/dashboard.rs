@@ -130,13 +130,16 @@ impl Browser {
         }
     }
 
-    /// Waits for the event `method` whose parameters `matches` accepts, and returns them.
+    /// Waits for the event `method` whose parameters `matches` accepts, and returns them;
+    /// fails after a minute of other messages.
     fn event(&mut self, method: &str, matches: impl Fn(&Value) -> bool) -> Value {
         let wanted = |e: &Value| e["method"] == method && matches(&e["params"]);
         if let Some(at) = self.events.iter().position(wanted) {
             return self.events.remove(at)["params"].clone();
         }
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            assert!(Instant::now() < deadline, "no `{method}` event came");
             let message = self.read();
             if wanted(&message) {
                 return message["params"].clone();
@@ -189,6 +192,10 @@ impl Browser {
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
         std::fs::write(&out, &png).unwrap();
         if std::env::var_os("FERRY_BLESS").is_some() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "FERRY_BLESS is set in CI: it would rewrite docs/ instead of testing"
+            );
             std::fs::write(common::repo_root().join("docs").join(name), &png).unwrap();
         }
     }

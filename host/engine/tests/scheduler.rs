@@ -31,6 +31,9 @@ struct State {
     arrived: BTreeMap<String, usize>,
     /// Names the test released with [`Board::release`].
     released: BTreeSet<String>,
+    /// For each approval request, whether the job was found waiting on disk at the moment
+    /// the request was reported.
+    asked_on_disk: Vec<bool>,
 }
 
 impl State {
@@ -56,19 +59,37 @@ impl State {
 /// `wait-job JOB` (until that job ended). A step given `rollback: V` says it restored `V`.
 struct Board {
     state: watch::Sender<State>,
+    /// The state directory of the run reporting here, once it is known.
+    state_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl Default for Board {
     fn default() -> Self {
         Board {
             state: watch::channel(State::default()).0,
+            state_dir: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Reporter for Board {
     fn event(&self, event: &Event) {
-        self.state.send_modify(|s| s.events.push(event.clone()));
+        self.state.send_modify(|s| {
+            if let (Event::Approval { decision: None, .. }, Some(dir)) =
+                (event, self.state_dir.get())
+            {
+                // Whoever reacts to the request, as this reporter does, must find the job
+                // waiting.
+                let run = s.events.iter().find_map(|e| match e {
+                    Event::RunStarted { run, .. } => Some(run.clone()),
+                    _ => None,
+                });
+                let run_dir = dir.join("runs").join(run.unwrap_or_default());
+                s.asked_on_disk
+                    .push(!ferry_engine::gate::waiting_in(&run_dir).is_empty());
+            }
+            s.events.push(event.clone());
+        });
     }
 }
 
@@ -148,7 +169,12 @@ impl StepRunner for Board {
         match verb {
             "pass" => StepOutcome::default(),
             "fail" => StepOutcome::failed(FailureKind::Failed, "it failed"),
-            "block" => std::future::pending().await,
+            // Ends when the engine drops it; a broken cancel fails the step, not the suite.
+            "block" => waited(
+                tokio::time::timeout(PATIENCE, std::future::pending::<()>())
+                    .await
+                    .map_err(|_| format!("never cancelled within {PATIENCE:?}")),
+            ),
             "hold" => waited(self.until(|s| s.released.contains(rest)).await),
             "meet" => {
                 let (name, n) = rest.split_once(' ').unwrap();
@@ -798,6 +824,7 @@ async fn run_in(dir: std::path::PathBuf, yaml: &str, board: Arc<Board>) -> RunRe
     let pipeline =
         ferry_model::parse(&source, &dir, &["shell", "deploy"]).unwrap_or_else(|r| panic!("{r}"));
     let plan = Plan::new(pipeline, &[]).unwrap();
+    let _ = board.state_dir.set(dir.join(".ferry"));
     let options = RunOptions {
         slots: None,
         parallel: 4,
@@ -841,6 +868,7 @@ async fn an_approved_job_runs_and_the_record_says_who_approved_it() {
     let dir = tempfile::tempdir().unwrap();
     let (run, board, run_dir) = until_asked(dir.path(), GATED).await;
     // Whoever reacts to the request finds the job waiting: the request is written first.
+    assert_eq!(board.state.borrow().asked_on_disk, [true]);
     let pending = ferry_engine::gate::waiting_in(&run_dir);
     assert_eq!(pending[0].environment, "production");
     let decision = ferry_engine::gate::Decision {
