@@ -192,8 +192,9 @@ fn run_steps_see_only_granted_host_variables() {
 #[test]
 fn secrets_are_masked_in_output_and_records() {
     // The secret reaches a log line, an output (through $FERRY_OUTPUT), a job output, a
-    // step's name and the failing step's stderr. (A `run:` step's failure message is its
-    // exit code; the engine's test masks a message holding the secret.)
+    // step's name, base64 at two alignments, and the failing step's stderr. (A `run:` step's
+    // failure message is its exit code; the engine's test masks a message holding the
+    // secret.)
     let yaml = r#"jobs:
   a:
     permissions: { secrets: [DEPLOY_TOKEN] }
@@ -203,18 +204,31 @@ fn secrets_are_masked_in_output_and_records() {
       - id: out
         name: "push with ${{ secrets.DEPLOY_TOKEN }}"
         run: echo "token=$DEPLOY_TOKEN" >> "$FERRY_OUTPUT"
+      - id: encoded
+        run: printf %s "$DEPLOY_TOKEN" | base64; printf 'user:%s' "$DEPLOY_TOKEN" | base64
       - run: echo "refused $DEPLOY_TOKEN" >&2; exit 3
 "#;
+    // What the step's `base64` prints, as coreutils says, not as ferry would encode it.
+    let encoded: Vec<String> = ["hunter2-xyz", "user:hunter2-xyz"]
+        .iter()
+        .map(|text| {
+            let out = common::tool("sh", &["-c", &format!("printf %s '{text}' | base64")]);
+            out.trim().trim_end_matches('=').to_string()
+        })
+        .collect();
+    let leaks = |text: &str| {
+        text.contains("hunter2-xyz") || encoded.iter().any(|e| text.contains(e.as_str()))
+    };
     let t = Test::new()
         .file("ferry.yaml", yaml)
         .env("DEPLOY_TOKEN", "hunter2-xyz");
     let done = common::ferry(&t, &["run", "--output", "plain"])
         .code(1)
         .stdout_has("token is ***");
-    assert!(!done.stdout.contains("hunter2-xyz"), "{}", done.stdout);
-    assert!(!done.stderr.contains("hunter2-xyz"), "{}", done.stderr);
+    assert!(!leaks(&done.stdout), "{}", done.stdout);
+    assert!(!leaks(&done.stderr), "{}", done.stderr);
     let json = common::ferry(&t, &["run", "--output", "json"]).code(1);
-    assert!(!json.stdout.contains("hunter2-xyz"), "{}", json.stdout);
+    assert!(!leaks(&json.stdout), "{}", json.stdout);
     assert!(json.stdout.contains("push with ***"), "{}", json.stdout);
     let run = only_run(&t);
     assert_eq!(std::fs::read_dir(t.path(".ferry/runs")).unwrap().count(), 2);
@@ -233,24 +247,22 @@ fn secrets_are_masked_in_output_and_records() {
     }
     for file in &files {
         let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
-        assert!(
-            !text.contains("hunter2-xyz"),
-            "{} holds the secret",
-            file.display()
-        );
+        assert!(!leaks(&text), "{} holds the secret", file.display());
     }
     let summary = run_summary(&run);
     let job = &summary["jobs"]["a"];
     assert_eq!(job["steps"][1]["name"], "push with ***", "{summary}");
     assert_eq!(job["outputs"]["leaked"], "***", "{summary}");
     assert_eq!(
-        job["steps"][2]["message"], "process completed with exit code 3",
+        job["steps"][3]["message"], "process completed with exit code 3",
         "{summary}"
     );
+    let encoded_log = std::fs::read_to_string(run.join("logs/a/encoded.log")).unwrap();
+    assert_eq!(encoded_log.matches("***").count(), 2, "{encoded_log}");
     let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
     assert!(events.contains("\"value\":\"***\""), "{events}");
-    assert!(files.iter().any(|f| f.ends_with("step-3.log")), "{files:?}");
-    let failed = std::fs::read_to_string(run.join("logs/a/step-3.log")).unwrap();
+    assert!(files.iter().any(|f| f.ends_with("step-4.log")), "{files:?}");
+    let failed = std::fs::read_to_string(run.join("logs/a/step-4.log")).unwrap();
     assert_eq!(failed, "refused ***\n");
 }
 

@@ -588,19 +588,20 @@ impl Digests {
     }
 }
 
-/// The first file `patterns` select under `root` that holds one of `secrets`, so that
-/// nothing holding a secret is ever stored in a cache.
+/// The first file `patterns` select under `root` that holds one of `secrets`, in any of the
+/// forms a log masks ([`crate::log::secret_forms`]), so that nothing holding a secret is
+/// ever stored in a cache.
 pub fn holding_secret(
     root: &Path,
     patterns: &Patterns,
     secrets: &[String],
 ) -> io::Result<Option<PathBuf>> {
-    let secrets: Vec<&[u8]> = secrets
+    let forms: Vec<String> = secrets
         .iter()
-        .map(|s| s.as_bytes())
         .filter(|s| !s.is_empty())
+        .flat_map(|s| crate::log::secret_forms(s))
         .collect();
-    if secrets.is_empty() {
+    if forms.is_empty() {
         return Ok(None);
     }
     for (rel, meta) in patterns.walk(root)? {
@@ -608,9 +609,9 @@ pub fn holding_secret(
             continue;
         }
         let bytes = std::fs::read(root.join(&rel))?;
-        if secrets
+        if forms
             .iter()
-            .any(|s| bytes.windows(s.len()).any(|w| w == *s))
+            .any(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
         {
             return Ok(Some(rel));
         }

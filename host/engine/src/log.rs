@@ -11,20 +11,68 @@ pub struct Masker {
     secrets: Vec<String>,
 }
 
+/// Shortest secret whose encoded forms are masked too: the encodings of shorter values are
+/// common enough text that masking them would shred logs.
+const ENCODED_MIN: usize = 8;
+
+/// A secret and the other forms it takes in a log: each line of a multi-line value, and,
+/// for values of at least [`ENCODED_MIN`] bytes, its JSON string escaping, its
+/// percent-encoding and its base64 (standard and URL-safe alphabets, at each of the three
+/// alignments it can have inside longer data, so `base64 <<< "token=$T"` is caught too).
+/// CI runners that mask secrets treat the same encodings as the secret.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    let mut forms = vec![secret.to_string()];
+    // Multi-line secrets also appear line by line once the log is split.
+    forms.extend(
+        secret
+            .lines()
+            .filter(|l| l.trim().len() >= 4)
+            .map(str::to_string),
+    );
+    if secret.len() >= ENCODED_MIN {
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        forms.push(json[1..json.len() - 1].to_string());
+        forms.push(percent_encoded(secret));
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        for shift in 0..3usize {
+            // Characters that hold bits of the bytes before or after the secret differ
+            // with those bytes: keep only those made of the secret's bits alone.
+            let mut data = vec![0u8; shift];
+            data.extend_from_slice(secret.as_bytes());
+            let (start, end) = ((8 * shift).div_ceil(6), 8 * (shift + secret.len()) / 6);
+            for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+                forms.push(engine.encode(&data)[start..end].to_string());
+            }
+        }
+    }
+    forms.retain(|f| f.len() >= 2);
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// `text` with every byte but the unreserved ones of RFC 3986 as `%XX`.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl Masker {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
         // Masking a one-character value would shred every log; such values are refused
         // when secrets are loaded instead.
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 2).collect();
-        for secret in secrets.clone() {
-            // Multi-line secrets also appear line by line once the log is split.
-            secrets.extend(
-                secret
-                    .lines()
-                    .filter(|l| l.trim().len() >= 4)
-                    .map(str::to_string),
-            );
-        }
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| s.len() >= 2)
+            .flat_map(|s| secret_forms(&s))
+            .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
         Masker { secrets }
@@ -254,6 +302,30 @@ mod tests {
         log.write(Level::Stdout, b"lo\r\nworld\nand");
         log.flush();
         assert_eq!(*out.0.lock().unwrap(), ["hello", "world", "and"]);
+    }
+
+    #[test]
+    fn masks_a_secret_in_base64_json_and_percent_encoding() {
+        let secret = "s3cr3t/value+with \"quotes\"";
+        let masker = Masker::new([secret.to_string()]);
+        // Computed by another encoder (coreutils `base64`, Python's `quote` and `json`),
+        // not by the forms under test: the secret alone, after one and two bytes of other
+        // data, and inside JSON and a URL.
+        for leaked in [
+            "czNjcjN0L3ZhbHVlK3dpdGggInF1b3RlcyI=",
+            "eHMzY3IzdC92YWx1ZSt3aXRoICJxdW90ZXMi",
+            "eHhzM2NyM3QvdmFsdWUrd2l0aCAicXVvdGVzIg==",
+            "eHhzM2NyM3QvdmFsdWUrd2l0aCAicXVvdGVzIg",
+            r#"{"token":"s3cr3t/value+with \"quotes\""}"#,
+            "https://x/?t=s3cr3t%2Fvalue%2Bwith%20%22quotes%22",
+        ] {
+            let masked = masker.mask(leaked);
+            assert!(masked.contains("***"), "{leaked} -> {masked}");
+            assert!(masked.len() < leaked.len() - 8, "{leaked} -> {masked}");
+        }
+        // Short values are masked as they are, not by their encodings.
+        let short = Masker::new(["abc".to_string()]);
+        assert_eq!(short.mask("YWJj and abc"), "YWJj and ***");
     }
 
     #[test]
