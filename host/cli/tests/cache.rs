@@ -48,6 +48,7 @@ fn step<'a>(summary: &'a serde_json::Value, job: &str, key: &str) -> &'a serde_j
 }
 
 fn pipeline(t: Test, log: &Path) -> Test {
+    let dir = log.parent().unwrap().display();
     let log = log.display();
     t.file("src/a.txt", "alpha\n")
         .file("src/b.txt", "beta\n")
@@ -59,6 +60,7 @@ fn pipeline(t: Test, log: &Path) -> Test {
 name: cached
 jobs:
   build:
+    permissions: {{ paths: {{ {dir}: write }} }}
     steps:
       - id: a
         run: |
@@ -93,6 +95,7 @@ jobs:
       seen: ${{{{ steps.check.outputs.seen }}}}
   after:
     needs: build
+    permissions: {{ paths: {{ {dir}: write }} }}
     steps:
       - id: c
         run: echo "c ${{{{ needs.build.outputs.seen }}}}" >> {log}
@@ -173,6 +176,7 @@ fn changing_one_input_file_reruns_exactly_the_steps_that_read_it() {
 fn secrets_never_reach_a_key_or_a_stored_result() {
     let ran = RanLog::new();
     let log = ran.path().display().to_string();
+    let dir = ran.0.path().display().to_string();
     let t = Test::new()
         .file(
             "ferry.yaml",
@@ -187,21 +191,21 @@ jobs:
           echo "token is $TOKEN"
           echo "length=${{#TOKEN}}" >> "$FERRY_OUTPUT"
         env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
-        permissions: {{ secrets: [TOKEN] }}
+        permissions: {{ secrets: [TOKEN], paths: {{ {dir}: write }} }}
         cache: true
       - id: leaks
         run: |
           echo leaks >> {log}
           echo "value=$TOKEN" >> "$FERRY_OUTPUT"
         env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
-        permissions: {{ secrets: [TOKEN] }}
+        permissions: {{ secrets: [TOKEN], paths: {{ {dir}: write }} }}
         cache: true
       - id: writes
         run: |
           echo writes >> {log}
           echo "$TOKEN" > token.txt
         env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}" }}
-        permissions: {{ secrets: [TOKEN] }}
+        permissions: {{ secrets: [TOKEN], paths: {{ {dir}: write }} }}
         cache: true
         outputs: {{ files: [token.txt] }}
   npm:
@@ -548,6 +552,7 @@ fn a_remote_cache_in_a_registry_is_shared_between_machines() {
 jobs:
   build:
     cache: {{ key: deps-v1, paths: [.deps] }}
+    permissions: {{ paths: {{ {dir}: write }} }}
     steps:
       - id: compile
         run: |
@@ -561,7 +566,8 @@ jobs:
         outputs: {{ files: [out] }}
       - run: test "$(cat out/bin)" = "$(printf 'hello\nhello')" && cat .deps/lib
 "#,
-        log = ran.path().display()
+        log = ran.path().display(),
+        dir = ran.0.path().display()
     );
     let machine = || {
         Test::new()

@@ -115,6 +115,11 @@ fn remote_checkout_from_a_bare_repository() {
         ],
     );
     let url = format!("file://{}", bare.path().join("r.git").display());
+    // A local remote is a host path: the step reads it only when the pipeline says so.
+    let grant = format!(
+        "permissions: {{ workspace: write, exec: [git], paths: {{ {}: read }} }}",
+        bare.path().display()
+    );
     let yaml = format!(
         "jobs:
   shallow:
@@ -122,16 +127,17 @@ fn remote_checkout_from_a_bare_repository() {
       - id: co
         uses: checkout
         with: {{ repository: \"{url}\", ref: main, path: src }}
-        {GRANT}
+        {grant}
       - run: echo \"shallow $(cat src/file.txt) $(git -C src rev-list --count HEAD) ${{{{ steps.co.outputs.branch }}}}\"
   tag:
     steps:
       - id: co
         uses: checkout
         with: {{ repository: \"{url}\", ref: v2, depth: 0, path: src, token: TOKEN }}
-        permissions: {{ workspace: write, exec: [git], secrets: [TOKEN] }}
+        permissions: {{ workspace: write, exec: [git], secrets: [TOKEN], paths: {{ {dir}: read }} }}
       - run: echo \"tag $(git -C src rev-list --count HEAD) branch=${{{{ steps.co.outputs.branch }}}}\"; grep -rl s3cret-token src/.git || echo \"token not on disk\"
-"
+",
+        dir = bare.path().display()
     );
     let t = Test::new()
         .file("ferry.yaml", &yaml)
@@ -169,7 +175,9 @@ fn a_remote_with_a_submodule_checks_out_recursively() {
     git(app.dir.path(), &["commit", "-q", "-m", "app with lib"]);
     let url = format!("file://{}", app.dir.path().display());
     let yaml = format!(
-        "jobs:\n  sub:\n    steps:\n      - uses: checkout\n        with: {{ repository: \"{url}\", path: src, submodules: true, depth: 0 }}\n        {GRANT}\n      - run: cat src/vendor/lib/lib.txt\n"
+        "jobs:\n  sub:\n    steps:\n      - uses: checkout\n        with: {{ repository: \"{url}\", path: src, submodules: true, depth: 0 }}\n        permissions: {{ workspace: write, exec: [git], paths: {{ {app}: read, {lib}: read }} }}\n      - run: cat src/vendor/lib/lib.txt\n",
+        app = app.dir.path().display(),
+        lib = lib.dir.path().display()
     );
     let t = Test::new()
         .file("ferry.yaml", &yaml)
@@ -379,6 +387,8 @@ fn a_private_remote_over_smart_http_is_read_with_a_granted_token_that_never_reac
     );
     let server = GitHttp::start(served.path().to_path_buf(), "s3cret-token");
     let url = format!("{}/app.git", server.url);
+    // The server is on the host's loopback: reached through the step's proxy, as granted.
+    let host = server.url.trim_start_matches("http://").to_string();
     let yaml = format!(
         "jobs:
   with-token:
@@ -386,18 +396,18 @@ fn a_private_remote_over_smart_http_is_read_with_a_granted_token_that_never_reac
       - id: co
         uses: checkout
         with: {{ repository: \"{url}\", path: src, token: TOKEN }}
-        permissions: {{ workspace: write, exec: [git], secrets: [TOKEN] }}
+        permissions: {{ workspace: write, exec: [git], secrets: [TOKEN], network: [\"{host}\"] }}
       - run: echo \"cloned $(cat src/file.txt)\"; grep -rl s3cret\"\"-token . || echo \"token on no file\"
   without-token:
     steps:
       - uses: checkout
         with: {{ repository: \"{url}\", path: src }}
-        {GRANT}
+        permissions: {{ workspace: write, exec: [git], network: [\"{host}\"] }}
   wrong-token:
     steps:
       - uses: checkout
         with: {{ repository: \"{url}\", path: src, token: WRONG }}
-        permissions: {{ workspace: write, exec: [git], secrets: [WRONG] }}
+        permissions: {{ workspace: write, exec: [git], secrets: [WRONG], network: [\"{host}\"] }}
 "
     );
     let t = Test::new()

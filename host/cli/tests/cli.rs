@@ -312,62 +312,89 @@ fn gone(pid: i32) -> bool {
     true
 }
 
-/// The whole line a step writes to `path`, once it is there.
-#[cfg(unix)]
-fn wait_for(path: &Path) -> String {
+/// Host pids of the processes whose arguments hold `marker`, once there is one. A confined
+/// step's processes have their own pid numbers inside; from here they are found by what
+/// they run.
+#[cfg(target_os = "linux")]
+fn wait_for_processes(marker: &str) -> Vec<i32> {
     common::eventually(
         || {
-            std::fs::read_to_string(path)
-                .ok()
-                .filter(|t| t.ends_with('\n'))
+            let pids = processes_with(marker);
+            (!pids.is_empty()).then_some(pids)
         },
-        || format!("{} never appeared", path.display()),
+        || format!("no process runs `{marker}`"),
     )
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&marker.as_bytes()) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A `sleep` nobody else runs, to find a step's background process from the host.
+#[cfg(target_os = "linux")]
+fn unique_sleep() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(1);
+    format!(
+        "300.{}{:03}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(target_os = "linux")]
 #[test]
-fn a_timeout_kills_the_whole_process_group() {
-    let t = Test::new();
-    let pidfile = t.path("bg.pid");
+fn a_timeout_kills_every_process_of_the_step() {
+    let marker = unique_sleep();
     let yaml = format!(
-        "jobs:\n  slow:\n    timeout-minutes: 0.02\n    steps:\n      - run: sleep 300 & echo $! > {}; wait\n  quick:\n    steps:\n      - run: echo quick\n",
-        pidfile.display()
+        "jobs:\n  slow:\n    timeout-minutes: 0.02\n    steps:\n      - run: sleep {marker} & wait\n  quick:\n    steps:\n      - run: echo quick\n"
     );
-    let t = t
-        .file("ferry.yaml", &yaml)
-        .args(&["run", "--output", "plain", "--no-fail-fast"]);
-    let done = t.run().code(1);
-    let done = done
-        .stdout_has("timed out")
-        .stdout_has("[quick/step-1] quick");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        gone(pid),
-        "background process {pid} survived the timeout\n{}",
-        done.stdout
-    );
+    let t =
+        Test::new()
+            .file("ferry.yaml", &yaml)
+            .args(&["run", "--output", "plain", "--no-fail-fast"]);
+    let child = t.spawn();
+    let pids = wait_for_processes(&marker);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("timed out"), "{stdout}");
+    assert!(stdout.contains("[quick/step-1] quick"), "{stdout}");
+    for pid in pids {
+        assert!(
+            gone(pid),
+            "background process {pid} survived the timeout\n{stdout}"
+        );
+    }
 }
 
 /// Ctrl-C and SIGTERM cancel the same way: the step's processes die, exit 130, and the
 /// run record says `cancelled`.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn cancels_cleanly_on(signal: i32) {
-    let t = Test::new();
-    let pidfile = t.path("bg.pid");
+    let marker = unique_sleep();
     let yaml = format!(
-        "jobs:\n  long:\n    steps:\n      - run: sleep 300 & echo $! > {}; wait\n      - run: echo never\n",
-        pidfile.display()
+        "jobs:\n  long:\n    steps:\n      - run: sleep {marker} & wait\n      - run: echo never\n"
     );
-    let t = t
+    let t = Test::new()
         .file("ferry.yaml", &yaml)
         .args(&["run", "--output", "plain"]);
     let child = t.spawn();
-    let pid: i32 = wait_for(&pidfile).trim().parse().unwrap();
+    let pids = wait_for_processes(&marker);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
     let output = child.wait_with_output().unwrap();
@@ -377,20 +404,22 @@ fn cancels_cleanly_on(signal: i32) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(gone(pid), "the step's process survived signal {signal}");
+    for pid in pids {
+        assert!(gone(pid), "the step's process survived signal {signal}");
+    }
     let summary = run_summary(&only_run(&t));
     assert_eq!(summary["status"], "cancelled");
     assert_eq!(summary["jobs"]["long"]["steps"][0]["status"], "cancelled");
     assert_eq!(summary["jobs"]["long"]["steps"][1]["status"], "skipped");
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[test]
 fn ctrl_c_cancels_cleanly() {
     cancels_cleanly_on(libc::SIGINT);
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[test]
 fn sigterm_cancels_like_ctrl_c() {
     cancels_cleanly_on(libc::SIGTERM);
@@ -410,24 +439,22 @@ fn run_summary(run: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap()
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[test]
-fn a_run_killed_with_its_host_is_marked_interrupted_at_the_next_start() {
-    let t = Test::new();
-    let pidfile = t.path("bg.pid");
-    let yaml = format!(
-        "jobs:\n  long:\n    steps:\n      - run: echo $$ > {}; sleep 300\n",
-        pidfile.display()
-    );
-    let t = t
+fn a_run_killed_with_its_host_is_marked_interrupted_and_leaves_no_process() {
+    let marker = unique_sleep();
+    let yaml = format!("jobs:\n  long:\n    steps:\n      - run: sleep {marker}\n");
+    let t = Test::new()
         .file("ferry.yaml", &yaml)
         .args(&["run", "--output", "plain"]);
     let mut child = t.spawn();
-    let shell: i32 = wait_for(&pidfile).trim().parse().unwrap();
+    let pids = wait_for_processes(&marker);
     child.kill().unwrap();
     child.wait().unwrap();
-    // SAFETY: clean up the orphaned step process of the killed host.
-    unsafe { libc::kill(-shell, libc::SIGKILL) };
+    // Nobody cleans up after a killed host: its sandboxes die with it.
+    for pid in pids {
+        assert!(gone(pid), "step process {pid} outlived its killed host");
+    }
     let first = only_run(&t);
     let again = Test {
         dir: t.dir,

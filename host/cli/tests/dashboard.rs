@@ -211,7 +211,9 @@ impl Drop for Browser {
 #[test]
 fn the_dashboard_follows_a_run_approves_it_and_downloads_its_artifact() {
     let t = Test::new();
-    let gate = |n: u8| t.path(&format!("gate-{n}"));
+    // The step watches a host folder it is granted; the gates appear in it.
+    std::fs::create_dir_all(t.path("gates")).unwrap();
+    let gate = |n: u8| t.path(&format!("gates/{n}"));
     let pipeline = format!(
         r#"name: shop
 on: push
@@ -226,6 +228,7 @@ jobs:
           echo "the live line arrived"
           while [ ! -e {gate2} ]; do sleep 0.05; done
           echo "report v1" > report.txt
+        permissions: {{ paths: {{ {gates}: read }} }}
         outputs:
           artifacts:
             report: [report.txt]
@@ -240,7 +243,8 @@ jobs:
       - run: echo "deployed to production"
 "#,
         gate1 = gate(1).display(),
-        gate2 = gate(2).display()
+        gate2 = gate(2).display(),
+        gates = t.path("gates").display()
     );
     let repo = repository(&t, &pipeline);
     let sha = common::server::git(&repo, &["rev-parse", "HEAD"]);

@@ -22,6 +22,7 @@ const PIPELINE: &str = "jobs:
         permissions: { paths: { ./env: write } }
       - name: check
         run: grep -q up \"$FERRY_PIPELINE_DIR/env/current/health\"
+        permissions: { paths: { ./env: read } }
 ";
 
 fn site(t: &Test, health: &str) {
@@ -451,9 +452,9 @@ fn a_command_deploy_runs_a_granted_program_with_the_version_and_rolls_back_with_
           target: command
           version: \"2.0\"
           previous: \"1.9\"
-          command: [sh, -c, 'echo \"$FERRY_DEPLOY_ACTION $FERRY_DEPLOY_VERSION (was $FERRY_DEPLOY_PREVIOUS)\" >> \"$FERRY_PIPELINE_DIR/deploys.log\"']
-          rollback-command: [sh, -c, 'echo \"restore $FERRY_DEPLOY_VERSION\" >> \"$FERRY_PIPELINE_DIR/deploys.log\"']
-        permissions: { exec: [sh] }
+          command: [sh, -c, 'echo \"$FERRY_DEPLOY_ACTION $FERRY_DEPLOY_VERSION (was $FERRY_DEPLOY_PREVIOUS)\" >> \"$FERRY_PIPELINE_DIR/log/deploys.log\"']
+          rollback-command: [sh, -c, 'echo \"restore $FERRY_DEPLOY_VERSION\" >> \"$FERRY_PIPELINE_DIR/log/deploys.log\"']
+        permissions: { exec: [sh], paths: { ./log: write } }
       - run: exit 1
 ",
     );
@@ -461,7 +462,7 @@ fn a_command_deploy_runs_a_granted_program_with_the_version_and_rolls_back_with_
         .code(1)
         .stdout_has("rolled `staging` back to 1.9");
     assert_eq!(
-        std::fs::read_to_string(t.path("deploys.log")).unwrap(),
+        std::fs::read_to_string(t.path("log/deploys.log")).unwrap(),
         "deploy 2.0 (was 1.9)\nrestore 1.9\n"
     );
     let t = Test::new().file(

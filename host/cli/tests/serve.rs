@@ -13,10 +13,14 @@ use std::time::Duration;
 /// exists; its commit. The step polls for the file: a shell has no portable way to wait
 /// for one, and the poll is the pipeline under test, not the test's synchronisation.
 fn gated(t: &Test, job_keys: &str) -> (std::path::PathBuf, String, std::path::PathBuf) {
-    let gate = t.path("go");
+    // The step watches a host folder it is granted; the gate appears in it.
+    let gates = t.path("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let gate = gates.join("go");
     let pipeline = format!(
-        "name: app\non: push\njobs:\n  slow:\n{job_keys}    steps:\n      - run: while [ ! -e {} ]; do sleep 0.05; done\n",
-        gate.display()
+        "name: app\non: push\njobs:\n  slow:\n{job_keys}    steps:\n      - run: while [ ! -e {} ]; do sleep 0.05; done\n        permissions: {{ paths: {{ {}: read }} }}\n",
+        gate.display(),
+        gates.display()
     );
     let repo = repository(t, &pipeline);
     let sha = git(&repo, &["rev-parse", "HEAD"]);

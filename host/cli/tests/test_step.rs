@@ -18,7 +18,7 @@ fn crate_with(tests: &str) -> Test {
 
 fn cargo_pipeline(with: &str, extra_env: &str) -> String {
     format!(
-        "jobs:\n  test:\n    steps:\n      - id: t\n        uses: test\n        with: {with}\n        env: {{ {extra_env} }}\n        permissions: {{ exec: [cargo], env: {CARGO_ENV} }}\n      - run: echo \"passed=${{{{ steps.t.outputs.passed }}}} failed=${{{{ steps.t.outputs.failed }}}} flaky=${{{{ steps.t.outputs.flaky }}}}\"\n"
+        "jobs:\n  test:\n    steps:\n      - id: t\n        uses: test\n        with: {with}\n        env: {{ {extra_env} }}\n        permissions: {{ workspace: write, exec: [cargo], env: {CARGO_ENV} }}\n      - run: echo \"passed=${{{{ steps.t.outputs.passed }}}} failed=${{{{ steps.t.outputs.failed }}}} flaky=${{{{ steps.t.outputs.flaky }}}}\"\n"
     )
 }
 
@@ -38,15 +38,16 @@ fn a_failing_test_fails_the_pipeline_with_its_name_and_message() {
 
 #[test]
 fn a_test_that_passes_on_retry_is_flaky() {
-    let marker = tempfile::tempdir().unwrap();
-    let marker = marker.path().join("ran-once");
+    // In the workspace (cargo runs tests in the package's folder): the step's /tmp is
+    // private to each program it starts, so a retry would not find it there.
+    let marker = "target/ran-once";
     let flaky = "    #[test]\n    fn steady() {}\n    #[test]\n    fn wobbly() {\n        let marker = std::env::var(\"FLAKY_MARKER\").unwrap();\n        if std::fs::metadata(&marker).is_err() {\n            std::fs::write(&marker, \"\").unwrap();\n            panic!(\"first try fails\");\n        }\n    }\n";
     let t = crate_with(flaky)
         .file(
             "ferry.yaml",
             &cargo_pipeline(
                 "{ preset: cargo, retry-failed: 2 }",
-                &format!("FLAKY_MARKER: {}", marker.display()),
+                &format!("FLAKY_MARKER: {marker}"),
             ),
         )
         .args(&["run", "--output", "plain"]);
@@ -55,12 +56,12 @@ fn a_test_that_passes_on_retry_is_flaky() {
         .stdout_has("tests::wobbly is flaky: it failed, then passed on a retry [flaky]")
         .stdout_has("passed=2 failed=0 flaky=1");
     // Under `flaky: fail` the same run fails.
-    std::fs::remove_file(&marker).unwrap();
+    std::fs::remove_file(t.path(&format!(".ferry/work/test/{marker}"))).unwrap();
     let t = t.file(
         "ferry.yaml",
         &cargo_pipeline(
             "{ preset: cargo, retry-failed: 1, flaky: fail }",
-            &format!("FLAKY_MARKER: {}", marker.display()),
+            &format!("FLAKY_MARKER: {marker}"),
         ),
     );
     t.run()
@@ -132,7 +133,7 @@ fn junit_reports_are_found_by_glob_and_merged() {
         .file("app/b.py", "x = 1\n")
         .file(
             "ferry.yaml",
-            "jobs:\n  junit:\n    steps:\n      - id: t\n        uses: test\n        with: { command: \"sh -c 'mkdir -p out/x && cp fixtures/TEST-a.xml out/ && cp fixtures/TEST-b.xml out/x/ && exit 1'\", format: junit, report: \"out/**/TEST-*.xml\" }\n        permissions: { exec: [sh] }\n",
+            "jobs:\n  junit:\n    steps:\n      - id: t\n        uses: test\n        with: { command: \"sh -c 'mkdir -p out/x && cp fixtures/TEST-a.xml out/ && cp fixtures/TEST-b.xml out/x/ && exit 1'\", format: junit, report: \"out/**/TEST-*.xml\" }\n        permissions: { workspace: write, exec: [sh] }\n",
         )
         .args(&["run", "--output", "plain"]);
     t.run()
@@ -148,7 +149,7 @@ fn results_that_contradict_the_exit_status_fail_the_step() {
         .file("cut.xml", report)
         .file(
             "ferry.yaml",
-            "jobs:\n  cut:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'cat cut.xml > report.xml; exit 1'\", format: junit, report: report.xml }\n        permissions: { exec: [sh] }\n  crashed:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'echo segfault >&2; exit 139'\", format: tap }\n        permissions: { exec: [sh] }\n  no-report:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'exit 2'\", format: junit, report: out.xml }\n        permissions: { exec: [sh] }\n",
+            "jobs:\n  cut:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'cat cut.xml > report.xml; exit 1'\", format: junit, report: report.xml }\n        permissions: { workspace: write, exec: [sh] }\n  crashed:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'echo segfault >&2; exit 139'\", format: tap }\n        permissions: { exec: [sh] }\n  no-report:\n    steps:\n      - uses: test\n        with: { command: \"sh -c 'exit 2'\", format: junit, report: out.xml }\n        permissions: { exec: [sh] }\n",
         )
         .args(&["run", "--output", "plain", "--no-fail-fast"]);
     t.run()

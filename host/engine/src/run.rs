@@ -50,6 +50,9 @@ pub struct StepRequest {
     pub host_env: BTreeMap<String, String>,
     /// The job's workspace on the host.
     pub workspace: PathBuf,
+    /// The private `HOME` of the job's host programs, kept between runs so tool caches
+    /// survive: `.ferry/home/<job>`. Created by whoever uses it first.
+    pub home: PathBuf,
     /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`); created by whoever
     /// writes it first.
     pub output_file: PathBuf,
@@ -1051,6 +1054,7 @@ async fn run_job<R: StepRunner>(
                             secrets,
                             host_env: granted(&shared.host_env, &step.permissions.env),
                             workspace: workspace.clone(),
+                            home: shared.state_dir.join("home").join(sanitize(&job.id)),
                             output_file: output_file.clone(),
                             kept_dir: shared
                                 .run_dir
@@ -1338,6 +1342,7 @@ async fn rollback<R: StepRunner>(
         secrets: call.secrets.clone(),
         host_env: granted(&shared.host_env, &step.permissions.env),
         workspace: workspace.to_path_buf(),
+        home: shared.state_dir.join("home").join(sanitize(&job.id)),
         output_file: outputs_dir.join(format!("{}.out", sanitize(&key))),
         kept_dir: shared
             .run_dir

@@ -37,6 +37,10 @@ impl Needs {
 #[derive(Debug, Clone, Default)]
 pub struct Grant {
     pub workspace: Option<Access>,
+    /// The workspace access of the host programs the step starts: what the pipeline grants
+    /// (`permissions.workspace`), whatever the plugin declared for itself, so that the YAML
+    /// alone says whether `cargo` may write `target/`.
+    pub program_workspace: Access,
     pub paths: Vec<(PathBuf, Access)>,
     /// Environment the step sees: pipeline `env:` values, granted host variables and granted
     /// secrets.
@@ -48,8 +52,14 @@ pub struct Grant {
     /// Host `PATH` handed to child processes so that they find their own tools.
     pub path_var: Option<OsString>,
     pub memory: u64,
+    /// Bytes of data each host program may map: `permissions.memory` when set, else
+    /// [`DEFAULT_HOST_MEMORY`] (compilers need more than a wasm step).
+    pub host_memory: u64,
     pub log_limit: u64,
 }
+
+/// Data each host program may map when the pipeline sets no `memory:`.
+pub const DEFAULT_HOST_MEMORY: u64 = 8 << 30;
 
 /// A refusal before the step starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,10 +123,14 @@ pub fn grant(
     let mut needs = declared.clone();
     if step.is_run {
         // A `run:` step is a host command by nature: it may write the workspace, runs its
-        // shell, and sees exactly the env and secrets granted to it.
+        // shell, and gets exactly what its `permissions:` grant: env, secrets, host paths,
+        // hosts (through the proxy) and the programs whose toolchains its script runs.
         needs.workspace = Some(Access::Write);
         needs.env = granted.env.iter().cloned().collect();
         needs.secrets = granted.secrets.iter().cloned().collect();
+        needs.paths = granted.paths.iter().map(|(p, a)| (p.clone(), *a)).collect();
+        needs.network = granted.network.iter().map(|g| g.to_string()).collect();
+        needs.exec = granted.exec.iter().cloned().collect();
     }
     let mut missing = Missing::default();
 
@@ -226,12 +240,14 @@ pub fn grant(
     }
     Ok(Grant {
         workspace: needs.workspace,
+        program_workspace: workspace_granted,
         paths,
         env,
         network,
         exec,
         path_var: host.path_var.clone(),
         memory: granted.memory_limit(),
+        host_memory: granted.memory.unwrap_or(DEFAULT_HOST_MEMORY),
         log_limit: granted.log_limit(),
     })
 }

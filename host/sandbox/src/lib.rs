@@ -7,12 +7,14 @@
 mod archive;
 mod bindings;
 pub mod cache;
+pub mod confine;
 pub mod grant;
 mod log;
 mod outputs;
 mod plugin;
 mod preflight;
 pub mod process;
+mod proxy;
 mod runner;
 mod state;
 mod stdio;

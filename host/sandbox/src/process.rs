@@ -2,10 +2,12 @@
 //! live output, and the whole process group killed on timeout or cancel.
 
 use crate::bindings::process::{self, Command, Error, Output};
+use crate::confine;
 use crate::state::{DeadlineReached, StepState};
 use ferry_engine::{Level, StepLog, os};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Bytes of each stream returned to the guest; the log still sees all of it up to its cap.
@@ -23,6 +25,23 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pid) = self.pid.take() {
             self.groups.kill(pid);
+        }
+    }
+}
+
+impl StepState {
+    /// The egress proxy of this step's host programs.
+    fn proxy(&self) -> crate::proxy::Proxy {
+        let site = self.site.clone();
+        crate::proxy::Proxy {
+            grants: self.grant.network.clone(),
+            log: self.log.clone(),
+            denial: Box::new(move |target| {
+                format!(
+                    "connection to `{target}` refused: it is not granted to step `{}` of job `{}`\nhint: grant it in {}:\n    permissions:\n      network: [\"{target}\"]",
+                    site.step, site.job, site.grant_site
+                )
+            }),
         }
     }
 }
@@ -84,6 +103,10 @@ impl process::Host for StepState {
             .env("FERRY_WORKSPACE", &self.workspace)
             .env("FERRY_OUTPUT", &self.output_file)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)));
+        let mut confinement = match Confinement::new(self, &program, &cwd, &mut child) {
+            Ok(confinement) => confinement,
+            Err(message) => return Ok(Err(Error::SpawnFailed(message))),
+        };
         os::new_process_group(&mut child);
         let mut child = match child.spawn() {
             Ok(child) => child,
@@ -91,6 +114,17 @@ impl process::Host for StepState {
                 return Ok(Err(Error::SpawnFailed(format!(
                     "cannot start `{}`: {e}",
                     program.display()
+                ))));
+            }
+        };
+        let proxy = self.proxy();
+        let _proxy = match confinement.started(proxy).await {
+            Ok(proxy) => proxy,
+            Err(message) => {
+                let _ = child.kill().await;
+                return Ok(Err(Error::SpawnFailed(format!(
+                    "cannot start `{}` in its sandbox: {message}",
+                    cmd.program
                 ))));
             }
         };
@@ -121,6 +155,9 @@ impl process::Host for StepState {
         // Background processes the command left behind would hold the pipes open.
         drop(guard);
         let (stdout, stderr) = (stdout.await?, stderr.await?);
+        if status.as_ref().is_ok_and(|s| !s.success()) {
+            confinement.explain(&self.log, &stdout.0, &stderr.0);
+        }
         self.log.flush();
         let status = match status {
             Ok(status) => status,
@@ -137,6 +174,125 @@ impl process::Host for StepState {
             stdout: stdout.0,
             stderr: stderr.0,
         }))
+    }
+}
+
+/// The OS sandbox of one host program, from spawn to exit. Empty where this system cannot
+/// confine (the CLI says so once; `ferry serve` refuses untrusted work then).
+struct Confinement {
+    view: Option<confine::View>,
+    #[cfg(target_os = "linux")]
+    pending: Option<confine::linux::Pending>,
+}
+
+/// Stops the proxy when the program is done.
+struct Abort(tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Confinement {
+    #[cfg(target_os = "linux")]
+    fn new(
+        state: &StepState,
+        program: &Path,
+        cwd: &Path,
+        child: &mut tokio::process::Command,
+    ) -> Result<Self, String> {
+        if confine::unavailable().is_some() {
+            return Ok(Confinement {
+                view: None,
+                pending: None,
+            });
+        }
+        std::fs::create_dir_all(&state.home)
+            .map_err(|e| format!("cannot create `{}`: {e}", state.home.display()))?;
+        // Shown by a file mount, so it must exist before the program starts.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&state.output_file)
+            .map_err(|e| format!("cannot create `{}`: {e}", state.output_file.display()))?;
+        let view = confine::view(&confine::Request {
+            workspace: &state.workspace,
+            workspace_access: state.grant.program_workspace,
+            paths: &state.grant.paths,
+            home: &state.home,
+            output_file: &state.output_file,
+            programs: state
+                .grant
+                .exec
+                .values()
+                .flatten()
+                .map(PathBuf::as_path)
+                .collect(),
+            env: &state.grant.env,
+            network: !state.grant.network.is_empty(),
+            memory: state.grant.host_memory,
+        });
+        child.env("TMPDIR", "/tmp").envs(&view.env);
+        // The private HOME, unless the pipeline grants a real one: `env: [HOME]` and a
+        // `paths:` entry that shows it.
+        let granted_home = state.grant.env.get("HOME").map(Path::new);
+        if granted_home.is_none_or(|home| !confine::shows(&view, home)) {
+            child.env("HOME", &state.home);
+        }
+        if view.proxy {
+            let hosts: Vec<&str> = state
+                .grant
+                .network
+                .iter()
+                .map(|g| g.host.as_str())
+                .collect();
+            child.envs(confine::proxy_env(confine::linux::PROXY_PORT, &hosts));
+        }
+        let pending = confine::linux::prepare(child, &view, program, cwd)
+            .map_err(|e| format!("cannot prepare the sandbox of `{}`: {e}", program.display()))?;
+        Ok(Confinement {
+            view: Some(view),
+            pending: Some(pending),
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(
+        _state: &StepState,
+        _program: &Path,
+        _cwd: &Path,
+        _child: &mut tokio::process::Command,
+    ) -> Result<Self, String> {
+        Ok(Confinement { view: None })
+    }
+
+    /// Waits for the sandbox to be up and starts its proxy.
+    #[cfg(target_os = "linux")]
+    async fn started(&mut self, proxy: crate::proxy::Proxy) -> Result<Option<Abort>, String> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(None);
+        };
+        let started = pending.started().await.map_err(|e| e.0)?;
+        Ok(started
+            .proxy
+            .map(|listener| Abort(tokio::spawn(crate::proxy::serve(listener, Arc::new(proxy))))))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    async fn started(&mut self, _proxy: crate::proxy::Proxy) -> Result<Option<Abort>, String> {
+        Ok(None)
+    }
+
+    /// Logs what the sandbox hid from a program that failed, with the grant that would show it.
+    fn explain(&self, log: &StepLog, stdout: &[u8], stderr: &[u8]) {
+        let Some(view) = &self.view else { return };
+        let mut text = String::from_utf8_lossy(stderr).into_owned();
+        text.push('\n');
+        text.push_str(&String::from_utf8_lossy(stdout));
+        for hint in confine::explain(view, &text) {
+            log.line(Level::Error, &format!("[ferry] {hint}"));
+        }
     }
 }
 

@@ -19,6 +19,8 @@ pub struct StepState {
     pub grant: Grant,
     /// Job workspace on the host.
     pub workspace: PathBuf,
+    /// Private `HOME` of child processes.
+    pub home: PathBuf,
     /// `$FERRY_OUTPUT` for child processes.
     pub output_file: PathBuf,
     /// Where `outputs.keep` copies files.

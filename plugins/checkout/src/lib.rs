@@ -41,7 +41,14 @@ impl Step for Checkout {
         .output("commit-message", "The commit's subject line.")
         .output("commit-time", "The commit's time in seconds since 1970, for `SOURCE_DATE_EPOCH`.")
         .output("author", "The commit's author, as `Name <email>`.")
-        .capabilities(Capabilities::write_workspace().exec(["git"]).secrets(["*"]))
+        .capabilities(
+            // The repository is the user's choice: a granted host, or a granted local path.
+            Capabilities::write_workspace()
+                .exec(["git"])
+                .secrets(["*"])
+                .network(["*"])
+                .path("*", false),
+        )
     }
 
     fn run(inputs: &Inputs) -> Result<(), Error> {

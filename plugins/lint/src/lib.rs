@@ -96,7 +96,12 @@ impl Step for Lint {
         .output("notices", "How many notices were found.")
         .output("rules", "Findings per rule, as a JSON object.")
         // The linter is the user's choice: it may run whatever `permissions.exec` grants.
-        .capabilities(Capabilities::read_workspace().exec(["*"]))
+        .capabilities(
+            Capabilities::read_workspace()
+                .exec(["*"])
+                .network(["*"])
+                .path("*", false),
+        )
     }
 
     fn run(inputs: &Inputs) -> Result<(), Error> {

@@ -120,7 +120,14 @@ impl Step for TestStep {
             "report",
             "The JUnit report read, when there was one; it is kept with the run record.",
         )
-        .capabilities(Capabilities::read_workspace().exec(["*"]))
+        .capabilities(
+            // The runner is the user's: it writes the tree if the pipeline grants
+            // `workspace: write`, and reaches the hosts and paths the pipeline grants.
+            Capabilities::read_workspace()
+                .exec(["*"])
+                .network(["*"])
+                .path("*", false),
+        )
     }
 
     fn run(inputs: &Inputs) -> Result<(), Error> {

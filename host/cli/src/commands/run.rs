@@ -49,6 +49,9 @@ pub fn assignment(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn execute(args: Args) -> u8 {
+    if let Some(why) = ferry_sandbox::confine::unavailable() {
+        eprintln!("warning: programs that steps start run unconfined: {why}");
+    }
     if args.timings {
         ferry_engine::timings::enable();
     }

@@ -55,6 +55,10 @@ pub struct Args {
     /// Settings file (TOML); flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Run pull requests from forks even where this system cannot confine the programs
+    /// their steps start (no unprivileged user namespaces, macOS, Windows)
+    #[arg(long)]
+    allow_unconfined: bool,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -246,6 +250,7 @@ fn config(args: Args) -> Result<(Config, BTreeSet<String>), String> {
 }
 
 pub fn execute(args: Args) -> u8 {
+    let allow_unconfined = args.allow_unconfined;
     let (mut config, credentials) = match config(args) {
         Ok(found) => found,
         Err(e) => return super::fail(e),
@@ -271,9 +276,15 @@ pub fn execute(args: Args) -> u8 {
     // What steps may be granted: the server's environment without its own credentials.
     let mut host_env = BTreeMap::clone(&super::run::host_env());
     host_env.retain(|name, _| !credentials.contains(name));
+    if let Some(why) = ferry_sandbox::confine::unavailable() {
+        eprintln!(
+            "warning: programs that steps start will run unconfined: {why}\nhint: pull requests from forks are refused unless `--allow-unconfined` is given"
+        );
+    }
     let executor = Arc::new(SandboxExecutor {
         sandbox,
         host_env: Arc::new(host_env),
+        allow_unconfined,
     });
     let server = match Server::new(config, executor) {
         Ok(server) => server,
@@ -297,6 +308,8 @@ struct SandboxExecutor {
     sandbox: Arc<Sandbox>,
     /// The variables trusted runs may be granted, as secrets or by `permissions.env`.
     host_env: Arc<BTreeMap<String, String>>,
+    /// Whether untrusted runs may go ahead where host programs cannot be confined.
+    allow_unconfined: bool,
 }
 
 fn render(report: &ferry_model::Report) -> String {
@@ -326,6 +339,13 @@ impl Executor for SandboxExecutor {
             true => self.host_env.clone(),
             false => Arc::default(),
         };
+        let unconfined = ferry_sandbox::confine::unavailable();
+        if let (false, Some(why), false) = (execution.trusted, unconfined, self.allow_unconfined) {
+            let refusal = format!(
+                "refused: this pull request comes from a fork, and the programs its steps start cannot be confined here ({why}); start `ferry serve --allow-unconfined` to run such pull requests anyway"
+            );
+            return Box::pin(async move { Err(refusal) });
+        }
         Box::pin(async move {
             let mut pipeline = execution.pipeline;
             let pipeline = tokio::task::spawn_blocking(move || {

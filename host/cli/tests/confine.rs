@@ -1,0 +1,284 @@
+//! Hostile host programs, run as `run:` steps and as programs a wasm step starts (`uses: test`
+//! with a `command:`): each is contained, each names its denial, and a sibling job finishes
+//! every time.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::Test;
+use std::io::{Read, Write};
+
+/// A value the host holds that no step may print.
+const SECRET: &str = "hunter2-host-only-d3adb33f";
+
+/// One job per hostile script, twice: as `run:` and as a program the built-in `test` step
+/// starts. `extra` is more YAML for both (a grant).
+fn pipeline(cases: &[(&str, &str)]) -> String {
+    let mut yaml =
+        String::from("jobs:\n  sibling:\n    steps:\n      - run: echo sibling finished\n");
+    for (name, extra) in cases {
+        yaml.push_str(&format!(
+            "  {name}-run:\n    timeout-minutes: 0.5\n    steps:\n      - run: sh scripts/{name}.sh\n{extra}"
+        ));
+        let extra = extra.replace("permissions: {", "permissions: { exec: [sh],");
+        let extra = if extra.is_empty() {
+            "        permissions: { exec: [sh] }\n".to_string()
+        } else {
+            extra
+        };
+        yaml.push_str(&format!(
+            "  {name}-exec:\n    timeout-minutes: 0.5\n    steps:\n      - uses: test\n        with: {{ command: sh scripts/{name}.sh, format: junit, report: no-report.xml }}\n{extra}"
+        ));
+    }
+    yaml
+}
+
+/// The log lines of one job.
+fn job_lines<'a>(stdout: &'a str, job: &str) -> Vec<&'a str> {
+    let prefix = format!("[{job}");
+    stdout.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+fn both<'a>(stdout: &'a str, case: &str) -> [(String, Vec<&'a str>); 2] {
+    ["run", "exec"].map(|how| {
+        let job = format!("{case}-{how}");
+        let lines = job_lines(stdout, &format!("{job}/"));
+        (job, lines)
+    })
+}
+
+#[test]
+fn hostile_programs_are_contained_and_each_denial_is_named() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/id_ed25519"), SECRET).unwrap();
+    std::fs::create_dir_all(home.path().join(".docker")).unwrap();
+    std::fs::write(home.path().join(".docker/config.json"), SECRET).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let home_dir = home.path().display().to_string();
+    let outside_dir = outside.path().display().to_string();
+
+    // A server on the host's loopback that no step is granted.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+
+    let scripts = [
+        (
+            "environ",
+            // Every environment it can name: its parent's, PID 1's, all of /proc.
+            "cat /proc/$PPID/environ /proc/1/environ 2>&1 | tr '\\0' '\\n'\n\
+             for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ; done 2>/dev/null\n\
+             echo \"processes seen: $(ls -d /proc/[0-9]* | wc -l)\"\n"
+                .to_string(),
+        ),
+        (
+            "files",
+            format!(
+                "cat {home_dir}/.ssh/id_ed25519\ncat {home_dir}/.docker/config.json\n\
+                 cat $FERRY_PIPELINE_DIR/.ferry/work/sibling/secret.txt\n\
+                 ls $FERRY_PIPELINE_DIR/.ferry/runs\nexit 1\n"
+            ),
+        ),
+        (
+            "write",
+            format!(
+                "echo escaped > {outside_dir}/escaped.txt\n\
+                 echo escaped > $FERRY_PIPELINE_DIR/escaped.txt\n\
+                 touch /usr/escaped\nexit 1\n"
+            ),
+        ),
+        (
+            "direct",
+            format!(
+                "curl -sS -m 5 --noproxy '*' http://127.0.0.1:{port}/ && echo CONNECTED\nexit 1\n"
+            ),
+        ),
+        (
+            "killer",
+            "kill -9 $PPID\nkill -9 -1\necho still here\n".to_string(),
+        ),
+        (
+            "forkbomb",
+            "bomb() { bomb | bomb & }\nbomb\nsleep 2\necho \"bomb bounded\"\n".to_string(),
+        ),
+        (
+            "membomb",
+            "python3 -c 'x = bytearray(1 << 30)' && echo ALLOCATED\nexit 1\n".to_string(),
+        ),
+        (
+            "setuid",
+            "cp /usr/bin/cat /tmp/suid-cat && chmod 4755 /tmp/suid-cat\n\
+             /tmp/suid-cat /proc/self/status | grep -E '^(CapEff|NoNewPrivs)'\n"
+                .to_string(),
+        ),
+    ];
+    let mut t = Test::new()
+        .env("HOME", &home_dir)
+        .env("FERRY_TEST_HOST_SECRET", SECRET)
+        .file(".ferry-ignore-me", "");
+    for (name, script) in &scripts {
+        t = t.file(&format!("scripts/{name}.sh"), script);
+    }
+    let cases: Vec<(&str, &str)> = vec![
+        ("environ", ""),
+        ("files", ""),
+        ("write", ""),
+        ("direct", ""),
+        ("killer", ""),
+        ("forkbomb", ""),
+        ("membomb", "        permissions: { memory: 256MiB }\n"),
+        ("setuid", ""),
+    ];
+    let t = t.file("ferry.yaml", &pipeline(&cases)).args(&[
+        "run",
+        "--output",
+        "plain",
+        "--no-fail-fast",
+    ]);
+    // The sibling job's workspace holds a file the others must not read.
+    std::fs::create_dir_all(t.path(".ferry/work/sibling")).unwrap();
+    std::fs::write(t.path(".ferry/work/sibling/secret.txt"), SECRET).unwrap();
+
+    let done = t.run();
+    let stdout = done.stdout.clone();
+    assert!(
+        stdout.contains("[sibling/step-1] sibling finished"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET), "a host secret leaked:\n{stdout}");
+
+    for (job, lines) in both(&stdout, "environ") {
+        let text = lines.join("\n");
+        assert!(!text.contains("FERRY_TEST_HOST_SECRET"), "{job}: {text}");
+        // Its own processes only: the shell and the few it runs to count (the host has
+        // hundreds).
+        let seen: usize = text
+            .lines()
+            .find_map(|l| l.split("processes seen: ").nth(1))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{job}: {text}"));
+        assert!(seen <= 8, "{job} sees {seen} processes: {text}");
+    }
+    for (job, lines) in both(&stdout, "files") {
+        let text = lines.join("\n");
+        for hidden in [
+            format!("{home_dir}/.ssh/id_ed25519"),
+            format!("{home_dir}/.docker/config.json"),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "`{hidden}` exists on the host but not in this step's sandbox"
+                )),
+                "{job} does not name the denial of {hidden}: {text}"
+            );
+        }
+        assert!(text.contains("No such file or directory"), "{job}: {text}");
+    }
+    for (job, lines) in both(&stdout, "write") {
+        let text = lines.join("\n");
+        assert!(text.contains("Read-only file system"), "{job}: {text}");
+    }
+    assert!(!outside.path().join("escaped.txt").exists());
+    assert!(!t.path("escaped.txt").exists());
+    assert!(!std::path::Path::new("/usr/escaped").exists());
+    for (job, lines) in both(&stdout, "direct") {
+        let text = lines.join("\n");
+        assert!(!text.contains("CONNECTED"), "{job}: {text}");
+        assert!(text.contains("Couldn't connect to server"), "{job}: {text}");
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a step reached the host's loopback: {other:?}"),
+    }
+    for (job, lines) in both(&stdout, "killer") {
+        assert!(!lines.is_empty(), "{job} left no log");
+    }
+    for (job, lines) in both(&stdout, "forkbomb") {
+        let text = lines.join("\n");
+        assert!(
+            text.contains("fork") || text.contains("bomb bounded") || text.contains("timed out"),
+            "{job}: {text}"
+        );
+    }
+    // Nothing any case started lives on: not the bomb's thousands, not a background job.
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("scripts/") && c.ends_with(".sh "))
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "processes outlived their steps: {survivors:?}"
+    );
+    for (job, lines) in both(&stdout, "membomb") {
+        let text = lines.join("\n");
+        assert!(!text.contains("ALLOCATED"), "{job}: {text}");
+        assert!(text.contains("MemoryError"), "{job}: {text}");
+    }
+    for (job, lines) in both(&stdout, "setuid") {
+        let text = lines.join("\n");
+        assert!(text.contains("CapEff:\t0000000000000000"), "{job}: {text}");
+        assert!(text.contains("NoNewPrivs:\t1"), "{job}: {text}");
+    }
+}
+
+/// A tiny HTTP server on the host's loopback answering `body` to every request.
+fn serve(body: &'static str) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn granted_hosts_are_reached_through_the_proxy_and_others_are_refused_by_name() {
+    let (granted, _a) = serve("granted-body");
+    let (other, _b) = serve("other-body");
+    let script = format!(
+        "curl -sS -m 5 http://127.0.0.1:{granted}/ && echo\n\
+         curl -sS -m 5 --socks5-hostname \"127.0.0.1:3128\" http://127.0.0.1:{granted}/socks && echo\n\
+         curl -sS -m 5 http://127.0.0.1:{other}/ ; echo \"plain: $?\"\n\
+         curl -sS -m 5 -p https://example.invalid/ ; echo \"connect: $?\"\n"
+    );
+    let yaml = format!(
+        "jobs:\n  net:\n    steps:\n      - run: sh net.sh\n        permissions: {{ network: [\"127.0.0.1:{granted}\"] }}\n"
+    );
+    let done = Test::new()
+        .file("net.sh", &script)
+        .file("ferry.yaml", &yaml)
+        .args(&["run", "--output", "plain"])
+        .run();
+    let out = done.stdout.clone();
+    assert_eq!(out.matches("granted-body").count(), 2, "{out}");
+    assert!(!out.contains("other-body"), "{out}");
+    for target in [
+        format!("127.0.0.1:{other}"),
+        "example.invalid:443".to_string(),
+    ] {
+        assert!(
+            out.contains(&format!(
+                "connection to `{target}` refused: it is not granted"
+            )),
+            "no denial named for {target}: {out}"
+        );
+        assert!(
+            out.contains(&format!("network: [\"{target}\"]")),
+            "no grant hint for {target}: {out}"
+        );
+    }
+    done.code(0);
+}

@@ -1,0 +1,972 @@
+//! Linux: new user, mount, PID, network, IPC, UTS and cgroup namespaces, a fresh root built
+//! from the [`View`], resource limits, no capabilities, Landlock and seccomp, all set up
+//! between `fork` and `exec`.
+//!
+//! ferry is multithreaded, so the code that runs after `fork` may only make system calls: it
+//! allocates nothing, takes no lock and cannot panic. Everything it needs (C strings, the
+//! seccomp program, the Landlock ruleset) is prepared before, in [`prepare`].
+//!
+//! Process tree of one confined program:
+//!
+//! ```text
+//! ferry ─ supervisor (the spawned child; new namespaces except PID; waits, forwards status)
+//!           └─ PID 1 of the new PID namespace: the program itself
+//! ```
+//!
+//! When PID 1 exits the kernel kills everything else in its namespace, so nothing a step
+//! started survives it. The supervisor dies with ferry (`PR_SET_PDEATHSIG`), and PID 1 dies
+//! with the supervisor, so killing the supervisor's process group (cancel, timeout) or
+//! ferry itself (crash) ends the whole namespace.
+
+use super::{Access, Node, View};
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where the proxy listens inside the namespace. The namespace has its own loopback, so a
+/// fixed port collides with nothing on the host.
+pub const PROXY_PORT: u16 = 3128;
+
+/// Every namespace but the PID one is entered by the supervisor; PID applies to its child.
+const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP;
+
+/// One step of building the new root, in order.
+enum Op {
+    Dir(CString),
+    File(CString),
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Bind {
+        source: CString,
+        target: CString,
+        attrs: u64,
+    },
+    Tmpfs {
+        target: CString,
+        options: CString,
+        read_only: bool,
+    },
+    Proc(CString),
+    /// Optional mounts: a failure is not fatal (`/dev/pts` where devpts refuses).
+    Devpts(CString),
+}
+
+/// Setup stages, reported to the parent with the errno when one fails.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Stage {
+    Namespaces = 1,
+    IdMaps,
+    Loopback,
+    Proxy,
+    Fork,
+    Mount,
+    PivotRoot,
+    Limits,
+    Landlock,
+    Seccomp,
+    Program,
+}
+
+impl Stage {
+    fn describe(code: u8) -> &'static str {
+        match code {
+            1 => "creating namespaces (are unprivileged user namespaces enabled?)",
+            2 => "writing the user id maps",
+            3 => "bringing up loopback",
+            4 => "opening the proxy port",
+            5 => "forking the namespace's first process",
+            6 => "mounting the sandbox's file system",
+            7 => "switching to the sandbox's root",
+            8 => "setting resource limits",
+            9 => "applying Landlock",
+            10 => "applying the seccomp filter",
+            11 => {
+                "starting the program inside the sandbox (is it, and its interpreter, visible there?)"
+            }
+            _ => "setting up the sandbox",
+        }
+    }
+}
+
+/// What the child needs, prepared before `fork`.
+struct Prepared {
+    uid_map: CString,
+    gid_map: CString,
+    stage: CString,
+    ops: Vec<Op>,
+    cwd: CString,
+    program: CString,
+    /// `argv` and `envp` for `execve`, NULL-terminated; the pointers point into `_strings`.
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    _strings: Vec<CString>,
+    proxy: bool,
+    pid_max: CString,
+    limits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
+    seccomp: Vec<seccompiler::BpfProgram>,
+    landlock: Option<RawFd>,
+    /// Rules the child adds for what exists only inside (its tmpfs mounts).
+    landlock_inside: Vec<(CString, u64)>,
+    report: RawFd,
+    parent: libc::pid_t,
+}
+
+// SAFETY: the raw pointers point into `_strings`, owned by the same value and never
+// changed after construction.
+unsafe impl Send for Prepared {}
+unsafe impl Sync for Prepared {}
+
+/// A launch in progress: the parent's side of the report channel and the descriptors to
+/// close once the child holds its copies.
+pub struct Pending {
+    report: OwnedFd,
+    child_ends: Vec<OwnedFd>,
+}
+
+/// What a started confined program comes with.
+pub struct Started {
+    /// The listening socket of the proxy, inside the program's network namespace.
+    pub proxy: Option<std::net::TcpListener>,
+}
+
+/// A launch that failed before the program ran.
+#[derive(Debug)]
+pub struct LaunchError(pub String);
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+fn under(stage: &Path, path: &Path) -> io::Result<CString> {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    cstring(&stage.join(relative))
+}
+
+/// The directory every sandbox mounts its root on, inside its own mount namespace. One per
+/// user, private to them, so no other user can swap it for a link.
+fn stage_dir() -> io::Result<&'static Path> {
+    static STAGE: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let dir = STAGE.get_or_init(|| {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let dir = std::env::temp_dir().join(format!("ferry-{uid}-sandbox-root"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let meta = std::fs::symlink_metadata(&dir).map_err(|e| e.to_string())?;
+        if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "`{}` is not a private directory of this user; remove it",
+                dir.display()
+            ));
+        }
+        Ok(dir)
+    });
+    dir.as_deref()
+        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.clone()))
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// Turns the view into mount operations under `stage`.
+fn ops(view: &View, stage: &Path) -> io::Result<Vec<Op>> {
+    let mut ops = vec![Op::Tmpfs {
+        target: cstring(stage)?,
+        options: c"mode=0755,size=1m".into(),
+        read_only: false,
+    }];
+    let mut made = std::collections::BTreeSet::new();
+    let mut dirs = |ops: &mut Vec<Op>, path: &Path| -> io::Result<()> {
+        for ancestor in path.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            if ancestor != Path::new("/") && made.insert(ancestor.to_path_buf()) {
+                ops.push(Op::Dir(under(stage, ancestor)?));
+            }
+        }
+        Ok(())
+    };
+    for node in &view.nodes {
+        match node {
+            Node::Symlink { path, target } => {
+                if let Some(parent) = path.parent() {
+                    dirs(&mut ops, parent)?;
+                }
+                ops.push(Op::Symlink {
+                    target: cstring(target)?,
+                    link: under(stage, path)?,
+                });
+            }
+            Node::Bind { path, access, file } => {
+                if *file {
+                    if let Some(parent) = path.parent() {
+                        dirs(&mut ops, parent)?;
+                    }
+                    ops.push(Op::File(under(stage, path)?));
+                } else {
+                    dirs(&mut ops, path)?;
+                }
+                let attrs = match access {
+                    Access::Read => MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    Access::Write => MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                };
+                ops.push(Op::Bind {
+                    source: cstring(path)?,
+                    target: under(stage, path)?,
+                    attrs,
+                });
+            }
+            Node::Device { path } => {
+                ops.push(Op::File(under(stage, path)?));
+                ops.push(Op::Bind {
+                    source: cstring(path)?,
+                    target: under(stage, path)?,
+                    attrs: MOUNT_ATTR_NOSUID,
+                });
+            }
+            Node::Mask { path } => {
+                // Over a file of a read-only system directory: bound to /dev/null.
+                ops.push(Op::Bind {
+                    source: c"/dev/null".into(),
+                    target: under(stage, path)?,
+                    attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                });
+            }
+            Node::Tmpfs { path, size, mode } => {
+                dirs(&mut ops, path)?;
+                ops.push(Op::Tmpfs {
+                    target: under(stage, path)?,
+                    options: CString::new(format!("mode={mode:o},size={size}"))?,
+                    read_only: false,
+                });
+            }
+            Node::Proc { path } => {
+                dirs(&mut ops, path)?;
+                ops.push(Op::Proc(under(stage, path)?));
+            }
+            Node::Devpts { path } => {
+                dirs(&mut ops, path)?;
+                ops.push(Op::Devpts(under(stage, path)?));
+            }
+        }
+    }
+    Ok(ops)
+}
+
+/// The seccomp filters: calls no CI step needs refused with `EPERM`, and `clone3` answered
+/// with `ENOSYS` so that the C library falls back to `clone`, whose flags a filter can read.
+fn seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
+    let refused = [
+        libc::SYS_mount,
+        libc::SYS_umount2,
+        libc::SYS_pivot_root,
+        libc::SYS_move_mount,
+        libc::SYS_open_tree,
+        libc::SYS_fsopen,
+        libc::SYS_fsconfig,
+        libc::SYS_fsmount,
+        libc::SYS_fspick,
+        libc::SYS_mount_setattr,
+        libc::SYS_unshare,
+        libc::SYS_setns,
+        libc::SYS_bpf,
+        libc::SYS_keyctl,
+        libc::SYS_add_key,
+        libc::SYS_request_key,
+        libc::SYS_userfaultfd,
+        libc::SYS_init_module,
+        libc::SYS_finit_module,
+        libc::SYS_delete_module,
+        libc::SYS_reboot,
+        libc::SYS_kexec_load,
+        libc::SYS_kexec_file_load,
+        libc::SYS_swapon,
+        libc::SYS_swapoff,
+        libc::SYS_acct,
+        libc::SYS_syslog,
+        libc::SYS_perf_event_open,
+        libc::SYS_settimeofday,
+        libc::SYS_clock_settime,
+        libc::SYS_clock_adjtime,
+        libc::SYS_adjtimex,
+        libc::SYS_quotactl,
+        libc::SYS_open_by_handle_at,
+        libc::SYS_vhangup,
+    ];
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
+        refused.iter().map(|call| (*call, Vec::new())).collect();
+    // `clone` may start processes and threads, not namespaces.
+    let namespace_flags = [
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWCGROUP,
+    ];
+    let clone_rules = namespace_flags
+        .iter()
+        .map(|flag| {
+            SeccompRule::new(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(*flag as u64),
+                *flag as u64,
+            )?])
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
+    rules.insert(libc::SYS_clone, clone_rules);
+    let refuse = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
+    let no_clone3 = SeccompFilter::new(
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
+    [refuse, no_clone3]
+        .into_iter()
+        .map(|filter| {
+            filter
+                .try_into()
+                .map_err(|e: seccompiler::BackendError| io::Error::other(format!("seccomp: {e}")))
+        })
+        .collect()
+}
+
+/// The Landlock ruleset over the same paths as the mounts: a second wall should a mount be
+/// wrong. `None` when the kernel has no Landlock.
+fn landlock(view: &View) -> io::Result<Option<OwnedFd>> {
+    use landlock::{
+        ABI, Access as _, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        Scope,
+    };
+    let abi = ABI::V6;
+    let fail = |e: &dyn std::fmt::Display| io::Error::other(format!("landlock: {e}"));
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(|e| fail(&e))?
+        .scope(Scope::from_all(abi))
+        .map_err(|e| fail(&e))?
+        .create()
+        .map_err(|e| fail(&e))?;
+    for node in &view.nodes {
+        let (path, rights) = match node {
+            Node::Bind { path, access, file } => {
+                let rights = match (access, file) {
+                    (Access::Read, false) => AccessFs::from_read(abi),
+                    (Access::Write, false) => AccessFs::from_all(abi),
+                    (Access::Read, true) => AccessFs::from_read(abi) & AccessFs::from_file(abi),
+                    (Access::Write, true) => AccessFs::from_file(abi),
+                };
+                (path, rights)
+            }
+            Node::Device { path } => (path, AccessFs::from_file(abi) & !AccessFs::Execute),
+            _ => continue,
+        };
+        let fd = PathFd::new(path).map_err(|e| fail(&e))?;
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(fd, rights))
+            .map_err(|e| fail(&e))?;
+    }
+    Ok(ruleset.into())
+}
+
+/// Landlock rights for what only exists inside (the private `/tmp`, `/dev/shm`, `/proc`).
+fn landlock_inside(view: &View) -> io::Result<Vec<(CString, u64)>> {
+    use landlock::{ABI, Access as _, AccessFs, BitFlags};
+    let abi = ABI::V6;
+    let read_dir = BitFlags::from(AccessFs::ReadDir).bits();
+    let all = AccessFs::from_all(abi).bits();
+    let mut rules = vec![(c"/".into(), read_dir), (c"/dev".into(), read_dir)];
+    for node in &view.nodes {
+        match node {
+            Node::Tmpfs { path, .. } => rules.push((cstring(path)?, all)),
+            Node::Proc { path } => rules.push((
+                cstring(path)?,
+                (AccessFs::from_read(abi) | AccessFs::WriteFile).bits(),
+            )),
+            Node::Devpts { path } => rules.push((
+                cstring(path)?,
+                (AccessFs::from_file(abi) & !AccessFs::Execute).bits() | read_dir,
+            )),
+            _ => {}
+        }
+    }
+    Ok(rules)
+}
+
+/// Arranges for `cmd` to start confined to `view`. Call [`Pending::started`] right after
+/// spawning to learn whether it did.
+pub fn prepare(
+    cmd: &mut tokio::process::Command,
+    view: &View,
+    program: &Path,
+    cwd: &Path,
+) -> io::Result<Pending> {
+    let stage = stage_dir()?;
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array for socketpair to fill.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded, so both descriptors are open and owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let landlock = landlock(view)?;
+    // PID 1 execs the program itself, so that a failed exec reaches the report channel.
+    let std = cmd.as_std();
+    let mut strings = vec![cstring(program)?];
+    for arg in std.get_args() {
+        strings.push(CString::new(arg.as_bytes())?);
+    }
+    let argc = strings.len();
+    for (name, value) in std.get_envs() {
+        if let Some(value) = value {
+            let mut pair = name.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            strings.push(CString::new(pair)?);
+        }
+    }
+    let pointers = |range: &[CString]| {
+        let mut v: Vec<*const libc::c_char> = range.iter().map(|s| s.as_ptr()).collect();
+        v.push(std::ptr::null());
+        v
+    };
+    let (argv, envp) = (pointers(&strings[..argc]), pointers(&strings[argc..]));
+    // SAFETY: these calls have no preconditions.
+    let (uid, gid, parent) = unsafe { (libc::geteuid(), libc::getegid(), libc::getpid()) };
+    let prepared = Arc::new(Prepared {
+        uid_map: CString::new(format!("{uid} {uid} 1\n"))?,
+        gid_map: CString::new(format!("{gid} {gid} 1\n"))?,
+        stage: cstring(stage)?,
+        ops: ops(view, stage)?,
+        cwd: cstring(cwd)?,
+        program: cstring(program)?,
+        argv,
+        envp,
+        _strings: strings,
+        proxy: view.proxy,
+        pid_max: CString::new(format!("{}\n", view.processes.max(301)))?,
+        limits: vec![
+            (libc::RLIMIT_NPROC, view.processes as libc::rlim_t),
+            (libc::RLIMIT_DATA, view.memory as libc::rlim_t),
+            (libc::RLIMIT_CORE, 0),
+        ],
+        seccomp: seccomp()?,
+        landlock: landlock.as_ref().map(|fd| fd.as_raw_fd()),
+        landlock_inside: landlock_inside(view)?,
+        report: theirs.as_raw_fd(),
+        parent,
+    });
+    let mut child_ends = vec![theirs];
+    child_ends.extend(landlock);
+    // SAFETY: the closure only makes system calls on data prepared above; see the module
+    // documentation.
+    unsafe {
+        cmd.pre_exec(move || supervise(&prepared));
+    }
+    Ok(Pending {
+        report: ours,
+        child_ends,
+    })
+}
+
+impl Pending {
+    /// Waits until the program runs (or setup failed) and collects the proxy socket.
+    pub async fn started(self) -> Result<Started, LaunchError> {
+        drop(self.child_ends);
+        // SAFETY: the descriptor is ours alone and stays open as long as the AsyncFd.
+        let report = unsafe { tokio::io::unix::AsyncFd::register(self.report) }
+            .map_err(|e| LaunchError(format!("watching the sandbox's setup: {e}")))?;
+        let mut proxy = None;
+        loop {
+            let mut guard = report
+                .readable()
+                .await
+                .map_err(|e| LaunchError(format!("watching the sandbox's setup: {e}")))?;
+            let message = guard.try_io(|fd| receive(fd.as_raw_fd()));
+            let (bytes, fd) = match message {
+                Err(_would_block) => continue,
+                Ok(Err(e)) => return Err(LaunchError(format!("reading the sandbox's setup: {e}"))),
+                Ok(Ok(message)) => message,
+            };
+            match bytes.first() {
+                // End of stream: the program was exec'd and every setup copy is closed.
+                None => return Ok(Started { proxy }),
+                Some(b'L') => {
+                    if let Some(fd) = fd {
+                        proxy = Some(std::net::TcpListener::from(fd));
+                    }
+                }
+                Some(b'E') if bytes.len() >= 6 => {
+                    let errno = i32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
+                    return Err(LaunchError(format!(
+                        "{}: {}",
+                        Stage::describe(bytes[1]),
+                        io::Error::from_raw_os_error(errno)
+                    )));
+                }
+                Some(_) => return Err(LaunchError("unexpected message from the sandbox".into())),
+            }
+        }
+    }
+}
+
+/// One message and the descriptor it carries, if any.
+fn receive(fd: RawFd) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut data = [0u8; 16];
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the sizes it states.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut passed = None;
+    // SAFETY: the CMSG macros walk the control buffer recvmsg filled.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let fd: RawFd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                passed = Some(OwnedFd::from_raw_fd(fd));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((data[..n as usize].to_vec(), passed))
+}
+
+// ---- After fork: system calls only. ----
+
+/// Reports a failed stage to the parent and ends this process.
+fn fail(p: &Prepared, stage: Stage) -> ! {
+    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let e = errno.to_le_bytes();
+    let message = [b'E', stage as u8, e[0], e[1], e[2], e[3]];
+    // SAFETY: writes a stack buffer to a descriptor, then exits without running destructors.
+    unsafe {
+        libc::send(p.report, message.as_ptr().cast(), message.len(), 0);
+        libc::_exit(127)
+    }
+}
+
+fn check(p: &Prepared, rc: libc::c_long, stage: Stage) {
+    if rc < 0 {
+        fail(p, stage);
+    }
+}
+
+fn write_file(path: &CStr, content: &CStr) -> libc::c_long {
+    // SAFETY: both strings are NUL-terminated; the descriptor is closed before returning.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return -1;
+        }
+        let bytes = content.to_bytes();
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+        if n == bytes.len() as isize { 0 } else { -1 }
+    }
+}
+
+/// Runs in the spawned child, and never returns: the supervisor exits as PID 1 does, and PID 1
+/// becomes the program.
+fn supervise(p: &Prepared) -> ! {
+    // SAFETY: every call below is a system call on prepared, NUL-terminated data.
+    unsafe {
+        // Descriptors ferry opened without close-on-exec must not reach the sandbox; this
+        // also closes std's exec-error pipe, which is why `spawn` returns at once.
+        let mut keep = [p.report, p.landlock.unwrap_or(p.report)];
+        keep.sort_unstable();
+        let mut next = 3u32;
+        for fd in keep {
+            let fd = fd as u32;
+            if fd > next {
+                libc::syscall(libc::SYS_close_range, next, fd - 1, 0);
+            }
+            next = next.max(fd + 1);
+        }
+        libc::syscall(libc::SYS_close_range, next, u32::MAX, 0);
+
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != p.parent {
+            libc::_exit(127);
+        }
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        check(p, libc::unshare(NAMESPACES) as _, Stage::Namespaces);
+        check(
+            p,
+            write_file(c"/proc/self/setgroups", c"deny"),
+            Stage::IdMaps,
+        );
+        check(
+            p,
+            write_file(c"/proc/self/uid_map", &p.uid_map),
+            Stage::IdMaps,
+        );
+        check(
+            p,
+            write_file(c"/proc/self/gid_map", &p.gid_map),
+            Stage::IdMaps,
+        );
+        loopback_up(p);
+        if p.proxy {
+            open_proxy_port(p);
+        }
+        let child = libc::fork();
+        check(p, child as _, Stage::Fork);
+        if child > 0 {
+            // The supervisor: its copy of the report channel must not hold the parent's
+            // read open, then it waits and exits as PID 1 did.
+            libc::close(p.report);
+            if let Some(fd) = p.landlock {
+                libc::close(fd);
+            }
+            let mut status = 0;
+            loop {
+                let r = libc::waitpid(child, &mut status, 0);
+                if r == child {
+                    break;
+                }
+                if r < 0 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(127);
+                }
+            }
+            if libc::WIFSIGNALED(status) {
+                let signal = libc::WTERMSIG(status);
+                libc::signal(signal, libc::SIG_DFL);
+                libc::kill(libc::getpid(), signal);
+                libc::_exit(128 + signal);
+            }
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        be_pid_one(p);
+    }
+}
+
+unsafe fn loopback_up(p: &Prepared) {
+    // SAFETY: an ioctl on a socket this function owns, with a zero-initialised ifreq.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check(p, s as _, Stage::Loopback);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        check(
+            p,
+            libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr) as _,
+            Stage::Loopback,
+        );
+        libc::close(s);
+    }
+}
+
+unsafe fn open_proxy_port(p: &Prepared) {
+    // SAFETY: socket calls on a descriptor this function owns and stack structures.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        check(p, s as _, Stage::Proxy);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = PROXY_PORT.to_be();
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        check(
+            p,
+            libc::bind(
+                s,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) as _,
+            Stage::Proxy,
+        );
+        check(p, libc::listen(s, 128) as _, Stage::Proxy);
+        let mut byte = [b'L'];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), s);
+        check(p, libc::sendmsg(p.report, &msg, 0) as _, Stage::Proxy);
+        libc::close(s);
+    }
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+unsafe fn set_attrs(path: &CStr, attrs: u64, recursive: bool) -> libc::c_long {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr reads `attr` of the size given.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    }
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+
+/// Builds the new root and the walls around it, then execs the program as PID 1.
+unsafe fn be_pid_one(p: &Prepared) -> ! {
+    // SAFETY: system calls on prepared data; see the module documentation.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        let null = std::ptr::null::<libc::c_char>();
+        check(
+            p,
+            libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) as _,
+            Stage::Mount,
+        );
+        for op in &p.ops {
+            match op {
+                Op::Dir(path) => {
+                    libc::mkdir(path.as_ptr(), 0o755);
+                }
+                Op::File(path) => {
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o644,
+                    );
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                }
+                Op::Symlink { target, link } => {
+                    libc::symlink(target.as_ptr(), link.as_ptr());
+                }
+                Op::Bind {
+                    source,
+                    target,
+                    attrs,
+                } => {
+                    check(
+                        p,
+                        libc::mount(
+                            source.as_ptr(),
+                            target.as_ptr(),
+                            null,
+                            libc::MS_BIND | libc::MS_REC,
+                            std::ptr::null(),
+                        ) as _,
+                        Stage::Mount,
+                    );
+                    check(p, set_attrs(target, *attrs, true), Stage::Mount);
+                }
+                Op::Tmpfs {
+                    target,
+                    options,
+                    read_only,
+                } => {
+                    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+                    if *read_only {
+                        flags |= libc::MS_RDONLY;
+                    }
+                    check(
+                        p,
+                        libc::mount(
+                            c"tmpfs".as_ptr(),
+                            target.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            flags,
+                            options.as_ptr().cast(),
+                        ) as _,
+                        Stage::Mount,
+                    );
+                }
+                Op::Proc(target) => check(
+                    p,
+                    libc::mount(
+                        c"proc".as_ptr(),
+                        target.as_ptr(),
+                        c"proc".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        std::ptr::null(),
+                    ) as _,
+                    Stage::Mount,
+                ),
+                Op::Devpts(target) => {
+                    libc::mount(
+                        c"devpts".as_ptr(),
+                        target.as_ptr(),
+                        c"devpts".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NOEXEC,
+                        c"newinstance,ptmxmode=0666,mode=0620".as_ptr().cast(),
+                    );
+                }
+            }
+        }
+        check(p, libc::chdir(p.stage.as_ptr()) as _, Stage::PivotRoot);
+        check(
+            p,
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()),
+            Stage::PivotRoot,
+        );
+        check(
+            p,
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH) as _,
+            Stage::PivotRoot,
+        );
+        check(p, libc::chdir(c"/".as_ptr()) as _, Stage::PivotRoot);
+        check(
+            p,
+            set_attrs(
+                c"/",
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                false,
+            ),
+            Stage::Mount,
+        );
+        // The namespace's own process cap (Linux 6.14 and later); RLIMIT_NPROC covers older
+        // kernels for users other than root.
+        write_file(c"/proc/sys/kernel/pid_max", &p.pid_max);
+        libc::sethostname(c"ferry".as_ptr(), 5);
+        for (resource, value) in &p.limits {
+            let limit = libc::rlimit {
+                rlim_cur: *value,
+                rlim_max: *value,
+            };
+            check(p, libc::setrlimit(*resource, &limit) as _, Stage::Limits);
+        }
+        check(p, libc::chdir(p.cwd.as_ptr()) as _, Stage::Program);
+        // No capabilities survive exec, even for a program running as the namespace's root.
+        for cap in 0..64 {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap);
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        check(
+            p,
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as _,
+            Stage::Landlock,
+        );
+        if let Some(ruleset) = p.landlock {
+            for (path, rights) in &p.landlock_inside {
+                let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                if fd < 0 {
+                    continue;
+                }
+                let attr = PathBeneathAttr {
+                    allowed_access: *rights,
+                    parent_fd: fd,
+                };
+                check(
+                    p,
+                    libc::syscall(
+                        libc::SYS_landlock_add_rule,
+                        ruleset,
+                        LANDLOCK_RULE_PATH_BENEATH,
+                        &attr as *const PathBeneathAttr,
+                        0,
+                    ),
+                    Stage::Landlock,
+                );
+                libc::close(fd);
+            }
+            check(
+                p,
+                libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0),
+                Stage::Landlock,
+            );
+            libc::close(ruleset);
+        }
+        for filter in &p.seccomp {
+            if seccompiler::apply_filter(filter).is_err() {
+                fail(p, Stage::Seccomp);
+            }
+        }
+        libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+        fail(p, Stage::Program);
+    }
+}

@@ -1,0 +1,629 @@
+//! The OS sandbox for host programs: what a program a step starts may see and do, built
+//! from the same grant that confines the step, and the launcher of each system.
+//!
+//! A confined program sees:
+//! - the system read-only: `/usr`, `/bin`, `/sbin`, `/lib*`, `/etc` (minus its secrets:
+//!   shadow files, SSH host keys, TLS private keys) and `/opt`;
+//! - the job workspace at its real path, with the step's access (`run:` steps write);
+//! - each granted `permissions.paths` entry, with its access;
+//! - the toolchains of the programs granted by `exec:` (see [`toolchains`]);
+//! - a private `HOME` (kept per job under `.ferry/home/`) and a private `/tmp`;
+//! - a minimal `/dev` and a `/proc` of its own processes;
+//! - the network only through the proxy, and only when the step is granted hosts.
+//!
+//! Nothing else of the host exists for it.
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+pub mod seatbelt;
+
+use ferry_model::Access;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Processes (and threads) a confined program and its descendants may have at once.
+pub const MAX_PROCESSES: u32 = 4096;
+
+/// One thing the sandbox shows, at the same path as on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A host directory or file.
+    Bind {
+        path: PathBuf,
+        access: Access,
+        file: bool,
+    },
+    /// A symbolic link, as on the host (`/bin -> usr/bin`).
+    Symlink { path: PathBuf, target: PathBuf },
+    /// A host device node (`/dev/null`).
+    Device { path: PathBuf },
+    /// A host file hidden behind an empty one (`/etc/shadow`).
+    Mask { path: PathBuf },
+    /// A private, size-bounded memory file system.
+    Tmpfs { path: PathBuf, size: u64, mode: u32 },
+    /// The `/proc` of the sandbox's own processes.
+    Proc { path: PathBuf },
+    /// A private pseudo-terminal instance.
+    Devpts { path: PathBuf },
+}
+
+/// Everything a launcher needs.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// In mount order: a node never precedes one that holds it.
+    pub nodes: Vec<Node>,
+    /// Whether the step reaches hosts through the proxy.
+    pub proxy: bool,
+    /// Bytes of data each process may map (`permissions.memory`).
+    pub memory: u64,
+    pub processes: u32,
+    /// Variables the program needs to find its toolchain inside (`RUSTUP_HOME`).
+    pub env: BTreeMap<String, String>,
+    /// The job workspace, for hints that name `workspace: write`.
+    pub workspace: PathBuf,
+}
+
+/// What a step is granted, as the sandbox needs it.
+pub struct Request<'a> {
+    pub workspace: &'a Path,
+    pub workspace_access: Access,
+    pub paths: &'a [(PathBuf, Access)],
+    pub home: &'a Path,
+    pub output_file: &'a Path,
+    /// Granted programs, resolved on the host.
+    pub programs: Vec<&'a Path>,
+    /// The step's environment, where toolchain locations may be set.
+    pub env: &'a BTreeMap<String, String>,
+    pub network: bool,
+    pub memory: u64,
+}
+
+/// System directories shown read-only when the host has them.
+pub const SYSTEM: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
+
+/// Secrets of the machine inside [`SYSTEM`] directories, hidden behind empty files.
+const MASKED: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/security/opasswd",
+];
+
+/// Directories of [`SYSTEM`] whose files are all masked (`/etc/ssh/ssh_host_*_key`).
+const MASKED_FILES_IN: &[(&str, &str)] = &[("/etc/ssh", "ssh_host_"), ("/etc/ssl/private", "")];
+
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Builds the view of one confined program.
+pub fn view(req: &Request) -> View {
+    let mut nodes = Vec::new();
+    for dir in SYSTEM {
+        let path = Path::new(dir);
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(path) {
+                    nodes.push(Node::Symlink {
+                        path: path.into(),
+                        target,
+                    });
+                }
+            }
+            Ok(meta) if meta.is_dir() => nodes.push(Node::Bind {
+                path: path.into(),
+                access: Access::Read,
+                file: false,
+            }),
+            _ => {}
+        }
+    }
+    for file in MASKED {
+        if Path::new(file).is_file() {
+            nodes.push(Node::Mask { path: file.into() });
+        }
+    }
+    for (dir, prefix) in MASKED_FILES_IN {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        nodes.extend(files.into_iter().map(|path| Node::Mask { path }));
+    }
+    nodes.push(Node::Tmpfs {
+        path: "/dev".into(),
+        size: 64 << 10,
+        mode: 0o755,
+    });
+    for device in DEVICES {
+        let path = Path::new("/dev").join(device);
+        if path.exists() {
+            nodes.push(Node::Device { path });
+        }
+    }
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/ptmx", "pts/ptmx"),
+    ] {
+        nodes.push(Node::Symlink {
+            path: link.into(),
+            target: target.into(),
+        });
+    }
+    nodes.push(Node::Tmpfs {
+        path: "/dev/shm".into(),
+        size: req.memory,
+        mode: 0o1777,
+    });
+    nodes.push(Node::Devpts {
+        path: "/dev/pts".into(),
+    });
+    nodes.push(Node::Proc {
+        path: "/proc".into(),
+    });
+    nodes.push(Node::Tmpfs {
+        path: "/tmp".into(),
+        size: req.memory,
+        mode: 0o1777,
+    });
+
+    let mut env = BTreeMap::new();
+    let mut binds: Vec<(PathBuf, Access, bool)> = Vec::new();
+    for program in &req.programs {
+        let found = toolchains(program, req.env);
+        binds.extend(found.dirs.into_iter().map(|d| (d, Access::Read, false)));
+        env.extend(found.env);
+    }
+    binds.extend(req.paths.iter().map(|(p, a)| (p.clone(), *a, p.is_file())));
+    binds.push((req.home.to_path_buf(), Access::Write, false));
+    binds.push((req.workspace.to_path_buf(), req.workspace_access, false));
+    binds.push((req.output_file.to_path_buf(), Access::Write, true));
+    // Parents before children; of one path, the widest access.
+    binds.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut shown: Vec<(PathBuf, Access)> = SYSTEM
+        .iter()
+        .filter(|d| Path::new(d).is_dir() && !Path::new(d).is_symlink())
+        .map(|d| (PathBuf::from(d), Access::Read))
+        .collect();
+    for (path, access, file) in binds {
+        if !path.is_absolute() || std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        // Already visible with this access through a bind that holds it.
+        let covered = shown
+            .iter()
+            .filter(|(p, _)| path.starts_with(p))
+            .max_by_key(|(p, _)| p.components().count())
+            .is_some_and(|(_, a)| *a == access);
+        if covered {
+            continue;
+        }
+        shown.push((path.clone(), access));
+        nodes.push(Node::Bind { path, access, file });
+    }
+    View {
+        nodes,
+        proxy: req.network,
+        memory: req.memory,
+        processes: MAX_PROCESSES,
+        env,
+        workspace: req.workspace.to_path_buf(),
+    }
+}
+
+/// What a granted program needs besides itself.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Toolchain {
+    /// Directories shown read-only.
+    pub dirs: Vec<PathBuf>,
+    /// Variables that tell the program where they are.
+    pub env: BTreeMap<String, String>,
+}
+
+/// The read-only toolchain a granted program needs, found from where it lives, so that
+/// `exec: [cargo]` works without the user listing rustup's internals. The rule:
+/// - the directory holding the program, and the one holding the file it links to;
+/// - the root of a Python virtual environment (`pyvenv.cfg` beside `bin/`);
+/// - the root of a version manager whose shims these are (`shims/` beside `versions/`:
+///   pyenv, rbenv), with `PYENV_ROOT` set;
+/// - the install prefix of a Node.js (`bin/node` and `lib/node_modules` under it: nvm, fnm,
+///   a tarball);
+/// - for a rustup proxy, `RUSTUP_HOME` (the step's, else the host's, else `~/.rustup`),
+///   with `RUSTUP_HOME` set.
+///
+/// Never a whole home directory or `~/.cargo`: those hold credentials.
+pub fn toolchains(program: &Path, env: &BTreeMap<String, String>) -> Toolchain {
+    let mut found = Toolchain::default();
+    let add = |dir: &Path, found: &mut Toolchain| {
+        if !found.dirs.iter().any(|d| d == dir) {
+            found.dirs.push(dir.to_path_buf());
+        }
+    };
+    let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    for file in [program, real.as_path()] {
+        let Some(bin) = file.parent() else { continue };
+        add(bin, &mut found);
+        let Some(prefix) = bin.parent() else { continue };
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        if home.as_deref() == Some(prefix) || prefix == Path::new("/") {
+            continue;
+        }
+        if prefix.join("pyvenv.cfg").is_file() {
+            add(prefix, &mut found);
+            // The interpreter the environment was made from (`home = .../bin`).
+            if let Some(base) = venv_home(&prefix.join("pyvenv.cfg"))
+                .and_then(|home| home.parent().map(Path::to_path_buf))
+                .filter(|base| base != Path::new("/") && !is_system(base))
+            {
+                add(&base, &mut found);
+            }
+        } else if bin.ends_with("shims") && prefix.join("versions").is_dir() {
+            add(prefix, &mut found);
+            let name = if prefix.ends_with(".rbenv") {
+                "RBENV_ROOT"
+            } else {
+                "PYENV_ROOT"
+            };
+            found
+                .env
+                .insert(name.into(), prefix.to_string_lossy().into_owned());
+        } else if bin.join("node").is_file() && prefix.join("lib/node_modules").is_dir() {
+            add(prefix, &mut found);
+        }
+    }
+    // A script's interpreter, named by absolute path in its `#!` line, and what it needs.
+    if let Some(interpreter) = shebang(&real).filter(|i| i.is_absolute() && !is_system(i)) {
+        let more = toolchains_of(&interpreter);
+        for dir in more {
+            add(&dir, &mut found);
+        }
+    }
+    if real.file_name().is_some_and(|n| n == "rustup") {
+        let rustup_home = env
+            .get("RUSTUP_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("RUSTUP_HOME").map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".rustup")));
+        if let Some(dir) = rustup_home.filter(|d| d.is_dir()) {
+            found
+                .env
+                .insert("RUSTUP_HOME".into(), dir.to_string_lossy().into_owned());
+            add(&dir, &mut found);
+        }
+    }
+    found
+}
+
+/// The directories holding a script's interpreter, and its real file's.
+fn toolchains_of(interpreter: &Path) -> Vec<PathBuf> {
+    let real = std::fs::canonicalize(interpreter).unwrap_or_else(|_| interpreter.to_path_buf());
+    let mut dirs = Vec::new();
+    for file in [interpreter, real.as_path()] {
+        if let Some(bin) = file.parent() {
+            dirs.push(bin.to_path_buf());
+            // A Python or Node.js install keeps its library beside `bin/`.
+            if let Some(prefix) = bin
+                .parent()
+                .filter(|p| *p != Path::new("/") && !is_system(p))
+                && bin.ends_with("bin")
+                && prefix.join("lib").is_dir()
+            {
+                dirs.push(prefix.to_path_buf());
+            }
+        }
+    }
+    dirs
+}
+
+/// The interpreter of a `#!` script.
+fn shebang(file: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(file).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(PathBuf::from)
+}
+
+/// `home` of a `pyvenv.cfg`: the directory of the interpreter the environment came from.
+fn venv_home(cfg: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(cfg).ok()?;
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+    })
+}
+
+/// Proxy variables for a step granted hosts. Loopback names stay direct (the sandbox's own
+/// loopback, for a test's own servers) unless the grant names them, in which case they mean
+/// the host's and go through the proxy.
+pub fn proxy_env(port: u16, granted_hosts: &[&str]) -> Vec<(String, String)> {
+    let http = format!("http://127.0.0.1:{port}");
+    let socks = format!("socks5h://127.0.0.1:{port}");
+    let direct: Vec<&str> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .filter(|name| !granted_hosts.contains(name))
+        .collect();
+    let direct = direct.join(",");
+    let mut env = Vec::new();
+    for (name, value) in [
+        ("HTTP_PROXY", &http),
+        ("HTTPS_PROXY", &http),
+        ("ALL_PROXY", &socks),
+        ("NO_PROXY", &direct),
+    ] {
+        env.push((name.to_string(), value.clone()));
+        env.push((name.to_ascii_lowercase(), value.clone()));
+    }
+    env
+}
+
+/// Whether programs can be confined here, and if not, why; probed once.
+pub fn unavailable() -> Option<&'static str> {
+    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    WHY.get_or_init(probe).as_deref()
+}
+
+#[cfg(target_os = "linux")]
+fn probe() -> Option<String> {
+    // SAFETY: the child only makes system calls, then exits; the parent reaps it.
+    unsafe {
+        let child = libc::fork();
+        if child < 0 {
+            return Some(format!("cannot fork: {}", std::io::Error::last_os_error()));
+        }
+        if child == 0 {
+            let flags =
+                libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET;
+            libc::_exit(if libc::unshare(flags) == 0 { 0 } else { 1 });
+        }
+        let mut status = 0;
+        while libc::waitpid(child, &mut status, 0) < 0
+            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            None
+        } else {
+            Some(
+                "this kernel does not let an unprivileged user create namespaces \
+                 (see /proc/sys/kernel/unprivileged_userns_clone and \
+                 /proc/sys/user/max_user_namespaces)"
+                    .into(),
+            )
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe() -> Option<String> {
+    Some(format!(
+        "ferry cannot yet confine host programs on {}",
+        std::env::consts::OS
+    ))
+}
+
+/// Hints for a confined program that failed: paths its output names that the sandbox does
+/// not show, or shows read-only, with the `permissions:` lines that would grant them.
+pub fn explain(view: &View, output: &str) -> Vec<String> {
+    let mut hints = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for word in output.split(|c: char| c.is_whitespace() || "'\"`:,;()[]<>".contains(c)) {
+        if !word.starts_with('/') || word.len() < 2 || !seen.insert(word.to_string()) {
+            continue;
+        }
+        let path = Path::new(word);
+        match visible(view, path) {
+            Some(Access::Write) => {}
+            Some(Access::Read) => {
+                let writes = output.contains("Read-only file system")
+                    || output.contains("Permission denied");
+                if writes && path.starts_with(&view.workspace) {
+                    hints.push(format!(
+                        "`{word}` is in the workspace, which is read-only for this step; to write it, grant:\n    permissions:\n      workspace: write"
+                    ));
+                } else if writes && !is_system(path) {
+                    hints.push(format!(
+                        "`{word}` is read-only in this step's sandbox; to write it, grant:\n    permissions:\n      paths: {{ {word}: write }}"
+                    ));
+                }
+            }
+            None => {
+                if std::fs::symlink_metadata(path).is_ok() {
+                    hints.push(format!(
+                        "`{word}` exists on the host but not in this step's sandbox; to show it, grant:\n    permissions:\n      paths: {{ {word}: read }}"
+                    ));
+                }
+            }
+        }
+        if hints.len() == 3 {
+            break;
+        }
+    }
+    hints
+}
+
+/// Whether the sandbox shows the host's `path` (a granted `HOME`, say).
+pub fn shows(view: &View, path: &Path) -> bool {
+    visible(view, path).is_some()
+}
+
+fn is_system(path: &Path) -> bool {
+    SYSTEM.iter().any(|d| path.starts_with(d))
+}
+
+/// The access the sandbox gives the host's `path`, if it shows it. Private file systems
+/// (`/tmp`, `/proc`) hide what the host has there.
+fn visible(view: &View, path: &Path) -> Option<Access> {
+    let mut best: Option<(usize, Option<Access>)> = None;
+    for node in &view.nodes {
+        let (root, access) = match node {
+            Node::Bind { path, access, .. } => (path, Some(*access)),
+            Node::Tmpfs { path, .. } | Node::Proc { path } | Node::Devpts { path } => (path, None),
+            Node::Device { path } | Node::Mask { path } | Node::Symlink { path, .. } => {
+                (path, Some(Access::Read))
+            }
+        };
+        if path.starts_with(root) {
+            let depth = root.components().count();
+            if best.is_none_or(|(d, _)| depth >= d) {
+                best = Some((depth, access));
+            }
+        }
+    }
+    best.and_then(|(_, a)| a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(
+        ws: &'a Path,
+        home: &'a Path,
+        out: &'a Path,
+        paths: &'a [(PathBuf, Access)],
+        env: &'a BTreeMap<String, String>,
+    ) -> Request<'a> {
+        Request {
+            workspace: ws,
+            workspace_access: Access::Write,
+            paths,
+            home,
+            output_file: out,
+            programs: Vec::new(),
+            env,
+            network: false,
+            memory: 1 << 30,
+        }
+    }
+
+    #[test]
+    fn the_view_holds_the_grant_and_hides_machine_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ws, home, out) = (
+            dir.path().join("ws"),
+            dir.path().join("home"),
+            dir.path().join("out"),
+        );
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(&out, "").unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let paths = vec![
+            (shared.clone(), Access::Read),
+            ("/nonexistent".into(), Access::Read),
+        ];
+        let env = BTreeMap::new();
+        let view = view(&request(&ws, &home, &out, &paths, &env));
+        let binds: Vec<_> = view
+            .nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Bind { path, access, .. } => Some((path.clone(), *access)),
+                _ => None,
+            })
+            .collect();
+        assert!(binds.contains(&(ws.clone(), Access::Write)), "{binds:?}");
+        assert!(binds.contains(&(home.clone(), Access::Write)));
+        assert!(binds.contains(&(shared.clone(), Access::Read)));
+        assert!(binds.contains(&(out.clone(), Access::Write)));
+        assert!(!binds.iter().any(|(p, _)| p == Path::new("/nonexistent")));
+        assert!(!binds.iter().any(|(p, _)| p == dir.path()), "{binds:?}");
+        if Path::new("/etc/shadow").exists() {
+            assert!(view.nodes.contains(&Node::Mask {
+                path: "/etc/shadow".into()
+            }));
+        }
+        assert_eq!(visible(&view, &ws.join("src/main.rs")), Some(Access::Write));
+        assert_eq!(
+            visible(&view, Path::new("/usr/bin/git")),
+            Some(Access::Read)
+        );
+        assert_eq!(visible(&view, dir.path()), None);
+        assert_eq!(visible(&view, Path::new("/root/.ssh/id_ed25519")), None);
+    }
+
+    #[test]
+    fn a_rustup_proxy_brings_rustup_home_and_never_cargo_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let cargo_bin = dir.path().join(".cargo/bin");
+        let rustup_home = dir.path().join(".rustup");
+        std::fs::create_dir_all(&cargo_bin).unwrap();
+        std::fs::create_dir_all(&rustup_home).unwrap();
+        std::fs::write(cargo_bin.join("rustup"), "").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("rustup", cargo_bin.join("cargo")).unwrap();
+        #[cfg(not(unix))]
+        std::fs::write(cargo_bin.join("cargo"), "").unwrap();
+        let env = BTreeMap::from([(
+            "RUSTUP_HOME".to_string(),
+            rustup_home.to_string_lossy().into_owned(),
+        )]);
+        let found = toolchains(&cargo_bin.join("cargo"), &env);
+        assert!(
+            found.dirs.iter().any(|d| d.ends_with(".cargo/bin")),
+            "{found:?}"
+        );
+        #[cfg(unix)]
+        assert!(found.dirs.contains(&rustup_home), "{found:?}");
+        assert!(
+            !found.dirs.iter().any(|d| d.ends_with(".cargo")),
+            "{found:?}"
+        );
+        assert!(!found.dirs.contains(&dir.path().to_path_buf()));
+    }
+
+    #[test]
+    fn a_virtualenv_program_brings_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("venv");
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        std::fs::write(venv.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        std::fs::write(venv.join("bin/pytest"), "").unwrap();
+        let found = toolchains(&venv.join("bin/pytest"), &BTreeMap::new());
+        assert!(found.dirs.contains(&venv), "{found:?}");
+    }
+
+    #[test]
+    fn proxies_leave_loopback_direct_unless_granted() {
+        let env: BTreeMap<_, _> = proxy_env(3128, &["example.com"]).into_iter().collect();
+        assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
+        assert_eq!(env["all_proxy"], "socks5h://127.0.0.1:3128");
+        assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1,::1");
+        let env: BTreeMap<_, _> = proxy_env(3128, &["127.0.0.1"]).into_iter().collect();
+        assert_eq!(env["no_proxy"], "localhost,::1");
+    }
+
+    #[test]
+    fn failures_name_the_paths_the_grant_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        let secret = dir.path().join("secret.key");
+        std::fs::write(&secret, "k").unwrap();
+        let env = BTreeMap::new();
+        let view = view(&request(&ws, &ws, &ws, &[], &env));
+        let output = format!(
+            "cat: {}: No such file or directory\ntouch: cannot touch '/usr/x': Read-only file system",
+            secret.display()
+        );
+        let hints = explain(&view, &output);
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        assert!(hints[0].contains(&format!("paths: {{ {}: read }}", secret.display())));
+        let output = format!("cannot write {}/x: Permission denied", ws.display());
+        assert!(explain(&view, &output).is_empty());
+    }
+}
