@@ -202,16 +202,20 @@ fn hostile_programs_are_contained_and_each_denial_is_named() {
         );
     }
     // Nothing any case started lives on: not the bomb's thousands, not a background job.
-    let survivors: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("scripts/") && c.ends_with(".sh "))
-        .collect();
-    assert!(
-        survivors.is_empty(),
-        "processes outlived their steps: {survivors:?}"
+    // The kernel kills a namespace's processes when its first one exits; dying takes a
+    // moment, so this waits, within bounds, for them to be gone.
+    let survivors = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("scripts/") && c.ends_with(".sh "))
+            .collect()
+    };
+    common::eventually(
+        || survivors().is_empty().then_some(()),
+        || format!("processes outlived their steps: {:?}", survivors()),
     );
     for (job, lines) in both(&stdout, "membomb") {
         let text = lines.join("\n");

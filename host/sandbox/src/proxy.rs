@@ -111,13 +111,8 @@ async fn http(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
         let Some((host, port)) = split_host_port(target, None) else {
             return reply(&mut client, "400 Bad Request", "CONNECT needs host:port\n").await;
         };
-        if !proxy.allows(&host, port) {
-            let text = proxy.refuse(&host, port);
-            return reply(&mut client, "403 Forbidden", &format!("{text}\n")).await;
-        }
-        let mut upstream = match connect(&host, port).await {
-            Ok(s) => s,
-            Err(e) => return reply(&mut client, "502 Bad Gateway", &format!("{e}\n")).await,
+        let Some(mut upstream) = open(&mut client, proxy, &host, port).await? else {
+            return Ok(());
         };
         client
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -142,13 +137,8 @@ async fn http(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
     let Some((host, port)) = split_host_port(authority, Some(80)) else {
         return reply(&mut client, "400 Bad Request", "bad host in the URI\n").await;
     };
-    if !proxy.allows(&host, port) {
-        let text = proxy.refuse(&host, port);
-        return reply(&mut client, "403 Forbidden", &format!("{text}\n")).await;
-    }
-    let mut upstream = match connect(&host, port).await {
-        Ok(s) => s,
-        Err(e) => return reply(&mut client, "502 Bad Gateway", &format!("{e}\n")).await,
+    let Some(mut upstream) = open(&mut client, proxy, &host, port).await? else {
+        return Ok(());
     };
     // One request per connection: the head goes on in origin form, without proxy headers.
     let mut forwarded = format!("{method} {path} {version}\r\n");
@@ -169,6 +159,28 @@ async fn http(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
     upstream.write_all(&head[end..]).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
+}
+
+/// The upstream connection of an HTTP client, or the refusal (403) or failure (502) it was
+/// answered instead.
+async fn open(
+    client: &mut TcpStream,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+) -> std::io::Result<Option<TcpStream>> {
+    if !proxy.allows(host, port) {
+        let text = proxy.refuse(host, port);
+        reply(client, "403 Forbidden", &format!("{text}\n")).await?;
+        return Ok(None);
+    }
+    match connect(host, port).await {
+        Ok(upstream) => Ok(Some(upstream)),
+        Err(e) => {
+            reply(client, "502 Bad Gateway", &format!("{e}\n")).await?;
+            Ok(None)
+        }
+    }
 }
 
 async fn reply(client: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
