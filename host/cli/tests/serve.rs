@@ -616,6 +616,86 @@ fn forks_get_no_secrets_unless_trusted_and_secrets_are_masked_in_the_stream() {
     }
 }
 
+/// A pull request from a fork runs hostile code: it reads every process's environment, the
+/// server's data, and calls the server's API. Nothing of the server's reaches a log, an
+/// API response or a file.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_hostile_fork_pull_request_reaches_nothing_of_the_server() {
+    let t = Test::new();
+    let data = t.path("data");
+    let pipeline = "name: app\non:\n  pull_request:\n    branches: [main]\njobs:\n  show:\n    steps:\n      - run: echo main\n";
+    let repo = repository(&t, pipeline);
+    git(&repo, &["checkout", "-q", "-b", "fork-work"]);
+    let mut served = Served::start(&t, &repo, &[]);
+    served.env = vec![("DEPLOY_TOKEN".into(), "hunter2-secret".into())];
+    served.kill();
+    served.restart();
+    let port = served.base.rsplit(':').next().unwrap().to_string();
+    let script = format!(
+        "for f in /proc/$PPID/environ /proc/1/environ /proc/[0-9]*/environ; do tr '\\0' ' ' < $f; echo; done 2>&1\n\
+         ls {data} 2>&1\n\
+         cat {data}/* 2>&1 | head -c 4000\n\
+         curl -sS -m 5 http://127.0.0.1:{port}/api/runs; echo \"api: $?\"\n",
+        data = data.display(),
+    );
+    let hostile = "name: app\non:\n  pull_request:\n    branches: [main]\njobs:\n  show:\n    steps:\n      - run: sh hostile.sh\n        permissions: { secrets: [DEPLOY_TOKEN] }\n";
+    commit(&repo, "hostile.sh", &script, "look around");
+    let fork_sha = commit(&repo, "ferry.yaml", hostile, "hostile");
+    git(&repo, &["checkout", "-q", "main"]);
+    assert_eq!(
+        pull_request_hook(&served, &fork_sha, "from-fork", "eve/app"),
+        202
+    );
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(id, &["passed", "failed", "error"]);
+    assert_eq!(run["fork"], true, "{run}");
+    let logs = streamed_logs(&served, id);
+    let (_, api) = served.get(&format!("/api/runs/{id}"));
+    let leaks = ["hunter2", common::server::TOKEN, SECRET];
+    for leaked in leaks {
+        assert!(!logs.contains(leaked), "`{leaked}` reached the log: {logs}");
+        assert!(
+            !api.to_string().contains(leaked),
+            "`{leaked}` reached the API: {api}"
+        );
+    }
+    // Of the data folder it sees only the empty path to its own workspace.
+    assert!(data.join("ferry.db").exists());
+    assert!(!logs.contains("ferry.db"), "{logs}");
+    assert!(!logs.contains("SQLite format"), "{logs}");
+    // Of the host's processes, only its own: no `ferry serve` among them.
+    assert!(
+        !logs.contains("API_TOKEN") && !logs.contains("HOOK_SECRET"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("api: 7"),
+        "the step reached the server: {logs}"
+    );
+    // Every file the run left: records, logs, workspaces.
+    let mut files = vec![data.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            let text = String::from_utf8_lossy(&bytes);
+            for leaked in leaks {
+                assert!(
+                    !text.contains(leaked),
+                    "`{leaked}` is in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_newer_run_cancels_the_older_one_in_its_concurrency_group() {
     let t = Test::new();

@@ -350,6 +350,9 @@ pub fn recover_interrupted(state_dir: &Path) -> Vec<String> {
         if summary.status != Status::Running || crate::os::process_alive(summary.pid) {
             continue;
         }
+        // Steps' `$FERRY_OUTPUT` files may hold secrets; a finished run removes them, and a
+        // killed one leaves them for this.
+        let _ = std::fs::remove_dir_all(entry.path().join("outputs"));
         summary.status = Status::Interrupted;
         summary.finished_at = Some(rfc3339(now_ms()));
         for job in summary.jobs.values_mut() {
@@ -520,7 +523,14 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         summary.pid = u32::MAX - 7;
         write_atomic(&path, &serde_json::to_vec(&summary).unwrap()).unwrap();
+        let outputs = state.path().join("runs").join(&r1).join("outputs/job");
+        std::fs::create_dir_all(&outputs).unwrap();
+        std::fs::write(outputs.join("step.out"), "token=s3cret\n").unwrap();
         assert_eq!(recover_interrupted(state.path()), [r1]);
+        assert!(
+            !outputs.exists(),
+            "a step's output file outlived its killed run"
+        );
         let summary: RunSummary = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(summary.status, Status::Interrupted);
         assert!(summary.finished_at.is_some());

@@ -281,14 +281,43 @@ pub fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
+/// Host variables the server's git sees: where things are, locale, and how the operator
+/// reaches private repositories (an SSH agent or command, proxies). Never `GIT_DIR` or
+/// `GIT_WORK_TREE`, which would point it elsewhere.
+const GIT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "SSH_AUTH_SOCK",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SystemRoot",
+];
+
 /// Runs git in `dir` and returns its stdout; the error carries its stderr.
 async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let output = Command::new("git")
         .args(args)
         .current_dir(dir)
-        // The server's own environment must not point git elsewhere.
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
+        // The server's environment holds its credentials (API token, webhook secret,
+        // passwords): git gets only what finding and reaching the repository needs.
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(|n| GIT_ENV.contains(&n) || n.starts_with("LC_"))
+        }))
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .kill_on_drop(true)

@@ -250,6 +250,10 @@ fn config(args: Args) -> Result<(Config, BTreeSet<String>), String> {
 }
 
 pub fn execute(args: Args) -> u8 {
+    // The server holds credentials; nothing else of this user may read its memory.
+    if let Err(e) = ferry_sandbox::confine::keep_private() {
+        eprintln!("warning: cannot make the server's memory private: {e}");
+    }
     let allow_unconfined = args.allow_unconfined;
     let (mut config, credentials) = match config(args) {
         Ok(found) => found,

@@ -370,6 +370,21 @@ pub fn proxy_env(port: u16, granted_hosts: &[&str]) -> Vec<(String, String)> {
     env
 }
 
+/// Keeps this process's memory and environment from other processes of its user, for a
+/// server or agent that holds credentials: on Linux it becomes non-dumpable, so reading
+/// its `/proc/<pid>/environ` or `mem`, or tracing it, needs `CAP_SYS_PTRACE`, and it
+/// leaves no core dump.
+pub fn keep_private() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_DUMPABLE takes an integer and touches no memory of ours.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Whether programs can be confined here, and if not, why; probed once.
 pub fn unavailable() -> Option<&'static str> {
     static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -595,6 +610,14 @@ mod tests {
         std::fs::write(venv.join("bin/pytest"), "").unwrap();
         let found = toolchains(&venv.join("bin/pytest"), &BTreeMap::new());
         assert!(found.dirs.contains(&venv), "{found:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_private_process_is_not_dumpable() {
+        keep_private().unwrap();
+        // SAFETY: PR_GET_DUMPABLE only reads this process's flag.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
     }
 
     #[test]
