@@ -34,8 +34,13 @@
 //!     and fail-fast, from the failing job's end to the run's end with a sibling running.
 //!     These are the latencies tests used to bound with wall-clock assertions.
 //!
+//! (k) what the OS sandbox adds to starting a host program (see `confined.rs`).
+//!
 //! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`,
-//! `f`, `g`, `h`, `i` or `j` runs one part. Figures are medians.
+//! `f`, `g`, `h`, `i`, `j` or `k` runs one part. Figures are medians.
+
+#[cfg(target_os = "linux")]
+mod confined;
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -64,6 +69,8 @@ fn main() {
         Some("h") => std::process::exit(i32::from(cached_pipeline(&ferry, root))),
         Some("i") => std::process::exit(i32::from(serve_load(&ferry, root))),
         Some("j") => std::process::exit(i32::from(stopping(&ferry, root))),
+        #[cfg(target_os = "linux")]
+        Some("k") => std::process::exit(i32::from(confined::confined_spawn(root))),
         _ => {}
     }
 

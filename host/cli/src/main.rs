@@ -1,9 +1,6 @@
 //! `ferry`: run CI/CD pipelines whose every step is a sandboxed WebAssembly component.
 
 mod commands;
-mod config;
-mod plugins;
-mod remote_cache;
 mod report;
 
 /// `println!` that ignores a closed pipe (`ferry graph | head -1` is not an error).

@@ -43,7 +43,7 @@ pub struct PruneArgs {
 
 fn open(place: Where) -> Result<Cache, u8> {
     let state_dir = super::state_dir_of(place.file)?;
-    let limit = crate::config::cache_limit().map_err(super::fail)?;
+    let limit = ferry_compose::config::cache_limit().map_err(super::fail)?;
     Ok(Cache::new(&state_dir, limit))
 }
 

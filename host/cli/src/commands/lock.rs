@@ -1,7 +1,7 @@
 //! `ferry lock`, `ferry update` and `ferry login`.
 
 use crate::exit;
-use crate::plugins::{self, Mode};
+use ferry_compose::plugins::Mode;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
@@ -50,7 +50,7 @@ fn pin(file: Option<PathBuf>, mode: Mode) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    match plugins::pin(&mut pipeline, mode) {
+    match super::pin(&mut pipeline, mode) {
         Ok(wrote) => {
             let lock = ferry_registry::Lockfile::path_for(&pipeline.file);
             if !lock.is_file() {

@@ -18,8 +18,9 @@ pub mod validate;
 
 use crate::exit;
 use crate::report::style::Style;
+use ferry_compose::plugins::{Mode, PinProblem};
 use ferry_model::{Pipeline, Report};
-use ferry_sandbox::{ComponentCache, Sandbox, SandboxOptions};
+use ferry_sandbox::Sandbox;
 use std::path::{Path, PathBuf};
 
 /// The pipeline file to use: the one given, or `ferry.yaml` in the current directory.
@@ -67,12 +68,37 @@ pub fn print_report(report: &Report) {
 /// The sandbox every command that touches components uses, sized for `concurrency` steps
 /// at once.
 pub fn sandbox(concurrency: usize) -> Result<Sandbox, u8> {
-    Sandbox::new(SandboxOptions {
-        cache_dir: ComponentCache::default_dir(),
-        builtins: ferry_builtins::BUILTINS,
-        concurrency,
-    })
-    .map_err(|e| fail(format!("cannot start the WebAssembly engine: {e}")))
+    ferry_compose::sandbox(concurrency).map_err(fail)
+}
+
+/// Pins the pipeline's registry plugins (see [`ferry_compose::plugins::pin`]), printing
+/// what changed and every problem with its location; returns whether ferry.lock was
+/// written.
+pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
+    let style = Style::stderr();
+    let (warnings, outcome) = match ferry_compose::plugins::pin(pipeline, mode) {
+        Ok(mut pinned) => (std::mem::take(&mut pinned.warnings), Ok(pinned)),
+        Err(e) => (e.warnings, Err(e.problem)),
+    };
+    for warning in &warnings {
+        eprintln!("{}", style.warning(warning));
+    }
+    match outcome {
+        Ok(pinned) => {
+            if let Some(path) = &pinned.wrote {
+                for note in &pinned.notes {
+                    eprintln!("{note}");
+                }
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(pinned.wrote.is_some())
+        }
+        Err(PinProblem::Invalid(report)) => {
+            print_report(&report);
+            Err(exit::USAGE)
+        }
+        Err(PinProblem::Failed(message)) => Err(fail(message)),
+    }
 }
 
 /// Checks the pipeline against its plugins (inputs, needs and grants), printing every
@@ -93,7 +119,7 @@ pub async fn check_plugins(sandbox: &Sandbox, pipeline: &Pipeline) -> Result<(),
 /// `.ferry/` beside the pipeline file, absolute: where runs, workspaces, locks and the
 /// deployment history live.
 pub fn state_dir(pipeline: &Pipeline) -> PathBuf {
-    ferry_model::pipeline::host_path(&pipeline.dir, ".ferry")
+    ferry_compose::state_dir(pipeline)
 }
 
 /// The state directory for commands that read it without running anything: beside the

@@ -27,7 +27,7 @@ pub fn execute(args: Args) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(code) = crate::plugins::pin(&mut pipeline, crate::plugins::Mode::Locked) {
+    if let Err(code) = super::pin(&mut pipeline, ferry_compose::plugins::Mode::Locked) {
         return code;
     }
     let env = &args.environment;

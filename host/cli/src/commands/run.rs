@@ -1,5 +1,6 @@
 use crate::exit;
 use crate::report::{self, Output};
+use ferry_compose::plugins::Mode;
 use ferry_engine::timings::Phase;
 use ferry_engine::{CancellationToken, RunOptions, Status};
 use ferry_model::Plan;
@@ -61,13 +62,9 @@ pub fn execute(args: Args) -> u8 {
         Err(code) => return code,
     };
     drop(parsing);
-    let mode = if args.locked {
-        crate::plugins::Mode::Locked
-    } else {
-        crate::plugins::Mode::Run
-    };
+    let mode = if args.locked { Mode::Locked } else { Mode::Run };
     let pinning = ferry_engine::timings::span(Phase::Plugins);
-    if let Err(code) = crate::plugins::pin(&mut pipeline, mode) {
+    if let Err(code) = super::pin(&mut pipeline, mode) {
         return code;
     }
     drop(pinning);
@@ -125,8 +122,11 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
     for id in ferry_engine::record::recover_interrupted(&state_dir) {
         eprintln!("note: run {id} was left unfinished by a host that stopped; marked interrupted");
     }
-    let host_env = host_env();
-    let secrets = secrets(&plan, &host_env);
+    let host_env = ferry_compose::host_env();
+    let (secrets, warnings) = ferry_compose::secrets(&plan, &host_env);
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
     let parallel = settings
         .parallel
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -141,15 +141,9 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
     };
-    let cache = match (crate::config::cache_limit(), crate::config::cache_remote()) {
-        (Ok(limit), Ok(remote)) => {
-            let cache = ferry_engine::cache::Cache::new(&state_dir, limit);
-            match remote {
-                Some(remote) => cache.with_remote(Arc::new(remote)),
-                None => cache,
-            }
-        }
-        (Err(e), _) | (_, Err(e)) => return super::fail(e),
+    let cache = match ferry_compose::cache(&state_dir) {
+        Ok(cache) => cache,
+        Err(e) => return super::fail(e),
     };
     // Refuse a misconfigured step before anything runs.
     let preflight = ferry_engine::timings::span(Phase::Preflight);
@@ -168,7 +162,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         secrets,
         host_env,
         cancel: cancel.clone(),
-        git: git_info(&plan.pipeline),
+        git: ferry_compose::git_info(&plan.pipeline),
         vars: settings.vars,
         inputs: settings.inputs,
         cache: Some(cache),
@@ -226,78 +220,6 @@ fn print_timings(run_ms: f64) {
         eprintln!("  {name:<20} {ms:>10.1} ms  {count:>6}×  {each:>9.3} ms each");
     }
     eprintln!("  {:<20} {run_ms:>10.1} ms", "run (wall)");
-}
-
-/// `git.*` for the run: the commit of the repository the pipeline lives in. Asked of `git`
-/// only when the pipeline reads `git.*`, so other runs pay nothing for it.
-fn git_info(pipeline: &ferry_model::Pipeline) -> BTreeMap<String, String> {
-    if !pipeline.reads_git {
-        return BTreeMap::new();
-    }
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(&pipeline.dir)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let Some(sha) = git(&["rev-parse", "HEAD"]) else {
-        return BTreeMap::new();
-    };
-    let mut info = BTreeMap::from([
-        ("short-sha".to_string(), sha.chars().take(7).collect()),
-        ("sha".to_string(), sha),
-        ("ref".to_string(), "HEAD".to_string()),
-    ]);
-    for (field, args) in [
-        (
-            "branch",
-            &["symbolic-ref", "--quiet", "--short", "HEAD"][..],
-        ),
-        ("commit-message", &["log", "-1", "--format=%s"][..]),
-        ("commit-time", &["log", "-1", "--format=%ct"][..]),
-        ("author", &["log", "-1", "--format=%an <%ae>"][..]),
-    ] {
-        info.insert(field.to_string(), git(args).unwrap_or_default());
-    }
-    info
-}
-
-/// Secret values for the names the pipeline grants, from the host environment `env`.
-pub fn secrets(plan: &Plan, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut names = std::collections::BTreeSet::new();
-    for job in &plan.pipeline.jobs {
-        for step in &job.steps {
-            names.extend(step.permissions.secrets.iter().cloned());
-        }
-    }
-    let mut secrets = BTreeMap::new();
-    for name in names {
-        match env.get(&name) {
-            Some(value) if value.len() >= 2 => {
-                secrets.insert(name, value.clone());
-            }
-            Some(_) => eprintln!(
-                "warning: secret `{name}` is shorter than 2 characters and cannot be masked; not passed to any step"
-            ),
-            None => {
-                eprintln!("warning: secret `{name}` is granted but not set in the environment")
-            }
-        }
-    }
-    secrets
-}
-
-/// The variables of this process that `permissions.env` may grant to steps. A value that is
-/// not Unicode cannot be granted (a step's environment is text).
-pub fn host_env() -> Arc<BTreeMap<String, String>> {
-    Arc::new(
-        std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect(),
-    )
 }
 
 /// Ctrl-C, or on Unix also SIGTERM (what CI runners and service managers send). False when

@@ -1,14 +1,11 @@
-use ferry_engine::{RunOptions, RunResult};
-use ferry_model::{Pipeline, Plan};
-use ferry_sandbox::Sandbox;
 use ferry_server::forge::StatusTarget;
 use ferry_server::hooks::Forge;
 use ferry_server::repo::RepoConfig;
-use ferry_server::{Auth, BoxFuture, Config, Execution, Executor, Server};
+use ferry_server::{Auth, Config, Server};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -278,18 +275,18 @@ pub fn execute(args: Args) -> u8 {
         Err(code) => return code,
     };
     // What steps may be granted: the server's environment without its own credentials.
-    let mut host_env = BTreeMap::clone(&super::run::host_env());
+    let mut host_env = BTreeMap::clone(&ferry_compose::host_env());
     host_env.retain(|name, _| !credentials.contains(name));
     if let Some(why) = ferry_sandbox::confine::unavailable() {
         eprintln!(
             "warning: programs that steps start will run unconfined: {why}\nhint: pull requests from forks are refused unless `--allow-unconfined` is given"
         );
     }
-    let executor = Arc::new(SandboxExecutor {
+    let executor = Arc::new(ferry_compose::SandboxExecutor::new(
         sandbox,
-        host_env: Arc::new(host_env),
+        host_env,
         allow_unconfined,
-    });
+    ));
     let server = match Server::new(config, executor) {
         Ok(server) => server,
         Err(e) => return super::fail(e.to_string()),
@@ -303,98 +300,5 @@ pub fn execute(args: Args) -> u8 {
     match runtime.block_on(server.serve(stop)) {
         Ok(()) => crate::exit::PASSED,
         Err(e) => super::fail(e.to_string()),
-    }
-}
-
-/// Runs a server's pipelines as `ferry run` does: plugins pinned, grants checked before
-/// anything runs, steps in the sandbox.
-struct SandboxExecutor {
-    sandbox: Arc<Sandbox>,
-    /// The variables trusted runs may be granted, as secrets or by `permissions.env`.
-    host_env: Arc<BTreeMap<String, String>>,
-    /// Whether untrusted runs may go ahead where host programs cannot be confined.
-    allow_unconfined: bool,
-}
-
-fn render(report: &ferry_model::Report) -> String {
-    report
-        .diagnostics
-        .iter()
-        .map(|d| d.render(&report.source))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-impl Executor for SandboxExecutor {
-    fn parse(&self, file: &Path, text: &str) -> Result<Pipeline, String> {
-        let builtins: Vec<&str> = ferry_builtins::BUILTINS.iter().map(|(n, _)| *n).collect();
-        let dir = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let source = ferry_model::Source::new(file, text.to_string());
-        ferry_model::parse(&source, dir, &builtins).map_err(|report| render(&report))
-    }
-
-    fn execute(&self, execution: Execution) -> BoxFuture<Result<RunResult, String>> {
-        let sandbox = self.sandbox.clone();
-        // A fork's untrusted code gets none of the server's environment.
-        let host_env = match execution.trusted {
-            true => self.host_env.clone(),
-            false => Arc::default(),
-        };
-        let unconfined = ferry_sandbox::confine::unavailable();
-        if let (false, Some(why), false) = (execution.trusted, unconfined, self.allow_unconfined) {
-            let refusal = format!(
-                "refused: this pull request comes from a fork, and the programs its steps start cannot be confined here ({why}); start `ferry serve --allow-unconfined` to run such pull requests anyway"
-            );
-            return Box::pin(async move { Err(refusal) });
-        }
-        Box::pin(async move {
-            let mut pipeline = execution.pipeline;
-            let pipeline = tokio::task::spawn_blocking(move || {
-                crate::plugins::pin(&mut pipeline, crate::plugins::Mode::Run)
-                    .map(|_| pipeline)
-                    .map_err(|_| {
-                        "the pipeline's plugins could not be resolved; the server's log says why"
-                            .to_string()
-                    })
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-            let plan = Plan::new(pipeline, &[]).map_err(|e| e.to_string())?;
-            let diagnostics = sandbox.preflight(&plan.pipeline).await;
-            if !diagnostics.is_empty() {
-                let text = std::fs::read_to_string(&plan.pipeline.file).unwrap_or_default();
-                return Err(render(&ferry_model::Report {
-                    source: ferry_model::Source::new(&plan.pipeline.file, text),
-                    diagnostics,
-                }));
-            }
-            let secrets = match execution.trusted {
-                true => super::run::secrets(&plan, &host_env),
-                false => BTreeMap::new(),
-            };
-            let cache = crate::config::cache_limit()
-                .map(|limit| ferry_engine::cache::Cache::new(&execution.state_dir, limit))?;
-            let options = RunOptions {
-                parallel: 1,
-                slots: Some(execution.slots),
-                fail_fast: true,
-                source_dir: execution.source_dir,
-                state_dir: execution.state_dir,
-                secrets,
-                host_env,
-                cancel: execution.cancel,
-                git: execution.git,
-                vars: BTreeMap::new(),
-                inputs: execution.inputs,
-                cache: Some(cache),
-                reuse: true,
-            };
-            ferry_engine::run(plan, sandbox, execution.reporter, options)
-                .await
-                .map_err(|e| e.to_string())
-        })
     }
 }

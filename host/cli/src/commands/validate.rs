@@ -11,7 +11,7 @@ pub struct Args {
 
 pub fn execute(args: Args) -> u8 {
     let checked = super::load(args.file).and_then(|mut pipeline| {
-        crate::plugins::pin(&mut pipeline, crate::plugins::Mode::Check)?;
+        super::pin(&mut pipeline, ferry_compose::plugins::Mode::Check)?;
         let sandbox = super::sandbox(1)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -3,8 +3,8 @@
 
 use super::{display_size, inspect_file, runtime};
 use crate::exit;
-use crate::plugins::{Policy, check_signature};
 use crate::report::style::Style;
+use ferry_compose::plugins::{Policy, check_signature};
 use ferry_registry::{Artifact, Metadata, Plugins, Reference, Version};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

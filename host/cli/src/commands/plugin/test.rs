@@ -488,7 +488,7 @@ pub async fn run_case(
         state_dir: tmp.path().join("state"),
         source_dir: workspace,
         secrets: case.secrets.clone(),
-        host_env: crate::commands::run::host_env(),
+        host_env: ferry_compose::host_env(),
         cancel: CancellationToken::new(),
         git: Default::default(),
         vars: Default::default(),

@@ -1,7 +1,6 @@
 //! Registry plugins in a pipeline: where short names resolve, which keys are trusted, and
 //! pinning every `uses:` through `ferry.lock` to a verified component in the local cache.
 
-use crate::report::style::Style;
 use ferry_model::{Diagnostic, Pipeline, Report, Span, Uses};
 use ferry_registry::{Location, Locked, Lockfile, Plugins, PublicKey, Reference, Resolved};
 use std::collections::{BTreeMap, BTreeSet};
@@ -160,6 +159,49 @@ pub enum Mode {
     Update(Vec<String>),
 }
 
+/// What pinning did, for the front end to say.
+#[derive(Debug, Default)]
+pub struct Pinned {
+    /// ferry.lock, when it was written.
+    pub wrote: Option<PathBuf>,
+    /// What changed in the lock (`locked …`, `updated …`, `removed …`).
+    pub notes: Vec<String>,
+    /// Tags that moved since they were locked.
+    pub warnings: Vec<String>,
+}
+
+/// Why pinning stopped, with the warnings found before.
+#[derive(Debug)]
+pub struct PinError {
+    pub warnings: Vec<String>,
+    pub problem: PinProblem,
+}
+
+#[derive(Debug)]
+pub enum PinProblem {
+    /// Problems at places in the pipeline file, all of them.
+    Invalid(Report),
+    /// Something else: the lock file, the settings.
+    Failed(String),
+}
+
+impl PinError {
+    fn failed(message: String) -> PinError {
+        PinError {
+            warnings: Vec::new(),
+            problem: PinProblem::Failed(message),
+        }
+    }
+
+    /// The problem as text, for a front end with no terminal (the server's run error).
+    pub fn render(&self) -> String {
+        match &self.problem {
+            PinProblem::Invalid(report) => crate::render(report),
+            PinProblem::Failed(message) => message.clone(),
+        }
+    }
+}
+
 /// Registry `uses:` in file order, each once, with where it is first written.
 fn registry_uses(pipeline: &Pipeline) -> Vec<(String, Span)> {
     let mut seen = BTreeSet::new();
@@ -244,21 +286,20 @@ fn fetch_locked(
 }
 
 /// Pins every registry `uses:` of `pipeline` and points it at its cached component.
-/// Prints problems with their locations; returns whether ferry.lock was written.
-pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
+pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<Pinned, PinError> {
     let uses = registry_uses(pipeline);
     let lock_path = Lockfile::path_for(&pipeline.file);
     if uses.is_empty() && !matches!(mode, Mode::Lock | Mode::Update(_)) {
-        return Ok(false);
+        return Ok(Pinned::default());
     }
-    let existing = Lockfile::read(&lock_path).map_err(crate::commands::fail)?;
+    let existing = Lockfile::read(&lock_path).map_err(PinError::failed)?;
     if mode == Mode::Locked && existing.is_none() {
-        return Err(crate::commands::fail(format!(
+        return Err(PinError::failed(format!(
             "`--locked` needs `{}`, and there is none\nhint: run `ferry lock` and commit ferry.lock",
             lock_path.display()
         )));
     }
-    let policy = Policy::new(Some(pipeline)).map_err(crate::commands::fail)?;
+    let policy = Policy::new(Some(pipeline)).map_err(PinError::failed)?;
     let plugins = Plugins::new(ferry_registry::default_cache());
     let mut lock = existing.clone().unwrap_or_default();
     let mut diagnostics = Vec::new();
@@ -368,35 +409,38 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
             );
         }
     }
-    let style = Style::stderr();
-    for w in &warnings {
-        eprintln!("{}", style.warning(w));
-    }
     if !diagnostics.is_empty() {
         let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
-        crate::commands::print_report(&Report {
-            source: ferry_model::Source::new(&pipeline.file, text),
-            diagnostics,
+        return Err(PinError {
+            warnings,
+            problem: PinProblem::Invalid(Report {
+                source: ferry_model::Source::new(&pipeline.file, text),
+                diagnostics,
+            }),
         });
-        return Err(crate::exit::USAGE);
     }
     let write = mode != Mode::Check
         && existing.as_ref() != Some(&lock)
         && !(lock.plugins.is_empty() && existing.is_none());
     if write {
         lock.version = 1;
-        lock.write(&lock_path).map_err(crate::commands::fail)?;
-        for n in &notes {
-            eprintln!("{n}");
+        if let Err(e) = lock.write(&lock_path) {
+            return Err(PinError {
+                warnings,
+                problem: PinProblem::Failed(e),
+            });
         }
-        eprintln!("wrote {}", lock_path.display());
     }
     for step in pipeline.jobs.iter_mut().flat_map(|j| &mut j.steps) {
         if let Uses::Registry(r) = &mut step.uses {
             r.component = components.get(&r.reference).cloned();
         }
     }
-    Ok(write)
+    Ok(Pinned {
+        wrote: write.then_some(lock_path),
+        notes: if write { notes } else { Vec::new() },
+        warnings,
+    })
 }
 
 /// Whether `name` (from `ferry update NAME`) means the plugin `text` resolves through: the
