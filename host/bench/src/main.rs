@@ -260,13 +260,14 @@ fn builtin_overheads(ferry: &Path, root: &Path) -> Vec<Builtin> {
     let checkout = bench_dir(
         "e-checkout",
         format!(
-            "jobs:\n  c:\n    steps:\n      - uses: checkout\n        with: {{ repository: \"{url}\", path: src }}\n        permissions: {{ workspace: write, exec: [git] }}\n"
+            "jobs:\n  c:\n    steps:\n      - uses: checkout\n        with: {{ repository: \"{url}\", path: src }}\n        permissions: {{ workspace: write, exec: [git], paths: {{ {}: read }} }}\n",
+            repo.display()
         ),
     );
     let lint = repo.join("lint.yaml");
     std::fs::write(&lint, "jobs:\n  l:\n    steps:\n      - uses: lint\n        with: { preset: ruff }\n        permissions: { exec: [ruff] }\n").unwrap();
     let test = repo.join("test.yaml");
-    std::fs::write(&test, "jobs:\n  t:\n    steps:\n      - uses: test\n        with: { preset: pytest }\n        permissions: { exec: [pytest] }\n").unwrap();
+    std::fs::write(&test, "jobs:\n  t:\n    steps:\n      - uses: test\n        with: { preset: pytest }\n        permissions: { workspace: write, exec: [pytest] }\n").unwrap();
     sh(
         "printf '.ferry/\\ntarget/\\n.pytest_cache/\\n.ruff_cache/\\n' > .gitignore",
         &repo,

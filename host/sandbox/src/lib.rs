@@ -14,6 +14,7 @@ mod outputs;
 mod plugin;
 mod preflight;
 pub mod process;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 mod proxy;
 mod runner;
 mod state;

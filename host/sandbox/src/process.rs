@@ -7,6 +7,7 @@ use crate::state::{DeadlineReached, StepState};
 use ferry_engine::{Level, StepLog, os};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -29,9 +30,17 @@ impl Drop for GroupGuard {
     }
 }
 
+/// The egress proxy a confined program gets; none where programs reach the network without
+/// one (Windows).
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+type Proxy = crate::proxy::Proxy;
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+type Proxy = ();
+
 impl StepState {
     /// The egress proxy of this step's host programs.
-    fn proxy(&self) -> crate::proxy::Proxy {
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    fn proxy(&self) -> Proxy {
         let site = self.site.clone();
         crate::proxy::Proxy {
             grants: self.grant.network.clone(),
@@ -75,7 +84,11 @@ impl process::Host for StepState {
             Ok(cwd) => cwd,
             Err(message) => return Ok(Err(Error::Invalid(message))),
         };
-        let mut child = tokio::process::Command::new(&program);
+        let mut confinement = match Confinement::new(self) {
+            Ok(confinement) => confinement,
+            Err(message) => return Ok(Err(Error::SpawnFailed(message))),
+        };
+        let mut child = confinement.command(&program);
         child
             .args(&cmd.args)
             .current_dir(&cwd)
@@ -103,10 +116,9 @@ impl process::Host for StepState {
             .env("FERRY_WORKSPACE", &self.workspace)
             .env("FERRY_OUTPUT", &self.output_file)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)));
-        let mut confinement = match Confinement::new(self, &program, &cwd, &mut child) {
-            Ok(confinement) => confinement,
-            Err(message) => return Ok(Err(Error::SpawnFailed(message))),
-        };
+        if let Err(message) = confinement.prepare(self, &mut child, &program, &cwd) {
+            return Ok(Err(Error::SpawnFailed(message)));
+        }
         os::new_process_group(&mut child);
         let mut child = match child.spawn() {
             Ok(child) => child,
@@ -117,8 +129,11 @@ impl process::Host for StepState {
                 ))));
             }
         };
+        #[cfg(any(target_os = "linux", target_os = "macos"))]
         let proxy = self.proxy();
-        let _proxy = match confinement.started(proxy).await {
+        #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+        let proxy = ();
+        let _proxy = match confinement.started(&child, proxy).await {
             Ok(proxy) => proxy,
             Err(message) => {
                 let _ = child.kill().await;
@@ -177,12 +192,19 @@ impl process::Host for StepState {
     }
 }
 
-/// The OS sandbox of one host program, from spawn to exit. Empty where this system cannot
-/// confine (the CLI says so once; `ferry serve` refuses untrusted work then).
+/// The OS sandbox of one host program, from spawn to exit: on Linux the launcher of
+/// [`confine::linux`], on macOS a Seatbelt profile, on Windows a job object. Where a system
+/// cannot confine files and network the CLI says so once and `ferry serve` refuses untrusted
+/// work.
 struct Confinement {
     view: Option<confine::View>,
     #[cfg(target_os = "linux")]
     pending: Option<confine::linux::Pending>,
+    /// The proxy's listening socket on the host's loopback, and the private `TMPDIR`.
+    #[cfg(target_os = "macos")]
+    seatbelt: Option<(std::net::TcpListener, tempfile::TempDir)>,
+    #[cfg(windows)]
+    job: Option<confine::windows::Job>,
 }
 
 /// Stops the proxy when the program is done.
@@ -195,92 +217,153 @@ impl Drop for Abort {
 }
 
 impl Confinement {
-    #[cfg(target_os = "linux")]
-    fn new(
-        state: &StepState,
-        program: &Path,
-        cwd: &Path,
-        child: &mut tokio::process::Command,
-    ) -> Result<Self, String> {
-        if confine::unavailable().is_some() {
-            return Ok(Confinement {
-                view: None,
-                pending: None,
-            });
-        }
-        std::fs::create_dir_all(&state.home)
-            .map_err(|e| format!("cannot create `{}`: {e}", state.home.display()))?;
-        // Shown by a file mount, so it must exist before the program starts.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&state.output_file)
-            .map_err(|e| format!("cannot create `{}`: {e}", state.output_file.display()))?;
-        let view = confine::view(&confine::Request {
-            workspace: &state.workspace,
-            workspace_access: state.grant.program_workspace,
-            paths: &state.grant.paths,
-            home: &state.home,
-            output_file: &state.output_file,
-            programs: state
-                .grant
-                .exec
-                .values()
-                .flatten()
-                .map(PathBuf::as_path)
-                .collect(),
-            env: &state.grant.env,
-            network: !state.grant.network.is_empty(),
-            memory: state.grant.host_memory,
-        });
-        child.env("TMPDIR", "/tmp").envs(&view.env);
-        // The private HOME, unless the pipeline grants a real one: `env: [HOME]` and a
-        // `paths:` entry that shows it.
-        let granted_home = state.grant.env.get("HOME").map(Path::new);
-        if granted_home.is_none_or(|home| !confine::shows(&view, home)) {
-            child.env("HOME", &state.home);
-        }
-        if view.proxy {
-            let hosts: Vec<&str> = state
-                .grant
-                .network
-                .iter()
-                .map(|g| g.host.as_str())
-                .collect();
-            child.envs(confine::proxy_env(confine::linux::PROXY_PORT, &hosts));
-        }
-        let pending = confine::linux::prepare(child, &view, program, cwd)
-            .map_err(|e| format!("cannot prepare the sandbox of `{}`: {e}", program.display()))?;
+    fn new(state: &StepState) -> Result<Confinement, String> {
+        let view = if confine::unavailable().is_some() {
+            None
+        } else {
+            std::fs::create_dir_all(&state.home)
+                .map_err(|e| format!("cannot create `{}`: {e}", state.home.display()))?;
+            // Shown by a file mount, so it must exist before the program starts.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&state.output_file)
+                .map_err(|e| format!("cannot create `{}`: {e}", state.output_file.display()))?;
+            Some(confine::view(&confine::Request {
+                workspace: &state.workspace,
+                workspace_access: state.grant.program_workspace,
+                paths: &state.grant.paths,
+                home: &state.home,
+                output_file: &state.output_file,
+                programs: state
+                    .grant
+                    .exec
+                    .values()
+                    .flatten()
+                    .map(PathBuf::as_path)
+                    .collect(),
+                env: &state.grant.env,
+                network: !state.grant.network.is_empty(),
+                memory: state.grant.host_memory,
+            }))
+        };
+        #[cfg(target_os = "macos")]
+        let seatbelt = match &view {
+            Some(_) => Some((
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .map_err(|e| format!("cannot open the step's proxy: {e}"))?,
+                tempfile::tempdir().map_err(|e| format!("cannot make a private TMPDIR: {e}"))?,
+            )),
+            None => None,
+        };
         Ok(Confinement {
-            view: Some(view),
-            pending: Some(pending),
+            #[cfg(target_os = "linux")]
+            pending: None,
+            #[cfg(target_os = "macos")]
+            seatbelt,
+            #[cfg(windows)]
+            job: Some(
+                confine::windows::Job::new(state.grant.host_memory, confine::MAX_PROCESSES)
+                    .map_err(|e| format!("cannot create a job object: {e}"))?,
+            ),
+            view,
         })
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn new(
-        _state: &StepState,
-        _program: &Path,
-        _cwd: &Path,
-        _child: &mut tokio::process::Command,
-    ) -> Result<Self, String> {
-        Ok(Confinement { view: None })
+    /// The command that starts `program`: itself, or on macOS `sandbox-exec` with the
+    /// profile and then the program.
+    fn command(&self, program: &Path) -> tokio::process::Command {
+        #[cfg(target_os = "macos")]
+        if let (Some(view), Some((proxy, tmp))) = (&self.view, &self.seatbelt) {
+            let port = proxy.local_addr().ok().map(|a| a.port());
+            let profile = confine::seatbelt::profile(view, tmp.path(), port);
+            let mut cmd = tokio::process::Command::new("/usr/bin/sandbox-exec");
+            cmd.arg("-p").arg(profile).arg(program);
+            return cmd;
+        }
+        tokio::process::Command::new(program)
     }
 
-    /// Waits for the sandbox to be up and starts its proxy.
-    #[cfg(target_os = "linux")]
-    async fn started(&mut self, proxy: crate::proxy::Proxy) -> Result<Option<Abort>, String> {
-        let Some(pending) = self.pending.take() else {
-            return Ok(None);
+    /// What the program needs to know of its sandbox (HOME, TMPDIR, proxies), and on Linux
+    /// the launcher itself. Call last, once the command is complete.
+    fn prepare(
+        &mut self,
+        state: &StepState,
+        child: &mut tokio::process::Command,
+        program: &Path,
+        cwd: &Path,
+    ) -> Result<(), String> {
+        let Some(view) = &self.view else {
+            return Ok(());
         };
-        let started = pending.started().await.map_err(|e| e.0)?;
-        Ok(started
-            .proxy
-            .map(|listener| Abort(tokio::spawn(crate::proxy::serve(listener, Arc::new(proxy))))))
+        child.envs(&view.env);
+        // The private HOME, unless the pipeline grants a real one: `env: [HOME]` and a
+        // `paths:` entry that shows it.
+        let granted_home = state.grant.env.get("HOME").map(Path::new);
+        if granted_home.is_none_or(|home| !confine::shows(view, home)) {
+            child.env("HOME", &state.home);
+        }
+        let hosts: Vec<&str> = state
+            .grant
+            .network
+            .iter()
+            .map(|g| g.host.as_str())
+            .collect();
+        #[cfg(target_os = "linux")]
+        {
+            child.env("TMPDIR", "/tmp");
+            if view.proxy {
+                child.envs(confine::proxy_env(confine::linux::PROXY_PORT, &hosts));
+            }
+            let pending = confine::linux::prepare(child, view, program, cwd).map_err(|e| {
+                format!("cannot prepare the sandbox of `{}`: {e}", program.display())
+            })?;
+            self.pending = Some(pending);
+        }
+        #[cfg(target_os = "macos")]
+        if let Some((proxy, tmp)) = &self.seatbelt {
+            child.env("TMPDIR", tmp.path());
+            if let (true, Ok(addr)) = (view.proxy, proxy.local_addr()) {
+                child.envs(confine::proxy_env(addr.port(), &hosts));
+            }
+        }
+        let _ = (hosts, program, cwd);
+        Ok(())
     }
 
-    #[cfg(not(target_os = "linux"))]
-    async fn started(&mut self, _proxy: crate::proxy::Proxy) -> Result<Option<Abort>, String> {
+    /// Once the program is spawned: waits for its sandbox to be up, places it in its job,
+    /// and starts its proxy.
+    async fn started(
+        &mut self,
+        child: &tokio::process::Child,
+        proxy: Proxy,
+    ) -> Result<Option<Abort>, String> {
+        let _ = child;
+        #[cfg(windows)]
+        if let (Some(job), Some(handle)) = (&self.job, child.raw_handle()) {
+            job.adopt(handle)
+                .map_err(|e| format!("cannot place the program in its job object: {e}"))?;
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(pending) = self.pending.take() {
+            let started = pending.started().await.map_err(|e| e.0)?;
+            return Ok(started.proxy.map(|listener| {
+                Abort(tokio::spawn(crate::proxy::serve(listener, Arc::new(proxy))))
+            }));
+        }
+        #[cfg(target_os = "macos")]
+        if let (Some(view), Some((listener, _))) = (&self.view, &self.seatbelt)
+            && view.proxy
+        {
+            let listener = listener
+                .try_clone()
+                .map_err(|e| format!("cannot start the step's proxy: {e}"))?;
+            return Ok(Some(Abort(tokio::spawn(crate::proxy::serve(
+                listener,
+                Arc::new(proxy),
+            )))));
+        }
+        let _ = proxy;
         Ok(None)
     }
 

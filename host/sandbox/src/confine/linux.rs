@@ -121,7 +121,14 @@ struct Prepared {
     landlock_inside: Vec<(CString, u64)>,
     report: RawFd,
     parent: libc::pid_t,
+    /// Top of the stack PID 1 sets itself up on: it shares the supervisor's memory until
+    /// it execs (`CLONE_VM | CLONE_VFORK`), which spares a copy of ferry's page tables.
+    stack_top: usize,
+    _stack: Vec<u8>,
 }
+
+/// Bytes of stack for PID 1's setup, which calls nothing deep.
+const STACK: usize = 256 << 10;
 
 // SAFETY: the raw pointers point into `_strings`, owned by the same value and never
 // changed after construction.
@@ -229,22 +236,22 @@ fn ops(view: &View, stage: &Path) -> io::Result<Vec<Op>> {
                     attrs,
                 });
             }
+            // Device nodes keep the host's /dev mount flags: nothing to add to them.
             Node::Device { path } => {
                 ops.push(Op::File(under(stage, path)?));
                 ops.push(Op::Bind {
                     source: cstring(path)?,
                     target: under(stage, path)?,
-                    attrs: MOUNT_ATTR_NOSUID,
+                    attrs: 0,
                 });
             }
-            Node::Mask { path } => {
-                // Over a file of a read-only system directory: bound to /dev/null.
-                ops.push(Op::Bind {
-                    source: c"/dev/null".into(),
-                    target: under(stage, path)?,
-                    attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                });
-            }
+            // Over a file of a read-only system directory: /dev/null, which reads empty and
+            // swallows writes.
+            Node::Mask { path } => ops.push(Op::Bind {
+                source: c"/dev/null".into(),
+                target: under(stage, path)?,
+                attrs: 0,
+            }),
             Node::Tmpfs { path, size, mode } => {
                 dirs(&mut ops, path)?;
                 ops.push(Op::Tmpfs {
@@ -266,9 +273,19 @@ fn ops(view: &View, stage: &Path) -> io::Result<Vec<Op>> {
     Ok(ops)
 }
 
-/// The seccomp filters: calls no CI step needs refused with `EPERM`, and `clone3` answered
-/// with `ENOSYS` so that the C library falls back to `clone`, whose flags a filter can read.
+/// The seccomp filters, compiled once per process.
 fn seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
+    static FILTERS: std::sync::OnceLock<Result<Vec<seccompiler::BpfProgram>, String>> =
+        std::sync::OnceLock::new();
+    FILTERS
+        .get_or_init(|| compile_seccomp().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(io::Error::other)
+}
+
+/// Calls no CI step needs refused with `EPERM`, and `clone3` answered with `ENOSYS` so that
+/// the C library falls back to `clone`, whose flags a filter can read.
+fn compile_seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
     use seccompiler::{
         SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
     };
@@ -471,6 +488,9 @@ pub fn prepare(
     let (argv, envp) = (pointers(&strings[..argc]), pointers(&strings[argc..]));
     // SAFETY: these calls have no preconditions.
     let (uid, gid, parent) = unsafe { (libc::geteuid(), libc::getegid(), libc::getpid()) };
+    let mut stack = vec![0u8; STACK];
+    // The stack grows down from its 16-byte aligned top.
+    let stack_top = (stack.as_mut_ptr() as usize + STACK) & !15;
     let prepared = Arc::new(Prepared {
         uid_map: CString::new(format!("{uid} {uid} 1\n"))?,
         gid_map: CString::new(format!("{gid} {gid} 1\n"))?,
@@ -493,6 +513,8 @@ pub fn prepare(
         landlock_inside: landlock_inside(view)?,
         report: theirs.as_raw_fd(),
         parent,
+        stack_top,
+        _stack: stack,
     });
     let mut child_ends = vec![theirs];
     child_ends.extend(landlock);
@@ -660,9 +682,16 @@ fn supervise(p: &Prepared) -> ! {
         if p.proxy {
             open_proxy_port(p);
         }
-        let child = libc::fork();
+        // PID 1 shares this process's memory and runs on its own stack until it execs; this
+        // process sleeps meanwhile (vfork semantics), so nothing else touches the memory.
+        let child = libc::clone(
+            pid_one,
+            p.stack_top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            p as *const Prepared as *mut libc::c_void,
+        );
         check(p, child as _, Stage::Fork);
-        if child > 0 {
+        {
             // The supervisor: its copy of the report channel must not hold the parent's
             // read open, then it waits and exits as PID 1 did.
             libc::close(p.report);
@@ -687,8 +716,13 @@ fn supervise(p: &Prepared) -> ! {
             }
             libc::_exit(libc::WEXITSTATUS(status));
         }
-        be_pid_one(p);
     }
+}
+
+/// PID 1's entry, on its own stack.
+extern "C" fn pid_one(prepared: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `prepared` is the supervisor's `Prepared`, alive while it sleeps in vfork.
+    unsafe { be_pid_one(&*(prepared as *const Prepared)) }
 }
 
 unsafe fn loopback_up(p: &Prepared) {
@@ -837,7 +871,9 @@ unsafe fn be_pid_one(p: &Prepared) -> ! {
                         ) as _,
                         Stage::Mount,
                     );
-                    check(p, set_attrs(target, *attrs, true), Stage::Mount);
+                    if *attrs != 0 {
+                        check(p, set_attrs(target, *attrs, true), Stage::Mount);
+                    }
                 }
                 Op::Tmpfs {
                     target,

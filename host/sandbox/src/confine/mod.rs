@@ -16,6 +16,8 @@
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod seatbelt;
+#[cfg(windows)]
+pub mod windows;
 
 use ferry_model::Access;
 use std::collections::BTreeMap;
@@ -421,10 +423,16 @@ fn probe() -> Option<String> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+fn probe() -> Option<String> {
+    (!Path::new("/usr/bin/sandbox-exec").is_file())
+        .then(|| "`/usr/bin/sandbox-exec` is missing, so Seatbelt cannot confine programs".into())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn probe() -> Option<String> {
     Some(format!(
-        "ferry cannot yet confine host programs on {}",
+        "ferry confines files and network of host programs on Linux and macOS, not yet on {} (a job object still bounds their memory, processes and lifetime on Windows)",
         std::env::consts::OS
     ))
 }
