@@ -98,19 +98,24 @@ fn system_tools() -> Result<(), String> {
     Ok(())
 }
 
-/// Installs what rustup does not install by itself: the wasm target, the targets the
-/// sandbox is checked for, and the lint tools.
+/// Installs what rustup does not install by itself: the wasm target and the lint tools.
 fn rust_setup() -> Result<(), String> {
-    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
-    for target in std::iter::once(WASM_TARGET).chain(CHECK_TARGETS) {
-        if !installed.lines().any(|l| l.trim() == target) {
-            run("rustup", &["target", "add", target])?;
-        }
-    }
+    add_targets(&[WASM_TARGET])?;
     let components = output("rustup", &["component", "list", "--installed"]).unwrap_or_default();
     for component in ["rustfmt", "clippy"] {
         if !components.lines().any(|l| l.starts_with(component)) {
             run("rustup", &["component", "add", component])?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the standard libraries of `targets` that rustup lacks.
+fn add_targets(targets: &[&str]) -> Result<(), String> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    for target in targets {
+        if !installed.lines().any(|l| l.trim() == *target) {
+            run("rustup", &["target", "add", target])?;
         }
     }
     Ok(())
@@ -331,6 +336,7 @@ fn test() -> Result<(), String> {
 /// macOS with a stand-in one, since no macOS SDK is here and a check links nothing (build
 /// scripts only need the object files they ask for to exist).
 fn check_targets() -> Result<(), String> {
+    add_targets(&CHECK_TARGETS)?;
     let stand_in = Path::new("target").join("xtask").join("check-cc");
     std::fs::create_dir_all(stand_in.parent().unwrap_or(Path::new(".")))
         .map_err(|e| format!("cannot create target/xtask: {e}"))?;

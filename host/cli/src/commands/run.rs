@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Run a pipeline.
+///
+/// Every program a step starts (the `run:` shell, git, a linter, a test runner) runs in an
+/// OS sandbox built from the step's `permissions:`: it sees the workspace, the granted paths
+/// and a read-only system, reaches only the granted hosts through ferry's proxy, and dies
+/// with its step.
 #[derive(clap::Args)]
 pub struct Args {
     /// Pipeline file [default: ferry.yaml]
