@@ -636,12 +636,21 @@ fn a_hostile_fork_pull_request_reaches_nothing_of_the_server() {
         "for f in /proc/$PPID/environ /proc/1/environ /proc/[0-9]*/environ; do tr '\\0' ' ' < $f; echo; done 2>&1\n\
          ls {data} 2>&1\n\
          cat {data}/* 2>&1 | head -c 4000\n\
-         curl -sS -m 5 http://127.0.0.1:{port}/api/runs; echo \"api: $?\"\n",
+         curl -sS -f -m 5 http://127.0.0.1:{port}/api/runs; echo \"api: $?\"\n",
         data = data.display(),
     );
-    let hostile = "name: app\non:\n  pull_request:\n    branches: [main]\njobs:\n  show:\n    steps:\n      - run: sh hostile.sh\n        permissions: { secrets: [DEPLOY_TOKEN] }\n";
+    // The fork writes its own grants: the server's port, through the proxy.
+    let hostile = format!(
+        "name: app\non:\n  pull_request:\n    branches: [main]\njobs:\n  show:\n    steps:\n      - run: sh hostile.sh\n        permissions: {{ secrets: [DEPLOY_TOKEN], network: [\"127.0.0.1:{port}\"] }}\n"
+    );
     commit(&repo, "hostile.sh", &script, "look around");
-    let fork_sha = commit(&repo, "ferry.yaml", hostile, "hostile");
+    let fork_sha = commit(&repo, "ferry.yaml", &hostile, "hostile");
+    // And a fork that grants itself the server's data folder.
+    let greedy = hostile.replace(
+        "network:",
+        &format!("paths: {{ {}: read }}, network:", data.display()),
+    );
+    let greedy_sha = commit(&repo, "ferry.yaml", &greedy, "greedy");
     git(&repo, &["checkout", "-q", "main"]);
     assert_eq!(
         pull_request_hook(&served, &fork_sha, "from-fork", "eve/app"),
@@ -670,8 +679,23 @@ fn a_hostile_fork_pull_request_reaches_nothing_of_the_server() {
         "{logs}"
     );
     assert!(
-        logs.contains("api: 7"),
+        logs.contains("resolves to 127.0.0.1, a private or loopback address"),
+        "the proxy did not refuse the server's address: {logs}"
+    );
+    assert!(
+        logs.contains("api: 22"),
         "the step reached the server: {logs}"
+    );
+    assert_eq!(
+        pull_request_hook(&served, &greedy_sha, "from-greedy-fork", "eve/app"),
+        202
+    );
+    let greedy_id = served.wait_runs(2)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(greedy_id, &["passed", "failed", "error"]);
+    assert_eq!(run["status"], "error", "{run}");
+    assert!(
+        run.to_string().contains("grants itself the host path"),
+        "{run}"
     );
     // Every file the run left: records, logs, workspaces.
     let mut files = vec![data.clone()];

@@ -33,6 +33,23 @@ impl SandboxExecutor {
     }
 }
 
+/// A pull request from a fork writes its own `permissions:`. A host path it grants itself
+/// would open the server's disk to it, so such a run is refused before anything runs (its
+/// hosts are checked as it connects: public addresses only).
+fn granted_host_paths(pipeline: &Pipeline) -> Option<String> {
+    pipeline.jobs.iter().find_map(|job| {
+        job.steps.iter().find_map(|step| {
+            let (path, _) = step.permissions.paths.iter().next()?;
+            Some(format!(
+                "refused: step `{}` of job `{}` grants itself the host path `{}`, and a pull request from a fork may not: its steps see their workspace and the system, nothing else of the server\nhint: run it from a branch of the repository, whose pipeline the server trusts",
+                step.name,
+                job.id,
+                path.display()
+            ))
+        })
+    })
+}
+
 impl Executor for SandboxExecutor {
     fn parse(&self, file: &Path, text: &str) -> Result<Pipeline, String> {
         let builtins: Vec<&str> = ferry_builtins::BUILTINS.iter().map(|(n, _)| *n).collect();
@@ -73,6 +90,11 @@ impl Executor for SandboxExecutor {
             .await
             .map_err(|e| e.to_string())??;
             let plan = Plan::new(pipeline, &[]).map_err(|e| e.to_string())?;
+            if !execution.trusted
+                && let Some(refusal) = granted_host_paths(&plan.pipeline)
+            {
+                return Err(refusal);
+            }
             let diagnostics = sandbox.preflight(&plan.pipeline).await;
             if !diagnostics.is_empty() {
                 let text = std::fs::read_to_string(&plan.pipeline.file).unwrap_or_default();
@@ -108,6 +130,7 @@ impl Executor for SandboxExecutor {
                 inputs: execution.inputs,
                 cache: Some(cache),
                 reuse: true,
+                untrusted: !execution.trusted,
             };
             ferry_engine::run(plan, sandbox, execution.reporter, options)
                 .await

@@ -50,6 +50,8 @@ pub struct StepRequest {
     pub host_env: BTreeMap<String, String>,
     /// The job's workspace on the host.
     pub workspace: PathBuf,
+    /// See [`RunOptions::untrusted`].
+    pub untrusted: bool,
     /// The private `HOME` of the job's host programs, kept between runs so tool caches
     /// survive: `.ferry/home/<job>`. Created by whoever uses it first.
     pub home: PathBuf,
@@ -166,6 +168,9 @@ pub struct RunOptions {
     /// Whether cached results are used. `false` (`--no-cache`) runs every step and restores
     /// no dependency cache, but still stores what the run produces.
     pub reuse: bool,
+    /// The run's code is not trusted (a pull request from a fork): its steps and their
+    /// programs reach no loopback, private or link-local address, whatever they are granted.
+    pub untrusted: bool,
 }
 
 /// How a run went.
@@ -239,6 +244,7 @@ pub async fn run<R: StepRunner>(
         masker: Arc::new(Masker::new(options.secrets.values().cloned())),
         secrets: options.secrets.clone(),
         host_env: options.host_env.clone(),
+        untrusted: options.untrusted,
         run_id: id.as_str().into(),
         run_dir: run_dir.clone(),
         source_dir: options.source_dir.clone(),
@@ -469,6 +475,7 @@ struct Shared {
     masker: Arc<Masker>,
     secrets: BTreeMap<String, String>,
     host_env: Arc<BTreeMap<String, String>>,
+    untrusted: bool,
     run_id: Arc<str>,
     run_dir: PathBuf,
     source_dir: PathBuf,
@@ -1054,6 +1061,7 @@ async fn run_job<R: StepRunner>(
                             secrets,
                             host_env: granted(&shared.host_env, &step.permissions.env),
                             workspace: workspace.clone(),
+                            untrusted: shared.untrusted,
                             home: shared.state_dir.join("home").join(sanitize(&job.id)),
                             output_file: output_file.clone(),
                             kept_dir: shared
@@ -1342,6 +1350,7 @@ async fn rollback<R: StepRunner>(
         secrets: call.secrets.clone(),
         host_env: granted(&shared.host_env, &step.permissions.env),
         workspace: workspace.to_path_buf(),
+        untrusted: shared.untrusted,
         home: shared.state_dir.join("home").join(sanitize(&job.id)),
         output_file: outputs_dir.join(format!("{}.out", sanitize(&key))),
         kept_dir: shared

@@ -330,6 +330,7 @@ async fn run_with(yaml: &str, o: Options) -> Run {
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        untrusted: false,
     };
     let result = ferry_engine::run(plan, o.board.clone(), o.board.clone(), options)
         .await
@@ -839,6 +840,7 @@ async fn run_in(dir: std::path::PathBuf, yaml: &str, board: Arc<Board>) -> RunRe
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        untrusted: false,
     };
     ferry_engine::run(plan, board.clone(), board, options)
         .await

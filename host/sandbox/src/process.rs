@@ -45,6 +45,7 @@ impl StepState {
         crate::proxy::Proxy {
             grants: self.grant.network.clone(),
             log: self.log.clone(),
+            public_only: self.untrusted,
             denial: Box::new(move |target| {
                 format!(
                     "connection to `{target}` refused: it is not granted to step `{}` of job `{}`\nhint: grant it in {}:\n    permissions:\n      network: [\"{target}\"]",

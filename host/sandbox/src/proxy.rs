@@ -20,6 +20,8 @@ pub struct Proxy {
     pub log: StepLog,
     /// Denial text for a host, with the YAML that would grant it.
     pub denial: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// An untrusted run's step: only public addresses, whatever the grant names.
+    pub public_only: bool,
 }
 
 impl Proxy {
@@ -77,9 +79,34 @@ async fn handle(client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
     }
 }
 
-async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+/// Connects to a granted host, to the address the check saw: names are resolved here once,
+/// and an untrusted run's step never reaches a private or loopback address.
+async fn connect(proxy: &Proxy, host: &str, port: u16) -> std::io::Result<TcpStream> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    TcpStream::connect((host, port)).await
+    let mut refused = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if proxy.public_only && !crate::grant::public_address(addr.ip()) {
+            refused = Some(addr);
+            continue;
+        }
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            return Ok(stream);
+        }
+    }
+    Err(match refused {
+        Some(addr) => {
+            let text = format!(
+                "[ferry] `{host}` resolves to {}, a private or loopback address, which a pull request from a fork may not reach",
+                addr.ip()
+            );
+            proxy.log.line(Level::Error, &text);
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, text)
+        }
+        None => std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("cannot connect to `{host}:{port}`"),
+        ),
+    })
 }
 
 async fn http(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
@@ -174,7 +201,7 @@ async fn open(
         reply(client, "403 Forbidden", &format!("{text}\n")).await?;
         return Ok(None);
     }
-    match connect(host, port).await {
+    match connect(proxy, host, port).await {
         Ok(upstream) => Ok(Some(upstream)),
         Err(e) => {
             reply(client, "502 Bad Gateway", &format!("{e}\n")).await?;
@@ -246,7 +273,7 @@ async fn socks5(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
         client.write_all(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
         return Ok(());
     }
-    let mut upstream = match connect(&host, port).await {
+    let mut upstream = match connect(proxy, &host, port).await {
         Ok(s) => s,
         Err(_) => {
             client.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]).await?;

@@ -277,6 +277,7 @@ impl Sandbox {
             log: req.log.clone(),
             outputs: BTreeMap::new(),
             workspace: req.workspace.clone(),
+            untrusted: req.untrusted,
             home: req.home.clone(),
             output_file: req.output_file.clone(),
             kept_dir: req.kept_dir.clone(),
@@ -415,7 +416,7 @@ impl Sandbox {
                 .allow_udp(false)
                 .allow_ip_name_lookup(false);
         } else {
-            let allowed = resolve(&grant.network).await?;
+            let allowed = resolve(&grant.network, req.untrusted).await?;
             b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
             b.socket_addr_check(move |addr, use_| {
                 let ok = allows(&allowed, addr, use_);
@@ -525,6 +526,7 @@ fn bare_state(deadline: Instant) -> StepState {
         outputs: BTreeMap::new(),
         grant: Grant::default(),
         workspace: PathBuf::new(),
+        untrusted: true,
         home: PathBuf::new(),
         output_file: PathBuf::new(),
         kept_dir: PathBuf::new(),
@@ -642,16 +644,22 @@ pub(crate) fn check_inputs(
     }
 }
 
-/// Resolves granted hosts now, so that connections are checked against addresses.
+/// Resolves granted hosts now, so that connections are checked against addresses. An
+/// untrusted run keeps only public addresses, whatever its pipeline grants.
 async fn resolve(
     grants: &[ferry_model::NetworkGrant],
+    untrusted: bool,
 ) -> Result<Vec<(std::net::IpAddr, Option<u16>)>, String> {
     let mut allowed = Vec::new();
     for g in grants {
         let addrs = tokio::net::lookup_host((g.host.as_str(), g.port.unwrap_or(0)))
             .await
             .map_err(|e| format!("cannot resolve granted host `{g}`: {e}"))?;
-        allowed.extend(addrs.map(|a| (a.ip(), g.port)));
+        allowed.extend(
+            addrs
+                .filter(|a| !untrusted || crate::grant::public_address(a.ip()))
+                .map(|a| (a.ip(), g.port)),
+        );
     }
     Ok(allowed)
 }

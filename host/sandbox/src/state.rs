@@ -19,6 +19,8 @@ pub struct StepState {
     pub grant: Grant,
     /// Job workspace on the host.
     pub workspace: PathBuf,
+    /// An untrusted run's step: no private or loopback address, whatever is granted.
+    pub untrusted: bool,
     /// Private `HOME` of child processes.
     pub home: PathBuf,
     /// `$FERRY_OUTPUT` for child processes.

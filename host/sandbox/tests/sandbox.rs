@@ -82,6 +82,17 @@ async fn run_with(
     secrets: BTreeMap<String, String>,
     host_env: BTreeMap<String, String>,
 ) -> Outcome {
+    run_as(jobs, setup, secrets, host_env, false).await
+}
+
+/// As [`run_with`], for a run whose code is trusted or not (a pull request from a fork).
+async fn run_as(
+    jobs: &str,
+    setup: impl FnOnce(&Path),
+    secrets: BTreeMap<String, String>,
+    host_env: BTreeMap<String, String>,
+    untrusted: bool,
+) -> Outcome {
     let root = tempfile::tempdir().unwrap();
     let repo = root.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -117,6 +128,7 @@ async fn run_with(
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        untrusted,
     };
     let result = ferry_engine::run(plan, sandbox, collect.clone(), options)
         .await
@@ -386,6 +398,30 @@ async fn a_network_grant_reaches_its_host_and_port_and_nothing_else() {
         assert!(!reached(listener), "the step reached {addr}");
         out.sibling_passed();
     }
+}
+
+/// A pull request from a fork writes its own grants: naming the machine's loopback gets it
+/// nothing, as for any private address.
+#[tokio::test]
+async fn an_untrusted_run_reaches_no_loopback_address_it_grants_itself() {
+    let (granted, granted_addr) = listener("127.0.0.1");
+    let port = granted.local_addr().unwrap().port();
+    let permissions = format!(
+        "        permissions: {{ workspace: write, env: [FIXTURE_VAR], secrets: [FIXTURE_SECRET], exec: [echo], network: [\"127.0.0.1:{port}\"] }}\n"
+    );
+    let case = granted_case("connect", &granted_addr, &permissions);
+    let out = run_as(&case, |_| {}, BTreeMap::new(), BTreeMap::new(), true).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed, "{message}");
+    assert!(
+        !reached(&granted),
+        "an untrusted step reached {granted_addr}"
+    );
+    out.sibling_passed();
+    // The same grant in a trusted run reaches it.
+    let out = run(&case, |_| {}).await;
+    out.passed("probe");
+    assert!(reached(&granted));
 }
 
 #[tokio::test]

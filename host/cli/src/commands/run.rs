@@ -172,6 +172,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         inputs: settings.inputs,
         cache: Some(cache),
         reuse: settings.reuse,
+        untrusted: false,
     };
     let reporters: Vec<Arc<dyn ferry_engine::Reporter>> = vec![
         reporter.clone() as Arc<dyn ferry_engine::Reporter>,
