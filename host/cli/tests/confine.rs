@@ -385,3 +385,41 @@ fn pip_installs_from_a_granted_loopback_index_and_from_nothing_else() {
         done.stdout
     );
 }
+
+/// A program that undoes what ties it to its step (its parent-death signal, its session and
+/// process group) still dies when the step times out: ferry kills its namespace through
+/// PID 1's pidfd.
+#[test]
+fn a_program_that_detaches_itself_dies_with_its_step() {
+    let marker = format!("detached-{}", std::process::id());
+    // `exec` makes the program PID 1 of its namespace: the one process ferry's sandbox
+    // hangs on.
+    let t = Test::new()
+        .file(
+            "detach.py",
+            "import ctypes, os, time\nassert os.getpid() == 1\nctypes.CDLL(None).prctl(1, 0)\nos.setsid()\nprint('detached', flush=True)\ntime.sleep(300)\n",
+        )
+        .file(
+            "ferry.yaml",
+            &format!(
+                "jobs:\n  d:\n    timeout-minutes: 0.05\n    steps:\n      - run: exec python3 detach.py {marker}\n"
+            ),
+        )
+        .args(&["run", "--output", "plain"]);
+    let done = t.run().code(1);
+    assert!(done.stdout.contains("timed out"), "{}", done.stdout);
+    assert!(done.stdout.contains("detached"), "{}", done.stdout);
+    let alive = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&marker))
+            .collect()
+    };
+    common::eventually(
+        || alive().is_empty().then_some(()),
+        || format!("the detached program outlived its step: {:?}", alive()),
+    );
+}

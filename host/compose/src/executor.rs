@@ -128,7 +128,9 @@ impl Executor for SandboxExecutor {
                 git: execution.git,
                 vars: BTreeMap::new(),
                 inputs: execution.inputs,
-                cache: Some(cache),
+                // What an untrusted run would store, a trusted one would restore: it gets
+                // no cache at all.
+                cache: execution.trusted.then_some(cache),
                 reuse: true,
                 untrusted: !execution.trusted,
             };

@@ -249,7 +249,19 @@ pub async fn run<R: StepRunner>(
         run_dir: run_dir.clone(),
         source_dir: options.source_dir.clone(),
         state_dir: options.state_dir.clone(),
-        work_dir: options.state_dir.join("work"),
+        // An untrusted run (a fork's pull request) works in folders of its own, removed when
+        // it ends: what it leaves in a workspace or a HOME (a `target/` build script, a
+        // `.gitconfig`) must not run in a trusted run of the same job.
+        work_dir: if options.untrusted {
+            run_dir.join("work")
+        } else {
+            options.state_dir.join("work")
+        },
+        home_dir: if options.untrusted {
+            run_dir.join("home")
+        } else {
+            options.state_dir.join("home")
+        },
         git: options.git.clone(),
         vars: options.vars.clone(),
         inputs: options.inputs.clone(),
@@ -454,6 +466,10 @@ pub async fn run<R: StepRunner>(
         });
     }
     let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
+    if options.untrusted {
+        let _ = std::fs::remove_dir_all(run_dir.join("work"));
+        let _ = std::fs::remove_dir_all(run_dir.join("home"));
+    }
     let summary = std::fs::read(run_dir.join("run.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -483,6 +499,8 @@ struct Shared {
     state_dir: PathBuf,
     /// Where job workspaces are kept between runs.
     work_dir: PathBuf,
+    /// Where the private `HOME`s of jobs' host programs are kept, one per job.
+    home_dir: PathBuf,
     vars: BTreeMap<String, String>,
     inputs: BTreeMap<String, String>,
     /// Jobs that ended: their status and outputs, for `needs.*` and `jobs.*`.
@@ -1062,7 +1080,7 @@ async fn run_job<R: StepRunner>(
                             host_env: granted(&shared.host_env, &step.permissions.env),
                             workspace: workspace.clone(),
                             untrusted: shared.untrusted,
-                            home: shared.state_dir.join("home").join(sanitize(&job.id)),
+                            home: shared.home_dir.join(sanitize(&job.id)),
                             output_file: output_file.clone(),
                             kept_dir: shared
                                 .run_dir
@@ -1351,7 +1369,7 @@ async fn rollback<R: StepRunner>(
         host_env: granted(&shared.host_env, &step.permissions.env),
         workspace: workspace.to_path_buf(),
         untrusted: shared.untrusted,
-        home: shared.state_dir.join("home").join(sanitize(&job.id)),
+        home: shared.home_dir.join(sanitize(&job.id)),
         output_file: outputs_dir.join(format!("{}.out", sanitize(&key))),
         kept_dir: shared
             .run_dir

@@ -3,7 +3,7 @@
 
 use crate::bindings::process::{self, Command, Error, Output};
 use crate::confine;
-use crate::state::{DeadlineReached, StepState};
+use crate::state::{DeadlineReached, StepState, Target};
 use ferry_engine::{Level, StepLog, os};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -19,13 +19,13 @@ pub const MAX_CAPTURE: u64 = 4 << 20;
 /// runner's [`ProcessGroups`](crate::state::ProcessGroups).
 struct GroupGuard {
     groups: crate::state::ProcessGroups,
-    pid: Option<u32>,
+    targets: Vec<Target>,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            self.groups.kill(pid);
+        for target in self.targets.drain(..) {
+            self.groups.kill(target);
         }
     }
 }
@@ -144,12 +144,15 @@ impl process::Host for StepState {
                 ))));
             }
         };
-        if let Some(pid) = child.id() {
-            self.processes.add(pid);
+        let mut targets: Vec<Target> = child.id().map(Target::Group).into_iter().collect();
+        #[cfg(target_os = "linux")]
+        targets.extend(confinement.pid_one().map(Target::Pidfd));
+        for target in &targets {
+            self.processes.add(*target);
         }
         let guard = GroupGuard {
             groups: self.processes.clone(),
-            pid: child.id(),
+            targets,
         };
         if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), cmd.stdin) {
             tokio::spawn(async move {
@@ -201,6 +204,9 @@ struct Confinement {
     view: Option<confine::View>,
     #[cfg(target_os = "linux")]
     pending: Option<confine::linux::Pending>,
+    /// PID 1 of the program's namespace, once it started.
+    #[cfg(target_os = "linux")]
+    pid_one: Option<std::os::fd::OwnedFd>,
     /// The proxy's listening socket on the host's loopback, and the private `TMPDIR`.
     #[cfg(target_os = "macos")]
     seatbelt: Option<(std::net::TcpListener, tempfile::TempDir)>,
@@ -260,6 +266,8 @@ impl Confinement {
         Ok(Confinement {
             #[cfg(target_os = "linux")]
             pending: None,
+            #[cfg(target_os = "linux")]
+            pid_one: None,
             #[cfg(target_os = "macos")]
             seatbelt,
             #[cfg(windows)]
@@ -348,6 +356,7 @@ impl Confinement {
         #[cfg(target_os = "linux")]
         if let Some(pending) = self.pending.take() {
             let started = pending.started().await.map_err(|e| e.0)?;
+            self.pid_one = started.pid_one;
             return Ok(started.proxy.map(|listener| {
                 Abort(tokio::spawn(crate::proxy::serve(listener, Arc::new(proxy))))
             }));
@@ -366,6 +375,13 @@ impl Confinement {
         }
         let _ = proxy;
         Ok(None)
+    }
+
+    /// The pidfd of PID 1 of the program's namespace, while the program runs.
+    #[cfg(target_os = "linux")]
+    fn pid_one(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.pid_one.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Logs what the sandbox hid from a program that failed, with the grant that would show it.

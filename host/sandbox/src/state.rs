@@ -37,45 +37,78 @@ pub struct StepState {
     pub open_groups: u32,
 }
 
-/// The process groups a step's children lead. The runner owns one outside the guest's
-/// stack, so dropping the step (cancel, timeout) kills every group even while the guest is
-/// suspended inside a host call.
+/// The process groups a step's children lead, and the first process of each confined
+/// program's PID namespace (by pidfd, so a reused pid is never hit). The runner owns one
+/// outside the guest's stack, so dropping the step (cancel, timeout) kills every group and
+/// namespace even while the guest is suspended inside a host call.
 #[derive(Clone, Default)]
-pub struct ProcessGroups(Arc<Mutex<Vec<u32>>>);
+pub struct ProcessGroups(Arc<Mutex<Vec<Target>>>);
 
-/// Every live group of every step in this process, for a hard exit (a second Ctrl-C).
-static ALL_GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Something to kill.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Target {
+    /// A process group, by its leader's pid.
+    Group(u32),
+    /// A process by pidfd: PID 1 of a confined program's namespace, whose death ends every
+    /// process in it, whatever process group or session they moved to.
+    #[cfg(target_os = "linux")]
+    Pidfd(i32),
+}
+
+impl Target {
+    fn kill(self) {
+        match self {
+            Target::Group(pid) => ferry_engine::os::kill_process_group(pid),
+            // SAFETY: the descriptor stays open while it is registered; a process that has
+            // exited already only makes the call fail.
+            #[cfg(target_os = "linux")]
+            Target::Pidfd(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd,
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            },
+        }
+    }
+}
+
+/// Every live target of every step in this process, for a hard exit (a second Ctrl-C).
+static ALL_GROUPS: Mutex<Vec<Target>> = Mutex::new(Vec::new());
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ProcessGroups {
-    pub fn add(&self, pid: u32) {
-        locked(&self.0).push(pid);
-        locked(&ALL_GROUPS).push(pid);
+    pub fn add(&self, target: Target) {
+        locked(&self.0).push(target);
+        locked(&ALL_GROUPS).push(target);
     }
 
-    /// Kills one group and forgets it.
-    pub fn kill(&self, pid: u32) {
-        locked(&self.0).retain(|p| *p != pid);
-        locked(&ALL_GROUPS).retain(|p| *p != pid);
-        ferry_engine::os::kill_process_group(pid);
+    /// Kills one target and forgets it.
+    pub fn kill(&self, target: Target) {
+        locked(&self.0).retain(|t| *t != target);
+        locked(&ALL_GROUPS).retain(|t| *t != target);
+        target.kill();
     }
 
     pub fn kill_all(&self) {
-        let pids = std::mem::take(&mut *locked(&self.0));
-        for pid in pids {
-            self.kill(pid);
+        let targets = std::mem::take(&mut *locked(&self.0));
+        for target in targets {
+            self.kill(target);
         }
     }
 }
 
-/// Kills the process groups of every running step; for exiting at once.
+/// Kills the process groups and confined programs of every running step; for exiting at
+/// once.
 pub fn kill_all_processes() {
-    let pids = std::mem::take(&mut *locked(&ALL_GROUPS));
-    for pid in pids {
-        ferry_engine::os::kill_process_group(pid);
+    let targets = std::mem::take(&mut *locked(&ALL_GROUPS));
+    for target in targets {
+        target.kill();
     }
 }
 

@@ -146,6 +146,9 @@ pub struct Pending {
 pub struct Started {
     /// The listening socket of the proxy, inside the program's network namespace.
     pub proxy: Option<std::net::TcpListener>,
+    /// A pidfd of PID 1 of its namespace: killing it ends every process of the program,
+    /// whatever it did to its process group, session or parent-death signal.
+    pub pid_one: Option<OwnedFd>,
 }
 
 /// A launch that failed before the program ran.
@@ -537,6 +540,7 @@ impl Pending {
         let report = unsafe { tokio::io::unix::AsyncFd::register(self.report) }
             .map_err(|e| LaunchError(format!("watching the sandbox's setup: {e}")))?;
         let mut proxy = None;
+        let mut pid_one = None;
         loop {
             let mut guard = report
                 .readable()
@@ -550,10 +554,21 @@ impl Pending {
             };
             match bytes.first() {
                 // End of stream: the program was exec'd and every setup copy is closed.
-                None => return Ok(Started { proxy }),
+                None => return Ok(Started { proxy, pid_one }),
                 Some(b'L') => {
                     if let Some(fd) = fd {
                         proxy = Some(std::net::TcpListener::from(fd));
+                    }
+                }
+                Some(b'P') if bytes.len() >= 5 => {
+                    let pid = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+                    // or -1. PID 1 cannot have been reaped yet: its parent, the supervisor,
+                    // waits for it only after sending this.
+                    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+                    if fd >= 0 {
+                        // SAFETY: a new descriptor nobody else owns.
+                        pid_one = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
                     }
                 }
                 Some(b'E') if bytes.len() >= 6 => {
@@ -692,8 +707,13 @@ fn supervise(p: &Prepared) -> ! {
         );
         check(p, child as _, Stage::Fork);
         {
-            // The supervisor: its copy of the report channel must not hold the parent's
-            // read open, then it waits and exits as PID 1 did.
+            // The supervisor: tells ferry PID 1's pid (for a pidfd: ferry kills the namespace
+            // through it, since the program may undo anything else), closes its copy of the
+            // report channel so that the parent's read ends, then waits and exits as PID 1
+            // did.
+            let pid = child.to_le_bytes();
+            let message = [b'P', pid[0], pid[1], pid[2], pid[3]];
+            libc::send(p.report, message.as_ptr().cast(), message.len(), 0);
             libc::close(p.report);
             if let Some(fd) = p.landlock {
                 libc::close(fd);
