@@ -202,6 +202,9 @@ impl process::Host for StepState {
 /// work.
 struct Confinement {
     view: Option<confine::View>,
+    /// Whether a failure may be explained: not to an untrusted run, for which naming the
+    /// host paths that exist would answer its questions about the machine.
+    explain: bool,
     #[cfg(target_os = "linux")]
     pending: Option<confine::linux::Pending>,
     /// PID 1 of the program's namespace, once it started.
@@ -254,6 +257,9 @@ impl Confinement {
                 memory: state.grant.host_memory,
             }))
         };
+        if let Some(refused) = view.as_ref().filter(|v| !v.refused.is_empty()) {
+            return Err(refused.refused.join("\n"));
+        }
         #[cfg(target_os = "macos")]
         let seatbelt = match &view {
             Some(_) => Some((
@@ -276,6 +282,7 @@ impl Confinement {
                     .map_err(|e| format!("cannot create a job object: {e}"))?,
             ),
             view,
+            explain: !state.untrusted,
         })
     }
 
@@ -386,7 +393,9 @@ impl Confinement {
 
     /// Logs what the sandbox hid from a program that failed, with the grant that would show it.
     fn explain(&self, log: &StepLog, stdout: &[u8], stderr: &[u8]) {
-        let Some(view) = &self.view else { return };
+        let Some(view) = self.view.as_ref().filter(|_| self.explain) else {
+            return;
+        };
         let mut text = String::from_utf8_lossy(stderr).into_owned();
         text.push('\n');
         text.push_str(&String::from_utf8_lossy(stdout));

@@ -14,6 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// Largest HTTP request head the proxy reads.
 const MAX_HEAD: usize = 16 << 10;
 
+/// Connections one program may hold open through the proxy at once: each costs ferry two
+/// descriptors, and a program must not run ferry out of them.
+const MAX_CONNECTIONS: usize = 256;
+
 /// What the proxy checks and where it reports.
 pub struct Proxy {
     pub grants: Vec<NetworkGrant>,
@@ -53,13 +57,24 @@ pub async fn serve(listener: std::net::TcpListener, proxy: Arc<Proxy>) {
         return;
     };
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of descriptors, say: wait rather than spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Past the cap a connection is closed at once.
+                let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
                 let proxy = proxy.clone();
                 connections.spawn(async move {
                     let _ = handle(stream, &proxy).await;
+                    drop(slot);
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -248,7 +263,13 @@ async fn socks5(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
             client.read_exact(&mut len).await?;
             let mut name = vec![0u8; len[0] as usize];
             client.read_exact(&mut name).await?;
-            String::from_utf8_lossy(&name).to_ascii_lowercase()
+            // A host name, nothing a log line could be bent by.
+            let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
+            if NetworkGrant::parse(&name).is_none_or(|g| g.port.is_some()) {
+                client.write_all(&[5, 8, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+                return Ok(());
+            }
+            name
         }
         4 => {
             let mut ip = [0u8; 16];

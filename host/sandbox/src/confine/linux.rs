@@ -248,6 +248,11 @@ fn ops(view: &View, stage: &Path) -> io::Result<Vec<Op>> {
                     attrs: 0,
                 });
             }
+            Node::MaskDir { path } => ops.push(Op::Tmpfs {
+                target: under(stage, path)?,
+                options: c"mode=0555,size=4k".into(),
+                read_only: true,
+            }),
             // Over a file of a read-only system directory: /dev/null, which reads empty and
             // swallows writes.
             Node::Mask { path } => ops.push(Op::Bind {
@@ -371,14 +376,48 @@ fn compile_seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
         arch,
     )
     .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
-    [refuse, no_clone3]
+    let mut programs: Vec<seccompiler::BpfProgram> = [refuse, no_clone3]
         .into_iter()
         .map(|filter| {
             filter
                 .try_into()
                 .map_err(|e: seccompiler::BackendError| io::Error::other(format!("seccomp: {e}")))
         })
-        .collect()
+        .collect::<io::Result<_>>()?;
+    if cfg!(target_arch = "x86_64") {
+        programs.push(no_x32());
+    }
+    Ok(programs)
+}
+
+/// On x86-64, the x32 ABI reaches every call again under its number with bit 30 set, and
+/// the filters above match numbers exactly: refuse all of x32.
+fn no_x32() -> seccompiler::BpfProgram {
+    const X32_BIT: u32 = 0x4000_0000;
+    let statement = |code: u16, k: u32| seccompiler::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    vec![
+        // The call's number: the first word of `struct seccomp_data`.
+        statement((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0),
+        seccompiler::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: X32_BIT,
+        },
+        statement(
+            (libc::BPF_RET | libc::BPF_K) as u16,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        statement(
+            (libc::BPF_RET | libc::BPF_K) as u16,
+            libc::SECCOMP_RET_ALLOW,
+        ),
+    ]
 }
 
 /// The Landlock ruleset over the same paths as the mounts: a second wall should a mount be
@@ -423,6 +462,18 @@ fn landlock(view: &View) -> io::Result<Option<OwnedFd>> {
 fn landlock_inside(view: &View) -> io::Result<Vec<(CString, u64)>> {
     use landlock::{ABI, Access as _, AccessFs, BitFlags};
     let abi = ABI::V6;
+    // The ruleset handles what this kernel knows (best effort); rights beyond that would
+    // make the kernel refuse the rule. Its version, as the kernel reports it:
+    // SAFETY: a version query takes no attributes and returns an integer.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    let supported = AccessFs::from_all(ABI::from(version as i32)).bits();
     let read_dir = BitFlags::from(AccessFs::ReadDir).bits();
     let all = AccessFs::from_all(abi).bits();
     let mut rules = vec![(c"/".into(), read_dir), (c"/dev".into(), read_dir)];
@@ -439,6 +490,9 @@ fn landlock_inside(view: &View) -> io::Result<Vec<(CString, u64)>> {
             )),
             _ => {}
         }
+    }
+    for (_, rights) in &mut rules {
+        *rights &= supported;
     }
     Ok(rules)
 }
@@ -666,11 +720,11 @@ fn supervise(p: &Prepared) -> ! {
         for fd in keep {
             let fd = fd as u32;
             if fd > next {
-                libc::syscall(libc::SYS_close_range, next, fd - 1, 0);
+                close_range(next, fd - 1);
             }
             next = next.max(fd + 1);
         }
-        libc::syscall(libc::SYS_close_range, next, u32::MAX, 0);
+        close_range(next, u32::MAX);
 
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if libc::getppid() != p.parent {
@@ -743,6 +797,29 @@ fn supervise(p: &Prepared) -> ! {
 extern "C" fn pid_one(prepared: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `prepared` is the supervisor's `Prepared`, alive while it sleeps in vfork.
     unsafe { be_pid_one(&*(prepared as *const Prepared)) }
+}
+
+/// Closes descriptors `first..=last`; by hand where the kernel predates `close_range`
+/// (Linux 5.9), up to the descriptor limit.
+unsafe fn close_range(first: u32, last: u32) {
+    // SAFETY: closing descriptors this process may hold; no memory is touched but `limit`.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, first, last, 0) == 0 {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as u32
+        } else {
+            1 << 16
+        };
+        for fd in first..=last.min(top) {
+            libc::close(fd as libc::c_int);
+        }
+    }
 }
 
 unsafe fn loopback_up(p: &Prepared) {
@@ -845,6 +922,9 @@ unsafe fn be_pid_one(p: &Prepared) -> ! {
     // SAFETY: system calls on prepared data; see the module documentation.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A session of its own: ferry's controlling terminal (an interactive `ferry run`)
+        // is not the program's to read or to type into.
+        libc::setsid();
         let null = std::ptr::null::<libc::c_char>();
         check(
             p,

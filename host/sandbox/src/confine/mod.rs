@@ -41,6 +41,8 @@ pub enum Node {
     Device { path: PathBuf },
     /// A host file hidden behind an empty one (`/etc/shadow`).
     Mask { path: PathBuf },
+    /// A host directory hidden behind an empty, read-only one (`/etc/ssl/private`).
+    MaskDir { path: PathBuf },
     /// A private, size-bounded memory file system.
     Tmpfs { path: PathBuf, size: u64, mode: u32 },
     /// The `/proc` of the sandbox's own processes.
@@ -63,6 +65,8 @@ pub struct View {
     pub env: BTreeMap<String, String>,
     /// The job workspace, for hints that name `workspace: write`.
     pub workspace: PathBuf,
+    /// Grants the sandbox will not show, each with why; the program is not started.
+    pub refused: Vec<String>,
 }
 
 /// What a step is granted, as the sandbox needs it.
@@ -93,12 +97,31 @@ const MASKED: &[&str] = &[
     "/etc/gshadow-",
     "/etc/sudoers",
     "/etc/security/opasswd",
+    "/etc/krb5.keytab",
 ];
 
-/// Directories of [`SYSTEM`] whose files are all masked (`/etc/ssh/ssh_host_*_key`).
-const MASKED_FILES_IN: &[(&str, &str)] = &[("/etc/ssh", "ssh_host_"), ("/etc/ssl/private", "")];
+/// Directories of [`SYSTEM`] that hold machine credentials, hidden behind empty ones.
+const MASKED_DIRS: &[&str] = &[
+    "/etc/sudoers.d",
+    "/etc/ssl/private",
+    "/etc/pki/tls/private",
+    "/etc/letsencrypt",
+    "/etc/wireguard",
+    "/etc/NetworkManager/system-connections",
+    "/etc/ferry",
+];
 
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Bytes of the private `/dev/shm`.
+const SHM_SIZE: u64 = 64 << 20;
+
+/// Most bytes of the private `/tmp`.
+const TMP_SIZE: u64 = 2 << 30;
+
+/// Directories of [`SYSTEM`] whose files are all masked (`/etc/ssh/ssh_host_*_key`).
+const MASKED_FILES_IN: &[(&str, &str)] = &[("/etc/ssh", "ssh_host_")];
+
+/// Not `tty`: the sandbox has no controlling terminal, and ferry's is not its to use.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 /// Builds the view of one confined program.
 pub fn view(req: &Request) -> View {
@@ -122,9 +145,17 @@ pub fn view(req: &Request) -> View {
             _ => {}
         }
     }
+    // Machine secrets are hidden last, so that no bind (a grant of `/etc`, say) uncovers
+    // them.
+    let mut masks = Vec::new();
     for file in MASKED {
         if Path::new(file).is_file() {
-            nodes.push(Node::Mask { path: file.into() });
+            masks.push(Node::Mask { path: file.into() });
+        }
+    }
+    for dir in MASKED_DIRS {
+        if Path::new(dir).is_dir() {
+            masks.push(Node::MaskDir { path: dir.into() });
         }
     }
     for (dir, prefix) in MASKED_FILES_IN {
@@ -134,11 +165,11 @@ pub fn view(req: &Request) -> View {
         let mut files: Vec<PathBuf> = entries
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| !e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.path())
             .collect();
         files.sort();
-        nodes.extend(files.into_iter().map(|path| Node::Mask { path }));
+        masks.extend(files.into_iter().map(|path| Node::Mask { path }));
     }
     nodes.push(Node::Tmpfs {
         path: "/dev".into(),
@@ -165,7 +196,7 @@ pub fn view(req: &Request) -> View {
     }
     nodes.push(Node::Tmpfs {
         path: "/dev/shm".into(),
-        size: req.memory,
+        size: SHM_SIZE,
         mode: 0o1777,
     });
     nodes.push(Node::Devpts {
@@ -174,9 +205,10 @@ pub fn view(req: &Request) -> View {
     nodes.push(Node::Proc {
         path: "/proc".into(),
     });
+    // Memory file systems hold RAM that no per-process limit counts: bounded on their own.
     nodes.push(Node::Tmpfs {
         path: "/tmp".into(),
-        size: req.memory,
+        size: req.memory.min(TMP_SIZE),
         mode: 0o1777,
     });
 
@@ -187,7 +219,31 @@ pub fn view(req: &Request) -> View {
         binds.extend(found.dirs.into_iter().map(|d| (d, Access::Read, false)));
         env.extend(found.env);
     }
-    binds.extend(req.paths.iter().map(|(p, a)| (p.clone(), *a, p.is_file())));
+    let mut refused = Vec::new();
+    for (path, access) in req.paths {
+        // The sandbox's own /proc and /dev stay its own.
+        if ["/proc", "/dev"].iter().any(|own| path.starts_with(own)) {
+            refused.push(format!(
+                "`{}` cannot be granted: the sandbox has its own `/proc` and `/dev`",
+                path.display()
+            ));
+            continue;
+        }
+        // A link is followed by the mount: a granted `./cache` that a commit turned into a
+        // link to `~` would show the home directory. Only the real path may be granted.
+        if let Ok(real) = std::fs::canonicalize(path)
+            && real != *path
+        {
+            refused.push(format!(
+                "the granted path `{}` is a symbolic link, or goes through one, to `{}`\nhint: grant the real path `{}` if that is what the step should see",
+                path.display(),
+                real.display(),
+                real.display()
+            ));
+            continue;
+        }
+        binds.push((path.clone(), *access, path.is_file()));
+    }
     binds.push((req.home.to_path_buf(), Access::Write, false));
     binds.push((req.workspace.to_path_buf(), req.workspace_access, false));
     binds.push((req.output_file.to_path_buf(), Access::Write, true));
@@ -214,8 +270,10 @@ pub fn view(req: &Request) -> View {
         shown.push((path.clone(), access));
         nodes.push(Node::Bind { path, access, file });
     }
+    nodes.extend(masks);
     View {
         nodes,
+        refused,
         proxy: req.network,
         memory: req.memory,
         processes: MAX_PROCESSES,
@@ -254,7 +312,9 @@ pub fn toolchains(program: &Path, env: &BTreeMap<String, String>) -> Toolchain {
     };
     let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
     for file in [program, real.as_path()] {
-        let Some(bin) = file.parent() else { continue };
+        let Some(bin) = file.parent().filter(|b| shareable(b)) else {
+            continue;
+        };
         add(bin, &mut found);
         let Some(prefix) = bin.parent() else { continue };
         let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -266,7 +326,7 @@ pub fn toolchains(program: &Path, env: &BTreeMap<String, String>) -> Toolchain {
             // The interpreter the environment was made from (`home = .../bin`).
             if let Some(base) = venv_home(&prefix.join("pyvenv.cfg"))
                 .and_then(|home| home.parent().map(Path::to_path_buf))
-                .filter(|base| base != Path::new("/") && !is_system(base))
+                .filter(|base| shareable(base) && !is_system(base))
             {
                 add(&base, &mut found);
             }
@@ -312,7 +372,7 @@ fn toolchains_of(interpreter: &Path) -> Vec<PathBuf> {
     let real = std::fs::canonicalize(interpreter).unwrap_or_else(|_| interpreter.to_path_buf());
     let mut dirs = Vec::new();
     for file in [interpreter, real.as_path()] {
-        if let Some(bin) = file.parent() {
+        if let Some(bin) = file.parent().filter(|b| shareable(b)) {
             dirs.push(bin.to_path_buf());
             // A Python or Node.js install keeps its library beside `bin/`.
             if let Some(prefix) = bin
@@ -326,6 +386,16 @@ fn toolchains_of(interpreter: &Path) -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+/// Whether a toolchain directory may be shown: never `/`, a home directory or anything
+/// that holds one, which would show everything in them.
+fn shareable(dir: &Path) -> bool {
+    let depth = dir.components().count();
+    if depth <= 1 || dir == Path::new("/root") || (dir.starts_with("/home") && depth <= 3) {
+        return false;
+    }
+    !std::env::var_os("HOME").is_some_and(|home| Path::new(&home).starts_with(dir))
 }
 
 /// The interpreter of a `#!` script.
@@ -493,7 +563,10 @@ fn visible(view: &View, path: &Path) -> Option<Access> {
     for node in &view.nodes {
         let (root, access) = match node {
             Node::Bind { path, access, .. } => (path, Some(*access)),
-            Node::Tmpfs { path, .. } | Node::Proc { path } | Node::Devpts { path } => (path, None),
+            Node::Tmpfs { path, .. }
+            | Node::Proc { path }
+            | Node::Devpts { path }
+            | Node::MaskDir { path } => (path, None),
             Node::Device { path } | Node::Mask { path } | Node::Symlink { path, .. } => {
                 (path, Some(Access::Read))
             }
@@ -577,6 +650,55 @@ mod tests {
         );
         assert_eq!(visible(&view, dir.path()), None);
         assert_eq!(visible(&view, Path::new("/root/.ssh/id_ed25519")), None);
+    }
+
+    #[test]
+    fn a_granted_link_or_the_sandboxes_own_folders_are_refused_and_masks_come_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        // A commit turned a granted cache folder into a link to somewhere else.
+        let target = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&target).unwrap();
+        let link = dir.path().join("cache");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let paths = vec![
+            (link.clone(), Access::Write),
+            ("/proc/1".into(), Access::Read),
+            ("/".into(), Access::Read),
+        ];
+        let env = BTreeMap::new();
+        let view = view(&request(&ws, &ws, &ws, &paths, &env));
+        #[cfg(unix)]
+        assert!(
+            view.refused
+                .iter()
+                .any(|r| r.contains("is a symbolic link")
+                    && r.contains(&target.display().to_string())),
+            "{:?}",
+            view.refused
+        );
+        assert!(view.refused.iter().any(|r| r.contains("its own `/proc`")));
+        assert!(
+            !view
+                .nodes
+                .iter()
+                .any(|n| matches!(n, Node::Bind { path, .. } if *path == link))
+        );
+        // Even a grant of `/` leaves the machine's secrets hidden: masks are mounted last.
+        let last_bind = view
+            .nodes
+            .iter()
+            .rposition(|n| matches!(n, Node::Bind { .. }))
+            .unwrap();
+        let first_mask = view
+            .nodes
+            .iter()
+            .position(|n| matches!(n, Node::Mask { .. } | Node::MaskDir { .. }));
+        if let Some(first_mask) = first_mask {
+            assert!(first_mask > last_bind, "{:?}", view.nodes);
+        }
     }
 
     #[test]

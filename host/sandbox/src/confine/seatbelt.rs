@@ -55,6 +55,9 @@ pub fn profile(view: &View, tmp: &std::path::Path, proxy_port: Option<u16>) -> S
             Node::Mask { path } => {
                 let _ = writeln!(p, "(deny file-read* (literal {}))", quoted(path));
             }
+            Node::MaskDir { path } => {
+                let _ = writeln!(p, "(deny file-read* (subpath {}))", quoted(path));
+            }
             // Linux-only nodes: macOS has its own /dev and no /proc.
             Node::Device { .. } | Node::Tmpfs { .. } | Node::Proc { .. } | Node::Devpts { .. } => {}
         }
