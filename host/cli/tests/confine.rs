@@ -178,6 +178,12 @@ fn hostile_programs_are_contained_and_each_denial_is_named() {
     for (job, lines) in both(&stdout, "write") {
         let text = lines.join("\n");
         assert!(text.contains("Read-only file system"), "{job}: {text}");
+        assert!(
+            text.contains(&format!(
+                "is in `{outside_dir}`, which exists on the host but not in this step's sandbox; to write there, grant:"
+            )),
+            "{job} does not name the folder it could not write: {text}"
+        );
     }
     assert!(!outside.path().join("escaped.txt").exists());
     assert!(!t.path("escaped.txt").exists());

@@ -537,6 +537,13 @@ pub fn explain(view: &View, output: &str) -> Vec<String> {
                     hints.push(format!(
                         "`{word}` exists on the host but not in this step's sandbox; to show it, grant:\n    permissions:\n      paths: {{ {word}: read }}"
                     ));
+                } else if let Some(folder) = hidden_folder(view, path) {
+                    // A file the program meant to create, in a host folder it cannot see.
+                    hints.push(format!(
+                        "`{word}` is in `{}`, which exists on the host but not in this step's sandbox; to write there, grant:\n    permissions:\n      paths: {{ {}: write }}",
+                        folder.display(),
+                        folder.display()
+                    ));
                 }
             }
         }
@@ -545,6 +552,31 @@ pub fn explain(view: &View, output: &str) -> Vec<String> {
         }
     }
     hints
+}
+
+/// The nearest existing host folder above a path that does not exist, when the sandbox
+/// hides it; not a folder the sandbox has its own of (`/tmp`), where the program's own files
+/// live.
+fn hidden_folder<'a>(view: &View, path: &'a Path) -> Option<&'a Path> {
+    let folder = path
+        .ancestors()
+        .skip(1)
+        .find(|a| std::fs::symlink_metadata(a).is_ok())?;
+    let own = view.nodes.iter().any(|n| node_path(n) == folder);
+    (folder != Path::new("/") && !own && visible(view, folder).is_none()).then_some(folder)
+}
+
+fn node_path(node: &Node) -> &Path {
+    match node {
+        Node::Bind { path, .. }
+        | Node::Symlink { path, .. }
+        | Node::Device { path }
+        | Node::Mask { path }
+        | Node::MaskDir { path }
+        | Node::Tmpfs { path, .. }
+        | Node::Proc { path }
+        | Node::Devpts { path } => path,
+    }
 }
 
 /// Whether the sandbox shows the host's `path` (a granted `HOME`, say).
@@ -778,5 +810,21 @@ mod tests {
         assert!(hints[0].contains(&format!("paths: {{ {}: read }}", secret.display())));
         let output = format!("cannot write {}/x: Permission denied", ws.display());
         assert!(explain(&view, &output).is_empty());
+        // A file it meant to create in a host folder it cannot see names that folder.
+        let output = format!(
+            "sh: cannot create {}/new.txt: Directory nonexistent",
+            dir.path().display()
+        );
+        let hints = explain(&view, &output);
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        assert!(hints[0].contains(&format!("paths: {{ {}: write }}", dir.path().display())));
+        // Its own files in its private /tmp name nothing.
+        assert!(
+            explain(
+                &view,
+                "cannot open /tmp/own-scratch/x: No such file or directory"
+            )
+            .is_empty()
+        );
     }
 }
