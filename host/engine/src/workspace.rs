@@ -170,8 +170,8 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<Synced> {
 /// A `.git` directory is copied whole, so that `git log`, tags and diffs work in a job as
 /// they do in a checkout, while nothing a job does reaches the real repository; a `.git`
 /// *file* (a worktree or submodule pointing elsewhere) is left out for the same reason. Git's
-/// object files, which git never changes once written, are hard-linked where the file system
-/// allows. Symbolic links are copied as links, never followed, on either side: a link a job
+/// object files, which git never changes once written, are copied once and then trusted by
+/// name; never hard-linked, which would hand a job the repository's own files. Symbolic links are copied as links, never followed, on either side: a link a job
 /// planted where the repository has a directory is removed, not written through.
 pub fn sync_tree(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<Synced> {
     sync(src, dst, state).map(|(synced, _)| synced)
@@ -210,26 +210,26 @@ fn sync(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<(Synced, Vie
         .entries
         .iter()
         .filter_map(|(rel, kind)| match kind {
-            Kind::File { shared: true } if present.contains(rel.as_path()) => {
+            Kind::File { object: true } if present.contains(rel.as_path()) => {
                 synced.unchanged += 1;
                 None
             }
-            Kind::File { shared } => Some((rel.as_path(), *shared)),
+            Kind::File { object } => Some((rel.as_path(), *object)),
             _ => None,
         })
         .collect();
-    let results = in_parallel(&files, |&(rel, shared)| {
+    let results = in_parallel(&files, |&(rel, object)| {
         sync_file(
             &src.join(rel),
             &dst.join(rel),
-            shared,
+            object,
             recorded.get(rel.as_os_str()),
             started,
         )
     })?;
     let mut record = Vec::new();
     let mut view = View::default();
-    for ((rel, shared), (copied, kept, now)) in files.iter().zip(results) {
+    for ((rel, object), (copied, kept, now)) in files.iter().zip(results) {
         if copied {
             synced.copied += 1;
         } else {
@@ -238,7 +238,7 @@ fn sync(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<(Synced, Vie
         if let Some(kept) = kept {
             record.push((*rel, kept));
         }
-        if let (false, Some(ident)) = (*shared || rel.starts_with(".git"), now) {
+        if let (false, Some(ident)) = (*object || rel.starts_with(".git"), now) {
             view.entries.push(ViewEntry {
                 path: rel.to_path_buf(),
                 ident,
@@ -287,14 +287,14 @@ struct Plan {
 enum Kind {
     Dir,
     Link,
-    /// `shared`: may be hard-linked to the repository's file.
+    /// `object`: one of git's objects, trusted by its name once it is there.
     File {
-        shared: bool,
+        object: bool,
     },
 }
 
 /// Everything below `src`, ignore files included (they are git's data here). Below
-/// `objects/`, files may be hard-linked: git writes objects once and never in place.
+/// `objects/`, files are objects: git writes them once and never in place.
 fn plan_all(src: &Path, rel: &Path, in_objects: bool, plan: &mut Plan) -> io::Result<()> {
     for entry in std::fs::read_dir(src)? {
         let entry = entry?;
@@ -307,7 +307,7 @@ fn plan_all(src: &Path, rel: &Path, in_objects: bool, plan: &mut Plan) -> io::Re
         } else if kind.is_symlink() {
             plan.entries.push((rel, Kind::Link));
         } else if kind.is_file() {
-            plan.entries.push((rel, Kind::File { shared: in_objects }));
+            plan.entries.push((rel, Kind::File { object: in_objects }));
         }
     }
     Ok(())
@@ -337,7 +337,7 @@ fn plan_filtered(src: &Path, plan: &mut Plan) -> io::Result<()> {
         } else if kind.is_symlink() {
             Kind::Link
         } else if kind.is_file() {
-            Kind::File { shared: false }
+            Kind::File { object: false }
         } else {
             continue;
         };
@@ -411,8 +411,8 @@ fn prune<'p>(
         let keep = match planned.get_key_value(rel.as_path()) {
             Some((_, Kind::Dir)) => kind.is_dir(),
             Some((_, Kind::Link)) => kind.is_symlink(),
-            Some((planned, Kind::File { shared })) => {
-                if *shared && kind.is_file() {
+            Some((planned, Kind::File { object })) => {
+                if *object && kind.is_file() {
                     present.insert(*planned);
                 }
                 kind.is_file()
@@ -483,22 +483,21 @@ fn make_writable(dir: &Path) -> io::Result<()> {
 fn sync_file(
     from: &Path,
     to: &Path,
-    shared: bool,
+    object: bool,
     recorded: Option<&Recorded>,
     started: Option<Stamp>,
 ) -> io::Result<(bool, Option<Recorded>, Option<Ident>)> {
+    if object {
+        // Copied, never hard-linked: through a shared inode, a step that made the file
+        // writable would rewrite the repository's own object. Once there, an object is
+        // trusted by its name (see `prepare_dirs`), so this copy is paid once.
+        remove_any(to)?;
+        std::fs::copy(from, to)?;
+        return Ok((true, None, None));
+    }
     let src = ident_at(from)?;
     let dst = ident_at(to).ok();
-    if shared {
-        // A hard link has the very metadata of the file it links to.
-        if dst == Some(src) {
-            return Ok((false, None, dst));
-        }
-        remove_any(to)?;
-        if std::fs::hard_link(from, to).is_ok() {
-            return Ok((true, None, None));
-        }
-    } else if let (Some(recorded), Some(dst)) = (recorded, dst)
+    if let (Some(recorded), Some(dst)) = (recorded, dst)
         && recorded.src == src
         && recorded.dst == dst
     {
@@ -900,14 +899,22 @@ mod tests {
         assert!(!ws.join("target").exists());
         assert!(!ws.join(".ferry").exists());
         assert!(ws.join(".git/HEAD").is_file());
-        // Git's objects are shared with the source; everything else is the job's own.
+        // Everything is the job's own, git's objects too: a step that makes an object
+        // writable and rewrites it changes its copy, not the repository.
         #[cfg(unix)]
         {
-            use std::os::unix::fs::MetadataExt;
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
-            assert_eq!(
+            assert_ne!(
                 ino(&src.path().join(".git/objects/ab/cdef")),
                 ino(&ws.join(".git/objects/ab/cdef"))
+            );
+            let copy = ws.join(".git/objects/ab/cdef");
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&copy, "tampered").unwrap();
+            assert_eq!(
+                std::fs::read_to_string(src.path().join(".git/objects/ab/cdef")).unwrap(),
+                "blob"
             );
             assert_ne!(
                 ino(&src.path().join(".git/HEAD")),
