@@ -34,12 +34,17 @@ impl SandboxExecutor {
 }
 
 /// A pull request from a fork writes its own `permissions:`. A host path it grants itself
-/// would open the server's disk to it, so such a run is refused before anything runs (its
-/// hosts are checked as it connects: public addresses only).
+/// outside its own checkout would open the server's disk to it, so such a run is refused
+/// before anything runs (its hosts are checked as it connects: public addresses only).
+/// Paths inside the checkout (`./dist`) are its own; a link there is refused by the sandbox.
 fn granted_host_paths(pipeline: &Pipeline) -> Option<String> {
     pipeline.jobs.iter().find_map(|job| {
         job.steps.iter().find_map(|step| {
-            let (path, _) = step.permissions.paths.iter().next()?;
+            let (path, _) = step
+                .permissions
+                .paths
+                .iter()
+                .find(|(path, _)| !path.starts_with(&pipeline.dir))?;
             Some(format!(
                 "refused: step `{}` of job `{}` grants itself the host path `{}`, and a pull request from a fork may not: its steps see their workspace and the system, nothing else of the server\nhint: run it from a branch of the repository, whose pipeline the server trusts",
                 step.name,
