@@ -641,14 +641,14 @@ fn a_hostile_fork_pull_request_reaches_nothing_of_the_server() {
     );
     // The fork writes its own grants: the server's port, through the proxy.
     let hostile = format!(
-        "name: app\non:\n  pull_request:\n    branches: [main]\njobs:\n  show:\n    steps:\n      - run: sh hostile.sh\n        permissions: {{ secrets: [DEPLOY_TOKEN], network: [\"127.0.0.1:{port}\"] }}\n"
+        "name: app\non:\n  pull_request:\n    branches: [main]\njobs:\n  show:\n    steps:\n      - run: sh hostile.sh\n        permissions: {{ secrets: [DEPLOY_TOKEN], network: [\"127.0.0.1:{port}\"], paths: {{ ./out: write }} }}\n"
     );
     commit(&repo, "hostile.sh", &script, "look around");
     let fork_sha = commit(&repo, "ferry.yaml", &hostile, "hostile");
     // And a fork that grants itself the server's data folder.
     let greedy = hostile.replace(
-        "network:",
-        &format!("paths: {{ {}: read }}, network:", data.display()),
+        "./out: write",
+        &format!("./out: write, {}: read", data.display()),
     );
     let greedy_sha = commit(&repo, "ferry.yaml", &greedy, "greedy");
     git(&repo, &["checkout", "-q", "main"]);
@@ -659,6 +659,8 @@ fn a_hostile_fork_pull_request_reaches_nothing_of_the_server() {
     let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
     let run = served.wait_for(id, &["passed", "failed", "error"]);
     assert_eq!(run["fork"], true, "{run}");
+    // A path inside its own checkout is the fork's own to grant.
+    assert_ne!(run["status"], "error", "{run}");
     let logs = streamed_logs(&served, id);
     let (_, api) = served.get(&format!("/api/runs/{id}"));
     let leaks = ["hunter2", common::server::TOKEN, SECRET];
