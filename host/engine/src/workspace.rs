@@ -1060,7 +1060,10 @@ mod tests {
         let other = tmp.path().join("other");
         std::fs::rename(&src, &other).unwrap();
         let synced = sync_tree(&other, &dst, Some(&state)).unwrap();
-        assert_eq!(synced.unchanged, 1, "only the linked object: {synced:?}");
+        assert_eq!(
+            synced.unchanged, 1,
+            "only the object, trusted by name: {synced:?}"
+        );
     }
 
     #[test]
