@@ -210,20 +210,9 @@ fn hostile_programs_are_contained_and_each_denial_is_named() {
         );
     }
     // Nothing any case started lives on: not the bomb's thousands, not a background job.
-    // The kernel kills a namespace's processes when its first one exits; dying takes a
-    // moment, so this waits, within bounds, for them to be gone.
-    let survivors = || -> Vec<String> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains("scripts/") && c.ends_with(".sh "))
-            .collect()
-    };
-    common::eventually(
-        || survivors().is_empty().then_some(()),
-        || format!("processes outlived their steps: {:?}", survivors()),
+    wait_until_gone(
+        |cmdline| cmdline.contains("scripts/") && cmdline.ends_with(".sh "),
+        "processes outlived their steps",
     );
     for (job, lines) in both(&stdout, "membomb") {
         let text = lines.join("\n");
@@ -235,6 +224,25 @@ fn hostile_programs_are_contained_and_each_denial_is_named() {
         assert!(text.contains("CapEff:\t0000000000000000"), "{job}: {text}");
         assert!(text.contains("NoNewPrivs:\t1"), "{job}: {text}");
     }
+}
+
+/// Waits, within bounds, until no process on the host has a command line (arguments joined
+/// by spaces) that `matches`: the kernel kills a namespace's processes when its first one
+/// exits, and dying takes a moment.
+fn wait_until_gone(matches: impl Fn(&str) -> bool, failure: &str) {
+    let running = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| matches(c))
+            .collect()
+    };
+    common::eventually(
+        || running().is_empty().then_some(()),
+        || format!("{failure}: {:?}", running()),
+    );
 }
 
 /// A tiny HTTP server on the host's loopback answering `body` to every request.
@@ -417,17 +425,8 @@ fn a_program_that_detaches_itself_dies_with_its_step() {
     let done = t.run().code(1);
     assert!(done.stdout.contains("timed out"), "{}", done.stdout);
     assert!(done.stdout.contains("detached"), "{}", done.stdout);
-    let alive = || -> Vec<String> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains(&marker))
-            .collect()
-    };
-    common::eventually(
-        || alive().is_empty().then_some(()),
-        || format!("the detached program outlived its step: {:?}", alive()),
+    wait_until_gone(
+        |cmdline| cmdline.contains(&marker),
+        "the detached program outlived its step",
     );
 }
