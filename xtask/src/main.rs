@@ -5,7 +5,7 @@
 //! - `cargo xtask bench`: the benchmark of ferry's per-step overhead (release build)
 //! - `cargo xtask setup`: only the setup: wasm target, lint tools, the Python and
 //!   JavaScript component toolchains in `target/toolchains/` (pinned in `xtask/toolchains/`),
-//!   and skopeo, umoci and docker-registry from Debian for the image tests
+//!   and skopeo, umoci, docker-registry, buildah and busybox from Debian for the image tests
 //! - `cargo xtask js-types`: regenerate `sdk/js/types/` from the WIT with jco
 
 use std::path::{Path, PathBuf};
@@ -51,10 +51,10 @@ fn setup() -> Result<(), String> {
 
 /// Tools ferry did not write, that the tests check it against: skopeo and umoci read the
 /// images, the CNCF distribution server (`docker-registry`) is the registry the tests push
-/// to on loopback, git serves `ferry serve` its repositories, and headless Chromium drives
-/// the dashboard. From Debian's packages, as root or through `sudo -n`.
+/// to on loopback, git serves `ferry serve` its repositories, headless Chromium drives the
+/// dashboard, and buildah runs a Dockerfile's `RUN` in the sandbox. From Debian's packages, as root or through `sudo -n`.
 fn system_tools() -> Result<(), String> {
-    const TOOLS: [(&str, &str); 6] = [
+    const TOOLS: [(&str, &str); 8] = [
         // The C compiler build scripts of the Windows check need (wasmtime's fiber).
         ("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64"),
         ("skopeo", "skopeo"),
@@ -62,10 +62,16 @@ fn system_tools() -> Result<(), String> {
         ("docker-registry", "docker-registry"),
         ("git", "git"),
         ("chromium", "chromium"),
+        // The container engine `RUN` goes to, and a static shell for the images it builds.
+        ("buildah", "buildah"),
+        ("busybox", "busybox-static"),
     ];
     let missing: Vec<&str> = TOOLS
         .iter()
-        .filter(|(program, _)| output(program, &["--version"]).is_none())
+        // busybox answers `--help`, not `--version`.
+        .filter(|(program, _)| {
+            output(program, &["--version"]).is_none() && output(program, &["--help"]).is_none()
+        })
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {

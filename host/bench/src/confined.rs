@@ -61,7 +61,8 @@ pub fn confined_spawn(root: &Path) -> bool {
 
             let started = Instant::now();
             let mut cmd = command();
-            let pending = confine::linux::prepare(&mut cmd, &view, program, &workspace).unwrap();
+            let pending =
+                confine::linux::prepare(&mut cmd, &view, program, &workspace, None).unwrap();
             let mut child = cmd.spawn().unwrap();
             pending.started().await.unwrap();
             let status = child.wait().await.unwrap();

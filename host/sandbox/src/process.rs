@@ -331,9 +331,38 @@ impl Confinement {
             if view.proxy {
                 child.envs(confine::proxy_env(confine::linux::PROXY_PORT, &hosts));
             }
-            let pending = confine::linux::prepare(child, view, program, cwd).map_err(|e| {
-                format!("cannot prepare the sandbox of `{}`: {e}", program.display())
-            })?;
+            // A step granted an engine could run anything through it (`buildah unshare`), so
+            // all of its programs run as the engine does, and a `run:` script can call it.
+            let engine = state
+                .grant
+                .exec
+                .keys()
+                .find_map(|name| confine::engine(name));
+            let engine = match engine {
+                // An engine is given namespaces of its own: more kernel to reach than a
+                // pull request from a fork is trusted with.
+                Some(name) if state.untrusted => {
+                    return Err(format!(
+                        "`{name}` is a container engine, which ferry does not start for a pull request from a fork: an engine needs user and mount namespaces of its own inside the sandbox\nhint: build the image without `RUN` (COPY what an earlier step built), or run the pipeline from a branch of the repository"
+                    ));
+                }
+                Some(_) => {
+                    child.envs(confine::engine_env(&state.home).map_err(|e| {
+                        format!(
+                            "cannot write the container engine's settings under `{}`: {e}",
+                            state.home.display()
+                        )
+                    })?);
+                    // SAFETY: these calls have no preconditions.
+                    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+                    Some(confine::linux::Engine::for_user(uid, gid)?)
+                }
+                None => None,
+            };
+            let pending =
+                confine::linux::prepare(child, view, program, cwd, engine).map_err(|e| {
+                    format!("cannot prepare the sandbox of `{}`: {e}", program.display())
+                })?;
             self.pending = Some(pending);
         }
         #[cfg(target_os = "macos")]

@@ -1040,3 +1040,27 @@ async fn the_host_walks_no_planted_link_out_of_the_workspace() {
     );
     assert!(!out.log("probe").iter().any(|l| l.contains("secret.txt")));
 }
+
+/// A container engine gets namespaces of its own inside the sandbox: more of the kernel than
+/// a pull request from a fork is trusted with. It is refused there, with why, and works in a
+/// trusted run.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_pull_request_from_a_fork_gets_no_container_engine() {
+    if ferry_sandbox::confine::unavailable().is_some() {
+        return;
+    }
+    let jobs = "  probe:\n    steps:\n      - run: buildah --version\n        permissions: { exec: [buildah] }\n";
+    let out = run_as(jobs, |_| {}, BTreeMap::new(), BTreeMap::new(), true).await;
+    let (status, _, message) = out.step("probe");
+    assert_eq!(status, Status::Failed, "{message}");
+    assert!(
+        message.contains(
+            "`buildah` is a container engine, which ferry does not start for a pull request from a fork"
+        ),
+        "{message}"
+    );
+    out.sibling_passed();
+    let out = run(jobs, |_| {}).await;
+    out.passed("probe");
+}

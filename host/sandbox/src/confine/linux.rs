@@ -13,6 +13,8 @@
 //!           └─ PID 1 of the new PID namespace: the program itself
 //! ```
 //!
+//! A container engine (buildah, podman) runs one level further in: see [`Engine`].
+//!
 //! When PID 1 exits the kernel kills everything else in its namespace, so nothing a step
 //! started survives it. The supervisor dies with ferry (`PR_SET_PDEATHSIG`), and PID 1 dies
 //! with the supervisor, so killing the supervisor's process group (cancel, timeout) or
@@ -60,6 +62,8 @@ enum Op {
     Proc(CString),
     /// Optional mounts: a failure is not fatal (`/dev/pts` where devpts refuses).
     Devpts(CString),
+    /// A mount made read-only once what it holds is in place.
+    Seal(CString),
 }
 
 /// Setup stages, reported to the parent with the errno when one fails.
@@ -100,10 +104,146 @@ impl Stage {
     }
 }
 
+/// How a container engine (buildah, podman) runs: it needs what every other program is
+/// refused, its own mounts and namespaces and supplementary groups, to build a container's
+/// root and run `RUN` in it. It gets them one level further in, so that none of it reaches
+/// the view:
+///
+/// ```text
+/// ferry ─ supervisor (namespaces; ferry writes its id maps from outside, setgroups allowed)
+///           └─ PID 1 (builds the view, then waits as the namespace's init)
+///                └─ the engine, in a user and mount namespace of its own
+/// ```
+///
+/// Entering a mount namespace owned by a new user namespace locks every mount of the view
+/// (the kernel's `MNT_LOCKED` and locked flags): the engine, root of its namespace with all
+/// capabilities there, may mount what it likes over them but cannot remount a read-only
+/// grant writable or unmount a mask to uncover what it hides. Its network is still the
+/// namespace's: loopback and the proxy. Landlock keeps only its scopes (signals and
+/// abstract sockets), since a file-system ruleset forbids every mount; seccomp refuses the
+/// same calls as for other programs, but for mounts and namespaces.
+pub struct Engine {
+    /// Id ranges of the engine's outer namespace (inside, outside, count), as ferry writes
+    /// them: its own id alone when it is root, else with the user's subordinate ids.
+    pub uids: Vec<(u32, u32, u32)>,
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
+impl Engine {
+    /// The ids for a ferry running as `uid`/`gid`, or why an engine cannot run.
+    pub fn for_user(uid: u32, gid: u32) -> Result<Engine, String> {
+        if uid == 0 {
+            return Ok(Engine {
+                uids: vec![(0, 0, 1)],
+                gids: vec![(0, gid, 1)],
+            });
+        }
+        let name = user_name(uid);
+        let range = |file: &str, id: u32| -> Option<(u32, u32)> {
+            let text = std::fs::read_to_string(file).ok()?;
+            subordinate(&text, name.as_deref(), id)
+        };
+        let hint = |file: &str| {
+            format!(
+                "a container engine needs subordinate ids, and `{file}` has none for {}; add a range, for example `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}`",
+                name.as_deref().unwrap_or("this user"),
+                name.as_deref().unwrap_or("USER"),
+            )
+        };
+        let (uid_start, uid_count) =
+            range("/etc/subuid", uid).ok_or_else(|| hint("/etc/subuid"))?;
+        let (gid_start, gid_count) =
+            range("/etc/subgid", uid).ok_or_else(|| hint("/etc/subgid"))?;
+        Ok(Engine {
+            uids: vec![(0, uid, 1), (1, uid_start, uid_count)],
+            gids: vec![(0, gid, 1), (1, gid_start, gid_count)],
+        })
+    }
+
+    /// How many ids the outer namespace maps: the engine's namespace maps them all again.
+    fn count(ranges: &[(u32, u32, u32)]) -> u32 {
+        ranges.iter().map(|r| r.2).sum()
+    }
+
+    /// Writes the outer namespace's maps for the supervisor `pid`: directly as root, else
+    /// through the setuid `newuidmap` and `newgidmap`, which check the subordinate ranges.
+    async fn write_maps(&self, pid: i32) -> Result<(), String> {
+        let text = |ranges: &[(u32, u32, u32)]| {
+            ranges
+                .iter()
+                .map(|(inside, outside, count)| format!("{inside} {outside} {count}\n"))
+                .collect::<String>()
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            for (file, ranges) in [("uid_map", &self.uids), ("gid_map", &self.gids)] {
+                std::fs::write(format!("/proc/{pid}/{file}"), text(ranges))
+                    .map_err(|e| format!("writing the engine's {file}: {e}"))?;
+            }
+            return Ok(());
+        }
+        for (tool, ranges) in [("newuidmap", &self.uids), ("newgidmap", &self.gids)] {
+            let mut cmd = tokio::process::Command::new(tool);
+            cmd.arg(pid.to_string());
+            for (inside, outside, count) in ranges {
+                cmd.args([inside.to_string(), outside.to_string(), count.to_string()]);
+            }
+            let out = cmd
+                .output()
+                .await
+                .map_err(|e| format!("running `{tool}` (from the uidmap package): {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "`{tool}` refused the engine's ids: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The login name of `uid`, which `/etc/subuid` lines usually name.
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is plain data; getpwuid_r writes into `pwd` and `buf`, of the sizes given.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
+    }
+}
+
+/// The first range of `/etc/subuid` (or `subgid`) text for a user, by name or number.
+fn subordinate(text: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> {
+    let id = id.to_string();
+    text.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let (who, start, count) = (fields.next()?, fields.next()?, fields.next()?);
+        if who != id && Some(who) != name {
+            return None;
+        }
+        let (start, count) = (start.parse().ok()?, count.parse().ok()?);
+        (count > 0).then_some((start, count))
+    })
+}
+
 /// What the child needs, prepared before `fork`.
 struct Prepared {
     uid_map: CString,
     gid_map: CString,
+    /// For an engine: the maps of its own namespace (`0 0 n`: all of the outer one).
+    engine: Option<(CString, CString)>,
     stage: CString,
     ops: Vec<Op>,
     cwd: CString,
@@ -140,6 +280,7 @@ unsafe impl Sync for Prepared {}
 pub struct Pending {
     report: OwnedFd,
     child_ends: Vec<OwnedFd>,
+    engine: Option<Engine>,
 }
 
 /// What a started confined program comes with.
@@ -278,41 +419,57 @@ fn ops(view: &View, stage: &Path) -> io::Result<Vec<Op>> {
             }
         }
     }
+    // `/dev` and `/sys` hold only what the view put there: nothing may add to them, and a
+    // container engine, finding them read-only, binds them into a container as they are.
+    for sealed in ["/dev", "/sys"].map(Path::new) {
+        if view
+            .nodes
+            .iter()
+            .any(|n| matches!(n, Node::Tmpfs { path, .. } if path == sealed))
+        {
+            ops.push(Op::Seal(under(stage, sealed)?));
+        }
+    }
     Ok(ops)
 }
 
-/// The seccomp filters, compiled once per process.
-fn seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
-    static FILTERS: std::sync::OnceLock<Result<Vec<seccompiler::BpfProgram>, String>> =
-        std::sync::OnceLock::new();
-    FILTERS
-        .get_or_init(|| compile_seccomp().map_err(|e| e.to_string()))
+/// The seccomp filters, compiled once per process: for programs, and for engines.
+fn seccomp(engine: bool) -> io::Result<Vec<seccompiler::BpfProgram>> {
+    type Filters = std::sync::OnceLock<Result<Vec<seccompiler::BpfProgram>, String>>;
+    static FILTERS: [Filters; 2] = [Filters::new(), Filters::new()];
+    FILTERS[usize::from(engine)]
+        .get_or_init(|| compile_seccomp(engine).map_err(|e| e.to_string()))
         .clone()
         .map_err(io::Error::other)
 }
 
+/// Calls mounts and namespaces, which only an engine may make (see [`Engine`]).
+const ENGINE_CALLS: &[libc::c_long] = &[
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+];
+
 /// Calls no CI step needs refused with `EPERM`, and `clone3` answered with `ENOSYS` so that
-/// the C library falls back to `clone`, whose flags a filter can read.
-fn compile_seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
+/// the C library falls back to `clone`, whose flags a filter can read. An engine keeps
+/// [`ENGINE_CALLS`] and may clone namespaces.
+fn compile_seccomp(engine: bool) -> io::Result<Vec<seccompiler::BpfProgram>> {
     use seccompiler::{
         SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
     };
     let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
-    let refused = [
-        libc::SYS_mount,
-        libc::SYS_umount2,
-        libc::SYS_pivot_root,
-        libc::SYS_move_mount,
-        libc::SYS_open_tree,
-        libc::SYS_fsopen,
-        libc::SYS_fsconfig,
-        libc::SYS_fsmount,
-        libc::SYS_fspick,
-        libc::SYS_mount_setattr,
-        libc::SYS_unshare,
-        libc::SYS_setns,
+    let always = [
         libc::SYS_bpf,
         libc::SYS_keyctl,
         libc::SYS_add_key,
@@ -337,8 +494,12 @@ fn compile_seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
         libc::SYS_open_by_handle_at,
         libc::SYS_vhangup,
     ];
-    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
-        refused.iter().map(|call| (*call, Vec::new())).collect();
+    let engine_calls: &[libc::c_long] = if engine { &[] } else { ENGINE_CALLS };
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = always
+        .iter()
+        .chain(engine_calls)
+        .map(|call| (*call, Vec::new()))
+        .collect();
     // `clone` may start processes and threads, not namespaces.
     let namespace_flags = [
         libc::CLONE_NEWUSER,
@@ -361,7 +522,9 @@ fn compile_seccomp() -> io::Result<Vec<seccompiler::BpfProgram>> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
-    rules.insert(libc::SYS_clone, clone_rules);
+    if !engine {
+        rules.insert(libc::SYS_clone, clone_rules);
+    }
     let refuse = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -422,13 +585,21 @@ fn no_x32() -> seccompiler::BpfProgram {
 
 /// The Landlock ruleset over the same paths as the mounts: a second wall should a mount be
 /// wrong. `None` when the kernel has no Landlock.
-fn landlock(view: &View) -> io::Result<Option<OwnedFd>> {
+fn landlock(view: &View, engine: bool) -> io::Result<Option<OwnedFd>> {
     use landlock::{
         ABI, Access as _, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
         Scope,
     };
     let abi = ABI::V6;
     let fail = |e: &dyn std::fmt::Display| io::Error::other(format!("landlock: {e}"));
+    if engine {
+        let ruleset = Ruleset::default()
+            .scope(Scope::from_all(abi))
+            .map_err(|e| fail(&e))?
+            .create()
+            .map_err(|e| fail(&e))?;
+        return Ok(ruleset.into());
+    }
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .map_err(|e| fail(&e))?
@@ -497,13 +668,14 @@ fn landlock_inside(view: &View) -> io::Result<Vec<(CString, u64)>> {
     Ok(rules)
 }
 
-/// Arranges for `cmd` to start confined to `view`. Call [`Pending::started`] right after
-/// spawning to learn whether it did.
+/// Arranges for `cmd` to start confined to `view`, as a container engine when `engine` says
+/// with which ids. Call [`Pending::started`] right after spawning to learn whether it did.
 pub fn prepare(
     cmd: &mut tokio::process::Command,
     view: &View,
     program: &Path,
     cwd: &Path,
+    engine: Option<Engine>,
 ) -> io::Result<Pending> {
     let stage = stage_dir()?;
     let mut fds = [0; 2];
@@ -521,7 +693,7 @@ pub fn prepare(
     }
     // SAFETY: socketpair succeeded, so both descriptors are open and owned by nobody else.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let landlock = landlock(view)?;
+    let landlock = landlock(view, engine.is_some())?;
     // PID 1 execs the program itself, so that a failed exec reaches the report channel.
     let std = cmd.as_std();
     let mut strings = vec![cstring(program)?];
@@ -551,6 +723,13 @@ pub fn prepare(
     let prepared = Arc::new(Prepared {
         uid_map: CString::new(format!("{uid} {uid} 1\n"))?,
         gid_map: CString::new(format!("{gid} {gid} 1\n"))?,
+        engine: match &engine {
+            Some(ids) => Some((
+                CString::new(format!("0 0 {}\n", Engine::count(&ids.uids)))?,
+                CString::new(format!("0 0 {}\n", Engine::count(&ids.gids)))?,
+            )),
+            None => None,
+        },
         stage: cstring(stage)?,
         ops: ops(view, stage)?,
         cwd: cstring(cwd)?,
@@ -565,9 +744,12 @@ pub fn prepare(
             (libc::RLIMIT_DATA, view.memory as libc::rlim_t),
             (libc::RLIMIT_CORE, 0),
         ],
-        seccomp: seccomp()?,
+        seccomp: seccomp(engine.is_some())?,
         landlock: landlock.as_ref().map(|fd| fd.as_raw_fd()),
-        landlock_inside: landlock_inside(view)?,
+        landlock_inside: match engine {
+            Some(_) => Vec::new(),
+            None => landlock_inside(view)?,
+        },
         report: theirs.as_raw_fd(),
         parent,
         stack_top,
@@ -583,6 +765,7 @@ pub fn prepare(
     Ok(Pending {
         report: ours,
         child_ends,
+        engine,
     })
 }
 
@@ -624,6 +807,21 @@ impl Pending {
                         // SAFETY: a new descriptor nobody else owns.
                         pid_one = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
                     }
+                }
+                // An engine's supervisor waits for its id maps, which only ferry, outside,
+                // may write with supplementary groups allowed.
+                Some(b'U') if bytes.len() >= 5 => {
+                    let pid = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                    let written = match &self.engine {
+                        Some(engine) => engine.write_maps(pid).await,
+                        None => Err("the sandbox asked for an engine's id maps".into()),
+                    };
+                    let answer = if written.is_ok() { b'G' } else { b'N' };
+                    // SAFETY: sends one byte from the stack on our end of the channel.
+                    unsafe {
+                        libc::send(report.get_ref().as_raw_fd(), [answer].as_ptr().cast(), 1, 0);
+                    }
+                    written.map_err(LaunchError)?;
                 }
                 Some(b'E') if bytes.len() >= 6 => {
                     let errno = i32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
@@ -732,33 +930,53 @@ fn supervise(p: &Prepared) -> ! {
         }
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         check(p, libc::unshare(NAMESPACES) as _, Stage::Namespaces);
-        check(
-            p,
-            write_file(c"/proc/self/setgroups", c"deny"),
-            Stage::IdMaps,
-        );
-        check(
-            p,
-            write_file(c"/proc/self/uid_map", &p.uid_map),
-            Stage::IdMaps,
-        );
-        check(
-            p,
-            write_file(c"/proc/self/gid_map", &p.gid_map),
-            Stage::IdMaps,
-        );
+        if p.engine.is_some() {
+            let pid = libc::getpid().to_le_bytes();
+            let message = [b'U', pid[0], pid[1], pid[2], pid[3]];
+            libc::send(p.report, message.as_ptr().cast(), message.len(), 0);
+            let mut answer = [0u8];
+            if libc::recv(p.report, answer.as_mut_ptr().cast(), 1, 0) != 1 || answer[0] != b'G' {
+                *libc::__errno_location() = libc::EPERM;
+                fail(p, Stage::IdMaps);
+            }
+        } else {
+            check(
+                p,
+                write_file(c"/proc/self/setgroups", c"deny"),
+                Stage::IdMaps,
+            );
+            check(
+                p,
+                write_file(c"/proc/self/uid_map", &p.uid_map),
+                Stage::IdMaps,
+            );
+            check(
+                p,
+                write_file(c"/proc/self/gid_map", &p.gid_map),
+                Stage::IdMaps,
+            );
+        }
         loopback_up(p);
         if p.proxy {
             open_proxy_port(p);
         }
         // PID 1 shares this process's memory and runs on its own stack until it execs; this
         // process sleeps meanwhile (vfork semantics), so nothing else touches the memory.
-        let child = libc::clone(
-            pid_one,
-            p.stack_top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            p as *const Prepared as *mut libc::c_void,
-        );
+        // An engine's PID 1 never execs (it stays the namespace's init), so it is forked.
+        let child = if p.engine.is_some() {
+            let child = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
+            if child == 0 {
+                be_pid_one(p);
+            }
+            child as libc::pid_t
+        } else {
+            libc::clone(
+                pid_one,
+                p.stack_top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                p as *const Prepared as *mut libc::c_void,
+            )
+        };
         check(p, child as _, Stage::Fork);
         {
             // The supervisor: tells ferry PID 1's pid (for a pidfd: ferry kills the namespace
@@ -1007,6 +1225,9 @@ unsafe fn be_pid_one(p: &Prepared) -> ! {
                     ) as _,
                     Stage::Mount,
                 ),
+                Op::Seal(target) => {
+                    check(p, set_attrs(target, MOUNT_ATTR_RDONLY, false), Stage::Mount);
+                }
                 Op::Devpts(target) => {
                     libc::mount(
                         c"devpts".as_ptr(),
@@ -1051,6 +1272,9 @@ unsafe fn be_pid_one(p: &Prepared) -> ! {
             check(p, libc::setrlimit(*resource, &limit) as _, Stage::Limits);
         }
         check(p, libc::chdir(p.cwd.as_ptr()) as _, Stage::Program);
+        if let Some((uid_map, gid_map)) = &p.engine {
+            start_engine(p, uid_map, gid_map);
+        }
         // No capabilities survive exec, even for a program running as the namespace's root.
         for cap in 0..64 {
             libc::prctl(libc::PR_CAPBSET_DROP, cap);
@@ -1062,6 +1286,14 @@ unsafe fn be_pid_one(p: &Prepared) -> ! {
             0,
             0,
         );
+        restrict_and_exec(p);
+    }
+}
+
+/// The last walls, then the program: no new privileges, Landlock, seccomp, `execve`.
+unsafe fn restrict_and_exec(p: &Prepared) -> ! {
+    // SAFETY: system calls on prepared data; see the module documentation.
+    unsafe {
         check(
             p,
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as _,
@@ -1104,5 +1336,138 @@ unsafe fn be_pid_one(p: &Prepared) -> ! {
         }
         libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
         fail(p, Stage::Program);
+    }
+}
+
+/// `/proc/<pid>/<file>` in `buf`, without allocating.
+fn proc_path<'a>(buf: &'a mut [u8; 48], pid: libc::pid_t, file: &[u8]) -> &'a CStr {
+    let mut digits = [0u8; 10];
+    let mut n = pid.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut at = 0;
+    for byte in b"/proc/"
+        .iter()
+        .chain(digits[..len].iter().rev())
+        .chain(b"/")
+        .chain(file)
+        .take(buf.len() - 1)
+    {
+        buf[at] = *byte;
+        at += 1;
+    }
+    buf[at] = 0;
+    CStr::from_bytes_until_nul(&buf[..=at]).unwrap_or(c"")
+}
+
+/// PID 1 of an engine (see [`Engine`]): forks the engine into a user and mount namespace of
+/// its own, which locks the view's mounts, writes its id maps (PID 1 has the capabilities
+/// over its parent namespace that this needs), and then reaps until the engine exits.
+unsafe fn start_engine(p: &Prepared, uid_map: &CStr, gid_map: &CStr) -> ! {
+    // SAFETY: system calls on prepared data and stack buffers; see the module documentation.
+    unsafe {
+        let mut go = [0; 2];
+        check(
+            p,
+            libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) as _,
+            Stage::Fork,
+        );
+        let engine = libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        ) as libc::pid_t;
+        check(p, engine as _, Stage::Fork);
+        if engine == 0 {
+            libc::close(go[1]);
+            let mut byte = [0u8];
+            // PID 1 writes once the maps are in place, or dies (which kills this process).
+            if libc::read(go[0], byte.as_mut_ptr().cast(), 1) != 1 {
+                libc::_exit(127);
+            }
+            libc::close(go[0]);
+            restrict_and_exec(p);
+        }
+        libc::close(go[0]);
+        // A copy of ferry's memory, visible as the engine's /proc/1: not readable by it.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let mut path = [0u8; 48];
+        check(
+            p,
+            write_file(proc_path(&mut path, engine, b"uid_map"), uid_map),
+            Stage::IdMaps,
+        );
+        check(
+            p,
+            write_file(proc_path(&mut path, engine, b"gid_map"), gid_map),
+            Stage::IdMaps,
+        );
+        libc::write(go[1], [b'g'].as_ptr().cast(), 1);
+        libc::close(go[1]);
+        // The engine holds the report channel until it execs; ferry reads to its end.
+        libc::close(p.report);
+        if let Some(fd) = p.landlock {
+            libc::close(fd);
+        }
+        let mut status = 0;
+        loop {
+            let reaped = libc::waitpid(-1, &mut status, 0);
+            if reaped == engine {
+                break;
+            }
+            if reaped < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        // The namespace's init cannot die of a signal it sends itself: the status says it.
+        if libc::WIFSIGNALED(status) {
+            libc::_exit(128 + libc::WTERMSIG(status));
+        }
+        libc::_exit(libc::WEXITSTATUS(status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ids_are_found_by_name_or_number() {
+        let text = "alice:100000:65536\n1001:200000:1000\nbob:300000:0\n";
+        assert_eq!(
+            subordinate(text, Some("alice"), 1000),
+            Some((100000, 65536))
+        );
+        assert_eq!(subordinate(text, Some("carol"), 1001), Some((200000, 1000)));
+        assert_eq!(subordinate(text, Some("bob"), 1002), None, "an empty range");
+        assert_eq!(subordinate(text, None, 4), None);
+        assert_eq!(subordinate("garbage\n::\n", Some("x"), 1), None);
+    }
+
+    #[test]
+    fn an_engine_run_by_root_maps_root_alone() {
+        let engine = Engine::for_user(0, 0).unwrap();
+        assert_eq!(engine.uids, vec![(0, 0, 1)]);
+        assert_eq!(Engine::count(&engine.gids), 1);
+    }
+
+    #[test]
+    fn proc_paths_are_built_without_allocating() {
+        let mut buf = [0u8; 48];
+        assert_eq!(proc_path(&mut buf, 7, b"uid_map"), c"/proc/7/uid_map");
+        assert_eq!(
+            proc_path(&mut buf, 4_194_304, b"gid_map"),
+            c"/proc/4194304/gid_map"
+        );
     }
 }

@@ -205,6 +205,13 @@ pub fn view(req: &Request) -> View {
     nodes.push(Node::Proc {
         path: "/proc".into(),
     });
+    // Empty: the machine's devices and kernel settings are not a step's business, but a
+    // container engine binds `/sys` into every container it runs and fails without one.
+    nodes.push(Node::Tmpfs {
+        path: "/sys".into(),
+        size: 4 << 10,
+        mode: 0o555,
+    });
     // Memory file systems hold RAM that no per-process limit counts: bounded on their own.
     nodes.push(Node::Tmpfs {
         path: "/tmp".into(),
@@ -440,6 +447,54 @@ pub fn proxy_env(port: u16, granted_hosts: &[&str]) -> Vec<(String, String)> {
         env.push((name.to_ascii_lowercase(), value.clone()));
     }
     env
+}
+
+/// Container engines, which run their `RUN` instructions in containers of their own and so
+/// need mounts and namespaces inside the sandbox. On Linux, a step granted one runs its
+/// programs one level further in (`linux::Engine`), with the engine's storage in the step's
+/// private `HOME`.
+pub const ENGINES: &[&str] = &["buildah", "podman"];
+
+/// The engine a granted program (`exec: [buildah]`) is, by its name.
+pub fn engine(program: &str) -> Option<&'static str> {
+    let name = Path::new(program).file_name()?.to_str()?;
+    ENGINES.iter().copied().find(|engine| *engine == name)
+}
+
+/// Writes an engine's storage settings under the step's private `home` and returns the
+/// variables that point the engine at them: images and layers kept in `home` (so that they
+/// survive between runs, as other tools' caches do), its run state on the sandbox's `/tmp`,
+/// the overlay driver (which the kernel allows in a user namespace), ownership that the
+/// namespace cannot map kept as the namespace's root, and chroot isolation for `RUN`, the one
+/// that needs no OCI runtime and no cgroups.
+pub fn engine_env(home: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let quoted = |path: &Path| {
+        let text = path.to_string_lossy();
+        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let dir = home.join(".config").join("containers");
+    std::fs::create_dir_all(&dir)?;
+    let graph = home
+        .join(".local")
+        .join("share")
+        .join("containers")
+        .join("storage");
+    std::fs::create_dir_all(&graph)?;
+    let text = format!(
+        "# Written by ferry for the container engines it confines; rewritten at every start.\n[storage]\ndriver = \"overlay\"\ngraphroot = {}\nrunroot = \"/tmp/containers-run\"\n\n[storage.options.overlay]\nignore_chown_errors = \"true\"\n",
+        quoted(&graph)
+    );
+    let conf = dir.join("ferry-storage.conf");
+    let mut staged = tempfile::NamedTempFile::new_in(&dir)?;
+    std::io::Write::write_all(&mut staged, text.as_bytes())?;
+    staged.persist(&conf).map_err(|e| e.error)?;
+    Ok(vec![
+        (
+            "CONTAINERS_STORAGE_CONF".into(),
+            conf.to_string_lossy().into_owned(),
+        ),
+        ("BUILDAH_ISOLATION".into(), "chroot".into()),
+    ])
 }
 
 /// Keeps this process's memory and environment from other processes of its user, for a
@@ -731,6 +786,29 @@ mod tests {
         if let Some(first_mask) = first_mask {
             assert!(first_mask > last_bind, "{:?}", view.nodes);
         }
+    }
+
+    #[test]
+    fn engines_are_known_by_name_and_their_storage_stays_in_the_private_home() {
+        assert_eq!(engine("buildah"), Some("buildah"));
+        assert_eq!(engine("/usr/bin/podman"), Some("podman"));
+        assert_eq!(engine("buildah-helper"), None);
+        assert_eq!(
+            engine("docker"),
+            None,
+            "docker talks to a daemon ferry does not start"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A path a TOML string must escape.
+        let home = dir.path().join("ho\"me");
+        let env: BTreeMap<String, String> = engine_env(&home).unwrap().into_iter().collect();
+        let conf = std::fs::read_to_string(&env["CONTAINERS_STORAGE_CONF"]).unwrap();
+        let parsed: toml::Table = toml::from_str(&conf).unwrap();
+        assert_eq!(
+            parsed["storage"]["graphroot"].as_str(),
+            home.join(".local/share/containers/storage").to_str()
+        );
+        assert_eq!(env["BUILDAH_ISOLATION"], "chroot");
     }
 
     #[test]
