@@ -430,3 +430,57 @@ fn a_program_that_detaches_itself_dies_with_its_step() {
         "the detached program outlived its step",
     );
 }
+
+/// A step granted a container engine runs its programs as root of namespaces of their own,
+/// with every capability there: any command could get that through the engine anyway
+/// (`buildah unshare`). None of it undoes the sandbox: the view's mounts are locked, PID 1
+/// does not show ferry's memory, the network is the step's.
+#[test]
+fn a_granted_container_engine_cannot_undo_the_sandbox() {
+    let read_only = tempfile::tempdir().unwrap();
+    let ro = read_only.path().display().to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let shadow = if std::path::Path::new("/etc/shadow").exists() {
+        "umount /etc/shadow && echo UNMASKED\nhead -c 64 /etc/shadow | grep -q . && echo SHADOW-READ\n"
+    } else {
+        ""
+    };
+    let script = format!(
+        "echo \"engine runs as $(id -u), caps $(grep CapEff /proc/self/status)\"\n\
+         mount -o remount,rw,bind {ro} && echo REMOUNTED\n\
+         echo escaped > {ro}/escaped.txt\n\
+         umount -l {ro} && echo UNMOUNTED\n\
+         {shadow}\
+         tr '\\0' '\\n' < /proc/1/environ\n\
+         curl -sS -m 5 --noproxy '*' http://127.0.0.1:{port}/ && echo CONNECTED\n\
+         echo engine script done\n"
+    );
+    let yaml = format!(
+        "jobs:\n  engine:\n    timeout-minutes: 1\n    steps:\n      - uses: test\n        with: {{ command: sh scripts/engine.sh, format: junit, report: no-report.xml }}\n        permissions: {{ exec: [sh, buildah], paths: {{ {ro}: read }} }}\n"
+    );
+    let t = Test::new()
+        .env("FERRY_TEST_HOST_SECRET", SECRET)
+        .file("scripts/engine.sh", &script)
+        .file("ferry.yaml", &yaml)
+        .args(&["run", "--output", "plain"]);
+    let stdout = t.run().stdout;
+    assert!(stdout.contains("engine script done"), "{stdout}");
+    assert!(stdout.contains("engine runs as 0"), "{stdout}");
+    for breach in [
+        "REMOUNTED",
+        "UNMOUNTED",
+        "UNMASKED",
+        "SHADOW-READ",
+        "CONNECTED",
+        SECRET,
+    ] {
+        assert!(!stdout.contains(breach), "{breach}:\n{stdout}");
+    }
+    assert!(!read_only.path().join("escaped.txt").exists());
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the engine connected to an ungranted port"
+    );
+}

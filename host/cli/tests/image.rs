@@ -90,6 +90,21 @@ const BUILD: &str = "jobs:
         permissions: { workspace: write }
 ";
 
+/// Unpacks `image` (`layout:tag`) with umoci into `bundle` and returns its root file system.
+fn unpack(image: &str, bundle: &std::path::Path) -> std::path::PathBuf {
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            image,
+            bundle.to_str().unwrap(),
+        ],
+    );
+    bundle.join("rootfs")
+}
+
 fn workspace_file(t: &Test, path: &str) -> std::path::PathBuf {
     t.path(&format!(".ferry/work/image/{path}"))
 }
@@ -173,18 +188,7 @@ fn skopeo_and_umoci_read_the_layout_and_the_archive() {
     assert_eq!(config["created"], "1970-01-01T00:00:00Z");
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
 
-    let bundle = t.path("bundle");
-    tool(
-        "umoci",
-        &[
-            "unpack",
-            "--rootless",
-            "--image",
-            &format!("{layout}:1.0"),
-            bundle.to_str().unwrap(),
-        ],
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = unpack(&format!("{layout}:1.0"), &t.path("bundle"));
     assert_eq!(
         std::fs::read_to_string(rootfs.join("srv/site/index.html")).unwrap(),
         "<h1>hello</h1>\n"
@@ -456,18 +460,10 @@ fn a_docker_archive_and_an_oci_archive_serve_as_base_images() {
             .status()
             .unwrap();
         assert!(status.success(), "building on the {name} archive");
-        let bundle = t.path(&format!("bundle-{name}"));
-        tool(
-            "umoci",
-            &[
-                "unpack",
-                "--rootless",
-                "--image",
-                &format!("{}:1", workspace_file(&t, "target/image").display()),
-                bundle.to_str().unwrap(),
-            ],
+        let rootfs = unpack(
+            &format!("{}:1", workspace_file(&t, "target/image").display()),
+            &t.path(&format!("bundle-{name}")),
         );
-        let rootfs = bundle.join("rootfs");
         assert!(
             rootfs.join("srv/site/index.html").is_file(),
             "{name}: the base's files"
@@ -579,4 +575,46 @@ fn a_registry_with_basic_auth_takes_a_push_only_with_the_granted_password() {
     assert_eq!(remote["Digest"], pushed.as_str());
     let t = t.env("REGISTRY_PASSWORD", "wrong-password");
     ferry_run(&t).code(1).stdout_has("HTTP 401");
+}
+
+/// A Dockerfile with `RUN` goes to buildah, which runs inside the step's sandbox with
+/// namespaces of its own: the image comes out, and the `RUN` reaches no host it was not
+/// granted. The base is a static busybox (Debian's busybox-static, which `cargo xtask setup`
+/// installs), so nothing is pulled.
+#[test]
+fn run_goes_through_buildah_inside_the_sandbox_and_reaches_no_ungranted_host() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dockerfile = format!(
+        "FROM scratch\n\
+         COPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/out\"]\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo built > /out/built\"]\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox wget -q -T 5 -O /out/page http://127.0.0.1:{port}/ && echo CONNECTED > /out/net || echo refused > /out/net\"]\n"
+    );
+    let t = Test::new()
+        .file("Dockerfile", &dockerfile)
+        .file(
+            "ferry.yaml",
+            "jobs:\n  image:\n    steps:\n      - uses: image\n        with: { output: [oci-layout], tags: [\"t:1\"] }\n        permissions: { workspace: write, exec: [buildah] }\n",
+        );
+    std::fs::copy("/bin/busybox", t.path("busybox")).unwrap();
+    let done = ferry_run(&t);
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+    let layout = workspace_file(&t, "target/image");
+    let rootfs = unpack(&format!("{}:1", layout.display()), &t.path("bundle"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("out/built")).unwrap(),
+        "built\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("out/net")).unwrap(),
+        "refused\n",
+        "a RUN reached the host's loopback"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the RUN connected to an ungranted port"
+    );
 }
