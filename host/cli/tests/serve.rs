@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::server::{SECRET, Served, commit, git, push_hook, repository};
+use common::server::{SECRET, Served, commit, git, github_hook, push_hook, repository};
 use common::{Test, eventually, json};
 use serde_json::Value;
 use std::process::Command;
@@ -37,6 +37,179 @@ jobs:
     steps:
       - run: echo \"built by ferry serve\"
 ";
+
+/// Percent-encodes every byte but letters and digits, as an attacker hides `/` and `.`
+/// from anything that would normalise a path.
+fn encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn artifact_routes_serve_no_file_a_crafted_name_or_description_points_at() {
+    let t = Test::new();
+    // One real artifact, so that the blob store exists for a crafted digest to climb out of.
+    let repo = repository(
+        &t,
+        "on:\n  push:\n    branches: [main]\njobs:\n  build:\n    steps:\n      - run: echo report > report.txt\n        outputs:\n          artifacts:\n            report: [report.txt]\n",
+    );
+    // A description committed to the repository, whose one file is named by a path where
+    // its digest belongs.
+    let planted = r#"{"name":"evil","job":"build","step":"s","created":0,"tree":{"entries":[
+        {"type":"file","path":"passwd","mode":420,"size":4096,"sha256":"../../../../../../../../../../etc/passwd"},
+        {"type":"file","path":"environ","mode":420,"size":4096,"sha256":"/proc/self/environ"}]}}"#;
+    let sha = commit(&repo, "evil.json", planted, "plant");
+    let served = Served::start(&t, &repo, &["--public"]);
+    let (status, body) = push_hook(&served, &sha, "d-1", SECRET);
+    assert_eq!(status, 202, "{body}");
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    served.wait_for(id, &["passed"]);
+    // The planted file, reached by an absolute name and by one that climbs out of the run.
+    let target = repo.join("evil");
+    let absolute = target.to_str().unwrap().to_string();
+    let climbing = format!("{}{}", "../".repeat(40), absolute.trim_start_matches('/'));
+    let anonymous = |path: &str| {
+        let mut response = Served::agent()
+            .get(&format!("{}{path}", served.base))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    for name in [&absolute, &climbing, &"evil".to_string()] {
+        for route in [
+            format!("/api/runs/{id}/artifacts/{}/passwd", encoded(name)),
+            format!("/api/runs/{id}/artifacts/{}/environ", encoded(name)),
+            format!("/api/runs/{id}/artifacts/{}", encoded(name)),
+        ] {
+            let (status, body) = anonymous(&route);
+            assert!(
+                status == 400 || status == 404,
+                "{route} ({name}): {status} {body}"
+            );
+            for leak in [
+                "root:",
+                "HOOK_SECRET",
+                "API_TOKEN",
+                "hook-s3cret",
+                "serde",
+                "expected",
+                "line ",
+            ] {
+                assert!(
+                    !body.contains(leak),
+                    "{route} ({name}) told `{leak}`: {body}"
+                );
+            }
+        }
+    }
+    // The real artifact is served.
+    let (status, body) = anonymous(&format!("/api/runs/{id}/artifacts/report/report.txt"));
+    assert_eq!((status, body.as_str()), (200, "report\n"));
+    // A name that is a path is refused as one, without looking for it.
+    let (status, body) = anonymous(&format!("/api/runs/{id}/artifacts/{}", encoded(&absolute)));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is not an artifact name"), "{body}");
+    // A well-formed name that does not exist says so; whether a `.json` exists anywhere on
+    // the host is not an answer anyone gets.
+    let (status, body) = anonymous(&format!("/api/runs/{id}/artifacts/passwd"));
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn signed_hooks_with_options_for_commits_or_commands_for_refs_start_nothing() {
+    let t = Test::new();
+    let repo = repository(&t, ECHO);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    let planted = t.path("planted");
+    let push = |reference: &str, after: &str| {
+        serde_json::json!({
+            "ref": reference,
+            "after": after,
+            "repository": { "full_name": "acme/app" },
+            "head_commit": { "id": after, "message": "m", "author": { "name": "Eve" } },
+        })
+        .to_string()
+    };
+    let option = format!("--output={}", planted.display());
+    let mut cases = vec![
+        push("refs/heads/main", &option),
+        push("refs/heads/main", "HEAD~1"),
+    ];
+    for reference in [
+        "refs/heads/$(touch planted)",
+        "refs/heads/`touch planted`",
+        "refs/heads/main\nFERRY_TOKEN=x",
+        "refs/heads/a..b",
+        "refs/heads/\u{1b}[31mred",
+        "--upload-pack=touch planted",
+    ] {
+        cases.push(push(reference, &sha));
+    }
+    let pull = |base: &str, head: &str| {
+        serde_json::json!({
+            "action": "opened",
+            "number": 7,
+            "pull_request": {
+                "head": { "sha": head, "repo": { "full_name": "acme/app" } },
+                "base": { "ref": base, "repo": { "full_name": "acme/app" } },
+                "title": "t", "user": { "login": "eve" },
+            },
+            "repository": { "full_name": "acme/app" },
+        })
+        .to_string()
+    };
+    let pulls = [
+        pull("main", &option),
+        pull("--output=x", &sha),
+        pull("$(id)", &sha),
+    ];
+    for (n, body) in cases.iter().enumerate() {
+        let (status, answer) = github_hook(&served, "push", &format!("p-{n}"), SECRET, body);
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    for (n, body) in pulls.iter().enumerate() {
+        let (status, answer) =
+            github_hook(&served, "pull_request", &format!("r-{n}"), SECRET, body);
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    let (status, answer) = github_hook(
+        &served,
+        "push",
+        "p-x",
+        SECRET,
+        &push("refs/heads/main", &option),
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a commit id"),
+        "{status} {answer}"
+    );
+    assert!(served.deliveries().is_empty(), "a hostile hook was kept");
+    assert!(!planted.exists(), "git wrote a file a hook named");
+    // The API's trigger takes names, not options or revisions.
+    for reference in ["--output=x", "main~1", "$(id)", "refs/heads/a..b"] {
+        let (status, answer) = served.post("/api/trigger", serde_json::json!({ "ref": reference }));
+        assert_eq!(status, 400, "{reference}: {answer}");
+    }
+    assert!(served.runs().is_empty());
+    // The well-formed push still runs.
+    let (status, answer) = github_hook(
+        &served,
+        "push",
+        "ok",
+        SECRET,
+        &push("refs/heads/main", &sha),
+    );
+    assert_eq!(status, 202, "{answer}");
+}
 
 #[test]
 fn a_signed_webhook_starts_exactly_one_run_and_a_bad_one_none() {

@@ -104,7 +104,10 @@ impl Remote for OciCache {
                 annotations: Default::default(),
             };
             put(&descriptor, &|| {
-                std::fs::read(blobs.path(hex)).map_err(|e| format!("cannot read stored {hex}: {e}"))
+                blobs
+                    .path(hex)
+                    .and_then(std::fs::read)
+                    .map_err(|e| format!("cannot read stored {hex}: {e}"))
             })?;
             layers.push(descriptor);
         }

@@ -37,8 +37,20 @@ pub fn blobs(state_dir: &Path) -> Blobs {
     Blobs::new(state_dir.join("artifacts").join("blobs"))
 }
 
-fn manifest(run_dir: &Path, name: &str) -> PathBuf {
-    run_dir.join("artifacts").join(format!("{name}.json"))
+/// Where the run's artifact `name` is described; a name that breaks the artifact-name rule
+/// (a path, `..`, a separator) is refused before it is joined to anything.
+fn manifest(run_dir: &Path, name: &str) -> io::Result<PathBuf> {
+    if !ferry_model::is_artifact_name(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "`{}` is not an artifact name: {}",
+                name.escape_debug(),
+                ferry_model::ARTIFACT_NAME_RULE
+            ),
+        ));
+    }
+    Ok(run_dir.join("artifacts").join(format!("{name}.json")))
 }
 
 /// Stores what `paths` select under `root` as the run's artifact `name`. A name is taken
@@ -60,7 +72,7 @@ pub fn upload(
         created: now_ms(),
         tree,
     };
-    let path = manifest(run_dir, name);
+    let path = manifest(run_dir, name)?;
     let dir = path.parent().unwrap_or(run_dir);
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
@@ -84,12 +96,22 @@ pub fn upload(
     Ok(artifact)
 }
 
-/// The run's artifact `name`, if it was uploaded.
+/// The run's artifact `name`, if it was uploaded. A name that is not an artifact name is
+/// an `InvalidInput` error; a description that does not parse, or is not of the artifact
+/// it is filed as, is `InvalidData`.
 pub fn read(run_dir: &Path, name: &str) -> io::Result<Option<Artifact>> {
-    match std::fs::read(manifest(run_dir, name)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+    match std::fs::read(manifest(run_dir, name)?) {
+        Ok(bytes) => match serde_json::from_slice::<Artifact>(&bytes) {
+            Ok(artifact) if artifact.name == name => Ok(Some(artifact)),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the description of artifact `{name}` names another artifact"),
+            )),
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the description of artifact `{name}` is damaged: {e}"),
+            )),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -107,6 +129,7 @@ pub fn list(run_dir: &Path) -> io::Result<Vec<Artifact>> {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "json")
             && let Some(name) = path.file_stem().and_then(|s| s.to_str())
+            && ferry_model::is_artifact_name(name)
             && let Some(artifact) = read(run_dir, name)?
         {
             out.push(artifact);
@@ -146,5 +169,32 @@ mod tests {
         let out = dir.path().join("out");
         extract(&state, &listed[0], &out).unwrap();
         assert_eq!(std::fs::read(out.join("dist/app.js")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn names_that_are_paths_and_digests_that_are_paths_reach_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, run) = (dir.path().join(".ferry"), dir.path().join(".ferry/runs/r1"));
+        // A description planted beside the run, and one the run holds, whose file names
+        // a path where its digest belongs.
+        std::fs::create_dir_all(run.join("artifacts")).unwrap();
+        let planted = r#"{"name":"evil","job":"j","step":"s","created":0,"tree":{"entries":[
+            {"type":"file","path":"passwd","mode":420,"size":1,"sha256":"../../../../../../etc/passwd"}]}}"#;
+        std::fs::write(dir.path().join("evil.json"), planted).unwrap();
+        std::fs::write(run.join("artifacts/evil.json"), planted).unwrap();
+        for name in ["../../../evil", "/etc/passwd", "a/b", "..", ".hidden", ""] {
+            let err = read(&run, name).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{name}: {err}");
+        }
+        let artifact = read(&run, "evil").unwrap().unwrap();
+        let out = dir.path().join("out");
+        let err = extract(&state, &artifact, &out).unwrap_err();
+        assert!(err.to_string().contains("sha256 digest"), "{err}");
+        assert!(!out.join("passwd").exists());
+        let sha = artifact.tree.files().next().unwrap().0;
+        assert!(blobs(&state).path(sha).is_err());
+        // A description filed under another name is not taken for it.
+        std::fs::write(run.join("artifacts/other.json"), planted).unwrap();
+        assert!(read(&run, "other").is_err());
     }
 }

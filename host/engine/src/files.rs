@@ -338,6 +338,11 @@ impl Tree {
     }
 }
 
+/// Whether `text` is a sha256 digest as ferry writes them: 64 lowercase hex digits.
+pub fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// File contents by sha256: `<dir>/<first two hex digits>/<digest>`.
 #[derive(Clone)]
 pub struct Blobs {
@@ -349,14 +354,23 @@ impl Blobs {
         Blobs { dir }
     }
 
-    pub fn path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
+    /// Where the blob `sha256` is kept. Only a digest (64 lowercase hex digits) names a
+    /// blob: anything else, such as a path from a tampered file list, is refused, so no
+    /// blob path ever leaves the store.
+    pub fn path(&self, sha256: &str) -> io::Result<PathBuf> {
+        if !is_sha256(sha256) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a file list names a blob by something other than a sha256 digest (64 lowercase hex digits)",
+            ));
+        }
+        Ok(self.dir.join(&sha256[..2]).join(sha256))
     }
 
     /// Stores a file's content unless it is already there; its digest and size.
     pub fn put(&self, src: &Path) -> io::Result<(String, u64)> {
         let (sha256, size) = hash_file(src)?;
-        let dst = self.path(&sha256);
+        let dst = self.path(&sha256)?;
         if dst.exists() {
             return Ok((sha256, size));
         }
@@ -398,7 +412,7 @@ impl Blobs {
                 format!("content for {sha256} hashes to {got}"),
             ));
         }
-        let dst = self.path(sha256);
+        let dst = self.path(sha256)?;
         if dst.exists() {
             return Ok(());
         }
@@ -406,13 +420,13 @@ impl Blobs {
     }
 
     pub fn has(&self, sha256: &str) -> bool {
-        self.path(sha256).exists()
+        self.path(sha256).is_ok_and(|p| p.exists())
     }
 
     /// Copies a blob to `dst` with `mode`, refusing one whose content no longer matches its
     /// digest.
     pub fn get(&self, sha256: &str, dst: &Path, mode: u32) -> io::Result<()> {
-        let src = self.path(sha256);
+        let src = self.path(sha256)?;
         let dir = dst.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         let (got, _) = copy_hashing(&mut std::fs::File::open(&src)?, tmp.as_file_mut())?;
@@ -444,7 +458,7 @@ impl Blobs {
                 let blob = blob?;
                 let name = blob.file_name().to_string_lossy().into_owned();
                 // Temporary files of a write that never finished are not blobs.
-                if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if is_sha256(&name) {
                     out.push((name, blob.metadata()?.len()));
                 } else if blob
                     .metadata()?
@@ -461,7 +475,7 @@ impl Blobs {
     }
 
     pub fn remove(&self, sha256: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(sha256)) {
+        match std::fs::remove_file(self.path(sha256)?) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -881,7 +895,7 @@ mod tests {
         let blobs = Blobs::new(dir.path().join("blobs"));
         write(dir.path(), "a.txt", "hello");
         let (sha, _) = blobs.put(&dir.path().join("a.txt")).unwrap();
-        std::fs::write(blobs.path(&sha), "jello").unwrap();
+        std::fs::write(blobs.path(&sha).unwrap(), "jello").unwrap();
         let err = blobs
             .get(&sha, &dir.path().join("b.txt"), 0o644)
             .unwrap_err();

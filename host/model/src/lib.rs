@@ -16,6 +16,7 @@ pub use expr::{Expression, Progress, Scope, Template};
 pub use graph::Plan;
 pub use parse::{load, parse};
 pub use pipeline::{
-    Access, ArtifactDownload, ArtifactUpload, Concurrency, DependencyCache, Environment, Instance,
-    Job, Matrix, NetworkGrant, Permissions, Pipeline, PluginSettings, RegistryUse, Step, Uses,
+    ARTIFACT_NAME_RULE, Access, ArtifactDownload, ArtifactUpload, Concurrency, DependencyCache,
+    Environment, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline, PluginSettings,
+    RegistryUse, Step, Uses, is_artifact_name,
 };

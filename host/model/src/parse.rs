@@ -1069,16 +1069,11 @@ impl Reader<'_> {
 
     fn artifact_name(&mut self, node: &Node) -> Option<String> {
         let name = self.string(node, "an artifact name")?;
-        let valid = !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
+        if !crate::pipeline::is_artifact_name(&name) {
             self.error(
                 node.span,
                 format!("invalid artifact name `{name}`"),
-                "artifact names contain letters, digits, `-`, `_` and `.`, and do not start with `.`",
+                crate::pipeline::ARTIFACT_NAME_RULE,
             );
             return None;
         }

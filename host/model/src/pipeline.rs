@@ -474,6 +474,22 @@ impl Permissions {
     }
 }
 
+/// Whether `name` may name an artifact: letters, digits, `-`, `_` and `.`, not starting
+/// with `.`, at most 255 bytes. The rule keeps a name a single file name wherever it is
+/// used, so it can never name a path.
+pub fn is_artifact_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// What [`is_artifact_name`] asks of a name, as a hint.
+pub const ARTIFACT_NAME_RULE: &str =
+    "artifact names contain letters, digits, `-`, `_` and `.`, and do not start with `.`";
+
 /// Parses a size such as `512MiB`, `1GiB`, `10MB` or `4096`.
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();

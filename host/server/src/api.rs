@@ -82,8 +82,14 @@ fn problem(status: StatusCode, message: impl Into<String>) -> ApiError {
     }
 }
 
+/// A failure of the server's own: the details (paths, parser messages) go to the server's
+/// log, never to the caller, whom they would tell what exists on the host.
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    eprintln!("error: answering a request: {e}");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server could not answer; its log says why",
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,7 +291,7 @@ async fn repos(State(server): Shared, headers: HeaderMap) -> Answer {
     for r in server.repos.iter() {
         let mut repo = json!({
             "name": r.config.name,
-            "url": r.config.url,
+            "url": crate::repo::without_credentials(&r.config.url),
             "pipeline": r.config.pipeline,
             "poll_seconds": r.config.poll.map(|p| p.as_secs()),
         });
@@ -674,6 +680,16 @@ fn artifact(
     ),
     ApiError,
 > {
+    if !ferry_model::is_artifact_name(name) {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{}` is not an artifact name: {}",
+                name.escape_debug(),
+                ferry_model::ARTIFACT_NAME_RULE
+            ),
+        ));
+    }
     let run = find(server, headers, id)?;
     let missing = || {
         problem(
@@ -720,7 +736,7 @@ async fn artifact_tar(
             };
             match sha {
                 Some(sha) => {
-                    let mut file = std::fs::File::open(blobs.path(sha))?;
+                    let mut file = std::fs::File::open(blobs.path(sha)?)?;
                     writer.append(&header, &mut file)?;
                 }
                 None => writer.append(&header, &mut std::io::empty())?,
@@ -735,7 +751,7 @@ async fn artifact_tar(
                 (header::CONTENT_TYPE, "application/x-tar".to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{name}.tar\""),
+                    attachment(&format!("{name}.tar")),
                 ),
             ],
             bytes,
@@ -744,6 +760,20 @@ async fn artifact_tar(
         Ok(Err(e)) => Err(internal(e)),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// A `Content-Disposition` that saves as `file_name`, kept to characters that cannot end
+/// the quoted string or the header.
+fn attachment(file_name: &str) -> String {
+    let safe: String = file_name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\u{0}'..='\u{1f}' | '\u{7f}' => '_',
+            c if c.is_ascii() => c,
+            _ => '_',
+        })
+        .collect();
+    format!("attachment; filename=\"{safe}\"")
 }
 
 /// One file of an artifact.
@@ -765,15 +795,16 @@ async fn artifact_file(
             format!("artifact `{name}` has no file `{path}`"),
         ));
     };
-    let file_name = path.rsplit('/').next().unwrap_or(&path).replace('"', "");
-    match tokio::fs::read(blobs.path(sha)).await {
+    let file_name = path.rsplit('/').next().unwrap_or(&path);
+    let blob = match blobs.path(sha) {
+        Ok(blob) => blob,
+        Err(e) => return Err(internal(e)),
+    };
+    match tokio::fs::read(blob).await {
         Ok(bytes) => Ok((
             [
                 (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{file_name}\""),
-                ),
+                (header::CONTENT_DISPOSITION, attachment(file_name)),
             ],
             Body::from(bytes),
         )

@@ -169,6 +169,15 @@ pub fn parse(forge: Forge, headers: &dyn Headers, body: &[u8]) -> Result<Hook, H
         .filter_map(|p| text(&json, p).map(str::to_string))
         .collect();
     let change = |source: Source| -> Result<Hook, HookError> {
+        // Commit ids and refs go to git and into steps' environments: only well-formed
+        // ones are taken (see `gitnames`).
+        let checked = crate::gitnames::commit_id(&source.sha)
+            .and(crate::gitnames::full_ref(&source.reference))
+            .and(match &source.base {
+                Some(base) => crate::gitnames::branch(base).map(drop),
+                None => Ok(()),
+            });
+        checked.map_err(|e| HookError::Malformed(forge.name(), e))?;
         Ok(Hook::Change {
             repository: repository
                 .ok_or_else(|| malformed("repository"))?
@@ -345,10 +354,10 @@ mod tests {
             .collect())
     }
 
-    const PUSH: &str = r#"{"ref":"refs/heads/main","before":"1111","after":"abcd",
+    const PUSH: &str = r#"{"ref":"refs/heads/main","before":"1111","after":"abcdabcdabcdabcdabcdabcdabcdabcdabcdabcd",
         "repository":{"full_name":"acme/app","clone_url":"https://example.com/acme/app.git"},
-        "head_commit":{"id":"abcd","message":"fix the build\n\nlong text","author":{"name":"Ada"}},
-        "commits":[{"id":"abcd","added":["b.rs"],"modified":["a.rs"],"removed":[]}]}"#;
+        "head_commit":{"id":"abcdabcdabcdabcdabcdabcdabcdabcdabcdabcd","message":"fix the build\n\nlong text","author":{"name":"Ada"}},
+        "commits":[{"id":"abcdabcdabcdabcdabcdabcdabcdabcdabcdabcd","added":["b.rs"],"modified":["a.rs"],"removed":[]}]}"#;
 
     #[test]
     fn github_signatures_are_checked() {
@@ -498,7 +507,7 @@ mod tests {
         assert_eq!(repository, "acme/app");
         assert_eq!(delivery, "github:d1");
         assert_eq!(urls, vec!["https://example.com/acme/app.git"]);
-        assert_eq!(source.sha, "abcd");
+        assert_eq!(source.sha, "abcdabcdabcdabcdabcdabcdabcdabcdabcdabcd");
         assert_eq!(source.message, "fix the build");
         assert_eq!(source.paths, Some(vec!["a.rs".into(), "b.rs".into()]));
     }
@@ -507,7 +516,7 @@ mod tests {
     fn pull_requests_from_forks_are_marked() {
         let body = r#"{"action":"synchronize","number":7,
             "repository":{"full_name":"acme/app"},
-            "pull_request":{"title":"t","head":{"sha":"ff","repo":{"full_name":"eve/app"}},
+            "pull_request":{"title":"t","head":{"sha":"ffffffffffffffffffffffffffffffffffffffff","repo":{"full_name":"eve/app"}},
                 "base":{"ref":"main","repo":{"full_name":"acme/app"}},"user":{"login":"eve"}}}"#;
         let hook = parse(
             Forge::GitHub,
@@ -525,9 +534,9 @@ mod tests {
 
     #[test]
     fn gitlab_pushes_and_deleted_branches() {
-        let body = r#"{"ref":"refs/heads/dev","after":"abcd","total_commits_count":1,
+        let body = r#"{"ref":"refs/heads/dev","after":"abcdabcdabcdabcdabcdabcdabcdabcdabcdabcd","total_commits_count":1,
             "project":{"path_with_namespace":"acme/app","git_http_url":"http://gl/acme/app.git"},
-            "commits":[{"id":"abcd","message":"m","author":{"name":"A"},"added":[],"modified":["x"],"removed":[]}]}"#;
+            "commits":[{"id":"abcdabcdabcdabcdabcdabcdabcdabcdabcdabcd","message":"m","author":{"name":"A"},"added":[],"modified":["x"],"removed":[]}]}"#;
         let hook = parse(
             Forge::GitLab,
             &headers(&[("X-Gitlab-Event", "Push Hook")]),

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod forge;
+pub mod gitnames;
 pub mod hooks;
 pub mod live;
 pub mod repo;

@@ -1,6 +1,7 @@
 //! The repositories a server builds: a bare mirror of each under `<data>/repos/`, fetched
 //! when a trigger names a commit it lacks, and a worktree per run.
 
+use crate::gitnames;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -40,6 +41,7 @@ impl RepoConfig {
 }
 
 fn default_name(url: &str) -> String {
+    let url = without_credentials(url);
     let trimmed = url.trim_end_matches('/').trim_end_matches(".git");
     let is_url = trimmed.contains("://") || (trimmed.contains(':') && !trimmed.starts_with('/'));
     let parts: Vec<&str> = trimmed
@@ -129,6 +131,7 @@ impl Repo {
 
     /// Makes sure the mirror has `sha`, fetching only when it does not.
     pub async fn ensure(&self, sha: &str) -> Result<(), String> {
+        let sha = commit_id(sha)?;
         let _guard = self.lock.lock().await;
         if self.has(sha).await {
             return Ok(());
@@ -139,7 +142,7 @@ impl Repo {
         } else {
             Err(format!(
                 "commit `{sha}` is not in `{}` after a fetch",
-                self.config.url
+                without_credentials(&self.config.url)
             ))
         }
     }
@@ -148,7 +151,12 @@ impl Repo {
         self.mirror.join("HEAD").is_file()
             && git(
                 &self.mirror,
-                &["cat-file", "-e", &format!("{sha}^{{commit}}")],
+                &[
+                    "cat-file",
+                    "-e",
+                    "--end-of-options",
+                    &format!("{sha}^{{commit}}"),
+                ],
             )
             .await
             .is_ok()
@@ -181,6 +189,11 @@ impl Repo {
 
     /// The commit a reference points at: `main`, `refs/tags/v1`, or a commit itself.
     pub async fn resolve(&self, reference: &str) -> Result<(String, String), String> {
+        match reference {
+            "" | "HEAD" => {}
+            r if r.starts_with("refs/") => drop(gitnames::full_ref(r)?),
+            r => drop(gitnames::branch(r)?),
+        }
         let _guard = self.lock.lock().await;
         let full = match reference {
             "" | "HEAD" => git(&self.mirror, &["symbolic-ref", "HEAD"])
@@ -190,7 +203,12 @@ impl Repo {
             r if r.starts_with("refs/") => r.to_string(),
             r => match git(
                 &self.mirror,
-                &["show-ref", "--verify", &format!("refs/heads/{r}")],
+                &[
+                    "show-ref",
+                    "--verify",
+                    "--end-of-options",
+                    &format!("refs/heads/{r}"),
+                ],
             )
             .await
             {
@@ -204,6 +222,7 @@ impl Repo {
                 "rev-parse",
                 "--verify",
                 "--quiet",
+                "--end-of-options",
                 &format!("{full}^{{commit}}"),
             ],
         )
@@ -220,9 +239,13 @@ impl Repo {
     /// The paths that differ between two commits; `None` when git cannot tell (a commit
     /// the mirror lost to a force-push).
     pub async fn changed(&self, old: &str, new: &str) -> Option<Vec<String>> {
-        let out = git(&self.mirror, &["diff", "--name-only", "-z", old, new])
-            .await
-            .ok()?;
+        let (old, new) = (commit_id(old).ok()?, commit_id(new).ok()?);
+        let out = git(
+            &self.mirror,
+            &["diff", "--name-only", "-z", "--end-of-options", old, new],
+        )
+        .await
+        .ok()?;
         Some(
             out.split('\0')
                 .filter(|p| !p.is_empty())
@@ -233,30 +256,48 @@ impl Repo {
 
     /// The first line of a commit's message and its author.
     pub async fn describe(&self, sha: &str) -> (String, String) {
-        let out = git(&self.mirror, &["log", "-1", "--format=%an%x00%s", sha])
-            .await
-            .unwrap_or_default();
+        let Ok(sha) = commit_id(sha) else {
+            return Default::default();
+        };
+        let out = git(
+            &self.mirror,
+            &["log", "-1", "--format=%an%x00%s", "--end-of-options", sha],
+        )
+        .await
+        .unwrap_or_default();
         let (author, subject) = out.trim_end().split_once('\0').unwrap_or(("", ""));
         (subject.to_string(), author.to_string())
     }
 
     /// The pipeline file's text at a commit.
     pub async fn pipeline_at(&self, sha: &str) -> Result<String, String> {
+        let sha = commit_id(sha)?;
         let path = &self.config.pipeline;
-        git(&self.mirror, &["show", &format!("{sha}:{path}")])
-            .await
-            .map_err(|_| format!("commit `{}` has no `{path}`", short(sha)))
+        git(
+            &self.mirror,
+            &["show", "--end-of-options", &format!("{sha}:{path}")],
+        )
+        .await
+        .map_err(|_| format!("commit `{}` has no `{path}`", short(sha)))
     }
 
     /// Checks `sha` out at `dest` as a detached worktree.
     pub async fn checkout(&self, sha: &str, dest: &Path) -> Result<(), String> {
+        let sha = commit_id(sha)?;
         let _guard = self.lock.lock().await;
         let _ = std::fs::remove_dir_all(dest);
         let target = dest.to_string_lossy().into_owned();
         git(
             &self.mirror,
             &[
-                "worktree", "add", "--detach", "--force", "--quiet", &target, sha,
+                "worktree",
+                "add",
+                "--detach",
+                "--force",
+                "--quiet",
+                "--end-of-options",
+                &target,
+                sha,
             ],
         )
         .await
@@ -267,13 +308,34 @@ impl Repo {
     pub async fn remove_checkout(&self, dest: &Path) {
         let _guard = self.lock.lock().await;
         let target = dest.to_string_lossy().into_owned();
-        if git(&self.mirror, &["worktree", "remove", "--force", &target])
-            .await
-            .is_err()
+        if git(
+            &self.mirror,
+            &["worktree", "remove", "--force", "--end-of-options", &target],
+        )
+        .await
+        .is_err()
         {
             let _ = std::fs::remove_dir_all(dest);
             let _ = git(&self.mirror, &["worktree", "prune"]).await;
         }
+    }
+}
+
+/// Only a full commit id reaches git as a revision (see [`gitnames::commit_id`]).
+fn commit_id(sha: &str) -> Result<&str, String> {
+    gitnames::commit_id(sha)
+}
+
+/// `url` as it may be shown or logged: a password or token in it (`https://user:token@host`)
+/// becomes `***`.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -327,11 +389,19 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(format!(
-            "`git {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        // A remote's URL may carry a token: neither the command nor what git said of it
+        // shows one.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said = args.iter().fold(stderr.trim().to_string(), |said, arg| {
+            let shown = without_credentials(arg);
+            if shown == *arg {
+                said
+            } else {
+                said.replace(arg, &shown)
+            }
+        });
+        let command: Vec<String> = args.iter().map(|a| without_credentials(a)).collect();
+        Err(format!("`git {}` failed: {said}", command.join(" ")))
     }
 }
 
@@ -345,6 +415,7 @@ mod tests {
         assert_eq!(default_name("git@github.com:acme/app.git"), "acme/app");
         assert_eq!(default_name("/srv/git/app/"), "app");
         assert_eq!(default_name("./app"), "app");
+        assert!(!default_name("https://t0ken@example.com/app").contains("t0ken"));
     }
 
     #[test]
@@ -360,5 +431,51 @@ mod tests {
         assert!(remote.matches("acme/app", &[]));
         assert!(!remote.matches("eve/app", &[]));
         assert!(remote.matches("renamed/x", &["https://example.com/acme/app".into()]));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        assert_eq!(
+            without_credentials("https://ada:s3cret@example.com/acme/app.git"),
+            "https://***@example.com/acme/app.git"
+        );
+        assert_eq!(
+            without_credentials("https://x-access-token:ghp_abc@github.com/a/b?x=@y"),
+            "https://***@github.com/a/b?x=@y"
+        );
+        for plain in [
+            "https://example.com/acme/app.git",
+            "git@github.com:acme/app.git",
+            "/srv/git/app",
+            "https://example.com/a@b",
+        ] {
+            assert_eq!(without_credentials(plain), plain);
+        }
+    }
+
+    #[tokio::test]
+    async fn git_refuses_what_is_not_a_commit_before_running() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repo::new(RepoConfig::new("/nonexistent"), tmp.path());
+        let planted = tmp.path().join("planted");
+        let option = format!("--output={}", planted.display());
+        assert!(
+            repo.ensure(&option)
+                .await
+                .unwrap_err()
+                .contains("not a commit id")
+        );
+        assert!(
+            repo.pipeline_at(&option)
+                .await
+                .unwrap_err()
+                .contains("not a commit id")
+        );
+        let dest = tmp.path().join("wt");
+        assert!(repo.checkout(&option, &dest).await.is_err());
+        assert_eq!(repo.describe(&option).await, Default::default());
+        assert_eq!(repo.changed(&option, &option).await, None);
+        assert!(repo.resolve("$(touch planted)").await.is_err());
+        assert!(!planted.exists());
     }
 }

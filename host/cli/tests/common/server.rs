@@ -220,13 +220,24 @@ pub fn push_hook(served: &Served, sha: &str, delivery: &str, secret: &str) -> (u
         "commits": [{ "id": sha, "added": ["ferry.yaml"], "modified": [], "removed": [] }],
     })
     .to_string();
+    github_hook(served, "push", delivery, secret, &body)
+}
+
+/// A GitHub hook of `event` with `body`, signed with `secret`; the status and body.
+pub fn github_hook(
+    served: &Served,
+    event: &str,
+    delivery: &str,
+    secret: &str,
+    body: &str,
+) -> (u16, Value) {
     let signature = format!(
         "sha256={}",
         ferry_server::hooks::sign(secret, body.as_bytes())
     );
     let mut response = Served::agent()
         .post(&format!("{}/hooks/github", served.base))
-        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Event", event)
         .header("X-GitHub-Delivery", delivery)
         .header("X-Hub-Signature-256", &signature)
         .header("Content-Type", "application/json")
