@@ -182,6 +182,16 @@ impl Browser {
         self.wait("document.readyState === 'complete'", "a loaded page");
     }
 
+    /// Opens the dashboard at `base` and signs in with the token, as a person would.
+    fn sign_in(&mut self, base: &str) {
+        self.open(base);
+        self.wait("document.querySelector('#login')", "the sign-in form");
+        self.eval(&format!(
+            "document.querySelector('#login input[name=token]').value = '{TOKEN}'; \
+             document.querySelector('#login').requestSubmit()"
+        ));
+    }
+
     fn screenshot(&mut self, name: &str) {
         use base64::Engine;
         let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
@@ -254,12 +264,7 @@ jobs:
     let mut browser = Browser::launch(&downloads);
 
     // A private server asks who you are first.
-    browser.open(&served.base);
-    browser.wait("document.querySelector('#login')", "the sign-in form");
-    browser.eval(&format!(
-        "document.querySelector('#login input[name=token]').value = '{TOKEN}'; \
-         document.querySelector('#login').requestSubmit()"
-    ));
+    browser.sign_in(&served.base);
     browser.wait(
         "document.querySelector('table.runs, .empty')",
         "the runs list",
@@ -335,4 +340,95 @@ jobs:
     browser.open(&served.base);
     browser.wait("document.querySelector('table.runs')", "the runs list");
     browser.screenshot("dashboard-runs.png");
+}
+
+/// Serves `page` to every request on a new loopback port; the port.
+fn attacker_site(page: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn pages_on_another_port_or_site_cannot_act_with_the_dashboard_session() {
+    let t = Test::new();
+    let pipeline = "name: shop\non: push\njobs:\n  ship:\n    environment: { name: production, approval: required }\n    steps:\n      - run: echo shipped\n";
+    let repo = repository(&t, pipeline);
+    let sha = common::server::git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "csrf-1", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    let run = || served.get(&format!("/api/runs/{id}")).1;
+    common::eventually(
+        || (run()["approvals"][0]["job"] == "ship").then_some(()),
+        || format!("`ship` never asked for approval: {}", run()),
+    );
+    let downloads = t.path("downloads");
+    let mut browser = Browser::launch(&downloads);
+    browser.sign_in(&served.base);
+    browser.wait("document.querySelector('table.runs')", "the runs list");
+
+    // What a page elsewhere can make a signed-in browser send: a form post (no body, as
+    // cancel and rerun take none) and `no-cors` fetches with the bodies a page may send.
+    let base = &served.base;
+    let page = format!(
+        r#"<!doctype html><title>cats</title><iframe name="sink" id="sink"></iframe>
+<form id="f" method="POST" action="{base}/api/runs/{id}/cancel" target="sink"></form>
+<script>
+window.sent = [];
+(async () => {{
+  for (const [path, body] of [["rerun", ""], ["approve", '{{"job":"ship"}}'], ["cancel", "{{}}"]]) {{
+    try {{
+      await fetch("{base}/api/runs/{id}/" + path, {{ method: "POST", mode: "no-cors", credentials: "include", headers: {{ "Content-Type": "text/plain" }}, body }});
+      sent.push(path);
+    }} catch (e) {{ sent.push(path + " failed: " + e); }}
+  }}
+  document.getElementById("sink").onload = () => sent.push("form");
+  document.getElementById("f").submit();
+}})();
+</script>"#
+    );
+    let port = attacker_site(page);
+    // Another port of the same host is the same site, so a SameSite cookie goes along;
+    // `localhost` is another site.
+    for site in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+    ] {
+        browser.open(&site);
+        browser.wait(
+            "window.sent && window.sent.includes('form')",
+            "the forged requests sent",
+        );
+        let now = run();
+        assert_ne!(
+            now["status"], "cancelled",
+            "{site} cancelled the run: {now}"
+        );
+        assert_eq!(now["approvals"][0]["job"], "ship", "{site}: {now}");
+        assert_eq!(served.runs().len(), 1, "{site} started a run");
+    }
+    // The dashboard itself still acts: its requests are same-origin JSON.
+    browser.open(&format!("{base}/runs/{id}"));
+    browser.wait(
+        "document.querySelector('[data-approve=\"ship\"]')",
+        "the approve button",
+    );
+    browser.eval("document.querySelector('[data-approve=\"ship\"]').click()");
+    served.wait_for(id, &["passed"]);
 }

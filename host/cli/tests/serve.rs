@@ -212,6 +212,102 @@ fn signed_hooks_with_options_for_commits_or_commands_for_refs_start_nothing() {
 }
 
 #[test]
+fn the_http_layer_bounds_slow_clients_big_bodies_guessers_and_replays() {
+    use std::io::{Read, Write};
+    let t = Test::new();
+    let repo = repository(&t, ECHO);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    let addr = served.base.trim_start_matches("http://").to_string();
+
+    // A request whose headers never end is closed, not held.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    slow.write_all(b"GET /api/runs HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    assert!(
+        read.is_ok() && started.elapsed() < Duration::from_secs(30),
+        "a partial request was still open after {:?}: {read:?}",
+        started.elapsed()
+    );
+
+    // Every answer carries the headers that keep it out of frames and sniffers.
+    for path in ["/", "/api/session", "/api/runs", "/nowhere"] {
+        let response = Served::agent()
+            .get(&format!("{}{path}", served.base))
+            .call()
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            header("content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+    }
+
+    // An unsigned body far below GitHub's 25 MB is refused before it is kept whole.
+    let big = vec![b'x'; 6 << 20];
+    let response = Served::agent()
+        .post(&format!("{}/hooks/github", served.base))
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", "sha256=00")
+        .send(&big[..]);
+    let status = response.map(|r| r.status().as_u16()).unwrap_or(413);
+    assert_eq!(status, 413);
+
+    // Wrong tokens: ten, then even the right one waits.
+    let login = |token: &str| {
+        let response = Served::agent()
+            .post(&format!("{}/api/session", served.base))
+            .send_json(serde_json::json!({ "token": token }))
+            .unwrap();
+        let retry = response.headers().get("retry-after").is_some();
+        (response.status().as_u16(), retry)
+    };
+    for _ in 0..10 {
+        assert_eq!(login("guess").0, 401);
+    }
+    assert_eq!(login("guess"), (429, true));
+    assert_eq!(
+        login(common::server::TOKEN).0,
+        429,
+        "the limit holds for the right token too"
+    );
+
+    // A captured hook replayed under a new delivery id starts nothing more.
+    let captured = serde_json::json!({
+        "ref": "refs/heads/main",
+        "after": sha,
+        "repository": { "full_name": "acme/app" },
+    })
+    .to_string();
+    assert_eq!(
+        github_hook(&served, "push", "first", SECRET, &captured).0,
+        202
+    );
+    let (status, body) = github_hook(&served, "push", "replayed", SECRET, &captured);
+    assert_eq!(
+        (status, &body["duplicate"]),
+        (200, &json("\"github:replayed\"")),
+        "{body}"
+    );
+    assert_eq!(served.deliveries().len(), 1);
+}
+
+#[test]
 fn a_signed_webhook_starts_exactly_one_run_and_a_bad_one_none() {
     let t = Test::new();
     let repo = repository(&t, ECHO);

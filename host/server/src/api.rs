@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 type Shared = State<Arc<Server>>;
@@ -47,8 +47,14 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/deliveries/{id}", get(show_delivery))
         .route("/hooks/{forge}", post(hook))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page or endpoint") })
-        // GitHub sends hooks of up to 25 MB.
-        .layer(axum::extract::DefaultBodyLimit::max(25 << 20))
+        .layer(axum::middleware::from_fn_with_state(
+            server.config.public_url.clone(),
+            crate::guard::same_origin,
+        ))
+        .layer(axum::middleware::from_fn(crate::http::bounded_body))
+        .layer(axum::middleware::from_fn(crate::guard::security_headers))
+        // `http::bounded_body` has read the body within its route's limit already.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(server)
 }
 
@@ -75,6 +81,11 @@ impl IntoResponse for ApiError {
 
 type Answer = Result<Response, ApiError>;
 
+/// A refusal as a response, for middleware.
+pub fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    problem(status, message).into_response()
+}
+
 fn problem(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
@@ -95,14 +106,24 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 // ---------------------------------------------------------------------------------------
 // Who is asking
 
-/// Sessions of people who logged in on the dashboard, by cookie value.
-fn sessions() -> &'static Mutex<HashMap<String, String>> {
-    static SESSIONS: std::sync::OnceLock<Mutex<HashMap<String, String>>> =
-        std::sync::OnceLock::new();
-    SESSIONS.get_or_init(Mutex::default)
+/// The session cookie's name: over https, `__Host-` bound to this host and path `/`,
+/// never sent over plain http, and not settable by another subdomain or port.
+fn cookie_name(server: &Server) -> &'static str {
+    if secure(server) {
+        "__Host-ferry_session"
+    } else {
+        "ferry_session"
+    }
 }
 
-const COOKIE: &str = "ferry_session";
+/// Whether people reach the server over https (`--url https://...`).
+fn secure(server: &Server) -> bool {
+    server
+        .config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+}
 
 /// Compares secrets by their digests, so the time taken says nothing about how much of a
 /// guess was right.
@@ -127,9 +148,9 @@ fn identify(server: &Server, headers: &HeaderMap) -> Option<String> {
             return by_password(auth, user, password);
         }
     }
-    crate::lock(sessions())
-        .get(session_cookie(headers)?)
-        .cloned()
+    server
+        .sessions
+        .user(session_cookie(headers, cookie_name(server))?)
 }
 
 /// Who the token is: `token` when it is the server's.
@@ -149,12 +170,12 @@ fn by_password(auth: &crate::Auth, user: &str, password: &str) -> Option<String>
 }
 
 /// The dashboard session the request's cookie names.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+fn session_cookie<'h>(headers: &'h HeaderMap, cookie: &str) -> Option<&'h str> {
     let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
     cookies
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == cookie)
         .map(|(_, value)| value)
 }
 
@@ -204,34 +225,64 @@ struct Login {
     password: Option<String>,
 }
 
-async fn login(State(server): Shared, axum::Json(login): axum::Json<Login>) -> Answer {
+async fn login(
+    State(server): Shared,
+    extensions: axum::http::Extensions,
+    axum::Json(login): axum::Json<Login>,
+) -> Answer {
     let auth = &server.config.auth;
+    // Wrong guesses count against the user named and the address they came from.
+    let mut keys = vec![format!(
+        "user:{}",
+        login
+            .user
+            .as_deref()
+            .unwrap_or(if login.token.is_some() { "token" } else { "" })
+    )];
+    if let Some(axum::extract::ConnectInfo(peer)) =
+        extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        keys.push(format!("addr:{}", peer.ip()));
+    }
+    if let Err(wait) = server.sign_in.check(&keys) {
+        let mut response = problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many wrong sign-ins; try again in {wait} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return Ok(response);
+    }
     let who = match (&login.token, &login.user, &login.password) {
         (Some(token), _, _) => by_token(auth, token),
         (None, Some(user), Some(password)) => by_password(auth, user, password),
         _ => None,
     };
     let Some(who) = who else {
+        server.sign_in.failed(&keys);
         return Err(problem(StatusCode::UNAUTHORIZED, "wrong token or password"));
     };
-    let mut bytes = [0u8; 24];
-    if getrandom::fill(&mut bytes).is_err() {
+    server.sign_in.succeeded(&keys[..1]);
+    let Some(session) = server.sessions.open(&who) else {
         return Err(internal("no randomness for a session"));
-    }
-    let session = hex::encode(bytes);
-    crate::lock(sessions()).insert(session.clone(), who.clone());
+    };
     let mut response = axum::Json(json!({ "user": who })).into_response();
+    let attributes = if secure(&server) { "; Secure" } else { "" };
     if let Ok(cookie) = HeaderValue::from_str(&format!(
-        "{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict"
+        "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{attributes}",
+        cookie_name(&server),
+        crate::guard::SESSION_MAX.as_secs()
     )) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
 }
 
-async fn logout(headers: HeaderMap) -> Answer {
-    if let Some(session) = session_cookie(&headers) {
-        crate::lock(sessions()).remove(session);
+async fn logout(State(server): Shared, headers: HeaderMap) -> Answer {
+    if let Some(session) = session_cookie(&headers, cookie_name(&server)) {
+        server.sessions.close(session);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -258,7 +309,7 @@ async fn dashboard() -> Answer {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; style-src 'self'; script-src 'self'",
+                "default-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
             ),
         ],
         INDEX,
@@ -981,7 +1032,8 @@ async fn hook(
         ));
     };
     source.repo = repo.config.name.clone();
-    match server.deliver(&delivery, &source) {
+    let body = hex::encode(hooks::sha256(&body));
+    match server.deliver(&delivery, Some(&body), &source) {
         Ok(Some(id)) => Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({ "delivery": id, "repo": source.repo, "sha": source.sha })),

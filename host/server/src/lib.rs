@@ -16,7 +16,9 @@
 pub mod api;
 pub mod forge;
 pub mod gitnames;
+pub mod guard;
 pub mod hooks;
+pub mod http;
 pub mod live;
 pub mod repo;
 pub mod sqlite;
@@ -103,6 +105,9 @@ pub struct Server {
     pub executor: Arc<dyn Executor>,
     pub repos: Vec<Arc<Repo>>,
     pub live: live::Live,
+    /// Dashboard sessions, and wrong sign-ins counted against who tried them.
+    sessions: guard::Sessions,
+    sign_in: guard::Attempts,
     /// Cancel tokens of runs executing now.
     active: Mutex<HashMap<i64, CancellationToken>>,
     intake: Notify,
@@ -161,6 +166,8 @@ impl Server {
             executor,
             repos,
             live: live::Live::default(),
+            sessions: Default::default(),
+            sign_in: Default::default(),
             active: Mutex::default(),
             intake: Notify::new(),
             dispatch: Notify::new(),
@@ -224,8 +231,7 @@ impl Server {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         };
-        axum::serve(listener, api::router(self.clone()))
-            .with_graceful_shutdown(shutdown)
+        http::serve(listener, api::router(self.clone()), shutdown)
             .await
             .map_err(|e| StartError::Listen(addr, e))
     }

@@ -16,9 +16,15 @@ use std::time::Duration;
 const IDLE: Duration = Duration::from_secs(5);
 
 impl Server {
-    /// Keeps a delivery and wakes the intake. `None`: the key was seen (a redelivery).
-    pub fn deliver(&self, key: &str, source: &Source) -> Result<Option<i64>, StoreError> {
-        let id = self.store.add_delivery(key, source, now_ms())?;
+    /// Keeps a delivery and wakes the intake; `None` when it was seen before (see
+    /// [`crate::store::Store::add_delivery`]).
+    pub fn deliver(
+        &self,
+        key: &str,
+        body: Option<&str>,
+        source: &Source,
+    ) -> Result<Option<i64>, StoreError> {
+        let id = self.store.add_delivery(key, body, source, now_ms())?;
         if id.is_some() {
             self.intake.notify_one();
         }
@@ -357,7 +363,7 @@ impl Server {
                     paths,
                     ..Source::new(name, TriggerKind::Push, reference, sha)
                 };
-                self.deliver(&format!("poll:{name}:{reference}:{sha}"), &source)
+                self.deliver(&format!("poll:{name}:{reference}:{sha}"), None, &source)
                     .map_err(|e| e.to_string())?;
             }
             self.store
@@ -405,7 +411,7 @@ impl Server {
                     ..Source::new(name, TriggerKind::Schedule, &reference, &sha)
                 };
                 let key = format!("schedule:{name}:{minute}:{}", cron.text);
-                if let Err(e) = self.deliver(&key, &source) {
+                if let Err(e) = self.deliver(&key, None, &source) {
                     eprintln!("error: {e}");
                 }
             }

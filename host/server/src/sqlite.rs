@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(settled, id);
+CREATE TABLE IF NOT EXISTS delivery_bodies (
+    digest TEXT PRIMARY KEY,
+    received_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     repo TEXT NOT NULL,
@@ -192,17 +196,46 @@ fn received_row(row: &rusqlite::Row) -> rusqlite::Result<Result<Received>> {
 }
 
 impl Store for Sqlite {
-    fn add_delivery(&self, key: &str, source: &Source, at: u64) -> Result<Option<i64>> {
-        let db = self.db();
+    fn add_delivery(
+        &self,
+        key: &str,
+        body: Option<&str>,
+        source: &Source,
+        at: u64,
+    ) -> Result<Option<i64>> {
+        let mut db = self.db();
         let json = serde_json::to_string(source).map_err(err)?;
-        let added = db
+        let tx = db.transaction().map_err(err)?;
+        if let Some(digest) = body {
+            tx.execute(
+                "DELETE FROM delivery_bodies WHERE received_at < ?1",
+                params![at.saturating_sub(crate::store::BODY_MEMORY_MS)],
+            )
+            .map_err(err)?;
+            let fresh = tx
+                .execute(
+                    "INSERT INTO delivery_bodies (digest, received_at) VALUES (?1, ?2)
+                     ON CONFLICT(digest) DO NOTHING",
+                    params![digest, at],
+                )
+                .map_err(err)?;
+            if fresh == 0 {
+                return Ok(None);
+            }
+        }
+        let added = tx
             .execute(
                 "INSERT INTO deliveries (key, source, received_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO NOTHING",
                 params![key, json, at],
             )
             .map_err(err)?;
-        Ok((added == 1).then(|| db.last_insert_rowid()))
+        let id = (added == 1).then(|| tx.last_insert_rowid());
+        // A redelivery under a known key remembers nothing new.
+        if id.is_some() {
+            tx.commit().map_err(err)?;
+        }
+        Ok(id)
     }
 
     fn pending_deliveries(&self) -> Result<Vec<Delivery>> {
@@ -685,30 +718,61 @@ mod tests {
         let (_dir, store) = store();
         assert!(
             store
-                .add_delivery("github:1", &source("a"), 1)
+                .add_delivery("github:1", None, &source("a"), 1)
                 .unwrap()
                 .is_some()
         );
         assert_eq!(
-            store.add_delivery("github:1", &source("a"), 2).unwrap(),
+            store
+                .add_delivery("github:1", None, &source("a"), 2)
+                .unwrap(),
             None
         );
         assert_eq!(store.pending_deliveries().unwrap().len(), 1);
     }
 
     #[test]
+    fn a_signed_body_replayed_under_a_new_key_is_kept_once_within_a_week() {
+        let (_dir, store) = store();
+        let week = crate::store::BODY_MEMORY_MS;
+        let add = |key: &str, at: u64| {
+            store
+                .add_delivery(key, Some("digest-1"), &source("a"), at)
+                .unwrap()
+        };
+        assert!(add("github:1", 1).is_some());
+        assert_eq!(add("github:2", 2), None, "the same body under a new id");
+        assert_eq!(add("github:1", 3), None, "a redelivery");
+        assert!(
+            add("github:3", week + 2).is_some(),
+            "a week later it is new"
+        );
+        // The refused replay left no body of its own behind: another body is new.
+        assert!(
+            store
+                .add_delivery("github:2", Some("digest-2"), &source("a"), week + 3)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.pending_deliveries().unwrap().len(), 3);
+    }
+
+    #[test]
     fn deliveries_say_what_became_of_them() {
         let (_dir, store) = store();
         let ran = store
-            .add_delivery("github:1", &source("a"), 1)
+            .add_delivery("github:1", None, &source("a"), 1)
             .unwrap()
             .unwrap();
         let ignored = store
-            .add_delivery("github:2", &source("b"), 2)
+            .add_delivery("github:2", None, &source("b"), 2)
             .unwrap()
             .unwrap();
         let other = Source::new("lib", TriggerKind::Push, "refs/heads/main", "c");
-        let pending = store.add_delivery("github:3", &other, 3).unwrap().unwrap();
+        let pending = store
+            .add_delivery("github:3", None, &other, 3)
+            .unwrap()
+            .unwrap();
         let run = store.accept_delivery(ran, &source("a"), 4).unwrap();
         store
             .ignore_delivery(ignored, "`on:` does not take it")

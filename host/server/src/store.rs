@@ -317,11 +317,22 @@ pub struct Page {
     pub repo: Option<String>,
 }
 
+/// How long a webhook body's digest is remembered against replays: a week.
+pub const BODY_MEMORY_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Persistence for the server. Methods are short and synchronous: SQLite answers them in
 /// microseconds, and a networked store would put a pool behind the same calls.
 pub trait Store: Send + Sync + 'static {
-    /// Keeps a delivery; `None` when its key was seen before (a redelivery).
-    fn add_delivery(&self, key: &str, source: &Source, at: u64) -> Result<Option<i64>>;
+    /// Keeps a delivery; `None` when its key was seen before (a redelivery), or when its
+    /// `body` (a webhook body's digest) was, within [`BODY_MEMORY_MS`]: a captured hook
+    /// replayed under a new delivery id.
+    fn add_delivery(
+        &self,
+        key: &str,
+        body: Option<&str>,
+        source: &Source,
+        at: u64,
+    ) -> Result<Option<i64>>;
     /// Deliveries not yet turned into runs, oldest first.
     fn pending_deliveries(&self) -> Result<Vec<Delivery>>;
     /// Turns a delivery into a queued run, in one transaction: a crash leaves either the

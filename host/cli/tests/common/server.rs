@@ -215,6 +215,8 @@ pub fn push_hook(served: &Served, sha: &str, delivery: &str, secret: &str) -> (u
         "ref": "refs/heads/main",
         "before": "0000000000000000000000000000000000000001",
         "after": sha,
+        // Two pushes are never the same bytes; the same body again is a replay.
+        "compare": format!("https://example.com/acme/app/compare/{delivery}"),
         "repository": { "full_name": "acme/app", "clone_url": "https://example.com/acme/app.git" },
         "head_commit": { "id": sha, "message": "first", "author": { "name": "Ada" } },
         "commits": [{ "id": sha, "added": ["ferry.yaml"], "modified": [], "removed": [] }],

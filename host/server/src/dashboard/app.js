@@ -22,6 +22,16 @@ function h(tag, attrs, ...children) {
 
 class Unauthorized extends Error {}
 
+// Only web addresses become links: a pipeline's `environment.url` is the pipeline
+// author's text, and `javascript:` or `data:` there would run in the dashboard.
+function webUrl(text) {
+  try {
+    return ["http:", "https:"].includes(new URL(text).protocol);
+  } catch {
+    return false;
+  }
+}
+
 async function api(path, options = {}) {
   const init = { credentials: "same-origin", headers: {}, ...options };
   if (options.json !== undefined) {
@@ -102,7 +112,7 @@ async function whoami() {
     const session = await api("/api/session");
     if (session.user) {
       fill(who, `signed in as ${session.user} · `,
-        h("a", { href: "#", onclick: async (e) => { e.preventDefault(); await api("/api/session", { method: "DELETE" }); route(); } }, "sign out"));
+        h("a", { href: "#", onclick: async (e) => { e.preventDefault(); await api("/api/session", { method: "DELETE", json: {} }); route(); } }, "sign out"));
     } else {
       fill(who, h("a", { href: "#", onclick: (e) => { e.preventDefault(); showLogin(); } }, "sign in"));
     }
@@ -391,7 +401,7 @@ async function showRun(id) {
       parts.push(h("h2", {}, "Deployments"), h("ul", { class: "panel list", id: "deployments" }, run.deployments.map((d) => h("li", {},
         badge(d.outcome === "deployed" ? "passed" : d.outcome === "failed" ? "failed" : "interrupted"),
         h("span", { class: "ref" }, d.environment), h("span", { class: "mono" }, d.version),
-        d.outcome, d.url ? h("a", { href: d.url }, d.url) : null,
+        d.outcome, d.url ? (webUrl(d.url) ? h("a", { href: d.url, rel: "noopener noreferrer" }, d.url) : h("span", { class: "mono" }, d.url)) : null,
         h("span", { class: "grow" }), h("span", { class: "muted" }, d.at)))));
     }
     if ((run.artifacts || []).length) {

@@ -1,0 +1,130 @@
+//! The HTTP listener, with the limits a server facing the internet needs: a cap on open
+//! connections, a time limit on a request's headers and on its body, and small bodies
+//! everywhere but webhooks, whose bodies are read a few at a time.
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections open at once; one more is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Time a client has to send a request's headers, on a new or a kept-alive connection.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A webhook's body: GitHub caps payloads at 25 MB, but a push lists at most 20 commits
+/// and real hooks stay far below this.
+pub const HOOK_BODY_LIMIT: usize = 5 << 20;
+/// Any other request's body (sign-in, a trigger's inputs, an approval).
+pub const API_BODY_LIMIT: usize = 64 << 10;
+/// Webhook bodies read at once, before their signatures can be checked.
+pub const HOOK_BODIES: usize = 16;
+
+/// Serves `router` on `listener` until `stop` resolves, then lets each connection finish
+/// what it is answering (for at most a few seconds).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a connection reset before it was taken: wait a
+                // moment rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let router = router.clone();
+        let mut closed = closed.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |mut request: Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                tower_service::Service::call(&mut router.clone(), request)
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = closed.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                }
+            }
+        });
+    }
+    let _ = closing.send(true);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(6),
+        slots.acquire_many(MAX_CONNECTIONS as u32),
+    )
+    .await;
+    Ok(())
+}
+
+/// Reads a request's body within [`BODY_TIMEOUT`] and its route's limit before the route
+/// sees it, so that no handler waits on a slow client or buffers more than it allows.
+pub async fn bounded_body(request: Request, next: Next) -> Response {
+    static HOOKS: Semaphore = Semaphore::const_new(HOOK_BODIES);
+    let hook = request.uri().path().starts_with("/hooks/");
+    let limit = if hook {
+        HOOK_BODY_LIMIT
+    } else {
+        API_BODY_LIMIT
+    };
+    let (parts, body) = request.into_parts();
+    let read = async {
+        let _turn = match hook {
+            true => HOOKS.acquire().await.ok(),
+            false => None,
+        };
+        axum::body::to_bytes(body, limit).await
+    };
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return crate::api::refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than the {} KiB this endpoint takes",
+                    limit >> 10
+                ),
+            );
+        }
+        Err(_) => {
+            return crate::api::refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            );
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
