@@ -307,6 +307,105 @@ fn the_http_layer_bounds_slow_clients_big_bodies_guessers_and_replays() {
     assert_eq!(served.deliveries().len(), 1);
 }
 
+/// The CPU time a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The server process's resident memory, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib >> 10
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn idle_viewers_of_a_long_log_cost_the_server_little_and_slow_nothing() {
+    use std::io::{Read, Write};
+    let t = Test::new();
+    // About 2 MiB of log.
+    let repo = repository(
+        &t,
+        "on:\n  push:\n    branches: [main]\njobs:\n  build:\n    steps:\n      - run: seq 1000000 1300000\n",
+    );
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "long", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    served.wait_for(id, &["passed"]);
+    let addr = served.base.trim_start_matches("http://").to_string();
+    let subscribe = || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /api/runs/{id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            common::server::TOKEN
+        )
+        .unwrap();
+        let mut start = [0u8; 2048];
+        stream.read_exact(&mut start).unwrap();
+        stream
+    };
+    // Twenty viewers that read the start of the stream and then nothing more.
+    let idle: Vec<_> = (0..20).map(|_| subscribe()).collect();
+    // They are idle once the socket buffers are full and the server has stopped writing:
+    // its CPU time stops growing.
+    let pid = served.child.id();
+    let mut last = cpu_ticks(pid);
+    common::eventually(
+        || {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = cpu_ticks(pid);
+            let settled = now.saturating_sub(last) <= 3;
+            last = now;
+            settled.then_some(())
+        },
+        || "the server never stopped writing to its idle viewers".to_string(),
+    );
+    let mut times: Vec<Duration> = (0..15)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            served.runs();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    let rss = rss_mib(served.child.id());
+    eprintln!(
+        "20 idle viewers: GET /api/runs median {:?}, slowest {:?}; server RSS {rss} MiB",
+        times[7], times[14]
+    );
+    assert!(
+        times[7] < Duration::from_millis(50),
+        "GET /api/runs took {:?} (median)",
+        times[7]
+    );
+    assert!(rss < 300, "the server holds {rss} MiB with 20 idle viewers");
+    // A run has at most 32 viewers.
+    let more: Vec<_> = (0..12).map(|_| subscribe()).collect();
+    let (status, body) = served.get(&format!("/api/runs/{id}/events"));
+    assert_eq!(status, 503, "{body}");
+    drop(more);
+    drop(idle);
+    // A viewer who reads gets the whole log, then the end.
+    let text = streamed_logs(&served, id);
+    for line in ["1000000", "1150000", "1300000"] {
+        assert!(text.lines().any(|l| l == line), "{line} is missing");
+    }
+}
+
 #[test]
 fn a_signed_webhook_starts_exactly_one_run_and_a_bad_one_none() {
     let t = Test::new();
@@ -802,7 +901,12 @@ fn streamed_logs(served: &Served, id: i64) -> String {
         )
         .call()
         .unwrap();
-    let stream = response.body_mut().read_to_string().unwrap();
+    let stream = response
+        .body_mut()
+        .with_config()
+        .limit(200 << 20)
+        .read_to_string()
+        .unwrap();
     assert!(stream.contains("event: end"), "{stream}");
     stream
         .lines()

@@ -527,7 +527,11 @@ enum Feed {
         std::collections::VecDeque<Arc<str>>,
         broadcast::Receiver<Arc<str>>,
     ),
-    Disk(std::collections::VecDeque<String>),
+    /// A finished run read from its record: the reader, and the batch it read last.
+    Disk(
+        Box<crate::replay::Replay>,
+        std::collections::VecDeque<String>,
+    ),
     Done,
 }
 
@@ -537,23 +541,52 @@ enum Feed {
 async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
     let run = find(&server, &headers, &id)?;
     let id = run.id;
+    let Some(viewer) = server.live.view(id) else {
+        return Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "run #{id} has {} viewers already; try again later",
+                crate::live::MAX_VIEWERS
+            ),
+        ));
+    };
     let stream = futures_util::stream::unfold(Feed::Wait, move |mut feed| {
         let server = server.clone();
+        // The stream holds the viewer's place until it is dropped.
+        let _viewer = &viewer;
         async move {
             loop {
                 feed = match feed {
                     Feed::Wait => match server.live.subscribe(id) {
-                        Some(live) => Feed::Live(live.history.into(), live.receiver),
+                        Some(live) => {
+                            let mut history: std::collections::VecDeque<Arc<str>> =
+                                live.history.into();
+                            if live.dropped > 0 {
+                                let text = format!(
+                                    "the first {} log lines are not shown live; each step's full log is at /api/runs/{id}/logs/JOB/STEP",
+                                    live.dropped
+                                );
+                                history.push_front(
+                                    json!({ "type": "notice", "text": text }).to_string().into(),
+                                );
+                            }
+                            Feed::Live(history, live.receiver)
+                        }
                         None => match server.store.run(id) {
                             Ok(Some(run)) if run.status.finished() || run.record.is_some() => {
-                                let record = server.record_dir(&run);
-                                Feed::Disk(record.map(|d| replay(&d)).unwrap_or_default())
+                                match server.record_dir(&run) {
+                                    Some(dir) => Feed::Disk(
+                                        Box::new(crate::replay::Replay::open(&dir)),
+                                        Default::default(),
+                                    ),
+                                    None => return Some((end(), Feed::Done)),
+                                }
                             }
                             Ok(Some(_)) => {
                                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                                 Feed::Wait
                             }
-                            _ => Feed::Disk(Default::default()),
+                            _ => return Some((end(), Feed::Done)),
                         },
                     },
                     Feed::Live(mut history, mut receiver) => {
@@ -572,11 +605,23 @@ async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String
                         };
                         return Some((item, Feed::Live(history, receiver)));
                     }
-                    Feed::Disk(mut lines) => {
-                        return match lines.pop_front() {
-                            Some(line) => Some((message(&line), Feed::Disk(lines))),
-                            None => Some((end(), Feed::Done)),
-                        };
+                    Feed::Disk(mut replay, mut lines) => {
+                        if let Some(line) = lines.pop_front() {
+                            return Some((message(&line), Feed::Disk(replay, lines)));
+                        }
+                        // The next batch, read off the runtime; a viewer that does not
+                        // read holds this one batch and waits.
+                        let read = tokio::task::spawn_blocking(move || {
+                            let batch = replay.next_batch();
+                            (replay, batch)
+                        })
+                        .await;
+                        match read {
+                            Ok((replay, batch)) if !batch.is_empty() => {
+                                Feed::Disk(replay, batch.into())
+                            }
+                            _ => return Some((end(), Feed::Done)),
+                        }
                     }
                     Feed::Done => return None,
                 }
@@ -586,67 +631,6 @@ async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-/// Each step's log file in a run record (relative to it), by job and step key, from
-/// `run.json`.
-fn step_logs(dir: &std::path::Path) -> BTreeMap<(String, String), String> {
-    let summary: Option<ferry_engine::record::RunSummary> = std::fs::read(dir.join("run.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut logs = BTreeMap::new();
-    for (job, summary) in summary.iter().flat_map(|s| &s.jobs) {
-        for step in &summary.steps {
-            logs.insert((job.clone(), step.key.clone()), step.log.clone());
-        }
-    }
-    logs
-}
-
-/// A finished run's events from its record. The record keeps log lines in one file per
-/// step rather than among the events, so each step's lines are put back as `log` events
-/// just before the step's `step-finished`.
-fn replay(dir: &std::path::Path) -> std::collections::VecDeque<String> {
-    let mut logs = step_logs(dir);
-    let lines_of = |job: &str, step: &str, log: &str| -> Vec<String> {
-        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
-        text.lines()
-            .map(|line| {
-                let event = match line.strip_prefix("▸ ") {
-                    Some(title) => json!({ "type": "group-start", "job": job, "step": step, "title": title }),
-                    None => {
-                        let (level, text) = [("debug: ", "debug"), ("warning: ", "warn"), ("error: ", "error")]
-                            .iter()
-                            .find_map(|(prefix, level)| line.strip_prefix(prefix).map(|t| (*level, t)))
-                            .unwrap_or(("stdout", line));
-                        json!({ "type": "log", "job": job, "step": step, "level": level, "text": text })
-                    }
-                };
-                event.to_string()
-            })
-            .collect()
-    };
-    let mut out = std::collections::VecDeque::new();
-    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
-    for line in events.lines() {
-        if let Ok(event) = serde_json::from_str::<Value>(line)
-            && event["type"] == "step-finished"
-        {
-            let (job, step) = (
-                event["job"].as_str().unwrap_or_default(),
-                event["step"].as_str().unwrap_or_default(),
-            );
-            if let Some(log) = logs.remove(&(job.to_string(), step.to_string())) {
-                out.extend(lines_of(job, step, &log));
-            }
-        }
-        out.push_back(line.to_string());
-    }
-    // Steps a stopped server never finished still have what they said.
-    for ((job, step), log) in &logs {
-        out.extend(lines_of(job, step, log));
-    }
-    out
 }
 
 type SseItem = Result<SseEvent, Infallible>;
@@ -668,7 +652,7 @@ async fn step_log(
     let Some(dir) = server.record_dir(&run) else {
         return Err(problem(StatusCode::NOT_FOUND, "the run has not started"));
     };
-    let Some(log) = step_logs(&dir).remove(&(job.clone(), step.clone())) else {
+    let Some(log) = crate::replay::step_logs(&dir).remove(&(job.clone(), step.clone())) else {
         return Err(problem(
             StatusCode::NOT_FOUND,
             format!("run #{} has no step `{step}` in job `{job}`", run.id),

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod hooks;
 pub mod http;
 pub mod live;
+pub mod replay;
 pub mod repo;
 pub mod sqlite;
 pub mod store;

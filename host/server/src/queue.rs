@@ -554,7 +554,8 @@ impl RunReporter {
 impl Reporter for RunReporter {
     fn event(&self, event: &Event) {
         if let Ok(json) = serde_json::to_string(event) {
-            self.channel.send(json.into());
+            self.channel
+                .send(json.into(), matches!(event, Event::Log { .. }));
         }
         match event {
             Event::RunStarted { run, jobs, .. } => {
