@@ -1131,8 +1131,10 @@ fn serve_load(ferry: &Path, root: &Path) -> u8 {
         std::thread::sleep(Duration::from_millis(20));
     }
     let hook = |delivery: &str| {
+        // Each push's body differs, as a forge's do: the same body again is a replay.
         let body = serde_json::json!({
             "ref": "refs/heads/main", "after": sha,
+            "compare": format!("https://example.com/bench/serve-app/compare/{delivery}"),
             "repository": { "full_name": "bench/serve-app" },
             "head_commit": { "message": "noop", "author": { "name": "bench" } },
         })

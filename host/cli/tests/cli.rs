@@ -192,12 +192,13 @@ fn run_steps_see_only_granted_host_variables() {
 #[test]
 fn secrets_are_masked_in_output_and_records() {
     // The secret reaches a log line, an output (through $FERRY_OUTPUT), a job output, a
-    // step's name, base64 at two alignments, and the failing step's stderr. (A `run:` step's
+    // step's name, base64 at two alignments, and the failing step's stderr; a multi-line
+    // secret is printed line by line and JSON-escaped. (A `run:` step's
     // failure message is its exit code; the engine's test masks a message holding the
     // secret.)
     let yaml = r#"jobs:
   a:
-    permissions: { secrets: [DEPLOY_TOKEN] }
+    permissions: { secrets: [DEPLOY_TOKEN, SIGNING_KEY] }
     outputs: { leaked: "${{ steps.out.outputs.token }}" }
     steps:
       - run: echo "token is $DEPLOY_TOKEN"
@@ -206,8 +207,13 @@ fn secrets_are_masked_in_output_and_records() {
         run: echo "token=$DEPLOY_TOKEN" >> "$FERRY_OUTPUT"
       - id: encoded
         run: printf %s "$DEPLOY_TOKEN" | base64; printf 'user:%s' "$DEPLOY_TOKEN" | base64
+      - id: lines
+        run: printf '%s\n' "$SIGNING_KEY"
+      - id: escaped
+        run: printf '{"key":"%s"}\n' "$(printf '%s' "$SIGNING_KEY" | awk '{printf "%s\\n", $0}' | sed 's/\\n$//')"
       - run: echo "refused $DEPLOY_TOKEN" >&2; exit 3
 "#;
+    let key = "-----BEGIN KEY-----\nline-one-abcdef\nline-two-ghijkl\n-----END KEY-----";
     // What the step's `base64` prints, as coreutils says, not as ferry would encode it.
     let encoded: Vec<String> = ["hunter2-xyz", "user:hunter2-xyz"]
         .iter()
@@ -217,11 +223,15 @@ fn secrets_are_masked_in_output_and_records() {
         })
         .collect();
     let leaks = |text: &str| {
-        text.contains("hunter2-xyz") || encoded.iter().any(|e| text.contains(e.as_str()))
+        text.contains("hunter2-xyz")
+            || encoded.iter().any(|e| text.contains(e.as_str()))
+            || text.contains("line-one-abcdef")
+            || text.contains("line-two-ghijkl")
     };
     let t = Test::new()
         .file("ferry.yaml", yaml)
-        .env("DEPLOY_TOKEN", "hunter2-xyz");
+        .env("DEPLOY_TOKEN", "hunter2-xyz")
+        .env("SIGNING_KEY", key);
     let done = common::ferry(&t, &["run", "--output", "plain"])
         .code(1)
         .stdout_has("token is ***");
@@ -254,16 +264,21 @@ fn secrets_are_masked_in_output_and_records() {
     assert_eq!(job["steps"][1]["name"], "push with ***", "{summary}");
     assert_eq!(job["outputs"]["leaked"], "***", "{summary}");
     assert_eq!(
-        job["steps"][3]["message"], "process completed with exit code 3",
+        job["steps"][5]["message"], "process completed with exit code 3",
         "{summary}"
     );
     let encoded_log = std::fs::read_to_string(run.join("logs/a/encoded.log")).unwrap();
     assert_eq!(encoded_log.matches("***").count(), 2, "{encoded_log}");
     let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
     assert!(events.contains("\"value\":\"***\""), "{events}");
-    assert!(files.iter().any(|f| f.ends_with("step-4.log")), "{files:?}");
-    let failed = std::fs::read_to_string(run.join("logs/a/step-4.log")).unwrap();
+    assert!(files.iter().any(|f| f.ends_with("step-6.log")), "{files:?}");
+    let failed = std::fs::read_to_string(run.join("logs/a/step-6.log")).unwrap();
     assert_eq!(failed, "refused ***\n");
+    // A multi-line secret printed as it is, line by line, and JSON-escaped on one line.
+    let lines = std::fs::read_to_string(run.join("logs/a/lines.log")).unwrap();
+    assert_eq!(lines, "***\n***\n***\n***\n", "{lines}");
+    let escaped = std::fs::read_to_string(run.join("logs/a/escaped.log")).unwrap();
+    assert_eq!(escaped, "{\"key\":\"***\"}\n", "{escaped}");
 }
 
 #[cfg(unix)]

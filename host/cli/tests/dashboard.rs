@@ -367,7 +367,9 @@ fn attacker_site(page: String) -> u16 {
 #[test]
 fn pages_on_another_port_or_site_cannot_act_with_the_dashboard_session() {
     let t = Test::new();
-    let pipeline = "name: shop\non: push\njobs:\n  ship:\n    environment: { name: production, approval: required }\n    steps:\n      - run: echo shipped\n";
+    // The environment's address is the pipeline author's text: a script there must not
+    // become a link in the dashboard.
+    let pipeline = "name: shop\non: push\njobs:\n  ship:\n    environment: { name: production, url: \"javascript:alert(1)\", approval: required }\n    steps:\n      - run: echo shipped\n";
     let repo = repository(&t, pipeline);
     let sha = common::server::git(&repo, &["rev-parse", "HEAD"]);
     let served = Served::start(&t, &repo, &[]);
@@ -431,4 +433,13 @@ window.sent = [];
     );
     browser.eval("document.querySelector('[data-approve=\"ship\"]').click()");
     served.wait_for(id, &["passed"]);
+    browser.wait(
+        "document.querySelector('#deployments') && document.querySelector('#deployments').innerText.includes('javascript:alert(1)')",
+        "the deployment with its address",
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#deployments a').length"),
+        json!(0),
+        "the address became a link"
+    );
 }

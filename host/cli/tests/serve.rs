@@ -286,6 +286,13 @@ fn the_http_layer_bounds_slow_clients_big_bodies_guessers_and_replays() {
         429,
         "the limit holds for the right token too"
     );
+    // Basic credentials on the API are sign-ins too: the address has used its guesses.
+    let basic = Served::agent()
+        .get(&format!("{}/api/runs", served.base))
+        .header("Authorization", "Basic ZXZlOmd1ZXNz")
+        .call()
+        .unwrap();
+    assert_eq!(basic.status().as_u16(), 429);
 
     // A captured hook replayed under a new delivery id starts nothing more.
     let captured = serde_json::json!({

@@ -51,6 +51,10 @@ pub fn router(server: Arc<Server>) -> Router {
             server.config.public_url.clone(),
             crate::guard::same_origin,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            crate::guard::limit_basic,
+        ))
         .layer(axum::middleware::from_fn(crate::http::bounded_body))
         .layer(axum::middleware::from_fn(crate::guard::security_headers))
         // `http::bounded_body` has read the body within its route's limit already.
@@ -232,28 +236,14 @@ async fn login(
 ) -> Answer {
     let auth = &server.config.auth;
     // Wrong guesses count against the user named and the address they came from.
-    let mut keys = vec![format!(
-        "user:{}",
-        login
-            .user
-            .as_deref()
-            .unwrap_or(if login.token.is_some() { "token" } else { "" })
-    )];
-    if let Some(axum::extract::ConnectInfo(peer)) =
-        extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-    {
-        keys.push(format!("addr:{}", peer.ip()));
-    }
-    if let Err(wait) = server.sign_in.check(&keys) {
-        let mut response = problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many wrong sign-ins; try again in {wait} s"),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return Ok(response);
+    let user = match (&login.user, &login.token) {
+        (Some(user), _) => user.as_str(),
+        (None, Some(_)) => "token",
+        (None, None) => "",
+    };
+    let keys = crate::guard::attempt_keys(user, &extensions);
+    if let Err(seconds) = server.sign_in.check(&keys) {
+        return Ok(crate::guard::wait(seconds));
     }
     let who = match (&login.token, &login.user, &login.password) {
         (Some(token), _, _) => by_token(auth, token),
@@ -658,7 +648,7 @@ async fn step_log(
             format!("run #{} has no step `{step}` in job `{job}`", run.id),
         ));
     };
-    match std::fs::read(dir.join(log)) {
+    match tokio::fs::read(dir.join(log)).await {
         Ok(bytes) => {
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
         }

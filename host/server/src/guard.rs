@@ -130,6 +130,68 @@ impl Attempts {
     }
 }
 
+/// The keys a sign-in attempt counts against: the user named, and the address it came
+/// from when known.
+pub fn attempt_keys(user: &str, request: &axum::http::Extensions) -> Vec<String> {
+    let mut keys = vec![format!("user:{user}")];
+    if let Some(axum::extract::ConnectInfo(peer)) =
+        request.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        keys.push(format!("addr:{}", peer.ip()));
+    }
+    keys
+}
+
+/// A `429` that says when to try again.
+pub fn wait(seconds: u64) -> Response {
+    let mut response = crate::api::refuse(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        format!("too many wrong sign-ins; try again in {seconds} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// Basic credentials on any request count as a sign-in: a wrong password (a 401) counts
+/// against the user and the address like a wrong one on the sign-in form, and neither may
+/// guess faster through the API than through the dashboard.
+pub async fn limit_basic(
+    axum::extract::State(server): axum::extract::State<std::sync::Arc<crate::Server>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use base64::Engine;
+    let user = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .map(|b| {
+            let text = String::from_utf8_lossy(&b).into_owned();
+            text.split_once(':')
+                .map_or(text.clone(), |(u, _)| u.to_string())
+        });
+    let Some(user) = user else {
+        return next.run(request).await;
+    };
+    let keys = attempt_keys(&user, request.extensions());
+    if let Err(seconds) = server.sign_in.check(&keys) {
+        return wait(seconds);
+    }
+    let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        server.sign_in.failed(&keys);
+    }
+    response
+}
+
 /// Why a request that would change something was refused as possibly forged, or `None`
 /// when it is not.
 ///

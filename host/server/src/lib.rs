@@ -107,8 +107,8 @@ pub struct Server {
     pub repos: Vec<Arc<Repo>>,
     pub live: live::Live,
     /// Dashboard sessions, and wrong sign-ins counted against who tried them.
-    sessions: guard::Sessions,
-    sign_in: guard::Attempts,
+    pub(crate) sessions: guard::Sessions,
+    pub(crate) sign_in: guard::Attempts,
     /// Cancel tokens of runs executing now.
     active: Mutex<HashMap<i64, CancellationToken>>,
     intake: Notify,
