@@ -268,31 +268,50 @@ fn the_http_layer_bounds_slow_clients_big_bodies_guessers_and_replays() {
     let status = response.map(|r| r.status().as_u16()).unwrap_or(413);
     assert_eq!(status, 413);
 
-    // Wrong tokens: ten, then even the right one waits.
-    let login = |token: &str| {
+    // Wrong passwords for one user: ten, half through the sign-in form and half as basic
+    // credentials on a route that answers everyone (so that it cannot tell a guesser
+    // whether a guess was right); then that user waits.
+    let login = |body: Value| {
         let response = Served::agent()
             .post(&format!("{}/api/session", served.base))
-            .send_json(serde_json::json!({ "token": token }))
+            .send_json(body)
             .unwrap();
         let retry = response.headers().get("retry-after").is_some();
         (response.status().as_u16(), retry)
     };
-    for _ in 0..10 {
-        assert_eq!(login("guess").0, 401);
+    let eve = serde_json::json!({ "user": "eve", "password": "guess" });
+    for _ in 0..5 {
+        assert_eq!(login(eve.clone()).0, 401);
+        let asked = Served::agent()
+            .get(&format!("{}/api/session", served.base))
+            .header("Authorization", "Basic ZXZlOmd1ZXNz")
+            .call()
+            .unwrap();
+        assert_eq!(
+            asked.status().as_u16(),
+            401,
+            "a wrong password is wrong anywhere"
+        );
     }
-    assert_eq!(login("guess"), (429, true));
-    assert_eq!(
-        login(common::server::TOKEN).0,
-        429,
-        "the limit holds for the right token too"
-    );
-    // Basic credentials on the API are sign-ins too: the address has used its guesses.
+    assert_eq!(login(eve.clone()), (429, true));
     let basic = Served::agent()
         .get(&format!("{}/api/runs", served.base))
         .header("Authorization", "Basic ZXZlOmd1ZXNz")
         .call()
         .unwrap();
     assert_eq!(basic.status().as_u16(), 429);
+    // The token is a long random secret, not a password: wrong ones are answered 401 but
+    // do not count against it, so nobody can lock every client of the API out.
+    for _ in 0..12 {
+        assert_eq!(
+            login(serde_json::json!({ "token": "guess", "user": "x" })).0,
+            401
+        );
+    }
+    assert_eq!(
+        login(serde_json::json!({ "token": common::server::TOKEN })).0,
+        200
+    );
 
     // A captured hook replayed under a new delivery id starts nothing more.
     let captured = serde_json::json!({
@@ -613,12 +632,22 @@ fn polling_notices_a_new_commit() {
     );
     assert!(served.deliveries().is_empty(), "the first look delivered");
     assert!(served.runs().is_empty(), "the existing commit was built");
+    // Whoever may push may name a branch as a command; git takes the name, ferry does not.
+    git(&repo, &["branch", "x$(touch${IFS}planted)"]);
     let sha = commit(&repo, "README", "hello", "add a readme");
     let runs = served.wait_runs(1);
     assert_eq!(runs[0]["sha"], sha.as_str());
     assert_eq!(runs[0]["message"], "add a readme");
     let run = served.wait_for(runs[0]["id"].as_i64().unwrap(), &["passed", "failed"]);
     assert_eq!(run["status"], "passed", "{run}");
+    let refs = served.get("/api/repos").1[0]["refs"].clone();
+    assert!(!refs.to_string().contains("touch"), "{refs}");
+    assert_eq!(
+        served.runs().len(),
+        1,
+        "the branch named as a command was built"
+    );
+    assert!(served.log().contains("skipping a ref"), "{}", served.log());
 }
 
 #[test]

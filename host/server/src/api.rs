@@ -53,7 +53,7 @@ pub fn router(server: Arc<Server>) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             server.clone(),
-            crate::guard::limit_basic,
+            crate::guard::limit_credentials,
         ))
         .layer(axum::middleware::from_fn(crate::http::bounded_body))
         .layer(axum::middleware::from_fn(crate::guard::security_headers))
@@ -157,6 +157,25 @@ fn identify(server: &Server, headers: &HeaderMap) -> Option<String> {
         .user(session_cookie(headers, cookie_name(server))?)
 }
 
+/// What an `Authorization` header claims, as a sign-in: which user (`None` for the
+/// server's token) and whether the credentials are right. A scheme ferry does not know
+/// is wrong credentials.
+pub(crate) fn check_credentials(auth: &crate::Auth, value: &str) -> (Option<String>, bool) {
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return (None, by_token(auth, token.trim()).is_some());
+    }
+    let decoded = value
+        .strip_prefix("Basic ")
+        .and_then(|encoded| base64_decode(encoded.trim()));
+    match decoded.as_deref().and_then(|d| d.split_once(':')) {
+        Some((user, password)) => (
+            Some(user.to_string()),
+            by_password(auth, user, password).is_some(),
+        ),
+        None => (Some(String::new()), false),
+    }
+}
+
 /// Who the token is: `token` when it is the server's.
 fn by_token(auth: &crate::Auth, token: &str) -> Option<String> {
     auth.token
@@ -236,10 +255,10 @@ async fn login(
 ) -> Answer {
     let auth = &server.config.auth;
     // Wrong guesses count against the user named and the address they came from.
-    let user = match (&login.user, &login.token) {
-        (Some(user), _) => user.as_str(),
-        (None, Some(_)) => "token",
-        (None, None) => "",
+    let user = match (&login.token, &login.user) {
+        (Some(_), _) => None,
+        (None, Some(user)) => Some(user.as_str()),
+        (None, None) => Some(""),
     };
     let keys = crate::guard::attempt_keys(user, &extensions);
     if let Err(seconds) = server.sign_in.check(&keys) {
@@ -254,7 +273,13 @@ async fn login(
         server.sign_in.failed(&keys);
         return Err(problem(StatusCode::UNAUTHORIZED, "wrong token or password"));
     };
-    server.sign_in.succeeded(&keys[..1]);
+    // A right password clears its user's wrong ones; the address keeps its count.
+    let user_keys: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with("user:"))
+        .cloned()
+        .collect();
+    server.sign_in.succeeded(&user_keys);
     let Some(session) = server.sessions.open(&who) else {
         return Err(internal("no randomness for a session"));
     };
@@ -535,8 +560,9 @@ async fn events(State(server): Shared, headers: HeaderMap, Path(id): Path<String
         return Err(problem(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "run #{id} has {} viewers already; try again later",
-                crate::live::MAX_VIEWERS
+                "run #{id} has as many viewers as the server takes now ({} a run, {} in all); try again later",
+                crate::live::MAX_VIEWERS,
+                crate::live::MAX_ALL_VIEWERS
             ),
         ));
     };
@@ -738,10 +764,18 @@ async fn artifact_tar(
     Path((id, name)): Path<(String, String)>,
 ) -> Answer {
     let (artifact, blobs) = artifact(&server, &headers, &id, &name)?;
-    let built = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+    // Every file is there before the answer starts: a missing one is a 500, not a cut tar.
+    for (sha, _) in artifact.tree.files() {
+        let found = match blobs.path(sha) {
+            Ok(blob) => tokio::fs::metadata(blob).await.map(drop),
+            Err(e) => Err(e),
+        };
+        found.map_err(internal)?;
+    }
+    let body = written_body(move |out| {
         use ferry_engine::files::Entry;
         use ferry_tar::{Header, Kind};
-        let mut writer = ferry_tar::Writer::new(Vec::new());
+        let mut writer = ferry_tar::Writer::new(out);
         for entry in &artifact.tree.entries {
             let (kind, mode, size, sha) = match entry {
                 Entry::Dir { mode, .. } => (Kind::Dir, *mode, 0, None),
@@ -767,23 +801,73 @@ async fn artifact_tar(
                 None => writer.append(&header, &mut std::io::empty())?,
             }
         }
-        writer.finish()
-    })
-    .await;
-    match built {
-        Ok(Ok(bytes)) => Ok((
-            [
-                (header::CONTENT_TYPE, "application/x-tar".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    attachment(&format!("{name}.tar")),
-                ),
-            ],
-            bytes,
-        )
-            .into_response()),
-        Ok(Err(e)) => Err(internal(e)),
-        Err(e) => Err(internal(e)),
+        writer.finish().map(drop)
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                attachment(&format!("{name}.tar")),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A response body that `write` produces on a blocking thread, a chunk at a time: the
+/// client's pace decides how much waits in memory (a few chunks), not the size of what is
+/// sent. A failure part way is logged and cuts the body short.
+fn written_body(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
+) -> Body {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            sender: sender.clone(),
+            chunk: Vec::new(),
+        };
+        if let Err(e) = write(&mut out).and_then(|()| std::io::Write::flush(&mut out)) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("error: writing a download: {e}");
+            }
+            let _ = sender.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
+    ))
+}
+
+/// Gathers writes into chunks of [`ChunkWriter::SIZE`] for [`written_body`].
+struct ChunkWriter {
+    sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    chunk: Vec<u8>,
+}
+
+impl ChunkWriter {
+    const SIZE: usize = 64 << 10;
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.chunk.extend_from_slice(data);
+        if self.chunk.len() >= Self::SIZE {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.chunk.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut self.chunk));
+            self.sender.blocking_send(Ok(chunk)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -821,21 +905,19 @@ async fn artifact_file(
         ));
     };
     let file_name = path.rsplit('/').next().unwrap_or(&path);
-    let blob = match blobs.path(sha) {
-        Ok(blob) => blob,
-        Err(e) => return Err(internal(e)),
-    };
-    match tokio::fs::read(blob).await {
-        Ok(bytes) => Ok((
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (header::CONTENT_DISPOSITION, attachment(file_name)),
-            ],
-            Body::from(bytes),
-        )
-            .into_response()),
-        Err(e) => Err(internal(e)),
-    }
+    let blob = blobs.path(sha).map_err(internal)?;
+    let size = tokio::fs::metadata(&blob).await.map_err(internal)?.len();
+    let body =
+        written_body(move |out| std::io::copy(&mut std::fs::File::open(blob)?, out).map(drop));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, attachment(file_name)),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

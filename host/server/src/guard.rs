@@ -130,14 +130,36 @@ impl Attempts {
     }
 }
 
-/// The keys a sign-in attempt counts against: the user named, and the address it came
-/// from when known.
-pub fn attempt_keys(user: &str, request: &axum::http::Extensions) -> Vec<String> {
-    let mut keys = vec![format!("user:{user}")];
+/// The keys a sign-in attempt counts against: the user named (its first 64 bytes, so a
+/// long name costs the table no more than a short one), and the address it came from.
+///
+/// - The server's token (`None`) is a long random secret, not a password: guessing it is
+///   hopeless, and counting against it would let anyone lock every API client out. Only
+///   the address counts.
+/// - An IPv6 address counts by its /64, which one machine usually holds whole.
+/// - Loopback does not count: a reverse proxy on the same machine brings everyone from
+///   there, and one guesser would lock everyone out. Limit by address at the proxy.
+pub fn attempt_keys(user: Option<&str>, request: &axum::http::Extensions) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(user) = user {
+        let cut = (0..=user.len().min(64))
+            .rev()
+            .find(|&i| user.is_char_boundary(i))
+            .unwrap_or(0);
+        keys.push(format!("user:{}", &user[..cut]));
+    }
     if let Some(axum::extract::ConnectInfo(peer)) =
         request.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        && !peer.ip().to_canonical().is_loopback()
     {
-        keys.push(format!("addr:{}", peer.ip()));
+        let address = match peer.ip().to_canonical() {
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            v4 => v4.to_string(),
+        };
+        keys.push(format!("addr:{address}"));
     }
     keys
 }
@@ -154,42 +176,36 @@ pub fn wait(seconds: u64) -> Response {
     response
 }
 
-/// Basic credentials on any request count as a sign-in: a wrong password (a 401) counts
-/// against the user and the address like a wrong one on the sign-in form, and neither may
-/// guess faster through the API than through the dashboard.
-pub async fn limit_basic(
+/// Credentials on any request (a bearer token, basic credentials) are sign-ins: they are
+/// checked here, before the route, and a wrong one counts against the user (or `token`)
+/// and the address like a wrong one on the sign-in form, and is answered 401 whatever the
+/// route. Otherwise a route that answers everyone (`GET /api/session`, a public server's
+/// reads) would tell a guesser whether a guess was right, at full speed.
+pub async fn limit_credentials(
     axum::extract::State(server): axum::extract::State<std::sync::Arc<crate::Server>>,
     request: Request,
     next: Next,
 ) -> Response {
-    use base64::Engine;
-    let user = request
+    let Some(value) = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .map(|b| {
-            let text = String::from_utf8_lossy(&b).into_owned();
-            text.split_once(':')
-                .map_or(text.clone(), |(u, _)| u.to_string())
-        });
-    let Some(user) = user else {
+    else {
         return next.run(request).await;
     };
-    let keys = attempt_keys(&user, request.extensions());
+    let (user, right) = crate::api::check_credentials(&server.config.auth, value);
+    let keys = attempt_keys(user.as_deref(), request.extensions());
     if let Err(seconds) = server.sign_in.check(&keys) {
         return wait(seconds);
     }
-    let response = next.run(request).await;
-    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+    if !right {
         server.sign_in.failed(&keys);
+        return crate::api::refuse(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "wrong token or password",
+        );
     }
-    response
+    next.run(request).await
 }
 
 /// Why a request that would change something was refused as possibly forged, or `None`
@@ -324,6 +340,34 @@ mod tests {
             "the address"
         );
         assert!(attempts.check(&keys("bob", "10.0.0.2")).is_ok());
+    }
+
+    #[test]
+    fn attempts_count_against_the_user_and_a_remote_address() {
+        let from = |addr: &str| {
+            let mut extensions = axum::http::Extensions::new();
+            extensions.insert(axum::extract::ConnectInfo(
+                addr.parse::<std::net::SocketAddr>().unwrap(),
+            ));
+            extensions
+        };
+        assert_eq!(
+            attempt_keys(Some("ada"), &from("10.0.0.1:5000")),
+            ["user:ada", "addr:10.0.0.1"]
+        );
+        assert_eq!(
+            attempt_keys(None, &from("[2001:db8:1:2:3:4:5:6]:1")),
+            ["addr:2001:db8:1:2::/64"],
+            "the token counts only against the address, an IPv6 one by its /64"
+        );
+        assert_eq!(
+            attempt_keys(Some("ada"), &from("[::ffff:127.0.0.1]:1")),
+            ["user:ada"],
+            "loopback is a proxy's address"
+        );
+        let long = "é".repeat(100);
+        let keys = attempt_keys(Some(&long), &axum::http::Extensions::new());
+        assert!(keys[0].len() <= 5 + 64, "{}", keys[0].len());
     }
 
     #[test]

@@ -14,6 +14,10 @@ use tokio::sync::Semaphore;
 
 /// Connections open at once; one more is closed as soon as it is accepted.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections open at once from one address (an IPv6 /64), so that one client cannot
+/// take every connection. Loopback is exempt: a reverse proxy on the same machine brings
+/// everyone's requests from there.
+pub const MAX_PER_ADDRESS: usize = 64;
 /// Time a client has to send a request's headers, on a new or a kept-alive connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's body.
@@ -34,6 +38,10 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        std::net::IpAddr,
+        usize,
+    >::new()));
     let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
@@ -53,10 +61,14 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let Some(address_slot) = AddressSlot::take(&per_address, peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let router = router.clone();
         let mut closed = closed.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, address_slot);
             let service = hyper::service::service_fn(move |mut request: Request<_>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 tower_service::Service::call(&mut router.clone(), request)
@@ -86,11 +98,75 @@ pub async fn serve(
     Ok(())
 }
 
+/// One connection's place among its address's [`MAX_PER_ADDRESS`], given back when
+/// dropped.
+struct AddressSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    address: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    /// A place for a connection from `ip`, or `None` when its address has all of them.
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<AddressSlot> {
+        let address = match ip.to_canonical() {
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        };
+        let mut map = crate::lock(counts);
+        let count = map.entry(address).or_default();
+        if *count >= MAX_PER_ADDRESS && !address.is_loopback() {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = crate::lock(&self.counts);
+        if let Some(count) = map.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The headers a forge signs a webhook with: a hook without any of them is refused
+/// before its body is read.
+const HOOK_SIGNATURES: [&str; 4] = [
+    "x-hub-signature-256",
+    "x-gitea-signature",
+    "x-forgejo-signature",
+    "x-gitlab-token",
+];
+
 /// Reads a request's body within [`BODY_TIMEOUT`] and its route's limit before the route
 /// sees it, so that no handler waits on a slow client or buffers more than it allows.
 pub async fn bounded_body(request: Request, next: Next) -> Response {
     static HOOKS: Semaphore = Semaphore::const_new(HOOK_BODIES);
     let hook = request.uri().path().starts_with("/hooks/");
+    if hook
+        && !HOOK_SIGNATURES
+            .iter()
+            .any(|name| request.headers().contains_key(*name))
+    {
+        return crate::api::refuse(
+            StatusCode::UNAUTHORIZED,
+            "the hook carries no signature (`X-Hub-Signature-256`, `X-Gitea-Signature` or `X-Gitlab-Token`): is the webhook secret set at the forge?",
+        );
+    }
     let limit = if hook {
         HOOK_BODY_LIMIT
     } else {

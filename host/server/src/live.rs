@@ -1,8 +1,9 @@
 //! Events of running runs, for the dashboard's live view: each run keeps what it said so
 //! far, so a viewer who opens the page late sees it, then new events as they come. What
-//! a run keeps is bounded: every event that is not a log line (a step starting or ending,
-//! outputs), and the newest [`HISTORY_LOG_BYTES`] of log lines; the step logs on disk
-//! (`GET /api/runs/{id}/logs/{job}/{step}`) have the rest.
+//! a run keeps is bounded: the events that give the run its shape (jobs and steps starting
+//! and ending, outputs), and the newest [`HISTORY_LOG_BYTES`] of what steps said (log
+//! lines, groups, annotations, notices); the step logs on disk
+//! (`GET /api/runs/{id}/logs/{job}/{step}`) and the run's annotations have the rest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,16 @@ use tokio::sync::broadcast;
 /// Events waiting for a slow viewer before it is told it missed some.
 const BACKLOG: usize = 4096;
 
-/// Log lines a running run keeps for viewers who come late, in bytes.
+/// What steps said that a running run keeps for viewers who come late, in bytes.
 pub const HISTORY_LOG_BYTES: usize = 1 << 20;
 
 /// Viewers of one run's events at once, live or replayed; more are refused (503). Each
 /// holds a little memory and a connection, and a finished run's replay reads files.
 pub const MAX_VIEWERS: usize = 32;
+
+/// Viewers of all runs at once: each holds a connection, and connections are shared by
+/// everyone (see [`crate::http::MAX_CONNECTIONS`]).
+pub const MAX_ALL_VIEWERS: usize = 256;
 
 #[derive(Default)]
 pub struct Live {
@@ -83,6 +88,9 @@ impl Live {
     /// A place among run `run`'s viewers, if there is one.
     pub fn view(&self, run: i64) -> Option<Viewer> {
         let mut viewers = lock(&self.viewers);
+        if viewers.values().sum::<usize>() >= MAX_ALL_VIEWERS {
+            return None;
+        }
         let count = viewers.entry(run).or_default();
         if *count >= MAX_VIEWERS {
             return None;
@@ -108,8 +116,9 @@ impl Live {
 }
 
 impl Channel {
-    /// Sends `event` to the viewers and keeps it for later ones; `log` says it is a log
-    /// line, which the history may let go of.
+    /// Sends `event` to the viewers and keeps it for later ones; `log` says it is
+    /// something a step said (a log line, a group, an annotation), which the history may
+    /// let go of.
     pub fn send(&self, event: Arc<str>, log: bool) {
         let mut history = lock(&self.history);
         if log {
@@ -196,6 +205,14 @@ mod tests {
         places.pop();
         assert!(live.view(1).is_some());
         drop(places);
+        let everyone: Vec<Viewer> = (0..MAX_ALL_VIEWERS as i64)
+            .map(|n| live.view(n / 8).unwrap())
+            .collect();
+        assert!(
+            live.view(1000).is_none(),
+            "all runs' viewers have a bound too"
+        );
+        drop(everyone);
         assert_eq!(
             lock(&live.viewers).len(),
             0,

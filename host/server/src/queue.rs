@@ -554,8 +554,17 @@ impl RunReporter {
 impl Reporter for RunReporter {
     fn event(&self, event: &Event) {
         if let Ok(json) = serde_json::to_string(event) {
-            self.channel
-                .send(json.into(), matches!(event, Event::Log { .. }));
+            // What a step says (lines, groups, annotations, notices) is as long as the
+            // step makes it: the live history may let go of it, never of the run's shape.
+            let said = matches!(
+                event,
+                Event::Log { .. }
+                    | Event::GroupStart { .. }
+                    | Event::GroupEnd { .. }
+                    | Event::Annotation { .. }
+                    | Event::Notice { .. }
+            );
+            self.channel.send(json.into(), said);
         }
         match event {
             Event::RunStarted { run, jobs, .. } => {

@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 /// Longer lines are cut here (and say so): one line never costs a viewer more.
 pub const MAX_LINE: usize = 64 << 10;
 
-/// Lines read per batch.
+/// Events read per batch, at most.
 pub const BATCH: usize = 256;
+
+/// Bytes of events read per batch, at most (one long event may pass it): what a viewer
+/// who stops reading holds.
+pub const BATCH_BYTES: usize = 256 << 10;
 
 pub struct Replay {
     dir: PathBuf,
@@ -39,13 +43,17 @@ impl Replay {
         }
     }
 
-    /// Up to [`BATCH`] events; none when the replay is over. Reads files: call it off the
-    /// async runtime.
+    /// Up to [`BATCH`] events or [`BATCH_BYTES`]; none when the replay is over. Reads
+    /// files: call it off the async runtime.
     pub fn next_batch(&mut self) -> Vec<String> {
-        let mut out = Vec::with_capacity(BATCH);
-        while out.len() < BATCH {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while out.len() < BATCH && bytes < BATCH_BYTES {
             match self.next_event() {
-                Some(event) => out.push(event),
+                Some(event) => {
+                    bytes += event.len();
+                    out.push(event);
+                }
                 None => break,
             }
         }

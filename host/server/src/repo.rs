@@ -162,7 +162,10 @@ impl Repo {
             .is_ok()
     }
 
-    /// Branches and tags with the commits they point at.
+    /// Branches and tags with the commits they point at. A ref whose name a shell or git
+    /// would read as more than a name (see [`gitnames::full_ref`]) is left out with a
+    /// warning: whoever may push to the repository may name a branch so, and its name
+    /// would reach runs and their steps.
     pub async fn refs(&self) -> Result<BTreeMap<String, String>, String> {
         let out = git(
             &self.mirror,
@@ -182,7 +185,13 @@ impl Repo {
                 let object = parts.next()?;
                 // An annotated tag names the tag object; builds want its commit.
                 let peeled = parts.next().filter(|p| !p.is_empty()).unwrap_or(object);
-                Some((name.to_string(), peeled.to_string()))
+                match gitnames::full_ref(name).and(commit_id(peeled)) {
+                    Ok(_) => Some((name.to_string(), peeled.to_string())),
+                    Err(e) => {
+                        eprintln!("warning: `{}`: skipping a ref: {e}", self.config.name);
+                        None
+                    }
+                }
             })
             .collect())
     }
@@ -196,10 +205,11 @@ impl Repo {
         }
         let _guard = self.lock.lock().await;
         let full = match reference {
-            "" | "HEAD" => git(&self.mirror, &["symbolic-ref", "HEAD"])
-                .await
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "HEAD".into()),
+            "" | "HEAD" => match git(&self.mirror, &["symbolic-ref", "HEAD"]).await {
+                // The remote's default branch is named by whoever controls the remote.
+                Ok(head) => gitnames::full_ref(head.trim())?.to_string(),
+                Err(_) => "HEAD".into(),
+            },
             r if r.starts_with("refs/") => r.to_string(),
             r => match git(
                 &self.mirror,
@@ -233,7 +243,7 @@ impl Repo {
                 self.config.name
             )
         })?;
-        Ok((full, sha.trim().to_string()))
+        Ok((full, commit_id(sha.trim())?.to_string()))
     }
 
     /// The paths that differ between two commits; `None` when git cannot tell (a commit

@@ -732,9 +732,9 @@ mod tests {
     }
 
     #[test]
-    fn a_signed_body_replayed_under_a_new_key_is_kept_once_within_a_week() {
+    fn a_signed_body_replayed_under_a_new_key_is_kept_once_while_remembered() {
         let (_dir, store) = store();
-        let week = crate::store::BODY_MEMORY_MS;
+        let memory = crate::store::BODY_MEMORY_MS;
         let add = |key: &str, at: u64| {
             store
                 .add_delivery(key, Some("digest-1"), &source("a"), at)
@@ -744,13 +744,13 @@ mod tests {
         assert_eq!(add("github:2", 2), None, "the same body under a new id");
         assert_eq!(add("github:1", 3), None, "a redelivery");
         assert!(
-            add("github:3", week + 2).is_some(),
-            "a week later it is new"
+            add("github:3", memory + 2).is_some(),
+            "once forgotten it is new"
         );
         // The refused replay left no body of its own behind: another body is new.
         assert!(
             store
-                .add_delivery("github:2", Some("digest-2"), &source("a"), week + 3)
+                .add_delivery("github:2", Some("digest-2"), &source("a"), memory + 3)
                 .unwrap()
                 .is_some()
         );
