@@ -677,3 +677,66 @@ fn a_deploy_never_comes_from_the_cache() {
         .stderr_has("a `deploy` step cannot come from the cache")
         .stderr_has("ferry.yaml:6:16");
 }
+
+#[test]
+fn another_venv_or_toolchain_on_path_or_a_changed_program_is_another_key() {
+    // Two environments, each with a `tool` of its own, as two venvs each have a `pytest`.
+    let t = Test::new();
+    for venv in ["venv-a", "venv-b"] {
+        let bin = t.path(&format!("{venv}/bin"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(
+            bin.join("tool"),
+            format!("#!/bin/sh\necho 1..1\necho 'ok 1 - {venv}'\n"),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(bin.join("tool"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+    }
+    let t = t.file(
+        "ferry.yaml",
+        "jobs:\n  t:\n    permissions: { exec: [tool] }\n    steps:\n      - id: prog\n        uses: test\n        with: { command: tool, format: tap }\n        cache: true\n        inputs: []\n      - id: script\n        run: tool\n        cache: true\n        inputs: []\n",
+    );
+    let system = std::env::var("PATH").unwrap_or_default();
+    let on = |venv: &str| format!("{}:{system}", t.path(&format!("{venv}/bin")).display());
+    let cached = |path: &str| -> Vec<bool> {
+        let done = t.command().env("PATH", path).args(RUN).output().unwrap();
+        assert!(
+            done.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&done.stdout),
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let summary = summary(&t);
+        ["prog", "script"]
+            .iter()
+            .map(|key| step(&summary, "t", key)["cached"].is_object())
+            .collect()
+    };
+    assert_eq!(cached(&on("venv-a")), [false, false], "the first run");
+    assert_eq!(cached(&on("venv-a")), [true, true], "nothing changed");
+    assert_eq!(
+        cached(&on("venv-b")),
+        [false, false],
+        "another venv first on PATH"
+    );
+    std::fs::write(
+        t.path("venv-b/bin/tool"),
+        "#!/bin/sh\necho 1..1\necho 'ok 1 - venv-b, upgraded'\n",
+    )
+    .unwrap();
+    assert_eq!(
+        cached(&on("venv-b")),
+        [false, false],
+        "the program changed in place"
+    );
+    assert_eq!(
+        cached(&on("venv-a")),
+        [true, true],
+        "the first venv's results still stand"
+    );
+}

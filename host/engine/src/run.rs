@@ -269,6 +269,7 @@ pub async fn run<R: StepRunner>(
         cache: options.cache.clone(),
         reuse: options.reuse,
         saved: Default::default(),
+        programs: Arc::new(Digests::load(options.state_dir.join("programs.digests"))),
     });
     // Another run (`cancel-in-progress`) or `ferry cancel` may ask this one to stop.
     let watcher = {
@@ -416,6 +417,11 @@ pub async fn run<R: StepRunner>(
         }
     }
     watcher.abort();
+    {
+        // Programs that are gone are forgotten, so the record does not grow for ever.
+        let programs = shared.programs.clone();
+        let _ = tokio::task::spawn_blocking(move || programs.save(&|path| path.exists())).await;
+    }
     if let Some(cache) = shared
         .cache
         .clone()
@@ -508,6 +514,9 @@ struct Shared {
     git: BTreeMap<String, String>,
     cache: Option<Cache>,
     reuse: bool,
+    /// Digests of the host programs steps may run, by absolute path, kept between runs so
+    /// that an unchanged program is a `stat`, not a read (see [`caching::step_key`]).
+    programs: Arc<Digests>,
     /// Something was added to the cache: the run ends with an eviction.
     saved: AtomicBool,
 }

@@ -9,7 +9,7 @@ use crate::files::{Digests, Patterns, locked};
 use crate::log::StepLog;
 use crate::record::now_ms;
 use crate::timings::{Phase, span};
-use crate::workspace::View;
+use crate::workspace::{Ident, View};
 use ferry_model::pipeline::format_size;
 use ferry_model::{ArtifactDownload, DependencyCache, Job, Scope, Step};
 use std::collections::BTreeMap;
@@ -187,7 +187,10 @@ pub(super) fn step_files(step: &Step, identity: &Identity) -> Option<Vec<String>
 
 /// The step cache key: the component, the inputs and variables the step sees (secret
 /// values masked, so a secret never shapes a key), its grants, what it declares as output
-/// files, and the content of the files it depends on.
+/// files, the content of the files it depends on, and the host programs it may start: the
+/// `PATH` they are looked up on and see, and each granted program as found there (its path
+/// and the digest of its content). Another venv or toolchain on `PATH`, or a program that
+/// changed in place, is another key.
 pub(super) async fn step_key(
     shared: &Shared,
     step: &Step,
@@ -215,8 +218,10 @@ pub(super) async fn step_key(
             (name.clone(), value)
         })
         .collect();
+    let programs = host_programs(shared, step).await?;
     let mut key = KeyBuilder::default();
     key.part(identity.digest.as_bytes())
+        .map("programs", &programs)
         .map("inputs", &masked(inputs))
         .map("env", &masked(env))
         .map("host-env", &host_env)
@@ -243,6 +248,40 @@ pub(super) async fn step_key(
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// The host programs a step may start, for its key: `PATH` (what every program it starts
+/// sees, and where a `run:` script finds its tools), and each granted program as `PATH`
+/// resolves it, by path and content digest. Empty for a step that starts none.
+async fn host_programs(shared: &Shared, step: &Step) -> Result<BTreeMap<String, String>, String> {
+    if !step.is_run && step.permissions.exec.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let path = shared.host_env.get("PATH").cloned().unwrap_or_default();
+    let names: Vec<String> = step.permissions.exec.iter().cloned().collect();
+    let programs = shared.programs.clone();
+    let resolved = tokio::task::spawn_blocking(move || {
+        let mut found = BTreeMap::from([("\0PATH".to_string(), path.clone())]);
+        for name in names {
+            let identity = match crate::os::find_program(&name, std::ffi::OsStr::new(&path)) {
+                None => "not found".to_string(),
+                Some(program) => {
+                    // A program's content: through a link (a venv's `python`, a rustup
+                    // proxy) to the file that runs.
+                    let digest = std::fs::metadata(&program)
+                        .and_then(|meta| programs.digest(Path::new(""), &program, Ident::of(&meta)))
+                        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                        .map_err(|e| format!("cannot read `{}`: {e}", program.display()))?;
+                    format!("{} {digest}", program.display())
+                }
+            };
+            found.insert(name, identity);
+        }
+        Ok::<_, String>(found)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(resolved)
 }
 
 /// What a hit puts back: `outputs.files` and what its artifacts hold, so that a later
