@@ -740,3 +740,50 @@ fn another_venv_or_toolchain_on_path_or_a_changed_program_is_another_key() {
         "the first venv's results still stand"
     );
 }
+
+#[test]
+fn without_inputs_a_step_is_keyed_by_the_repository_and_declared_outputs_not_leftovers() {
+    // An earlier step leaves a build directory that differs every run (clippy's `target/`)
+    // and declares one generated file; a formatter rewrites a file of the repository.
+    let t = Test::new().file("src/lib.txt", "code\n").file(
+        "ferry.yaml",
+        r#"
+jobs:
+  build:
+    steps:
+      - run: |
+          mkdir -p target && date +%s%N > target/stamp
+          echo "${{ vars.generated }}" > gen.txt
+          echo "${{ vars.formatted }}" > src/lib.txt
+        outputs: { files: [gen.txt] }
+      - id: later
+        run: cat gen.txt src/lib.txt
+        cache: true
+"#,
+    );
+    let run = |generated: &str, formatted: &str| {
+        let vars = [
+            format!("generated={generated}"),
+            format!("formatted={formatted}"),
+        ];
+        ferry(
+            &t,
+            &[
+                "run", "--output", "plain", "--var", &vars[0], "--var", &vars[1],
+            ],
+        )
+        .code(0);
+        step(&summary(&t), "build", "later")["cached"].is_object()
+    };
+    assert!(!run("g1", "f1"), "the first run");
+    assert!(
+        run("g1", "f1"),
+        "only the leftover build directory changed: reused"
+    );
+    assert!(!run("g2", "f1"), "a declared output changed");
+    assert!(
+        !run("g2", "f2"),
+        "a repository file an earlier step rewrote changed"
+    );
+    assert!(run("g2", "f2"));
+}

@@ -536,6 +536,7 @@ pub fn add_files(
     root: &Path,
     patterns: &Patterns,
     view: Option<&View>,
+    only: Option<&dyn Fn(&Path) -> bool>,
     digests: &Digests,
 ) -> io::Result<usize> {
     let found: Vec<Found> = match view {
@@ -543,7 +544,7 @@ pub fn add_files(
         None => patterns
             .walk(root)?
             .into_iter()
-            .filter(|(_, m)| !m.is_dir())
+            .filter(|(rel, m)| !m.is_dir() && only.is_none_or(|keep| keep(rel)))
             .map(|(rel, m)| (rel, Ident::of(&m), m.is_symlink()))
             .collect(),
     };

@@ -108,7 +108,7 @@ impl Patterns {
         })
     }
 
-    fn matches(&self, rel: &Path) -> bool {
+    pub(crate) fn matches(&self, rel: &Path) -> bool {
         self.include.is_match(rel) && !self.exclude.is_match(rel)
     }
 

@@ -884,10 +884,25 @@ async fn run_job<R: StepRunner>(
     // cache then needs no walk of its own.
     let mut view =
         Some(workspace_guard.view()).filter(|_| job.cache.is_none() && job.artifacts.is_empty());
+    // What a step without `inputs:` depends on: the repository's files as the sync left
+    // them, and what the pipeline declares is put in the workspace (artifacts, dependency
+    // caches, earlier steps' `outputs.files`); not whatever else an earlier step left.
+    let mut defaults = caching::DefaultInputs {
+        source: workspace_guard.view(),
+        declared: job
+            .artifacts
+            .iter()
+            .map(|a| a.path.clone())
+            .chain(job.cache.iter().flat_map(|c| c.paths.iter().cloned()))
+            .collect(),
+    };
     let mut failed = false;
     let mut cancelled = false;
     let mut deploys: Vec<DeployCall> = Vec::new();
     for (index, step) in job.steps.iter().enumerate() {
+        if let Some(earlier) = index.checked_sub(1).and_then(|i| job.steps.get(i)) {
+            defaults.declared.extend(caching::stored_files(earlier));
+        }
         let key: Arc<str> = step.key().into();
         let job_cancelled = cancel.is_cancelled();
         let progress = progress(job_cancelled, failed);
@@ -1025,7 +1040,7 @@ async fn run_job<R: StepRunner>(
                         identity,
                         (&inputs, &env),
                         &workspace,
-                        (files, view.clone()),
+                        (files, view.clone(), &defaults),
                         &digests,
                     )
                     .await

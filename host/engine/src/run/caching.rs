@@ -185,6 +185,13 @@ pub(super) fn step_files(step: &Step, identity: &Identity) -> Option<Vec<String>
     }
 }
 
+/// What a step without `inputs:` is keyed by (see [`step_key`]): the job's workspace as
+/// the sync left it, and the paths the pipeline declares are put there.
+pub(super) struct DefaultInputs {
+    pub(super) source: Arc<View>,
+    pub(super) declared: Vec<String>,
+}
+
 /// The step cache key: the component, the inputs and variables the step sees (secret
 /// values masked, so a secret never shapes a key), its grants, what it declares as output
 /// files, the content of the files it depends on, and the host programs it may start: the
@@ -197,7 +204,7 @@ pub(super) async fn step_key(
     identity: &Identity,
     (inputs, env): (&BTreeMap<String, String>, &BTreeMap<String, String>),
     workspace: &Path,
-    (files, view): (Option<Vec<String>>, Option<Arc<View>>),
+    (files, view, defaults): (Option<Vec<String>>, Option<Arc<View>>, &DefaultInputs),
     digests: &Arc<Digests>,
 ) -> Result<String, String> {
     let _t = span(Phase::CacheKey);
@@ -241,9 +248,27 @@ pub(super) async fn step_key(
         }
     }
     let (ws, digests) = (workspace.to_path_buf(), digests.clone());
+    // Without `inputs:`, a step someone asked to cache depends on what the repository and
+    // the pipeline put in the workspace; what earlier steps left besides (a `target/`) is
+    // not part of its key. A step cached by default (a pure built-in) was not asked about,
+    // so it keeps the whole workspace in its key.
+    let only = match (&step.inputs, step.cache) {
+        (Some(_), _) | (None, None | Some(false)) => None,
+        (None, Some(true)) => Some((defaults.source.clone(), Patterns::new(&defaults.declared)?)),
+    };
     tokio::task::spawn_blocking(move || {
-        add_files(&mut key, &ws, &patterns, view.as_deref(), &digests)
-            .map_err(|e| e.to_string())?;
+        let keep = only.as_ref().map(|(source, declared)| {
+            move |rel: &Path| source.contains(rel) || declared.matches(rel)
+        });
+        add_files(
+            &mut key,
+            &ws,
+            &patterns,
+            view.as_deref(),
+            keep.as_ref().map(|k| k as &dyn Fn(&Path) -> bool),
+            &digests,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(key.finish())
     })
     .await
@@ -286,7 +311,7 @@ async fn host_programs(shared: &Shared, step: &Step) -> Result<BTreeMap<String, 
 
 /// What a hit puts back: `outputs.files` and what its artifacts hold, so that a later
 /// upload finds them.
-fn stored_files(step: &Step) -> Vec<String> {
+pub(super) fn stored_files(step: &Step) -> Vec<String> {
     let mut files = step.output_files.clone();
     files.extend(step.artifacts.iter().flat_map(|a| a.paths.iter().cloned()));
     files
