@@ -696,3 +696,64 @@ fn runs_lists_the_history_and_logs_prints_a_run() {
         .stderr_has("has no job `c`")
         .stderr_has("its jobs: `a`, `b`");
 }
+
+#[test]
+fn a_setup_step_puts_tools_on_path_and_variables_in_the_env_of_later_steps() {
+    let yaml = r#"jobs:
+  t:
+    steps:
+      - name: setup
+        run: |
+          mkdir -p tools
+          printf '#!/bin/sh\necho "ok 1 - tool says $GREETING"\n' > tools/tool
+          chmod +x tools/tool
+          echo tools >> "$FERRY_PATH"
+          echo "GREETING=hello" >> "$FERRY_ENV"
+          echo "LD_PRELOAD=/nowhere/evil.so" >> "$FERRY_ENV"
+          echo "PATH=/nowhere" >> "$FERRY_ENV"
+      - name: script
+        run: tool; echo "preload=[$LD_PRELOAD]"
+      - name: plugin
+        uses: test
+        with: { command: tool, format: tap }
+        permissions: { exec: [tool] }
+      - name: reader
+        uses: test
+        with: { command: sh -c 'echo SNEAKY=1 >> "$FERRY_ENV"', format: tap }
+        permissions: { exec: [sh] }
+      - name: after
+        run: echo "sneaky=[$SNEAKY]"
+"#;
+    let t = Test::new().file("ferry.yaml", yaml);
+    let done = common::ferry(&t, &["run", "--output", "plain"]);
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, 0, "{out}");
+    // The script found the tool and its variable; so did the plugin, whose step passes
+    // only when `tool` was found and ran (its TAP line is read as a result, not logged).
+    assert!(out.contains("[t/step-2] ok 1 - tool says hello"), "{out}");
+    assert!(out.contains("[t/step-3] ▸ tests: $ tool"), "{out}");
+    assert!(out.contains("preload=[]"), "{out}");
+    assert!(out.contains("$FERRY_ENV may not set `LD_PRELOAD`"), "{out}");
+    assert!(
+        out.contains("$FERRY_ENV may not set `PATH`: write the directory to $FERRY_PATH"),
+        "{out}"
+    );
+    // A step that may only read the workspace changes nothing for later steps.
+    assert!(out.contains("ignoring $FERRY_PATH and $FERRY_ENV"), "{out}");
+    assert!(out.contains("sneaky=[]"), "{out}");
+}
+
+#[test]
+fn a_program_not_on_path_says_which_path_was_searched() {
+    let yaml = "jobs:\n  t:\n    steps:\n      - uses: test\n        with: { command: no-such-tool-ferry, format: tap }\n        permissions: { exec: [no-such-tool-ferry] }\n";
+    let t = Test::new()
+        .file("ferry.yaml", yaml)
+        .env("PATH", "/usr/bin:/bin");
+    let done = common::ferry(&t, &["run", "--output", "plain"]);
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_ne!(done.code, 0, "{out}");
+    assert!(
+        out.contains("was not found on PATH (`/usr/bin:/bin`)"),
+        "{out}"
+    );
+}

@@ -11,6 +11,7 @@ use caching::{
 };
 
 mod caching;
+mod job_env;
 use crate::log::{Masker, StepLog};
 use crate::record::{RunRecord, RunSummary, sanitize};
 use ferry_model::pipeline::DEFAULT_STEP_TIMEOUT;
@@ -58,6 +59,13 @@ pub struct StepRequest {
     /// File whose `name=value` lines become outputs (`$FERRY_OUTPUT`); created by whoever
     /// writes it first.
     pub output_file: PathBuf,
+    /// The `PATH` the step's programs are looked up on and see: what earlier steps added
+    /// (`$FERRY_PATH`), then the pipeline's `env: PATH` or the host's.
+    pub path: String,
+    /// Files whose lines add to later steps' `PATH` (`$FERRY_PATH`) and environment
+    /// (`$FERRY_ENV`, as `$FERRY_OUTPUT`'s lines); created by whoever writes them first.
+    pub path_file: PathBuf,
+    pub env_file: PathBuf,
     /// Where files the step keeps (`outputs.keep`) go: `.ferry/runs/<run>/files/<job>/<step>`.
     pub kept_dir: PathBuf,
     /// How long the step may run once it is loaded (`timeout-minutes`, bounded by what is
@@ -887,6 +895,7 @@ async fn run_job<R: StepRunner>(
     // What a step without `inputs:` depends on: the repository's files as the sync left
     // them, and what the pipeline declares is put in the workspace (artifacts, dependency
     // caches, earlier steps' `outputs.files`); not whatever else an earlier step left.
+    let mut job_env = job_env::JobEnv::default();
     let mut defaults = caching::DefaultInputs {
         source: workspace_guard.view(),
         declared: job
@@ -987,6 +996,8 @@ async fn run_job<R: StepRunner>(
             step.permissions.log_limit(),
         );
         let output_file = outputs_dir.join(format!("{}.out", sanitize(&key)));
+        let path_file = outputs_dir.join(format!("{}.path", sanitize(&key)));
+        let env_file = outputs_dir.join(format!("{}.env", sanitize(&key)));
         let timeout = match (step.timeout, job_deadline) {
             (Some(limit), None) => limit,
             (Some(limit), Some(job_end)) => {
@@ -1028,6 +1039,17 @@ async fn run_job<R: StepRunner>(
                 outputs: BTreeMap::new(),
             },
             Ok((inputs, env)) => {
+                // What earlier steps added to the job's environment and PATH; the PATH is
+                // given apart, so a pipeline's `env: PATH` is where programs are found.
+                let mut env = job_env.env(env);
+                // A run given no host `PATH` (a fork's, which gets none of the host's
+                // variables) still finds the host's programs where ferry does.
+                let base = env
+                    .remove("PATH")
+                    .or_else(|| shared.host_env.get("PATH").cloned())
+                    .or_else(|| std::env::var("PATH").ok())
+                    .unwrap_or_default();
+                let path = job_env.path(&base);
                 let mut hit = None;
                 if step.dependency_cache.is_some() {
                     view = None;
@@ -1038,7 +1060,7 @@ async fn run_job<R: StepRunner>(
                         shared,
                         step,
                         identity,
-                        (&inputs, &env),
+                        (&inputs, &env, &path),
                         &workspace,
                         (files, view.clone(), &defaults),
                         &digests,
@@ -1087,6 +1109,7 @@ async fn run_job<R: StepRunner>(
                                 index,
                                 inputs: inputs.clone(),
                                 env: env.clone(),
+                                path: path.clone(),
                                 secrets: BTreeMap::clone(&secrets),
                                 outputs: BTreeMap::new(),
                                 passed: false,
@@ -1102,6 +1125,9 @@ async fn run_job<R: StepRunner>(
                             env,
                             secrets,
                             host_env: granted(&shared.host_env, &step.permissions.env),
+                            path,
+                            path_file: path_file.clone(),
+                            env_file: env_file.clone(),
                             workspace: workspace.clone(),
                             untrusted: shared.untrusted,
                             home: shared.home_dir.join(sanitize(&job.id)),
@@ -1137,6 +1163,12 @@ async fn run_job<R: StepRunner>(
                 &format!("[ferry] ignoring $FERRY_OUTPUT: {e}"),
             ),
         }
+        // A step that changed the job's PATH or environment is not stored: a cached result
+        // could not give later steps what it added.
+        let mut changed_job = false;
+        if outcome.result.is_none() && cached.is_none() {
+            changed_job = job_env.take(step, &workspace, (&path_file, &env_file), &log);
+        }
         if outcome.result.is_none()
             && !step.artifacts.is_empty()
             && let Err(e) = upload(shared, job, step, &workspace, &log).await
@@ -1145,6 +1177,7 @@ async fn run_job<R: StepRunner>(
         }
         if outcome.result.is_none()
             && cached.is_none()
+            && !changed_job
             && let (Some(k), Some(cache), Some(capture)) = (&cache_key, &shared.cache, &capture)
         {
             save_step(
@@ -1323,6 +1356,7 @@ struct DeployCall {
     index: usize,
     inputs: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
+    path: String,
     secrets: BTreeMap<String, String>,
     outputs: BTreeMap<String, String>,
     passed: bool,
@@ -1395,6 +1429,10 @@ async fn rollback<R: StepRunner>(
         untrusted: shared.untrusted,
         home: shared.home_dir.join(sanitize(&job.id)),
         output_file: outputs_dir.join(format!("{}.out", sanitize(&key))),
+        // A rollback puts the old release back; what it adds to the job goes nowhere.
+        path: call.path.clone(),
+        path_file: outputs_dir.join(format!("{}.path", sanitize(&key))),
+        env_file: outputs_dir.join(format!("{}.env", sanitize(&key))),
         kept_dir: shared
             .run_dir
             .join("files")
@@ -1631,7 +1669,7 @@ pub fn read_output_file(path: &Path) -> Result<BTreeMap<String, String>, String>
     parse_outputs(&text)
 }
 
-fn parse_outputs(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_outputs(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut outputs = BTreeMap::new();
     let mut lines = text.lines().enumerate();
     while let Some((n, line)) = lines.next() {

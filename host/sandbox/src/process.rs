@@ -76,8 +76,14 @@ impl process::Host for StepState {
             ))));
         };
         let Some(program) = resolved.clone() else {
+            let searched = self
+                .grant
+                .path_var
+                .as_deref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
             return Ok(Err(Error::NotFound(format!(
-                "`{}` is granted but was not found on the host PATH",
+                "`{}` is granted but was not found on PATH (`{searched}`)\nhint: put its directory on PATH with the pipeline's `env: PATH`, or have a setup step write it to $FERRY_PATH",
                 cmd.program
             ))));
         };
@@ -116,6 +122,8 @@ impl process::Host for StepState {
             .envs(self.standard_env.iter().map(|(k, v)| (k, v)))
             .env("FERRY_WORKSPACE", &self.workspace)
             .env("FERRY_OUTPUT", &self.output_file)
+            .env("FERRY_PATH", &self.path_file)
+            .env("FERRY_ENV", &self.env_file)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)));
         if let Err(message) = confinement.prepare(self, &mut child, &program, &cwd) {
             return Ok(Err(Error::SpawnFailed(message)));
@@ -233,18 +241,20 @@ impl Confinement {
         } else {
             std::fs::create_dir_all(&state.home)
                 .map_err(|e| format!("cannot create `{}`: {e}", state.home.display()))?;
-            // Shown by a file mount, so it must exist before the program starts.
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&state.output_file)
-                .map_err(|e| format!("cannot create `{}`: {e}", state.output_file.display()))?;
+            // Shown by file mounts, so they must exist before the program starts.
+            for file in [&state.output_file, &state.path_file, &state.env_file] {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .map_err(|e| format!("cannot create `{}`: {e}", file.display()))?;
+            }
             Some(confine::view(&confine::Request {
                 workspace: &state.workspace,
                 workspace_access: state.grant.program_workspace,
                 paths: &state.grant.paths,
                 home: &state.home,
-                output_file: &state.output_file,
+                step_files: [&state.output_file, &state.path_file, &state.env_file],
                 programs: state
                     .grant
                     .exec

@@ -235,7 +235,7 @@ impl Sandbox {
         let host_env = |name: &str| req.host_env.get(name).cloned();
         let host = Host {
             env: &host_env,
-            path_var: std::env::var_os("PATH"),
+            path_var: Some(std::ffi::OsString::from(&req.path)),
         };
         let grant = grant::grant(&site, &needs, &req.env, &req.secrets, &host)
             .map_err(|refusal| (FailureKind::Denied, refusal.to_string()))?;
@@ -280,6 +280,8 @@ impl Sandbox {
             untrusted: req.untrusted,
             home: req.home.clone(),
             output_file: req.output_file.clone(),
+            path_file: req.path_file.clone(),
+            env_file: req.env_file.clone(),
             kept_dir: req.kept_dir.clone(),
             deadline,
             processes: processes.clone(),
@@ -529,6 +531,8 @@ fn bare_state(deadline: Instant) -> StepState {
         untrusted: true,
         home: PathBuf::new(),
         output_file: PathBuf::new(),
+        path_file: PathBuf::new(),
+        env_file: PathBuf::new(),
         kept_dir: PathBuf::new(),
         deadline,
         processes: ProcessGroups::default(),

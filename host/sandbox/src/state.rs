@@ -25,6 +25,9 @@ pub struct StepState {
     pub home: PathBuf,
     /// `$FERRY_OUTPUT` for child processes.
     pub output_file: PathBuf,
+    /// `$FERRY_PATH` and `$FERRY_ENV` for child processes.
+    pub path_file: PathBuf,
+    pub env_file: PathBuf,
     /// Where `outputs.keep` copies files.
     pub kept_dir: PathBuf,
     pub deadline: Instant,

@@ -202,7 +202,7 @@ pub(super) async fn step_key(
     shared: &Shared,
     step: &Step,
     identity: &Identity,
-    (inputs, env): (&BTreeMap<String, String>, &BTreeMap<String, String>),
+    (inputs, env, path): (&BTreeMap<String, String>, &BTreeMap<String, String>, &str),
     workspace: &Path,
     (files, view, defaults): (Option<Vec<String>>, Option<Arc<View>>, &DefaultInputs),
     digests: &Arc<Digests>,
@@ -225,7 +225,7 @@ pub(super) async fn step_key(
             (name.clone(), value)
         })
         .collect();
-    let programs = host_programs(shared, step).await?;
+    let programs = host_programs(shared, step, path).await?;
     let mut key = KeyBuilder::default();
     key.part(identity.digest.as_bytes())
         .map("programs", &programs)
@@ -278,11 +278,15 @@ pub(super) async fn step_key(
 /// The host programs a step may start, for its key: `PATH` (what every program it starts
 /// sees, and where a `run:` script finds its tools), and each granted program as `PATH`
 /// resolves it, by path and content digest. Empty for a step that starts none.
-async fn host_programs(shared: &Shared, step: &Step) -> Result<BTreeMap<String, String>, String> {
+async fn host_programs(
+    shared: &Shared,
+    step: &Step,
+    path: &str,
+) -> Result<BTreeMap<String, String>, String> {
     if !step.is_run && step.permissions.exec.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let path = shared.host_env.get("PATH").cloned().unwrap_or_default();
+    let path = path.to_string();
     let names: Vec<String> = step.permissions.exec.iter().cloned().collect();
     let programs = shared.programs.clone();
     let resolved = tokio::task::spawn_blocking(move || {

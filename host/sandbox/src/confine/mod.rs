@@ -75,7 +75,8 @@ pub struct Request<'a> {
     pub workspace_access: Access,
     pub paths: &'a [(PathBuf, Access)],
     pub home: &'a Path,
-    pub output_file: &'a Path,
+    /// `$FERRY_OUTPUT`, `$FERRY_PATH` and `$FERRY_ENV`: files the programs may write.
+    pub step_files: [&'a Path; 3],
     /// Granted programs, resolved on the host.
     pub programs: Vec<&'a Path>,
     /// The step's environment, where toolchain locations may be set.
@@ -253,7 +254,11 @@ pub fn view(req: &Request) -> View {
     }
     binds.push((req.home.to_path_buf(), Access::Write, false));
     binds.push((req.workspace.to_path_buf(), req.workspace_access, false));
-    binds.push((req.output_file.to_path_buf(), Access::Write, true));
+    for file in req.step_files {
+        if !binds.iter().any(|(path, ..)| path == file) {
+            binds.push((file.to_path_buf(), Access::Write, true));
+        }
+    }
     // Parents before children; of one path, the widest access.
     binds.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut shown: Vec<(PathBuf, Access)> = SYSTEM
@@ -684,7 +689,7 @@ mod tests {
             workspace_access: Access::Write,
             paths,
             home,
-            output_file: out,
+            step_files: [out, out, out],
             programs: Vec::new(),
             env,
             network: false,
