@@ -711,6 +711,7 @@ fn a_setup_step_puts_tools_on_path_and_variables_in_the_env_of_later_steps() {
           echo "GREETING=hello" >> "$FERRY_ENV"
           echo "LD_PRELOAD=/nowhere/evil.so" >> "$FERRY_ENV"
           echo "PATH=/nowhere" >> "$FERRY_ENV"
+          echo /usr/sbin >> "$FERRY_PATH"
       - name: script
         run: tool; echo "preload=[$LD_PRELOAD]"
       - name: plugin
@@ -738,6 +739,7 @@ fn a_setup_step_puts_tools_on_path_and_variables_in_the_env_of_later_steps() {
         out.contains("$FERRY_ENV may not set `PATH`: write the directory to $FERRY_PATH"),
         "{out}"
     );
+    assert!(out.contains("$FERRY_PATH may not add `/usr/sbin`"), "{out}");
     // A step that may only read the workspace changes nothing for later steps.
     assert!(out.contains("ignoring $FERRY_PATH and $FERRY_ENV"), "{out}");
     assert!(out.contains("sneaky=[]"), "{out}");

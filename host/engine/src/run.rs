@@ -1167,7 +1167,8 @@ async fn run_job<R: StepRunner>(
         // could not give later steps what it added.
         let mut changed_job = false;
         if outcome.result.is_none() && cached.is_none() {
-            changed_job = job_env.take(step, &workspace, (&path_file, &env_file), &log);
+            let home = shared.home_dir.join(sanitize(&job.id));
+            changed_job = job_env.take(step, (&workspace, &home), (&path_file, &env_file), &log);
         }
         if outcome.result.is_none()
             && !step.artifacts.is_empty()

@@ -69,7 +69,7 @@ impl JobEnv {
     pub(crate) fn take(
         &mut self,
         step: &Step,
-        workspace: &Path,
+        (workspace, home): (&Path, &Path),
         (path_file, env_file): (&Path, &Path),
         log: &StepLog,
     ) -> bool {
@@ -101,8 +101,21 @@ impl JobEnv {
             if line.is_empty() {
                 continue;
             }
-            // A relative directory is the workspace's: `.venv/bin`.
-            let dir = workspace.join(line);
+            // A relative directory is the workspace's: `.venv/bin`. Only the job's own
+            // folders may come first on PATH: a step must not point later ones at
+            // programs elsewhere on the host.
+            let dir = ferry_model::pipeline::host_path(workspace, line);
+            if !dir.starts_with(workspace) && !dir.starts_with(home) {
+                log.line(
+                    Level::Warn,
+                    &format!(
+                        "[ferry] $FERRY_PATH may not add `{}`: only folders in the workspace or the job's HOME (`{}`)",
+                        dir.display(),
+                        home.display()
+                    ),
+                );
+                continue;
+            }
             log.line(
                 Level::Info,
                 &format!(
