@@ -346,19 +346,28 @@ jobs:
 fn attacker_site(page: String) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let page = std::sync::Arc::new(page);
     std::thread::spawn(move || {
+        // A connection a thread: a browser opens spare connections it sends nothing on,
+        // which must not hold up the one it asks on.
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let _ = std::io::Read::read(&mut stream, &mut request);
-            let _ = std::io::Write::write_all(
-                &mut stream,
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                    page.len()
-                )
-                .as_bytes(),
-            );
+            let page = page.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+                let mut request = [0u8; 4096];
+                if std::io::Read::read(&mut stream, &mut request).unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                        page.len()
+                    )
+                    .as_bytes(),
+                );
+            });
         }
     });
     port
