@@ -39,6 +39,9 @@ fn num(v: &Value) -> Option<u32> {
 /// `cargo clippy --message-format=json` (and `cargo build`'s): one JSON object a line.
 fn clippy(output: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
+    // With `--all-targets` a library is checked twice, as itself and as its test harness,
+    // and each finding in it comes once for each: count it once.
+    let mut seen = std::collections::HashSet::new();
     for line in output.lines() {
         let Ok(msg) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -58,6 +61,16 @@ fn clippy(output: &str) -> Vec<Finding> {
             continue;
         };
         let rule = m["code"]["code"].as_str().unwrap_or("rustc");
+        let place = (
+            span["file_name"].as_str().unwrap_or_default().to_string(),
+            num(&span["line_start"]),
+            num(&span["column_start"]),
+            rule.to_string(),
+            m["message"].as_str().unwrap_or_default().to_string(),
+        );
+        if !seen.insert(place) {
+            continue;
+        }
         findings.push(
             Finding::new(severity, rule, m["message"].as_str().unwrap_or_default()).at(
                 span["file_name"].as_str().unwrap_or_default(),
@@ -228,17 +241,21 @@ fn generic_line(line: &str, severity_of_rule: fn(&str) -> Option<Severity>) -> O
         severity = Some(s);
         message = tail.trim().to_string();
     }
+    // A leading code (flake8's `E501 line too long (96 > 79 characters)`) names the rule;
+    // else a trailing one-word `(rule)` does (yamllint's `(line-length)`). A parenthesis
+    // with spaces in it is part of the message.
     let mut rule = "lint".to_string();
-    if let Some(open) = message.rfind(" (")
-        && message.ends_with(')')
-    {
-        rule = message[open + 2..message.len() - 1].to_string();
-        message.truncate(open);
-    } else if let Some((code, tail)) = message.split_once(' ')
+    if let Some((code, tail)) = message.split_once(' ')
         && is_code(code)
     {
         rule = code.to_string();
         message = tail.to_string();
+    } else if let Some(open) = message.rfind(" (")
+        && message.ends_with(')')
+        && !message[open + 2..message.len() - 1].contains(char::is_whitespace)
+    {
+        rule = message[open + 2..message.len() - 1].to_string();
+        message.truncate(open);
     }
     let severity = severity
         .or_else(|| severity_of_rule(&rule))
@@ -305,9 +322,23 @@ mod tests {
     }
 
     #[test]
+    fn clippy_counts_a_finding_in_a_library_once_with_all_targets() {
+        assert_eq!(
+            all("clippy", "clippy-all-targets.json"),
+            [
+                "warning src/lib.rs:1:13 clippy::ptr_arg writing `&Vec` instead of `&[_]` involves a new object where a slice will do"
+            ]
+        );
+    }
+
+    #[test]
     fn flake8_text() {
         let found = all("flake8", "flake8.txt");
-        assert_eq!(found.len(), 8);
+        assert_eq!(found.len(), 9);
+        assert_eq!(
+            found[8],
+            "warning py/long.py:1:80 E501 line too long (96 > 79 characters)"
+        );
         assert_eq!(
             found[0],
             "warning py/app.py:1:1 F401 'os' imported but unused"
