@@ -31,7 +31,7 @@ fn a_failing_test_fails_the_pipeline_with_its_name_and_message() {
     .args(&["run", "--output", "plain"]);
     t.run()
         .code(1)
-        .stdout_has("src/lib.rs:6:22: tests::subtracts failed: assertion `left == right` failed: two minus one [test]")
+        .stdout_has("src/lib.rs:6:22: tests::subtracts failed: assertion `left == right` failed: two minus one\n  left: 1\n right: 0 [test]")
         .stdout_has("1 of 3 tests failed: tests::subtracts (assertion `left == right` failed: two minus one)")
         .stdout_has("  ✗ test › t: 1 of 3 tests failed");
 }

@@ -236,7 +236,13 @@ impl Step for TestStep {
             let first = cases
                 .iter()
                 .find(|c| c.outcome == Outcome::Failed)
-                .map(|c| format!(": {} ({})", c.full_name(), c.message))
+                .map(|c| {
+                    format!(
+                        ": {} ({})",
+                        c.full_name(),
+                        c.message.lines().next().unwrap_or_default()
+                    )
+                })
                 .unwrap_or_default();
             return Err(Error::failed(format!(
                 "{failed} of {} tests failed{first}",

@@ -372,14 +372,25 @@ fn libtest(text: &str) -> Vec<Case> {
             .lines()
             .filter(|l| !l.trim().is_empty())
             .collect();
-        // `thread 'x' panicked at file:line:col:` then the message on the next line.
+        // `thread 'x' panicked at file:line:col:` then the message, which goes on for as
+        // many lines as the panic wrote (`assert_eq!`'s `left:` and `right:`), up to the
+        // backtrace note.
         case.message = match lines.iter().position(|l| l.contains("panicked at")) {
-            Some(i) => lines
-                .get(i + 1)
-                .copied()
-                .unwrap_or(lines[i])
-                .trim()
-                .to_string(),
+            Some(i) => {
+                let message: Vec<&str> = lines[i + 1..]
+                    .iter()
+                    .take_while(|l| {
+                        !l.starts_with("note: run with `RUST_BACKTRACE")
+                            && !l.starts_with("stack backtrace:")
+                            && !l.contains("panicked at")
+                    })
+                    .map(|l| l.trim_end())
+                    .collect();
+                match message.is_empty() {
+                    true => lines[i].trim().to_string(),
+                    false => message.join("\n").trim().to_string(),
+                }
+            }
             None => lines
                 .first()
                 .copied()
@@ -495,7 +506,7 @@ mod tests {
         );
         assert_eq!(
             cases[1].message,
-            "assertion `left == right` failed: two minus one"
+            "assertion `left == right` failed: two minus one\n  left: 1\n right: 3"
         );
         assert_eq!(
             cases[1].location(),
