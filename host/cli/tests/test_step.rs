@@ -29,11 +29,23 @@ fn a_failing_test_fails_the_pipeline_with_its_name_and_message() {
     )
     .file("ferry.yaml", &cargo_pipeline("{ preset: cargo }", ""))
     .args(&["run", "--output", "plain"]);
-    t.run()
+    let done = t
+        .run()
         .code(1)
         .stdout_has("src/lib.rs:6:22: tests::subtracts failed: assertion `left == right` failed: two minus one\n  left: 1\n right: 0 [test]")
         .stdout_has("1 of 3 tests failed: tests::subtracts (assertion `left == right` failed: two minus one)")
         .stdout_has("  ✗ test › t: 1 of 3 tests failed");
+    // libtest gives no test its time: the table shows how long `cargo test` took.
+    let table = done
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("passed   failed"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        table.trim_end().ends_with('s') && !table.trim_end().ends_with(" 0.00s"),
+        "{table}"
+    );
 }
 
 #[test]
