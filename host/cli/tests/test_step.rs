@@ -181,3 +181,26 @@ fn results_that_contradict_the_exit_status_fail_the_step() {
     let kept = run.join("files/cut/step-1/report.xml");
     assert!(kept.is_file(), "{} missing", kept.display());
 }
+
+#[test]
+fn a_pytest_retry_runs_only_the_failed_test_by_node_id() {
+    // `test_basic` fails once; `test_basic_auth`, whose name holds it, passes and counts
+    // its runs. A retry by `-k test_basic` would run it again.
+    let t = Test::new()
+        .file(
+            "tests/test_auth.py",
+            "import os\n\n\nclass TestAuth:\n    def test_basic(self):\n        if not os.path.exists('ran-once'):\n            open('ran-once', 'w').close()\n            assert False, 'first try fails'\n\n    def test_basic_auth(self):\n        with open('auth-runs', 'a') as f:\n            f.write('run\\n')\n",
+        )
+        .file(
+            "ferry.yaml",
+            "jobs:\n  test:\n    steps:\n      - uses: test\n        with: { preset: pytest, retry-failed: 1 }\n        permissions: { workspace: write, exec: [pytest] }\n",
+        )
+        .env("PATH", &common::toolchain_path())
+        .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(0)
+        .stdout_has("tests/test_auth.py::TestAuth::test_basic")
+        .stdout_has("is flaky");
+    let runs = std::fs::read_to_string(t.path(".ferry/work/test/auth-runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "the passing test ran again");
+}

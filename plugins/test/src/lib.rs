@@ -203,7 +203,9 @@ impl Step for TestStep {
             if failing.is_empty() {
                 break;
             }
-            let Some(rerun) = preset.and_then(|p| retry_command(p.name, &argv, &failing)) else {
+            let exists = |file: &str| std::path::Path::new(&directory).join(file).is_file();
+            let Some(rerun) = preset.and_then(|p| retry_command(p.name, &argv, &failing, &exists))
+            else {
                 warn!(
                     "retry-failed needs a preset that can select tests (cargo, nextest, pytest, go, node)"
                 );
@@ -435,7 +437,14 @@ fn report_files(pattern: &str) -> Result<Vec<String>, Error> {
 }
 
 /// The command again, selecting only the failed tests, for runners that can.
-fn retry_command(preset: &str, argv: &[String], failing: &[Case]) -> Option<Vec<String>> {
+/// The command that runs only the `failing` tests again; `exists` says whether a file
+/// (relative to where the command runs) exists, to name pytest's tests by node id.
+fn retry_command(
+    preset: &str,
+    argv: &[String],
+    failing: &[Case],
+    exists: &dyn Fn(&str) -> bool,
+) -> Option<Vec<String>> {
     let names: Vec<String> = failing.iter().map(|c| c.name.clone()).collect();
     let mut cmd = argv.to_vec();
     match preset {
@@ -450,7 +459,16 @@ fn retry_command(preset: &str, argv: &[String], failing: &[Case]) -> Option<Vec<
             let filter: Vec<String> = names.iter().map(|n| format!("test(={n})")).collect();
             cmd.extend(["-E".to_string(), filter.join(" | ")]);
         }
-        "pytest" => cmd.extend(["-k".to_string(), names.join(" or ")]),
+        // By node id (`tests/test_x.py::TestY::test_basic`): `-k test_basic` would also run
+        // `test_basic_auth` and every test in a class or file of that name.
+        "pytest" => match failing
+            .iter()
+            .map(|c| pytest_node_id(c, exists))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(ids) => cmd.extend(ids),
+            None => cmd.extend(["-k".to_string(), names.join(" or ")]),
+        },
         "go" => cmd.extend(["-run".to_string(), format!("^({})$", names.join("|"))]),
         "node" => {
             for n in names {
@@ -460,6 +478,23 @@ fn retry_command(preset: &str, argv: &[String], failing: &[Case]) -> Option<Vec<
         _ => return None,
     }
     Some(cmd)
+}
+
+/// A pytest test's node id from its JUnit `classname` (`tests.test_x.TestY`, the module's
+/// dotted path then its classes) and name: the longest dotted prefix that is a file is the
+/// module.
+fn pytest_node_id(case: &Case, exists: &dyn Fn(&str) -> bool) -> Option<String> {
+    let parts: Vec<&str> = case.suite.split('.').filter(|p| !p.is_empty()).collect();
+    (1..=parts.len()).rev().find_map(|i| {
+        let file = format!("{}.py", parts[..i].join("/"));
+        exists(&file).then(|| {
+            std::iter::once(file.as_str())
+                .chain(parts[i..].iter().copied())
+                .chain(std::iter::once(case.name.as_str()))
+                .collect::<Vec<_>>()
+                .join("::")
+        })
+    })
 }
 
 fn escape_regex(text: &str) -> String {
@@ -569,7 +604,7 @@ mod tests {
             .map(String::from)
             .to_vec();
         assert_eq!(
-            retry_command("cargo", &argv, &failing(&["a::b", "c"])).unwrap(),
+            retry_command("cargo", &argv, &failing(&["a::b", "c"]), &|_| false).unwrap(),
             [
                 "cargo",
                 "test",
@@ -581,13 +616,56 @@ mod tests {
             ]
         );
         assert_eq!(
-            retry_command("go", &["go".into()], &failing(&["TestA", "TestB"])).unwrap(),
+            retry_command("go", &["go".into()], &failing(&["TestA", "TestB"]), &|_| {
+                false
+            })
+            .unwrap(),
             ["go", "-run", "^(TestA|TestB)$"]
         );
         assert_eq!(
-            retry_command("node", &["node".into()], &failing(&["adds (1+1)"])).unwrap(),
+            retry_command("node", &["node".into()], &failing(&["adds (1+1)"]), &|_| {
+                false
+            })
+            .unwrap(),
             ["node", "--test-name-pattern=^adds \\(1\\+1\\)$"]
         );
-        assert!(retry_command("custom", &argv, &failing(&["x"])).is_none());
+        assert!(retry_command("custom", &argv, &failing(&["x"]), &|_| false).is_none());
+    }
+
+    #[test]
+    fn pytest_retries_name_each_test_by_node_id() {
+        let case = |suite: &str, name: &str| Case {
+            suite: suite.into(),
+            name: name.into(),
+            outcome: Outcome::Failed,
+            duration: None,
+            message: String::new(),
+            detail: String::new(),
+        };
+        let files = ["tests/test_basic.py", "test_top.py"];
+        let exists = |f: &str| files.contains(&f);
+        let argv = vec!["pytest".to_string()];
+        assert_eq!(
+            retry_command(
+                "pytest",
+                &argv,
+                &[
+                    case("tests.test_basic.TestAuth", "test_basic"),
+                    case("test_top", "test_x[1-2]"),
+                ],
+                &exists
+            )
+            .unwrap(),
+            [
+                "pytest",
+                "tests/test_basic.py::TestAuth::test_basic",
+                "test_top.py::test_x[1-2]"
+            ]
+        );
+        // A module it cannot find: by name, as before, rather than not at all.
+        assert_eq!(
+            retry_command("pytest", &argv, &[case("gone.test_y", "test_y")], &exists).unwrap(),
+            ["pytest", "-k", "test_y"]
+        );
     }
 }
