@@ -759,3 +759,36 @@ fn a_program_not_on_path_says_which_path_was_searched() {
         "{out}"
     );
 }
+
+#[test]
+fn old_runs_are_pruned_after_each_run_and_on_demand() {
+    let t = Test::new()
+        .file(
+            "ferry.yaml",
+            "jobs:\n  a:\n    steps:\n      - run: echo hi\n",
+        )
+        .env("FERRY_KEEP_RUNS", "3");
+    let count = || std::fs::read_dir(t.path(".ferry/runs")).unwrap().count();
+    for _ in 0..5 {
+        common::ferry(&t, &["run", "--output", "plain"]).code(0);
+    }
+    assert_eq!(count(), 3, "FERRY_KEEP_RUNS=3 keeps three");
+    let listed = common::ferry(&t, &["runs"]).code(0);
+    let newest = listed
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let pruned = common::ferry(&t, &["runs", "prune", "--keep", "1"]).code(0);
+    assert_eq!(pruned.stdout.lines().count(), 2, "{}", pruned.stdout);
+    assert_eq!(count(), 1);
+    assert!(
+        t.path(&format!(".ferry/runs/{newest}")).is_dir(),
+        "the newest stays"
+    );
+    common::ferry(&t, &["runs", "prune", "--keep", "x"]).code(2);
+}

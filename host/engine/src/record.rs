@@ -376,6 +376,81 @@ pub fn recover_interrupted(state_dir: &Path) -> Vec<String> {
     recovered
 }
 
+/// How many runs `ferry run` keeps unless told otherwise (`FERRY_KEEP_RUNS`).
+pub const DEFAULT_KEEP_RUNS: usize = 100;
+
+/// Removes the oldest runs of `state_dir` beyond the newest `keep`, and the artifact files
+/// no remaining run lists; the ids removed, oldest first. A run still going (its host
+/// alive) is never removed. Each run is first renamed aside, so a prune cut short leaves
+/// whole runs and hidden leftovers, which the next prune clears.
+pub fn prune(state_dir: &Path, keep: usize) -> io::Result<Vec<String>> {
+    let runs = state_dir.join("runs");
+    let entries = match std::fs::read_dir(&runs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".removing") {
+            std::fs::remove_dir_all(entry.path())?;
+        } else if entry.file_type()?.is_dir() && !name.starts_with('.') {
+            ids.push(name);
+        }
+    }
+    // Run ids sort by start time.
+    ids.sort();
+    let going = |id: &str| {
+        std::fs::read(runs.join(id).join("run.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok())
+            .is_some_and(|s| s.status == Status::Running && crate::os::process_alive(s.pid))
+    };
+    let excess = ids.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for id in ids.iter().take(excess) {
+        if going(id) {
+            continue;
+        }
+        let aside = runs.join(format!(".{id}.removing"));
+        std::fs::rename(runs.join(id), &aside)?;
+        std::fs::remove_dir_all(&aside)?;
+        removed.push(id.clone());
+    }
+    if !removed.is_empty() {
+        forget_unlisted_artifact_files(state_dir, &runs)?;
+    }
+    Ok(removed)
+}
+
+/// Removes artifact file contents no run lists any more. A blob younger than an hour is
+/// kept, since a run may be uploading the artifact that will list it.
+fn forget_unlisted_artifact_files(state_dir: &Path, runs: &Path) -> io::Result<()> {
+    let mut listed = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(runs)? {
+        let dir = entry?.path();
+        for artifact in crate::artifacts::list(&dir).unwrap_or_default() {
+            listed.extend(artifact.tree.files().map(|(sha, _)| sha.to_string()));
+        }
+    }
+    let blobs = crate::artifacts::blobs(state_dir);
+    for (sha, _) in blobs.list()? {
+        let young = blobs
+            .path(&sha)
+            .and_then(std::fs::metadata)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age.as_secs() < 3600);
+        if !listed.contains(&sha) && !young {
+            blobs.remove(&sha)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a file so that readers see the old or the new content, never a mix: a temporary
 /// file in the same directory, synced, then renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -454,6 +529,84 @@ pub fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_keeps_the_newest_runs_a_live_one_and_the_files_they_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".ferry");
+        let runs = state.join("runs");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        let summary = |status: &str, pid: u32| {
+            format!(
+                r#"{{"id":"r","pipeline":"p","status":"{status}","pid":{pid},"started_at":"t","jobs":{{}}}}"#
+            )
+        };
+        for (n, (status, pid)) in [
+            ("running", std::process::id()),
+            ("passed", 1),
+            ("failed", 1),
+            ("passed", 1),
+            ("passed", 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let run = runs.join(format!("20260101-00000{n}-0000"));
+            std::fs::create_dir_all(&run).unwrap();
+            std::fs::write(run.join("run.json"), summary(status, pid)).unwrap();
+            // Each run keeps an artifact of its own content.
+            std::fs::write(ws.join("a.txt"), format!("run {n}")).unwrap();
+            crate::artifacts::upload(&state, &run, "a", ("j", "s"), &ws, &["a.txt".into()])
+                .unwrap();
+        }
+        // Every blob is old enough to go once unlisted.
+        let blobs = crate::artifacts::blobs(&state);
+        let old = SystemTime::now() - std::time::Duration::from_secs(7200);
+        for (sha, _) in blobs.list().unwrap() {
+            let file = File::options()
+                .write(true)
+                .open(blobs.path(&sha).unwrap())
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        std::fs::create_dir_all(runs.join(".20250101-000000-0000.removing")).unwrap();
+        let removed = prune(&state, 2).unwrap();
+        assert_eq!(
+            removed,
+            ["20260101-000001-0000", "20260101-000002-0000"],
+            "the oldest finished ones; the live one stays"
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "20260101-000000-0000",
+                "20260101-000003-0000",
+                "20260101-000004-0000"
+            ]
+        );
+        assert_eq!(
+            blobs.list().unwrap().len(),
+            3,
+            "the removed runs' files went too"
+        );
+        for id in &left {
+            let artifact = crate::artifacts::read(&runs.join(id), "a")
+                .unwrap()
+                .unwrap();
+            let (sha, _) = artifact.tree.files().next().unwrap();
+            assert!(blobs.has(sha), "{id} lost its artifact");
+        }
+        assert!(
+            prune(&state, 0).unwrap().len() == 2,
+            "keep 0 keeps only the live run"
+        );
+    }
 
     #[test]
     fn formats_utc() {

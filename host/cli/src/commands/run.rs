@@ -124,6 +124,7 @@ pub struct Settings {
 /// Runs a plan the way `ferry run` does and returns the exit code.
 pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
     let state_dir = super::state_dir(&plan.pipeline);
+    let kept_in = state_dir.clone();
     for id in ferry_engine::record::recover_interrupted(&state_dir) {
         eprintln!("note: run {id} was left unfinished by a host that stopped; marked interrupted");
     }
@@ -200,6 +201,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
     });
     // Stop the runtime now: background tasks must not outlive the run.
     runtime.shutdown_background();
+    prune_old_runs(&kept_in);
     match result {
         Ok(result) => {
             reporter.finish(&result);
@@ -213,6 +215,37 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
             }
         }
         Err(e) => super::fail(e.to_string()),
+    }
+}
+
+/// Keeps the newest `FERRY_KEEP_RUNS` runs (default [`DEFAULT_KEEP_RUNS`], `0` keeps all),
+/// so that `.ferry/runs` does not grow for ever.
+///
+/// [`DEFAULT_KEEP_RUNS`]: ferry_engine::record::DEFAULT_KEEP_RUNS
+fn prune_old_runs(state_dir: &std::path::Path) {
+    let keep = match std::env::var("FERRY_KEEP_RUNS") {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(keep) => keep,
+            Err(_) => {
+                eprintln!(
+                    "warning: FERRY_KEEP_RUNS=`{text}` is not a number of runs; keeping {}",
+                    ferry_engine::record::DEFAULT_KEEP_RUNS
+                );
+                ferry_engine::record::DEFAULT_KEEP_RUNS
+            }
+        },
+        Err(_) => ferry_engine::record::DEFAULT_KEEP_RUNS,
+    };
+    if keep == 0 {
+        return;
+    }
+    match ferry_engine::record::prune(state_dir, keep) {
+        Ok(removed) if !removed.is_empty() => eprintln!(
+            "note: removed {} old runs, keeping the newest {keep} (FERRY_KEEP_RUNS sets how many)",
+            removed.len()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot remove old runs: {e}"),
     }
 }
 

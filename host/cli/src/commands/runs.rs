@@ -5,11 +5,13 @@ use crate::say;
 use ferry_engine::record::RunSummary;
 use std::path::{Path, PathBuf};
 
-/// List the runs of a pipeline, newest first
+/// List the runs of a pipeline, newest first, or prune old ones
 #[derive(clap::Args)]
 pub struct RunsArgs {
+    #[command(subcommand)]
+    action: Option<RunsAction>,
     /// Pipeline file whose `.ferry/` holds the runs [default: ferry.yaml]
-    #[arg(long, short = 'f')]
+    #[arg(long, short = 'f', global = true)]
     file: Option<PathBuf>,
     /// Show at most this many
     #[arg(long, short = 'n', default_value_t = 20)]
@@ -19,6 +21,18 @@ pub struct RunsArgs {
     json: bool,
     #[command(flatten)]
     server: super::remote::ServerArg,
+}
+
+#[derive(clap::Subcommand)]
+enum RunsAction {
+    /// Remove the oldest runs, and the artifact files only they list, keeping the newest
+    /// (`ferry run` does this after each run; `FERRY_KEEP_RUNS` sets how many it keeps, `0`
+    /// keeps all)
+    Prune {
+        /// How many of the newest runs to keep; a run still going is always kept
+        #[arg(long, default_value_t = ferry_engine::record::DEFAULT_KEEP_RUNS)]
+        keep: usize,
+    },
 }
 
 /// Print a run's logs, job by job and step by step
@@ -43,6 +57,26 @@ fn summary(dir: &Path) -> Option<RunSummary> {
 }
 
 pub fn runs(args: RunsArgs) -> u8 {
+    if let Some(RunsAction::Prune { keep }) = args.action {
+        let state_dir = match super::state_dir_of(args.file) {
+            Ok(d) => d,
+            Err(code) => return code,
+        };
+        return match ferry_engine::record::prune(&state_dir, keep) {
+            Ok(removed) => {
+                for id in &removed {
+                    say!("removed {id}");
+                }
+                eprintln!(
+                    "{} runs removed; the newest {keep} kept under `{}`",
+                    removed.len(),
+                    state_dir.join("runs").display()
+                );
+                exit::PASSED
+            }
+            Err(e) => super::fail(format!("cannot prune `{}`: {e}", state_dir.display())),
+        };
+    }
     if let Some(server) = &args.server.server {
         let remote = super::remote::Remote::new(server);
         return super::remote::runs(&remote, args.limit, args.json).unwrap_or_else(super::fail);
