@@ -38,6 +38,16 @@ jobs:
       - run: echo \"built by ferry serve\"
 ";
 
+/// A test directory with a repository of one commit of `pipeline`, its commit, and a
+/// server building it with `extra` arguments.
+fn serving(pipeline: &str, extra: &[&str]) -> (Test, std::path::PathBuf, String, Served) {
+    let t = Test::new();
+    let repo = repository(&t, pipeline);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, extra);
+    (t, repo, sha, served)
+}
+
 /// Percent-encodes every byte but letters and digits, as an attacker hides `/` and `.`
 /// from anything that would normalise a path.
 fn encoded(text: &str) -> String {
@@ -72,21 +82,13 @@ fn artifact_routes_serve_no_file_a_crafted_name_or_description_points_at() {
     let target = repo.join("evil");
     let absolute = target.to_str().unwrap().to_string();
     let climbing = format!("{}{}", "../".repeat(40), absolute.trim_start_matches('/'));
-    let anonymous = |path: &str| {
-        let mut response = Served::agent()
-            .get(&format!("{}{path}", served.base))
-            .call()
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap())
-    };
     for name in [&absolute, &climbing, &"evil".to_string()] {
         for route in [
             format!("/api/runs/{id}/artifacts/{}/passwd", encoded(name)),
             format!("/api/runs/{id}/artifacts/{}/environ", encoded(name)),
             format!("/api/runs/{id}/artifacts/{}", encoded(name)),
         ] {
-            let (status, body) = anonymous(&route);
+            let (status, body) = served.anonymous(&route);
             assert!(
                 status == 400 || status == 404,
                 "{route} ({name}): {status} {body}"
@@ -108,24 +110,22 @@ fn artifact_routes_serve_no_file_a_crafted_name_or_description_points_at() {
         }
     }
     // The real artifact is served.
-    let (status, body) = anonymous(&format!("/api/runs/{id}/artifacts/report/report.txt"));
+    let (status, body) = served.anonymous(&format!("/api/runs/{id}/artifacts/report/report.txt"));
     assert_eq!((status, body.as_str()), (200, "report\n"));
     // A name that is a path is refused as one, without looking for it.
-    let (status, body) = anonymous(&format!("/api/runs/{id}/artifacts/{}", encoded(&absolute)));
+    let (status, body) =
+        served.anonymous(&format!("/api/runs/{id}/artifacts/{}", encoded(&absolute)));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("is not an artifact name"), "{body}");
     // A well-formed name that does not exist says so; whether a `.json` exists anywhere on
     // the host is not an answer anyone gets.
-    let (status, body) = anonymous(&format!("/api/runs/{id}/artifacts/passwd"));
+    let (status, body) = served.anonymous(&format!("/api/runs/{id}/artifacts/passwd"));
     assert_eq!(status, 404, "{body}");
 }
 
 #[test]
 fn signed_hooks_with_options_for_commits_or_commands_for_refs_start_nothing() {
-    let t = Test::new();
-    let repo = repository(&t, ECHO);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    let served = Served::start(&t, &repo, &[]);
+    let (t, _repo, sha, served) = serving(ECHO, &[]);
     let planted = t.path("planted");
     let push = |reference: &str, after: &str| {
         serde_json::json!({
@@ -214,10 +214,7 @@ fn signed_hooks_with_options_for_commits_or_commands_for_refs_start_nothing() {
 #[test]
 fn the_http_layer_bounds_slow_clients_big_bodies_guessers_and_replays() {
     use std::io::{Read, Write};
-    let t = Test::new();
-    let repo = repository(&t, ECHO);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    let served = Served::start(&t, &repo, &[]);
+    let (_t, _repo, sha, served) = serving(ECHO, &[]);
     let addr = served.base.trim_start_matches("http://").to_string();
 
     // A request whose headers never end is closed, not held.
@@ -434,10 +431,7 @@ fn idle_viewers_of_a_long_log_cost_the_server_little_and_slow_nothing() {
 
 #[test]
 fn a_signed_webhook_starts_exactly_one_run_and_a_bad_one_none() {
-    let t = Test::new();
-    let repo = repository(&t, ECHO);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
-    let served = Served::start(&t, &repo, &[]);
+    let (_t, _repo, sha, served) = serving(ECHO, &[]);
 
     let (status, body) = push_hook(&served, &sha, "delivery-1", "wrong-secret");
     assert_eq!(status, 401, "{body}");
@@ -528,21 +522,13 @@ fn a_public_server_shows_runs_but_not_what_only_operators_see() {
     let (status, body) = push_hook(&served, &sha, "d-1", SECRET);
     assert_eq!(status, 202, "{body}");
     served.wait_delivery(body["delivery"].as_i64().unwrap());
-    let anonymous = |path: &str| {
-        let mut response = Served::agent()
-            .get(&format!("{}{path}", served.base))
-            .call()
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap())
-    };
-    assert_eq!(anonymous("/api/runs").0, 200, "runs are public");
+    assert_eq!(served.anonymous("/api/runs").0, 200, "runs are public");
     for path in ["/api/deliveries", "/api/deliveries/1"] {
-        let (status, body) = anonymous(path);
+        let (status, body) = served.anonymous(path);
         assert_eq!(status, 401, "{path}: {body}");
         assert!(!body.contains("refs/heads/main"), "{path}: {body}");
     }
-    let (status, repos) = anonymous("/api/repos");
+    let (status, repos) = served.anonymous("/api/repos");
     assert_eq!(status, 200);
     assert!(!repos.contains("refs"), "{repos}");
     // With the token, both are there.

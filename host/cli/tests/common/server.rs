@@ -142,6 +142,16 @@ impl Served {
         )
     }
 
+    /// GET with no credentials; the status and the body as text.
+    pub fn anonymous(&self, path: &str) -> (u16, String) {
+        let mut response = Self::agent()
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let mut response = Self::agent()
             .post(&format!("{}{path}", self.base))
