@@ -142,15 +142,10 @@ fn identify(server: &Server, headers: &HeaderMap) -> Option<String> {
     if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("Bearer ") || v.starts_with("Basic "))
     {
-        if let Some(token) = value.strip_prefix("Bearer ") {
-            return by_token(auth, token.trim());
-        }
-        if let Some(encoded) = value.strip_prefix("Basic ") {
-            let decoded = base64_decode(encoded.trim())?;
-            let (user, password) = decoded.split_once(':')?;
-            return by_password(auth, user, password);
-        }
+        let (user, right) = check_credentials(auth, value);
+        return right.then(|| user.unwrap_or_else(|| "token".into()));
     }
     server
         .sessions

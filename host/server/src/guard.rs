@@ -150,16 +150,12 @@ pub fn attempt_keys(user: Option<&str>, request: &axum::http::Extensions) -> Vec
     }
     if let Some(axum::extract::ConnectInfo(peer)) =
         request.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        && !peer.ip().to_canonical().is_loopback()
+        && let Some(address) = crate::http::client(peer.ip())
     {
-        let address = match peer.ip().to_canonical() {
-            std::net::IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-            v4 => v4.to_string(),
-        };
-        keys.push(format!("addr:{address}"));
+        keys.push(match address {
+            std::net::IpAddr::V6(_) => format!("addr:{address}/64"),
+            std::net::IpAddr::V4(_) => format!("addr:{address}"),
+        });
     }
     keys
 }

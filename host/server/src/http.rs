@@ -61,9 +61,15 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let Some(address_slot) = AddressSlot::take(&per_address, peer.ip()) else {
-            drop(stream);
-            continue;
+        let address_slot = match client(peer.ip()) {
+            Some(address) => match AddressSlot::take(&per_address, address) {
+                Some(slot) => Some(slot),
+                None => {
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
         };
         let router = router.clone();
         let mut closed = closed.clone();
@@ -98,6 +104,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// The client a request from `ip` counts as for per-address limits: an IPv6 address by
+/// its /64, which one machine usually holds whole. `None` for loopback, which a reverse
+/// proxy on the same machine brings everyone from.
+pub(crate) fn client(ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    match ip.to_canonical() {
+        ip if ip.is_loopback() => None,
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+            )))
+        }
+        v4 => Some(v4),
+    }
+}
+
 /// One connection's place among its address's [`MAX_PER_ADDRESS`], given back when
 /// dropped.
 struct AddressSlot {
@@ -106,21 +128,15 @@ struct AddressSlot {
 }
 
 impl AddressSlot {
-    /// A place for a connection from `ip`, or `None` when its address has all of them.
+    /// A place for a connection from `address` (see [`client`]), or `None` when it has
+    /// all of them.
     fn take(
         counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-        ip: std::net::IpAddr,
+        address: std::net::IpAddr,
     ) -> Option<AddressSlot> {
-        let address = match ip.to_canonical() {
-            std::net::IpAddr::V6(v6) => {
-                let s = v6.segments();
-                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-            v4 => v4,
-        };
         let mut map = crate::lock(counts);
         let count = map.entry(address).or_default();
-        if *count >= MAX_PER_ADDRESS && !address.is_loopback() {
+        if *count >= MAX_PER_ADDRESS {
             return None;
         }
         *count += 1;
@@ -203,4 +219,22 @@ pub async fn bounded_body(request: Request, next: Next) -> Response {
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_addresses_ipv6_by_its_64_and_loopback_is_none() {
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(client(ip("10.0.0.1")), Some(ip("10.0.0.1")));
+        assert_eq!(
+            client(ip("2001:db8:1:2:3:4:5:6")),
+            Some(ip("2001:db8:1:2::"))
+        );
+        for loopback in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(client(ip(loopback)), None, "{loopback}");
+        }
+    }
 }
