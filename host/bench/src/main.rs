@@ -891,6 +891,7 @@ async fn timed_run(file: PathBuf, cache_dir: PathBuf) -> Duration {
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        clean: false,
         untrusted: false,
     };
     let plan = Plan::new(pipeline, &[]).unwrap();

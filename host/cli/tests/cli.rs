@@ -746,6 +746,44 @@ fn a_setup_step_puts_tools_on_path_and_variables_in_the_env_of_later_steps() {
 }
 
 #[test]
+fn kept_directories_start_builds_warm_until_the_toolchain_changes_or_clean() {
+    let yaml = r#"jobs:
+  build:
+    keep: [target]
+    steps:
+      - run: |
+          mkdir -p target
+          echo run >> target/runs
+          echo "runs=$(wc -l < target/runs) stray=$(test -e stray && echo yes || echo no)"
+          echo x > stray
+"#;
+    let t = Test::new().file("ferry.yaml", yaml);
+    let runs = |t: &Test, args: &[&str]| {
+        let done = common::ferry(t, &[&["run", "--output", "plain"][..], args].concat());
+        let out = format!("{}{}", done.stdout, done.stderr);
+        assert_eq!(done.code, 0, "{out}");
+        out
+    };
+    assert!(runs(&t, &[]).contains("runs=1 stray=no"));
+    // The kept directory survives the sync; what else the job left does not.
+    let second = runs(&t, &[]);
+    assert!(second.contains("runs=2 stray=no"), "{second}");
+    assert!(!second.contains("thrown away"), "{second}");
+    // Another `PATH` (another venv, another toolchain first on it) starts over.
+    let path = std::env::var("PATH").unwrap();
+    let t = t.env("PATH", &format!("/nonexistent/venv/bin:{path}"));
+    let switched = runs(&t, &[]);
+    assert!(switched.contains("runs=1 stray=no"), "{switched}");
+    assert!(
+        switched.contains("[ferry] kept `target` thrown away: `PATH` changed"),
+        "{switched}"
+    );
+    assert!(runs(&t, &[]).contains("runs=2"));
+    let clean = runs(&t, &["--clean"]);
+    assert!(clean.contains("runs=1 stray=no"), "{clean}");
+}
+
+#[test]
 fn a_program_not_on_path_says_which_path_was_searched() {
     let yaml = "jobs:\n  t:\n    steps:\n      - uses: test\n        with: { command: no-such-tool-ferry, format: tap }\n        permissions: { exec: [no-such-tool-ferry] }\n";
     let t = Test::new()

@@ -1118,6 +1118,59 @@ fn a_hostile_fork_pull_request_reaches_nothing_of_the_server() {
 }
 
 #[test]
+fn a_fork_neither_reads_nor_poisons_what_a_trusted_job_keeps() {
+    let t = Test::new();
+    let job = |script: &str| {
+        format!(
+            "name: app\non:\n  push:\n    branches: [main]\n  pull_request:\n    branches: [main]\njobs:\n  build:\n    keep: [target]\n    steps:\n      - run: |\n          echo \"kept=[$(ls target 2>/dev/null | tr '\\n' ' ')]\"\n          {script}\n"
+        )
+    };
+    let repo = repository(
+        &t,
+        &job("mkdir -p target; echo secret-build > target/trusted"),
+    );
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    // The fork plants a build script where the trusted job's build would run it.
+    git(&repo, &["checkout", "-q", "-b", "fork-work"]);
+    let fork_sha = commit(
+        &repo,
+        "ferry.yaml",
+        &job("mkdir -p target; echo 'curl evil' > target/build.sh; cat target/trusted"),
+        "poison",
+    );
+    git(&repo, &["checkout", "-q", "main"]);
+    let served = Served::start(&t, &repo, &[]);
+    let run = |n: usize| {
+        let id = served.wait_runs(n)[0]["id"].as_i64().unwrap();
+        let run = served.wait_for(id, &["passed", "failed", "error"]);
+        (run, streamed_logs(&served, id))
+    };
+    assert_eq!(push_hook(&served, &sha, "first", SECRET).0, 202);
+    let (first, logs) = run(1);
+    assert_eq!(first["status"], "passed", "{first} {logs}");
+    assert!(logs.contains("kept=[]"), "{logs}");
+    assert_eq!(
+        pull_request_hook(&served, &fork_sha, "from-fork", "eve/app"),
+        202
+    );
+    let (fork, logs) = run(2);
+    assert_eq!(fork["fork"], true, "{fork}");
+    assert!(
+        logs.contains("kept=[]"),
+        "the fork saw the trusted job's `target`: {logs}"
+    );
+    assert!(!logs.contains("secret-build"), "{logs}");
+    assert_eq!(push_hook(&served, &sha, "second", SECRET).0, 202);
+    let (second, logs) = run(3);
+    assert_eq!(second["status"], "passed", "{second} {logs}");
+    assert!(logs.contains("kept=[trusted ]"), "{logs}");
+    assert!(
+        !logs.contains("build.sh"),
+        "the fork's file reached a trusted run: {logs}"
+    );
+}
+
+#[test]
 fn a_newer_run_cancels_the_older_one_in_its_concurrency_group() {
     let t = Test::new();
     let (repo, sha, gate) = gated(

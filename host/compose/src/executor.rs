@@ -137,6 +137,7 @@ impl Executor for SandboxExecutor {
                 // no cache at all.
                 cache: execution.trusted.then_some(cache),
                 reuse: true,
+                clean: false,
                 untrusted: !execution.trusted,
             };
             ferry_engine::run(plan, sandbox, execution.reporter, options)

@@ -825,7 +825,8 @@ mod tests {
             write(&src, rel, rel);
         }
         let (ws, _) =
-            crate::workspace::Workspace::prepare(&src, &dir.path().join("work"), "job").unwrap();
+            crate::workspace::Workspace::prepare(&src, &dir.path().join("work"), "job", &[], false)
+                .unwrap();
         let view = ws.view();
         for set in [
             &["in/0001"][..],

@@ -12,6 +12,7 @@ use caching::{
 
 mod caching;
 mod job_env;
+mod keep;
 use crate::log::{Masker, StepLog};
 use crate::record::{RunRecord, RunSummary, sanitize};
 use ferry_model::pipeline::DEFAULT_STEP_TIMEOUT;
@@ -176,6 +177,8 @@ pub struct RunOptions {
     /// Whether cached results are used. `false` (`--no-cache`) runs every step and restores
     /// no dependency cache, but still stores what the run produces.
     pub reuse: bool,
+    /// Start every job from a fresh workspace, throwing away what `keep:` kept (`--clean`).
+    pub clean: bool,
     /// The run's code is not trusted (a pull request from a fork): its steps and their
     /// programs reach no loopback, private or link-local address, whatever they are granted.
     pub untrusted: bool,
@@ -276,6 +279,7 @@ pub async fn run<R: StepRunner>(
         finished: Default::default(),
         cache: options.cache.clone(),
         reuse: options.reuse,
+        clean: options.clean,
         saved: Default::default(),
         programs: Arc::new(Digests::load(options.state_dir.join("programs.digests"))),
     });
@@ -499,6 +503,49 @@ pub async fn run<R: StepRunner>(
     })
 }
 
+/// Before a step that starts host programs: throws the job's kept directories away when the
+/// programs resolve otherwise than in the job's last run (see [`keep`]).
+async fn keep_or_discard(
+    shared: &Shared,
+    step: &Step,
+    path: &str,
+    kept: &mut keep::Kept,
+    workspace: &crate::workspace::Workspace,
+    dirs: &[String],
+    log: &StepLog,
+) {
+    if !step.is_run && step.permissions.exec.is_empty() {
+        return;
+    }
+    let why = match caching::host_programs(shared, step, path).await {
+        Ok(programs) => kept.check(&step.key(), programs),
+        // Unknown counts as changed, unless it was as unknown last time.
+        Err(e) => kept
+            .check(
+                &step.key(),
+                BTreeMap::from([("\0error".to_string(), e.clone())]),
+            )
+            .map(|_| e),
+    };
+    let Some(why) = why else {
+        return;
+    };
+    match workspace.discard(dirs) {
+        Ok(gone) if gone.is_empty() => {}
+        Ok(gone) => {
+            let names: Vec<String> = gone.iter().map(|d| format!("`{d}`")).collect();
+            log.line(
+                Level::Info,
+                &format!("[ferry] kept {} thrown away: {why}", names.join(", ")),
+            );
+        }
+        Err(e) => log.line(
+            Level::Warn,
+            &format!("[ferry] cannot throw the kept directories away ({why}): {e}"),
+        ),
+    }
+}
+
 struct Shared {
     pipeline: Arc<Pipeline>,
     reporter: Arc<dyn Reporter>,
@@ -522,6 +569,8 @@ struct Shared {
     git: BTreeMap<String, String>,
     cache: Option<Cache>,
     reuse: bool,
+    /// Every job starts from a fresh workspace (`--clean`).
+    clean: bool,
     /// Digests of the host programs steps may run, by absolute path, kept between runs so
     /// that an unchanged program is a `stat`, not a read (see [`caching::step_key`]).
     programs: Arc<Digests>,
@@ -801,14 +850,17 @@ async fn run_job<R: StepRunner>(
         status
     };
     let outputs_dir = shared.run_dir.join("outputs").join(sanitize(&job.id));
-    let (src, root, name) = (
+    let (src, root, name, keep, clean) = (
         shared.source_dir.clone(),
         shared.work_dir.clone(),
         sanitize(&job.id),
+        job.keep.clone(),
+        shared.clean,
     );
     let timed = span(Phase::Workspace);
     let prepared = tokio::task::spawn_blocking(move || {
-        let (workspace, _) = crate::workspace::Workspace::prepare(&src, &root, &name)?;
+        let (workspace, _) =
+            crate::workspace::Workspace::prepare(&src, &root, &name, &keep, clean)?;
         std::fs::create_dir_all(&outputs_dir)?;
         Ok::<_, std::io::Error>((workspace, outputs_dir))
     })
@@ -905,6 +957,9 @@ async fn run_job<R: StepRunner>(
             .chain(job.cache.iter().flat_map(|c| c.paths.iter().cloned()))
             .collect(),
     };
+    // What the kept directories were built with, checked before each step that starts a
+    // program.
+    let mut kept = (!job.keep.is_empty()).then(|| keep::Kept::take(&workspace));
     let mut failed = false;
     let mut cancelled = false;
     let mut deploys: Vec<DeployCall> = Vec::new();
@@ -1102,6 +1157,18 @@ async fn run_job<R: StepRunner>(
                     None => {
                         if may_write(step) {
                             view = None;
+                        }
+                        if let Some(kept) = &mut kept {
+                            keep_or_discard(
+                                shared,
+                                step,
+                                &path,
+                                kept,
+                                &workspace_guard,
+                                &job.keep,
+                                &log,
+                            )
+                            .await;
                         }
                         let secrets = granted(&shared.secrets, &step.permissions.secrets);
                         if is_deploy(step) && job.environment.is_some() {
@@ -1312,6 +1379,14 @@ async fn run_job<R: StepRunner>(
         let synced = workspace_guard.view();
         let _ =
             tokio::task::spawn_blocking(move || digests.save(&|rel| synced.contains(rel))).await;
+    }
+    if let Some(kept) = kept
+        && let Err(e) = kept.save()
+    {
+        shared.reporter.event(&Event::Notice {
+            job: Some(job_id.clone()),
+            text: format!("`keep`: cannot record the toolchain, so the next run starts cold: {e}"),
+        });
     }
     drop(workspace_guard);
     // Outputs are evaluated whatever happened, so a later job can read what was set before

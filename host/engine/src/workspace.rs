@@ -26,6 +26,8 @@ pub fn repository_root(dir: &Path) -> PathBuf {
 /// gets a workspace of its own.
 pub struct Workspace {
     path: PathBuf,
+    /// Where what the workspace no longer needs is moved, to be deleted off the job's path.
+    trash: PathBuf,
     /// The files and links the sync left, as it saw them.
     view: Arc<View>,
     // Released when the job ends; the lock is what makes the directory this job's.
@@ -66,9 +68,22 @@ impl View {
 
 impl Workspace {
     /// Takes the first free workspace for `job` under `root` (`root/job`, else `root/job~2`,
-    /// ...) and brings it in line with `src`.
-    pub fn prepare(src: &Path, root: &Path, job: &str) -> io::Result<(Workspace, Synced)> {
+    /// ...) and brings it in line with `src`, leaving the directories in `keep` (relative,
+    /// checked by the parser) as the job's last run left them. `clean` starts from an empty
+    /// workspace instead, kept directories included.
+    ///
+    /// What the sync removes is moved aside and deleted in the background, so a job that
+    /// left a large tree behind (`node_modules`) does not wait for its deletion.
+    pub fn prepare(
+        src: &Path,
+        root: &Path,
+        job: &str,
+        keep: &[String],
+        clean: bool,
+    ) -> io::Result<(Workspace, Synced)> {
         create_private_dir(root)?;
+        let trash = root.join(TRASH);
+        let kept: Vec<PathBuf> = keep.iter().map(PathBuf::from).collect();
         let mut slot = 1;
         loop {
             let name = match slot {
@@ -87,9 +102,21 @@ impl Workspace {
                 Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
             let path = root.join(&name);
-            let (synced, view) = sync(src, &path, Some(&root.join(format!("{name}.state"))))?;
+            let state = root.join(format!("{name}.state"));
+            if clean {
+                throw_away(&path, Some(&trash))?;
+                let _ = std::fs::remove_file(&state);
+            }
+            let removing = Removing {
+                kept: &kept,
+                trash: Some(&trash),
+            };
+            let synced = sync(src, &path, Some(&state), &removing);
+            sweep(&trash);
+            let (synced, view) = synced?;
             let workspace = Workspace {
                 path,
+                trash,
                 view: Arc::new(view),
                 _lock: lock,
             };
@@ -105,6 +132,91 @@ impl Workspace {
     pub fn view(&self) -> Arc<View> {
         self.view.clone()
     }
+
+    /// Throws the kept directories away (moved aside, deleted in the background) and
+    /// returns those that were there.
+    pub fn discard(&self, keep: &[String]) -> io::Result<Vec<String>> {
+        let mut gone = Vec::new();
+        for rel in keep {
+            let path = self.path.join(rel);
+            if path.symlink_metadata().is_ok() {
+                throw_away(&path, Some(&self.trash))?;
+                gone.push(rel.clone());
+            }
+        }
+        sweep(&self.trash);
+        Ok(gone)
+    }
+}
+
+/// The folder under a workspace root that removed trees wait in until they are deleted. Not
+/// a job's name: those are identifiers.
+const TRASH: &str = ".trash";
+
+/// What a sync must not remove, and where what it removes goes.
+#[derive(Default)]
+struct Removing<'a> {
+    /// Directories left as the job left them (`keep:`).
+    kept: &'a [PathBuf],
+    /// Moved here and deleted in the background, else deleted in place.
+    trash: Option<&'a Path>,
+}
+
+impl Removing<'_> {
+    /// Whether `rel` is a kept directory or below one.
+    fn kept(&self, rel: &Path) -> bool {
+        self.kept.iter().any(|k| rel.starts_with(k))
+    }
+
+    /// Whether a kept directory lies below `rel`.
+    fn holds_kept(&self, rel: &Path) -> bool {
+        self.kept.iter().any(|k| k.starts_with(rel) && k != rel)
+    }
+}
+
+/// Moves `path` into `trash` (on the same file system, so this is one rename), or removes it
+/// in place when there is no trash or the rename fails.
+fn throw_away(path: &Path, trash: Option<&Path>) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let Ok(meta) = path.symlink_metadata() else {
+        return Ok(());
+    };
+    if let (true, Some(trash)) = (meta.is_dir(), trash) {
+        create_private_dir(trash)?;
+        let name = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        if std::fs::rename(path, trash.join(name)).is_ok() {
+            return Ok(());
+        }
+    }
+    remove_any(path)
+}
+
+/// Deletes what waits in `trash` on a thread of its own. A process that ends first leaves
+/// the rest to the next sweep; two sweeps at once only race to delete the same files.
+fn sweep(trash: &Path) {
+    let Ok(entries) = std::fs::read_dir(trash) else {
+        return;
+    };
+    let paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    if paths.is_empty() {
+        return;
+    }
+    // A thread that cannot start leaves the trash to the next sweep.
+    let _ = std::thread::Builder::new()
+        .name("ferry-sweep".into())
+        .spawn(move || {
+            for path in paths {
+                let _ = remove_any(&path);
+            }
+        });
 }
 
 /// `hashFiles(globs...)`: the sha256 of the sha256 of every file below `root` that matches
@@ -174,10 +286,15 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<Synced> {
 /// name; never hard-linked, which would hand a job the repository's own files. Symbolic links are copied as links, never followed, on either side: a link a job
 /// planted where the repository has a directory is removed, not written through.
 pub fn sync_tree(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<Synced> {
-    sync(src, dst, state).map(|(synced, _)| synced)
+    sync(src, dst, state, &Removing::default()).map(|(synced, _)| synced)
 }
 
-fn sync(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<(Synced, View)> {
+fn sync(
+    src: &Path,
+    dst: &Path,
+    state: Option<&Path>,
+    removing: &Removing,
+) -> io::Result<(Synced, View)> {
     let mut plan = Plan::default();
     plan_filtered(src, &mut plan)?;
     let git = src.join(".git");
@@ -205,7 +322,7 @@ fn sync(src: &Path, dst: &Path, state: Option<&Path>) -> io::Result<(Synced, Vie
         _ => None,
     };
     let mut synced = Synced::default();
-    let present = prepare_dirs(src, dst, &plan, &mut synced)?;
+    let present = prepare_dirs(src, dst, &plan, removing, &mut synced)?;
     let files: Vec<_> = plan
         .entries
         .iter()
@@ -354,6 +471,7 @@ fn prepare_dirs<'p>(
     src: &Path,
     dst: &Path,
     plan: &'p Plan,
+    removing: &Removing,
     synced: &mut Synced,
 ) -> io::Result<HashSet<&'p Path>> {
     let mut present = HashSet::new();
@@ -364,7 +482,7 @@ fn prepare_dirs<'p>(
                 .iter()
                 .map(|(p, k)| (p.as_path(), *k))
                 .collect();
-            prune(dst, Path::new(""), &planned, &mut present, synced)?;
+            prune(dst, Path::new(""), &planned, removing, &mut present, synced)?;
         }
         Ok(_) => {
             std::fs::remove_file(dst)?;
@@ -395,12 +513,14 @@ fn prepare_dirs<'p>(
     Ok(present)
 }
 
-/// Removes what is below `dst/rel` and not planned. Links are never followed: a link where
-/// the plan has a directory is removed like any other stranger.
+/// Removes what is below `dst/rel` and not planned, except kept directories. Links are never
+/// followed: a link where the plan has a directory, or where a kept directory belongs, is
+/// removed like any other stranger. What the repository has wins over what is kept.
 fn prune<'p>(
     dst: &Path,
     rel: &Path,
     planned: &HashMap<&'p Path, Kind>,
+    removing: &Removing,
     present: &mut HashSet<&'p Path>,
     synced: &mut Synced,
 ) -> io::Result<()> {
@@ -417,13 +537,21 @@ fn prune<'p>(
                 }
                 kind.is_file()
             }
-            None => false,
+            // The job's own: a kept directory itself must be one, not a link to elsewhere.
+            None if removing.kept(&rel) => {
+                if kind.is_dir() || removing.kept.iter().all(|k| k != &rel) {
+                    continue;
+                }
+                false
+            }
+            // On the way to a kept directory: pruned, not removed whole.
+            None => kind.is_dir() && removing.holds_kept(&rel),
         };
         if !keep {
-            remove_any(&entry.path())?;
+            throw_away(&entry.path(), removing.trash)?;
             synced.removed += 1;
         } else if kind.is_dir() {
-            prune(dst, &rel, planned, present, synced)?;
+            prune(dst, &rel, planned, removing, present, synced)?;
         }
     }
     Ok(())
@@ -1070,13 +1198,132 @@ mod tests {
     fn the_same_job_in_two_runs_at_once_gets_two_workspaces() {
         let (tmp, src, _, _) = repo();
         let root = tmp.path().join("work");
-        let (first, _) = Workspace::prepare(&src, &root, "build").unwrap();
-        let (second, _) = Workspace::prepare(&src, &root, "build").unwrap();
+        let (first, _) = Workspace::prepare(&src, &root, "build", &[], false).unwrap();
+        let (second, _) = Workspace::prepare(&src, &root, "build", &[], false).unwrap();
         assert_eq!(first.path(), root.join("build"));
         assert_eq!(second.path(), root.join("build~2"));
         drop(first);
-        let (third, synced) = Workspace::prepare(&src, &root, "build").unwrap();
+        let (third, synced) = Workspace::prepare(&src, &root, "build", &[], false).unwrap();
         assert_eq!(third.path(), root.join("build"));
         assert_eq!(synced.copied, 0);
+    }
+
+    fn keep(dirs: &[&str]) -> Vec<String> {
+        dirs.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn kept_directories_outlive_the_sync_and_the_rest_of_what_a_job_left_does_not() {
+        let (tmp, src, _, _) = repo();
+        let root = tmp.path().join("work");
+        let kept = keep(&["target", "web/node_modules"]);
+        let (ws, _) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        let dst = ws.path().to_path_buf();
+        write(&dst, "target/debug/app", "built");
+        write(&dst, "web/node_modules/left-pad/index.js", "pad");
+        write(&dst, "web/stray.js", "stray");
+        write(&dst, "src/generated.rs", "stray");
+        write(&dst, "dist/app", "stray");
+        drop(ws);
+        let (ws, synced) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        assert_eq!(read(&dst, "target/debug/app"), "built");
+        assert_eq!(read(&dst, "web/node_modules/left-pad/index.js"), "pad");
+        for gone in ["web/stray.js", "src/generated.rs", "dist"] {
+            assert!(!dst.join(gone).exists(), "{gone} was kept: {synced:?}");
+        }
+        assert_eq!(synced.removed, 3, "{synced:?}");
+        // What is kept is not part of the sync's view: the step cache does not key on it.
+        assert!(!ws.view().contains(Path::new("target/debug/app")));
+        drop(ws);
+        // A directory no longer kept goes like anything else a job made.
+        let (_ws, _) = Workspace::prepare(&src, &root, "build", &keep(&["target"]), false).unwrap();
+        assert!(!dst.join("web").exists());
+        assert_eq!(read(&dst, "target/debug/app"), "built");
+    }
+
+    #[test]
+    fn a_kept_directory_replaced_by_a_link_or_a_file_is_removed_not_followed() {
+        let (tmp, src, _, _) = repo();
+        let root = tmp.path().join("work");
+        let outside = tmp.path().join("secret");
+        write(&outside, "key", "private");
+        let kept = keep(&["target", "cache/deep"]);
+        let (ws, _) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        let dst = ws.path().to_path_buf();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&outside, dst.join("target")).unwrap();
+            // A link on the way to a kept directory is not walked either.
+            std::os::unix::fs::symlink(&outside, dst.join("cache")).unwrap();
+        }
+        #[cfg(not(unix))]
+        {
+            write(&dst, "target", "a file");
+            write(&dst, "cache", "a file");
+        }
+        drop(ws);
+        let (_ws, _) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        assert!(dst.join("target").symlink_metadata().is_err());
+        assert!(dst.join("cache").symlink_metadata().is_err());
+        assert_eq!(read(&outside, "key"), "private");
+    }
+
+    #[test]
+    fn the_repository_wins_over_what_is_kept() {
+        let (tmp, src, _, _) = repo();
+        write(&src, "vendor/README", "tracked");
+        let root = tmp.path().join("work");
+        let kept = keep(&["vendor"]);
+        let (ws, _) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        let dst = ws.path().to_path_buf();
+        write(&dst, "vendor/README", "changed by the job");
+        write(&dst, "vendor/pkg/lib.rs", "downloaded");
+        drop(ws);
+        let (_ws, _) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        assert_eq!(read(&dst, "vendor/README"), "tracked");
+        assert_eq!(read(&dst, "vendor/pkg/lib.rs"), "downloaded");
+    }
+
+    #[test]
+    fn clean_and_discard_throw_kept_directories_away_in_the_background() {
+        let (tmp, src, _, _) = repo();
+        let root = tmp.path().join("work");
+        let kept = keep(&["target"]);
+        let (ws, _) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        let dst = ws.path().to_path_buf();
+        write(&dst, "target/a", "1");
+        assert_eq!(ws.discard(&kept).unwrap(), kept);
+        assert!(!dst.join("target").exists());
+        assert!(ws.discard(&kept).unwrap().is_empty());
+        write(&dst, "target/b", "2");
+        drop(ws);
+        let (_ws, synced) = Workspace::prepare(&src, &root, "build", &kept, true).unwrap();
+        assert!(!dst.join("target").exists());
+        assert_eq!(
+            synced.copied, 6,
+            "a clean workspace copies everything: {synced:?}"
+        );
+        // The sweep runs on its own thread; the trash empties soon after.
+        let trash = root.join(TRASH);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(&trash).unwrap().next().is_some() {
+            assert!(Instant::now() < deadline, "the trash was never emptied");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn what_the_sync_removes_is_moved_aside_not_deleted_on_the_way() {
+        let (tmp, src, _, _) = repo();
+        let root = tmp.path().join("work");
+        let (ws, _) = Workspace::prepare(&src, &root, "build", &[], false).unwrap();
+        for i in 0..200 {
+            write(ws.path(), &format!("node_modules/p{i}/index.js"), "x");
+        }
+        let dst = ws.path().to_path_buf();
+        drop(ws);
+        let (_ws, synced) = Workspace::prepare(&src, &root, "build", &[], false).unwrap();
+        assert_eq!(synced.removed, 1, "{synced:?}");
+        assert!(!dst.join("node_modules").exists());
     }
 }

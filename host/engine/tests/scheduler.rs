@@ -330,6 +330,7 @@ async fn run_with(yaml: &str, o: Options) -> Run {
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        clean: false,
         untrusted: false,
     };
     let result = ferry_engine::run(plan, o.board.clone(), o.board.clone(), options)
@@ -840,6 +841,7 @@ async fn run_in(dir: std::path::PathBuf, yaml: &str, board: Arc<Board>) -> RunRe
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        clean: false,
         untrusted: false,
     };
     ferry_engine::run(plan, board.clone(), board, options)

@@ -38,6 +38,7 @@ const JOB_KEYS: &[&str] = &[
     "outputs",
     "cache",
     "artifacts",
+    "keep",
 ];
 const ENVIRONMENT_KEYS: &[&str] = &["name", "url", "approval"];
 const CONCURRENCY_KEYS: &[&str] = &["group", "cancel-in-progress"];
@@ -659,6 +660,9 @@ impl Reader<'_> {
         let artifacts = get(entries, "artifacts")
             .map(|n| self.downloads(n))
             .unwrap_or_default();
+        let keep = get(entries, "keep")
+            .map(|n| self.kept_dirs(n))
+            .unwrap_or_default();
         let job = Job {
             id,
             name,
@@ -677,6 +681,7 @@ impl Reader<'_> {
             concurrency,
             cache,
             artifacts,
+            keep,
         };
         self.check_job_refs(&job, ids);
         self.check_templated_grants(&job);
@@ -996,6 +1001,58 @@ impl Reader<'_> {
             paths,
             span: node.span,
         })
+    }
+
+    /// `keep:`: directories of the workspace, named literally, that the sync leaves to the
+    /// job between its runs. `.git` is the repository's, so it cannot be kept.
+    fn kept_dirs(&mut self, node: &Node) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (text, span) in self.string_list(node, "`keep`") {
+            let path = text.trim_end_matches('/');
+            let parts: Vec<&str> = path.split('/').collect();
+            let outside = path.is_empty()
+                || path.starts_with('~')
+                || path.contains(['\\', ':', '\0'])
+                || parts.iter().any(|p| matches!(*p, "" | "." | ".."));
+            if outside {
+                self.error(
+                    span,
+                    format!("`{text}` in `keep` is not a directory inside the workspace"),
+                    "name a directory relative to the workspace, e.g. `keep: [target, node_modules]`",
+                );
+                continue;
+            }
+            if path.contains(['*', '?', '[', '{', '!']) {
+                self.error(
+                    span,
+                    format!("`{text}` in `keep` is a pattern"),
+                    "`keep` names directories literally, e.g. `target` or `web/node_modules`",
+                );
+                continue;
+            }
+            if matches!(parts[0], ".git" | ".ferry") {
+                self.error(
+                    span,
+                    format!("`{text}` in `keep` is ferry's or git's"),
+                    "the workspace's `.git` is a copy of the repository's, and `.ferry` is never copied; keep a directory your tools write, e.g. `target`",
+                );
+                continue;
+            }
+            let nested = out.iter().find(|k| {
+                let (k, p) = (Path::new(k.as_str()), Path::new(path));
+                k.starts_with(p) || p.starts_with(k)
+            });
+            if let Some(other) = nested {
+                self.error(
+                    span,
+                    format!("`{text}` in `keep` overlaps `{other}`"),
+                    "keep the outer directory only: what is below it is kept with it",
+                );
+                continue;
+            }
+            out.push(path.to_string());
+        }
+        out
     }
 
     /// A list of paths and globs relative to the workspace (`!` excludes).

@@ -82,6 +82,10 @@ pub struct Job {
     /// `artifacts:`: artifacts of the jobs it needs, extracted into the workspace before the
     /// first step.
     pub artifacts: Vec<ArtifactDownload>,
+    /// `keep:`: directories of the workspace (`target`, `node_modules`) that the sync leaves
+    /// as the job's last run left them, so builds start warm. Relative, literal, not `.git`,
+    /// none below another.
+    pub keep: Vec<String>,
 }
 
 /// `cache: { key, restore-keys, paths }` of a job or a step, as actions/cache works.

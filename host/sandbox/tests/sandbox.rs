@@ -128,6 +128,7 @@ async fn run_as(
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        clean: false,
         untrusted,
     };
     let result = ferry_engine::run(plan, sandbox, collect.clone(), options)

@@ -113,6 +113,7 @@ pub fn execute(args: Args) -> u8 {
             inputs: Default::default(),
             // A rollback must really deploy.
             reuse: false,
+            clean: false,
             timings: false,
         },
     )

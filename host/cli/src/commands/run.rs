@@ -42,6 +42,9 @@ pub struct Args {
     /// Run every step and restore no dependency cache (results are still stored)
     #[arg(long)]
     no_cache: bool,
+    /// Start every job from a fresh workspace, throwing away what `keep:` kept
+    #[arg(long)]
+    clean: bool,
     /// Print where the run spent its time
     #[arg(long)]
     timings: bool,
@@ -103,6 +106,7 @@ pub fn execute(args: Args) -> u8 {
             vars: args.vars.into_iter().collect(),
             inputs,
             reuse: !args.no_cache,
+            clean: args.clean,
             timings: args.timings,
         },
     )
@@ -117,6 +121,8 @@ pub struct Settings {
     pub inputs: BTreeMap<String, String>,
     /// Use cached results (`--no-cache` turns it off).
     pub reuse: bool,
+    /// Start every job from a fresh workspace (`--clean`).
+    pub clean: bool,
     /// Print where the run spent its time.
     pub timings: bool,
 }
@@ -173,6 +179,7 @@ pub fn run_plan(plan: Plan, settings: Settings) -> u8 {
         inputs: settings.inputs,
         cache: Some(cache),
         reuse: settings.reuse,
+        clean: settings.clean,
         untrusted: false,
     };
     let reporters: Vec<Arc<dyn ferry_engine::Reporter>> = vec![

@@ -278,7 +278,7 @@ pub(super) async fn step_key(
 /// The host programs a step may start, for its key: `PATH` (what every program it starts
 /// sees, and where a `run:` script finds its tools), and each granted program as `PATH`
 /// resolves it, by path and content digest. Empty for a step that starts none.
-async fn host_programs(
+pub(super) async fn host_programs(
     shared: &Shared,
     step: &Step,
     path: &str,

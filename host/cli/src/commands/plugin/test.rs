@@ -495,6 +495,7 @@ pub async fn run_case(
         inputs: Default::default(),
         cache: None,
         reuse: false,
+        clean: false,
         untrusted: false,
     };
     ferry_engine::run(
