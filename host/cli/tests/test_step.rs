@@ -204,3 +204,71 @@ fn a_pytest_retry_runs_only_the_failed_test_by_node_id() {
     let runs = std::fs::read_to_string(t.path(".ferry/work/test/auth-runs")).unwrap();
     assert_eq!(runs.lines().count(), 1, "the passing test ran again");
 }
+
+#[test]
+fn a_restored_target_directory_leaves_cargo_nothing_to_rebuild() {
+    // `sample` depends on `dep`: cargo rebuilds a crate whose dependency's output looks
+    // newer than its own, so a restore that stamps files with the time it wrote them, in
+    // whatever order its threads finish, makes it rebuild.
+    let t = Test::new()
+        .file(
+            "Cargo.toml",
+            "[package]\nname = \"sample\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\ndep = { path = \"dep\" }\n\n[workspace]\n",
+        )
+        .file("src/lib.rs", "pub fn twice() -> u32 { dep::one() * 2 }\n")
+        .file(
+            "dep/Cargo.toml",
+            "[package]\nname = \"dep\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        )
+        .file("dep/src/lib.rs", "pub fn one() -> u32 { 1 }\n")
+        .file(
+            "ferry.yaml",
+            &format!(
+                "jobs:\n  build:\n    cache: {{ key: target-v1, paths: [target] }}\n    steps:\n      - run: cargo build --offline 2>&1\n        permissions: {{ exec: [cargo], env: {CARGO_ENV} }}\n"
+            ),
+        )
+        .args(&["run", "--output", "plain"]);
+    // Each compiled file and fingerprint with its modification time (cargo rewrites the
+    // top-level `.d` files on every build, fresh or not).
+    let times = || {
+        let mut found = std::collections::BTreeMap::new();
+        let mut dirs = vec![
+            t.path(".ferry/work/build/target/debug/deps"),
+            t.path(".ferry/work/build/target/debug/.fingerprint"),
+        ];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let meta = entry.path().symlink_metadata().unwrap();
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else if meta.is_file() {
+                    found.insert(entry.path(), meta.modified().unwrap());
+                }
+            }
+        }
+        found
+    };
+    let first = t.run().code(0);
+    assert!(first.stdout.contains("Compiling dep"), "{}", first.stdout);
+    let built = times();
+    assert!(built.len() > 10, "{built:?}");
+    // The job's sync removes the `target/` it made; the cache puts it back.
+    let second = t.run().code(0);
+    assert!(
+        second.stdout.contains("cache `target-v1`: restored"),
+        "{}",
+        second.stdout
+    );
+    let restored = times();
+    let moved: Vec<_> = built
+        .iter()
+        .filter(|(path, time)| restored.get(*path) != Some(time))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(moved.is_empty(), "restored with other times: {moved:?}");
+    assert!(
+        !second.stdout.contains("Compiling"),
+        "cargo rebuilt after the restore: {}",
+        second.stdout
+    );
+}

@@ -17,6 +17,7 @@ use std::fs::Metadata;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// Paths and globs relative to a root, as written under `paths:`, `inputs:` or an
 /// artifact: `*` stays within a directory, `**` crosses them, a pattern that names a
@@ -217,6 +218,11 @@ pub enum Entry {
         mode: u32,
         size: u64,
         sha256: String,
+        /// When its content last changed, in nanoseconds since the Unix epoch: put back on
+        /// restore, since build tools (cargo's fingerprints, make) compare these times and
+        /// rebuild what looks newer than its output. Absent in entries written before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        modified: Option<i64>,
     },
     Link {
         path: String,
@@ -274,10 +280,10 @@ impl Tree {
                 let target = std::fs::read_link(root.join(rel))?;
                 links.push((rel.clone(), target));
             } else if meta.is_file() {
-                files.push((rel.clone(), mode_of(meta)));
+                files.push((rel.clone(), mode_of(meta), modified_of(meta)));
             }
         }
-        let stored = in_parallel(&files, |(rel, _)| blobs.put(&root.join(rel)))?;
+        let stored = in_parallel(&files, |(rel, _, _)| blobs.put(&root.join(rel)))?;
         let mut entries: Vec<Entry> = dirs
             .into_iter()
             .map(|(path, mode)| Entry::Dir {
@@ -289,11 +295,12 @@ impl Tree {
             files
                 .iter()
                 .zip(stored)
-                .map(|((rel, mode), (sha256, size))| Entry::File {
+                .map(|((rel, mode, modified), (sha256, size))| Entry::File {
                     path: slash(rel),
                     mode: *mode,
                     size,
                     sha256,
+                    modified: *modified,
                 }),
         );
         entries.extend(links.into_iter().map(|(rel, target)| Entry::Link {
@@ -325,14 +332,20 @@ impl Tree {
             }
         }
         in_parallel(&files, |(entry, path)| {
-            let Entry::File { mode, sha256, .. } = entry else {
+            let Entry::File {
+                mode,
+                sha256,
+                modified,
+                ..
+            } = entry
+            else {
                 return Ok(());
             };
             make_parent(root, path)?;
             if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                 std::fs::remove_dir_all(path)?;
             }
-            blobs.get(sha256, path, *mode)
+            blobs.get(sha256, path, *mode, modified.map(time_of))
         })?;
         Ok(())
     }
@@ -423,9 +436,15 @@ impl Blobs {
         self.path(sha256).is_ok_and(|p| p.exists())
     }
 
-    /// Copies a blob to `dst` with `mode`, refusing one whose content no longer matches its
-    /// digest.
-    pub fn get(&self, sha256: &str, dst: &Path, mode: u32) -> io::Result<()> {
+    /// Copies a blob to `dst` with `mode` (and `modified` as its modification time, else
+    /// now), refusing one whose content no longer matches its digest.
+    pub fn get(
+        &self,
+        sha256: &str,
+        dst: &Path,
+        mode: u32,
+        modified: Option<SystemTime>,
+    ) -> io::Result<()> {
         let src = self.path(sha256)?;
         let dir = dst.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
@@ -435,6 +454,9 @@ impl Blobs {
                 io::ErrorKind::InvalidData,
                 format!("stored blob {sha256} is corrupt (its content hashes to {got})"),
             ));
+        }
+        if let Some(modified) = modified {
+            tmp.as_file().set_modified(modified)?;
         }
         set_mode(tmp.path(), mode)?;
         tmp.persist(dst).map_err(|e| e.error)?;
@@ -729,6 +751,25 @@ fn mode_of(meta: &Metadata) -> u32 {
     std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
 }
 
+/// A file's modification time as [`Entry::File`] keeps it; `None` when the system has none
+/// or it does not fit.
+fn modified_of(meta: &Metadata) -> Option<i64> {
+    let modified = meta.modified().ok()?;
+    match modified.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).ok(),
+        Err(before) => i64::try_from(before.duration().as_nanos()).ok().map(|n| -n),
+    }
+}
+
+fn time_of(nanos: i64) -> SystemTime {
+    let offset = std::time::Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 {
+        SystemTime::UNIX_EPOCH + offset
+    } else {
+        SystemTime::UNIX_EPOCH - offset
+    }
+}
+
 #[cfg(not(unix))]
 fn mode_of(meta: &Metadata) -> u32 {
     match (meta.is_dir(), meta.permissions().readonly()) {
@@ -867,6 +908,14 @@ mod tests {
         set_mode(&src.join("out/bin/tool"), 0o750).unwrap();
         write(&src, "out/data.txt", "data");
         write(&src, "out/copy.txt", "data");
+        // Build tools compare these: put back as they were, not as when restored.
+        let old =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(1_000_000_000_123_456_789);
+        std::fs::File::options()
+            .write(true)
+            .open(src.join("out/data.txt"))
+            .and_then(|f| f.set_modified(old))
+            .unwrap();
         std::fs::create_dir_all(src.join("out/empty")).unwrap();
         std::os::unix::fs::symlink("data.txt", src.join("out/link")).unwrap();
         let blobs = Blobs::new(store);
@@ -879,6 +928,8 @@ mod tests {
         assert!(dst.join("out").symlink_metadata().unwrap().is_dir());
         let again = Tree::snapshot(&dst, &patterns(&["out"]), &blobs).unwrap();
         assert_eq!(tree, again);
+        let restored = std::fs::metadata(dst.join("out/data.txt")).unwrap();
+        assert_eq!(restored.modified().unwrap(), old);
         let mode = std::fs::metadata(dst.join("out/bin/tool"))
             .unwrap()
             .permissions();
@@ -898,7 +949,7 @@ mod tests {
         let (sha, _) = blobs.put(&dir.path().join("a.txt")).unwrap();
         std::fs::write(blobs.path(&sha).unwrap(), "jello").unwrap();
         let err = blobs
-            .get(&sha, &dir.path().join("b.txt"), 0o644)
+            .get(&sha, &dir.path().join("b.txt"), 0o644, None)
             .unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
         assert!(!dir.path().join("b.txt").exists());
