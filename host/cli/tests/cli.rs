@@ -784,6 +784,41 @@ fn kept_directories_start_builds_warm_until_the_toolchain_changes_or_clean() {
 }
 
 #[test]
+fn exec_grants_a_program_of_the_workspace_by_its_path() {
+    // A venv made by the job, from a Python the host has (pyenv's, under `~/.pyenv`): its
+    // interpreter is granted by path, and its base installation is shown to it.
+    let yaml = r#"jobs:
+  t:
+    steps:
+      - run: python3 -m venv --without-pip .venv
+        permissions: { exec: [python3] }
+      - uses: test
+        with: { command: './.venv/bin/python -c "import sys; print(''ok 1 - prefix '' + sys.prefix)"', format: tap }
+        permissions: { exec: [.venv/bin/python] }
+      - uses: test
+        with: { command: ".venv/bin/missing", format: tap }
+        permissions: { exec: [.venv/bin/missing] }
+        continue-on-error: true
+      - uses: test
+        with: { command: ".venv/bin/python -V", format: tap }
+        continue-on-error: true
+"#;
+    let t = Test::new()
+        .file("ferry.yaml", yaml)
+        .env("PATH", &common::toolchain_path());
+    let done = common::ferry(&t, &["run", "--output", "plain"]);
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, 0, "{out}");
+    assert!(out.contains("[t/step-2] ✓ passed"), "{out}");
+    assert!(
+        out.contains("`.venv/bin/missing` is granted but the workspace has no program there"),
+        "{out}"
+    );
+    // Without the grant, the hint gives the YAML that grants it.
+    assert!(out.contains("exec: [.venv/bin/python]"), "{out}");
+}
+
+#[test]
 fn a_program_not_on_path_says_which_path_was_searched() {
     let yaml = "jobs:\n  t:\n    steps:\n      - uses: test\n        with: { command: no-such-tool-ferry, format: tap }\n        permissions: { exec: [no-such-tool-ferry] }\n";
     let t = Test::new()

@@ -484,3 +484,69 @@ fn a_granted_container_engine_cannot_undo_the_sandbox() {
         "the engine connected to an ungranted port"
     );
 }
+
+#[test]
+fn a_job_cannot_point_the_toolchain_rules_at_host_secrets() {
+    // What the host keeps outside the sandbox's view (the test's own folder is hidden under
+    // the sandbox's private `/tmp`).
+    let t = Test::new();
+    let secrets = t.path("host-home/.ssh");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("id_ed25519"), SECRET).unwrap();
+    // A program a step may run: its directory is shown, so make one beside the key.
+    std::fs::write(secrets.join("helper"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        secrets.join("helper"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let key = secrets.join("id_ed25519");
+    let dir = secrets.display();
+    // Each job plants a file in its workspace that the toolchain rules read: a script whose
+    // `#!` names the key's folder, a venv whose `pyvenv.cfg` says its Python is there, a link
+    // to a program there, and a `RUSTUP_HOME` set by the pipeline itself.
+    let plant = |name: &str, setup: &str, grant: &str, env: &str| {
+        format!(
+            "  {name}:\n    steps:\n      - run: |\n          {setup}\n      - run: cat {key} 2>&1 || true\n        env: {{ {env} }}\n        permissions: {{ exec: [{grant}] }}\n",
+            key = key.display()
+        )
+    };
+    let mut yaml = String::from("jobs:\n");
+    yaml.push_str(&plant(
+        "shebang",
+        &format!("mkdir -p tools && printf '#!{dir}/helper\\n' > tools/x && chmod +x tools/x && echo tools >> \"$FERRY_PATH\""),
+        "x",
+        "",
+    ));
+    yaml.push_str(&plant(
+        "venv",
+        &format!("mkdir -p v/bin && printf 'home = {dir}/bin\\n' > v/pyvenv.cfg && printf '#!/bin/sh\\n' > v/bin/py && chmod +x v/bin/py"),
+        "v/bin/py",
+        "",
+    ));
+    yaml.push_str(&plant(
+        "link",
+        &format!("mkdir -p tools && ln -sf {dir}/helper tools/helper"),
+        "tools/helper",
+        "",
+    ));
+    yaml.push_str(&plant(
+        "rustup",
+        "mkdir -p tools && cp /bin/true tools/rustup",
+        "tools/rustup",
+        &format!("RUSTUP_HOME: {dir}"),
+    ));
+    let t = t.file("ferry.yaml", &yaml);
+    let done = common::ferry(&t, &["run", "--output", "plain", "--no-fail-fast"]);
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert!(!out.contains(SECRET), "a job read the host's key: {out}");
+    for job in ["shebang", "venv", "link", "rustup"] {
+        assert!(
+            out.contains(&format!(
+                "[{job}/step-2] cat: {}: No such file or directory",
+                key.display()
+            )),
+            "{job}: {out}"
+        );
+    }
+}

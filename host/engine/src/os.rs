@@ -20,6 +20,30 @@ pub fn kill_process_group(pid: u32) {
     imp::kill_process_group(pid)
 }
 
+/// Resolves what an `exec:` grant names (see [`ferry_model::Program`]) to the file that
+/// runs: a name on `path`, a file of `workspace`, or an absolute path; `None` when there is
+/// no such program, or a workspace file is named and there is no workspace yet. A workspace
+/// file is whatever the job put there (a venv's `python` may be a link out of it): the
+/// program then runs in the step's sandbox like any other.
+pub fn resolve_program(
+    program: &str,
+    path: &std::ffi::OsStr,
+    workspace: Option<&Path>,
+) -> Option<PathBuf> {
+    let file = match ferry_model::Program::of(program)? {
+        ferry_model::Program::Name(name) => return find_program(name, path),
+        ferry_model::Program::Absolute(file) => PathBuf::from(file),
+        ferry_model::Program::Workspace(rel) => workspace?.join(rel),
+    };
+    let (dir, name) = (file.parent()?, file.file_name()?.to_str()?);
+    if !dir.is_absolute() {
+        return None;
+    }
+    imp::candidates(dir, name)
+        .into_iter()
+        .find(|candidate| imp::is_executable(candidate))
+}
+
 /// Finds `program` on `path` (a `PATH`-style list) and returns its absolute path.
 pub fn find_program(program: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
     if program.is_empty() || Path::new(program).components().count() != 1 {
@@ -122,6 +146,30 @@ mod tests {
         assert!(find_program("../sh", &path).is_none());
         assert!(find_program("/bin/sh", &path).is_none());
         assert!(find_program("no-such-program-ferry", &path).is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn resolves_workspace_files_and_absolute_paths_only_where_they_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let ws = tempfile::tempdir().unwrap();
+        let bin = ws.path().join(".venv/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("pytest"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(bin.join("pytest"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(bin.join("data"), "not a program").unwrap();
+        let path = std::env::var_os("PATH").unwrap();
+        let at = |p: &str, ws: Option<&Path>| resolve_program(p, &path, ws);
+        let w = Some(ws.path());
+        assert_eq!(at(".venv/bin/pytest", w), Some(bin.join("pytest")));
+        assert_eq!(at("./.venv/bin/pytest", w), Some(bin.join("pytest")));
+        assert_eq!(at(".venv/bin/pytest", None), None, "no workspace yet");
+        assert_eq!(at(".venv/bin/data", w), None, "not executable");
+        assert_eq!(at(".venv/bin", w), None, "a directory");
+        assert_eq!(at("../x/.venv/bin/pytest", w), None);
+        assert_eq!(at("/bin/sh", w), Some(PathBuf::from("/bin/sh")));
+        assert!(at("sh", w).unwrap().is_absolute());
     }
 
     #[test]

@@ -517,7 +517,7 @@ async fn keep_or_discard(
     if !step.is_run && step.permissions.exec.is_empty() {
         return;
     }
-    let why = match caching::host_programs(shared, step, path).await {
+    let why = match caching::host_programs(shared, step, path, workspace.path()).await {
         Ok(programs) => kept.check(&step.key(), programs),
         // Unknown counts as changed, unless it was as unknown last time.
         Err(e) => kept

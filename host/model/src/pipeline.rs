@@ -402,6 +402,57 @@ pub struct Permissions {
     pub templated: Vec<(String, Template)>,
 }
 
+/// What an `exec:` grant (and a step's request to start a program) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program<'a> {
+    /// A name looked up on the step's `PATH`: `git`.
+    Name(&'a str),
+    /// A file of the workspace, relative to its root with `/` between parts and no `.` or
+    /// `..` parts: `.venv/bin/pytest` (written `./.venv/bin/pytest` too).
+    Workspace(&'a str),
+    /// An absolute path: `/opt/tool/bin/tool`, `C:\tools\tool.exe`.
+    Absolute(&'a str),
+}
+
+impl<'a> Program<'a> {
+    /// Reads `text`; `None` when it names nothing a grant can hold: empty, a `..` part, a
+    /// relative path with `\\`, or a control character.
+    pub fn of(text: &'a str) -> Option<Program<'a>> {
+        if text.is_empty() || text.chars().any(char::is_control) {
+            return None;
+        }
+        let b = text.as_bytes();
+        let windows_absolute = b.len() > 2
+            && b[0].is_ascii_alphabetic()
+            && b[1] == b':'
+            && matches!(b[2], b'\\' | b'/');
+        if text.starts_with('/') || windows_absolute {
+            let escapes = text.split(['/', '\\']).any(|p| p == "..");
+            return (!escapes).then_some(Program::Absolute(text));
+        }
+        if !text.contains(['/', '\\']) {
+            return Some(Program::Name(text));
+        }
+        let mut rel = text;
+        while let Some(rest) = rel.strip_prefix("./") {
+            rel = rest;
+        }
+        let bad = rel.contains('\\')
+            || rel.starts_with('~')
+            || rel.split('/').any(|p| matches!(p, "" | "." | ".."));
+        (!bad).then_some(Program::Workspace(rel))
+    }
+}
+
+impl std::fmt::Display for Program<'_> {
+    /// The form grants are kept and matched in.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Program::Name(t) | Program::Workspace(t) | Program::Absolute(t) => f.write_str(t),
+        }
+    }
+}
+
 /// The keys of `permissions` whose values are lists of names.
 pub const GRANT_LISTS: [&str; 4] = ["env", "secrets", "network", "exec"];
 
@@ -435,15 +486,17 @@ impl Permissions {
                     ));
                 }
             },
-            _ => {
-                if text.contains('/') || text.contains('\\') || text.is_empty() {
+            _ => match Program::of(text) {
+                Some(program) => {
+                    self.exec.insert(program.to_string());
+                }
+                None => {
                     return Err((
-                        format!("`{text}` in `permissions.exec` is not a program name"),
-                        "name programs as found on PATH, e.g. `git`; ferry resolves the path itself".into(),
+                        format!("`{text}` in `permissions.exec` is not a program"),
+                        "name a program on PATH (`pytest`), a file of the workspace (`.venv/bin/pytest`) or an absolute path (`/opt/tool/bin/tool`); `..` is not allowed".into(),
                     ));
                 }
-                self.exec.insert(text.to_string());
-            }
+            },
         }
         Ok(())
     }
@@ -555,6 +608,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exec_grants_name_programs_workspace_files_or_absolute_paths() {
+        use Program::*;
+        assert_eq!(Program::of("git"), Some(Name("git")));
+        assert_eq!(
+            Program::of(".venv/bin/pytest"),
+            Some(Workspace(".venv/bin/pytest"))
+        );
+        assert_eq!(Program::of("././tools/x"), Some(Workspace("tools/x")));
+        assert_eq!(Program::of("/opt/t/bin/t"), Some(Absolute("/opt/t/bin/t")));
+        assert_eq!(Program::of("C:\\t\\t.exe"), Some(Absolute("C:\\t\\t.exe")));
+        for bad in [
+            "",
+            "../outside/tool",
+            "tools/../../x",
+            "/opt/../etc/x",
+            "C:\\a\\..\\b",
+            "tools//x",
+            "tools/",
+            "./",
+            "~/bin/x",
+            "tools\\x",
+            "git\n",
+            "é/../x",
+        ] {
+            assert_eq!(Program::of(bad), None, "{bad:?}");
+        }
+        // Multi-byte text is read, not sliced.
+        assert_eq!(Program::of("é"), Some(Name("é")));
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("512MiB"), Some(512 << 20));
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
@@ -624,7 +708,7 @@ mod tests {
         let source = crate::Source::new("ferry.yaml", bad.as_str());
         let report = crate::parse(&source, std::path::Path::new("."), &["shell"]).unwrap_err();
         assert!(
-            report.diagnostics[0].message.starts_with("`../node` in `permissions.exec` is not a program name (in the combination tool: \"../node\""),
+            report.diagnostics[0].message.starts_with("`../node` in `permissions.exec` is not a program (in the combination tool: \"../node\""),
             "{}",
             report.diagnostics[0].message
         );

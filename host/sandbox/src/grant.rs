@@ -7,7 +7,7 @@
 use ferry_model::{Access, NetworkGrant, Pipeline, Source, Step};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What a step declared it needs (`ferry:step/types.capabilities`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -103,6 +103,9 @@ impl StepSite<'_> {
 pub struct Host<'a> {
     pub env: &'a (dyn Fn(&str) -> Option<String> + Sync),
     pub path_var: Option<OsString>,
+    /// Where `exec:` grants of workspace files (`.venv/bin/pytest`) are found; `None` before
+    /// the job has a workspace.
+    pub workspace: Option<&'a Path>,
 }
 
 /// The exec, secrets, network or paths need of a step that runs programs, uses secrets,
@@ -253,7 +256,8 @@ pub fn grant(
 }
 
 fn find(program: &str, host: &Host) -> Option<PathBuf> {
-    ferry_engine::os::find_program(program, host.path_var.as_deref()?)
+    let path = host.path_var.as_deref().unwrap_or_default();
+    ferry_engine::os::resolve_program(program, path, host.workspace)
 }
 
 #[derive(Default)]

@@ -74,6 +74,7 @@ impl Sandbox {
                 let host = Host {
                     env: &|_| None,
                     path_var: None,
+                    workspace: None,
                 };
                 if let Err(refusal) = grant::grant(&site, &needs, &env, &BTreeMap::new(), &host) {
                     diagnostics.push(

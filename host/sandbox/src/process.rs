@@ -62,30 +62,42 @@ impl process::Host for StepState {
     }
 
     async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<Output, Error>> {
-        if cmd.program.contains('/') || cmd.program.contains('\\') {
+        // Grants are kept in one form: `./.venv/bin/pytest` asks for `.venv/bin/pytest`.
+        let Some(named) = ferry_model::Program::of(&cmd.program) else {
             return Ok(Err(Error::Invalid(format!(
-                "`{}` is a path; name a granted program instead, e.g. `git`",
+                "`{}` is not a program: name one on PATH (`git`), a file of the workspace (`.venv/bin/pytest`) or an absolute path",
                 cmd.program
             ))));
-        }
-        let Some(resolved) = self.grant.exec.get(&cmd.program) else {
+        };
+        let key = named.to_string();
+        let Some(resolved) = self.grant.exec.get(&key) else {
             return Ok(Err(Error::Denied(crate::grant::runtime_denial_text(
                 &self.site,
-                &format!("exec of `{}`", cmd.program),
-                &format!("exec: [{}]", cmd.program),
+                &format!("exec of `{key}`"),
+                &format!("exec: [{key}]"),
             ))));
         };
         let Some(program) = resolved.clone() else {
-            let searched = self
-                .grant
-                .path_var
-                .as_deref()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            return Ok(Err(Error::NotFound(format!(
-                "`{}` is granted but was not found on PATH (`{searched}`)\nhint: put its directory on PATH with the pipeline's `env: PATH`, or have a setup step write it to $FERRY_PATH",
-                cmd.program
-            ))));
+            let message = match named {
+                ferry_model::Program::Name(_) => {
+                    let searched = self
+                        .grant
+                        .path_var
+                        .as_deref()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    format!(
+                        "`{key}` is granted but was not found on PATH (`{searched}`)\nhint: put its directory on PATH with the pipeline's `env: PATH`, or have a setup step write it to $FERRY_PATH"
+                    )
+                }
+                ferry_model::Program::Workspace(_) => format!(
+                    "`{key}` is granted but the workspace has no program there\nhint: an earlier step makes it, e.g. `run: python3 -m venv .venv`; it must be a file with execute permission"
+                ),
+                ferry_model::Program::Absolute(_) => format!(
+                    "`{key}` is granted but there is no program there\nhint: install it there, or grant the path where it is"
+                ),
+            };
+            return Ok(Err(Error::NotFound(message)));
         };
         let cwd = match confine(&self.workspace, cmd.cwd.as_deref()) {
             Ok(cwd) => cwd,

@@ -236,6 +236,7 @@ impl Sandbox {
         let host = Host {
             env: &host_env,
             path_var: Some(std::ffi::OsString::from(&req.path)),
+            workspace: Some(&req.workspace),
         };
         let grant = grant::grant(&site, &needs, &req.env, &req.secrets, &host)
             .map_err(|refusal| (FailureKind::Denied, refusal.to_string()))?;

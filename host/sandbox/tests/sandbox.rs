@@ -695,13 +695,19 @@ async fn processes_capture_quietly_and_stay_in_the_workspace() {
         assert!(message.contains("leaves the workspace"), "{message}");
     }
 
+    // A grant of `echo` by name is not a grant of a path to it.
     let out = run(&granted_case("exec-path", "/bin/echo", ALL_GRANTS), |_| {}).await;
-    let (_, kind, message) = out.step("probe");
-    assert_eq!(kind, Some(FailureKind::InvalidInput));
+    let (_, _, message) = out.step("probe");
     assert!(
-        message.contains("is a path; name a granted program"),
+        message.contains("Denied") && message.contains("exec: [/bin/echo]"),
         "{message}"
     );
+    for escape in ["../echo", "sub/../../echo"] {
+        let out = run(&granted_case("exec-path", escape, ALL_GRANTS), |_| {}).await;
+        let (_, kind, message) = out.step("probe");
+        assert_eq!(kind, Some(FailureKind::InvalidInput), "{message}");
+        assert!(message.contains("is not a program"), "{message}");
+    }
 }
 
 #[tokio::test]

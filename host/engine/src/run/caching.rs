@@ -225,7 +225,7 @@ pub(super) async fn step_key(
             (name.clone(), value)
         })
         .collect();
-    let programs = host_programs(shared, step, path).await?;
+    let programs = host_programs(shared, step, path, workspace).await?;
     let mut key = KeyBuilder::default();
     key.part(identity.digest.as_bytes())
         .map("programs", &programs)
@@ -276,23 +276,28 @@ pub(super) async fn step_key(
 }
 
 /// The host programs a step may start, for its key: `PATH` (what every program it starts
-/// sees, and where a `run:` script finds its tools), and each granted program as `PATH`
-/// resolves it, by path and content digest. Empty for a step that starts none.
+/// sees, and where a `run:` script finds its tools), and each granted program as `PATH` (or
+/// the workspace, for `.venv/bin/pytest`) resolves it, by path and content digest. Empty for
+/// a step that starts none.
 pub(super) async fn host_programs(
     shared: &Shared,
     step: &Step,
     path: &str,
+    workspace: &Path,
 ) -> Result<BTreeMap<String, String>, String> {
     if !step.is_run && step.permissions.exec.is_empty() {
         return Ok(BTreeMap::new());
     }
     let path = path.to_string();
+    let workspace = workspace.to_path_buf();
     let names: Vec<String> = step.permissions.exec.iter().cloned().collect();
     let programs = shared.programs.clone();
     let resolved = tokio::task::spawn_blocking(move || {
         let mut found = BTreeMap::from([("\0PATH".to_string(), path.clone())]);
         for name in names {
-            let identity = match crate::os::find_program(&name, std::ffi::OsStr::new(&path)) {
+            let resolved =
+                crate::os::resolve_program(&name, std::ffi::OsStr::new(&path), Some(&workspace));
+            let identity = match resolved {
                 None => "not found".to_string(),
                 Some(program) => {
                     // A program's content: through a link (a venv's `python`, a rustup

@@ -223,7 +223,7 @@ pub fn view(req: &Request) -> View {
     let mut env = BTreeMap::new();
     let mut binds: Vec<(PathBuf, Access, bool)> = Vec::new();
     for program in &req.programs {
-        let found = toolchains(program, req.env);
+        let found = toolchains(program, req.env, &[req.workspace, req.home]);
         binds.extend(found.dirs.into_iter().map(|d| (d, Access::Read, false)));
         env.extend(found.env);
     }
@@ -315,7 +315,56 @@ pub struct Toolchain {
 ///   with `RUSTUP_HOME` set.
 ///
 /// Never a whole home directory or `~/.cargo`: those hold credentials.
-pub fn toolchains(program: &Path, env: &BTreeMap<String, String>) -> Toolchain {
+///
+/// A program under one of `job_dirs` (the workspace, the job's `HOME`: a `.venv/bin/pytest`,
+/// a `$FERRY_PATH` directory) was put there by the job, and so were the links, `#!` lines
+/// and `pyvenv.cfg` these rules read. Of what they point at outside those directories, only
+/// what has the shape of an installed toolchain is shown (see [`is_toolchain`]), a shape
+/// a job cannot give a folder it does not own: otherwise a link or a `#!` line naming
+/// `~/.ssh` would show the host's keys. `RUSTUP_HOME` comes from the step's environment,
+/// which the pipeline writes, so it is checked the same way for every program.
+pub fn toolchains(program: &Path, env: &BTreeMap<String, String>, job_dirs: &[&Path]) -> Toolchain {
+    let mut found = toolchains_unchecked(program, env);
+    if job_dirs.iter().any(|d| program.starts_with(d)) {
+        found.dirs.retain(|dir| {
+            job_dirs.iter().any(|d| dir.starts_with(d)) || is_system(dir) || is_toolchain(dir)
+        });
+    }
+    found
+}
+
+/// Whether `dir` has the shape of an installed toolchain, or of its `bin`: a CPython (its
+/// standard library's `os.py`), a Node.js (`bin/node` and npm), a Rust toolchain
+/// (`lib/rustlib`), a rustup home, a virtual environment, or a pyenv or rbenv root.
+fn is_toolchain(dir: &Path) -> bool {
+    let prefix = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("bin" | "Scripts") => dir.parent().unwrap_or(dir),
+        _ => dir,
+    };
+    let python = std::fs::read_dir(prefix.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name().to_string_lossy().starts_with("python3")
+                && e.path().join("os.py").is_file()
+        });
+    python
+        || (prefix.join("bin/node").is_file()
+            && prefix.join("lib/node_modules/npm/package.json").is_file())
+        || prefix.join("lib/rustlib").is_dir()
+        || is_rustup_home(prefix)
+        || prefix.join("pyvenv.cfg").is_file()
+        || (prefix.join("shims").is_dir() && prefix.join("versions").is_dir())
+}
+
+/// Whether `dir` is a rustup home: its toolchains and its settings.
+fn is_rustup_home(dir: &Path) -> bool {
+    dir.join("toolchains").is_dir()
+        && (dir.join("settings.toml").is_file() || dir.join("update-hashes").is_dir())
+}
+
+fn toolchains_unchecked(program: &Path, env: &BTreeMap<String, String>) -> Toolchain {
     let mut found = Toolchain::default();
     let add = |dir: &Path, found: &mut Toolchain| {
         if !found.dirs.iter().any(|d| d == dir) {
@@ -369,7 +418,7 @@ pub fn toolchains(program: &Path, env: &BTreeMap<String, String>) -> Toolchain {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("RUSTUP_HOME").map(PathBuf::from))
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".rustup")));
-        if let Some(dir) = rustup_home.filter(|d| d.is_dir()) {
+        if let Some(dir) = rustup_home.filter(|d| is_rustup_home(d)) {
             found
                 .env
                 .insert("RUSTUP_HOME".into(), dir.to_string_lossy().into_owned());
@@ -822,7 +871,8 @@ mod tests {
         let cargo_bin = dir.path().join(".cargo/bin");
         let rustup_home = dir.path().join(".rustup");
         std::fs::create_dir_all(&cargo_bin).unwrap();
-        std::fs::create_dir_all(&rustup_home).unwrap();
+        std::fs::create_dir_all(rustup_home.join("toolchains")).unwrap();
+        std::fs::write(rustup_home.join("settings.toml"), "").unwrap();
         std::fs::write(cargo_bin.join("rustup"), "").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink("rustup", cargo_bin.join("cargo")).unwrap();
@@ -832,7 +882,7 @@ mod tests {
             "RUSTUP_HOME".to_string(),
             rustup_home.to_string_lossy().into_owned(),
         )]);
-        let found = toolchains(&cargo_bin.join("cargo"), &env);
+        let found = toolchains(&cargo_bin.join("cargo"), &env, &[]);
         assert!(
             found.dirs.iter().any(|d| d.ends_with(".cargo/bin")),
             "{found:?}"
@@ -853,7 +903,7 @@ mod tests {
         std::fs::create_dir_all(venv.join("bin")).unwrap();
         std::fs::write(venv.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
         std::fs::write(venv.join("bin/pytest"), "").unwrap();
-        let found = toolchains(&venv.join("bin/pytest"), &BTreeMap::new());
+        let found = toolchains(&venv.join("bin/pytest"), &BTreeMap::new(), &[]);
         assert!(found.dirs.contains(&venv), "{found:?}");
     }
 

@@ -13,7 +13,9 @@ declare module 'ferry:step/process@0.1.0' {
    */
   export interface Command {
     /**
-     * A program name from the exec grant, e.g. `git`. Paths are refused.
+     * A program of the exec grant, as the grant names it: a name found on `PATH` (`git`),
+     * a file of the workspace (`.venv/bin/pytest`, also written `./.venv/bin/pytest`) or an
+     * absolute path. A path with `..` is refused.
      */
     program: string,
     /**
@@ -74,7 +76,8 @@ declare module 'ferry:step/process@0.1.0' {
     val: string,
   }
   /**
-   * The program is granted but was not found on the host `PATH`.
+   * The program is granted but was not found: not on the step's `PATH`, or no program
+   * at the granted path.
    */
   export interface ErrorNotFound {
     tag: 'not-found',
