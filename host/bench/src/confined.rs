@@ -31,7 +31,7 @@ pub fn confined_spawn(root: &Path) -> bool {
         workspace_access: ferry_model::Access::Write,
         paths: &[],
         home: &home,
-        step_files: [&output, &output, &output],
+        step_files: [&output, &output, &output, &output],
         programs: vec![program],
         env: &env,
         network: false,

@@ -211,6 +211,8 @@ fn secrets_are_masked_in_output_and_records() {
         run: printf '%s\n' "$SIGNING_KEY"
       - id: escaped
         run: printf '{"key":"%s"}\n' "$(printf '%s' "$SIGNING_KEY" | awk '{printf "%s\\n", $0}' | sed 's/\\n$//')"
+      - id: summary
+        run: printf '## deploy\n\ntoken %s\n%s\n' "$DEPLOY_TOKEN" "$(printf %s "$DEPLOY_TOKEN" | base64)" >> "$FERRY_STEP_SUMMARY"
       - run: echo "refused $DEPLOY_TOKEN" >&2; exit 3
 "#;
     let key = "-----BEGIN KEY-----\nline-one-abcdef\nline-two-ghijkl\n-----END KEY-----";
@@ -234,7 +236,8 @@ fn secrets_are_masked_in_output_and_records() {
         .env("SIGNING_KEY", key);
     let done = common::ferry(&t, &["run", "--output", "plain"])
         .code(1)
-        .stdout_has("token is ***");
+        .stdout_has("token is ***")
+        .stdout_has("[a/summary] │ token ***");
     assert!(!leaks(&done.stdout), "{}", done.stdout);
     assert!(!leaks(&done.stderr), "{}", done.stderr);
     let json = common::ferry(&t, &["run", "--output", "json"]).code(1);
@@ -264,15 +267,15 @@ fn secrets_are_masked_in_output_and_records() {
     assert_eq!(job["steps"][1]["name"], "push with ***", "{summary}");
     assert_eq!(job["outputs"]["leaked"], "***", "{summary}");
     assert_eq!(
-        job["steps"][5]["message"], "process completed with exit code 3",
+        job["steps"][6]["message"], "process completed with exit code 3",
         "{summary}"
     );
     let encoded_log = std::fs::read_to_string(run.join("logs/a/encoded.log")).unwrap();
     assert_eq!(encoded_log.matches("***").count(), 2, "{encoded_log}");
     let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
     assert!(events.contains("\"value\":\"***\""), "{events}");
-    assert!(files.iter().any(|f| f.ends_with("step-6.log")), "{files:?}");
-    let failed = std::fs::read_to_string(run.join("logs/a/step-6.log")).unwrap();
+    assert!(files.iter().any(|f| f.ends_with("step-7.log")), "{files:?}");
+    let failed = std::fs::read_to_string(run.join("logs/a/step-7.log")).unwrap();
     assert_eq!(failed, "refused ***\n");
     // A multi-line secret printed as it is, line by line, and JSON-escaped on one line.
     let lines = std::fs::read_to_string(run.join("logs/a/lines.log")).unwrap();
@@ -816,6 +819,69 @@ fn exec_grants_a_program_of_the_workspace_by_its_path() {
     );
     // Without the grant, the hint gives the YAML that grants it.
     assert!(out.contains("exec: [.venv/bin/python]"), "{out}");
+}
+
+#[test]
+fn a_step_summary_is_shown_kept_with_the_run_replayed_when_cached_and_capped() {
+    let yaml = r#"jobs:
+  report:
+    steps:
+      - id: table
+        run: |
+          echo '## Coverage' >> "$FERRY_STEP_SUMMARY"
+          echo '| file | % |' >> "$FERRY_STEP_SUMMARY"
+          echo '| --- | --- |' >> "$FERRY_STEP_SUMMARY"
+          echo '| <script>alert(1)</script> | 93 |' >> "$FERRY_STEP_SUMMARY"
+        cache: true
+      - id: huge
+        run: head -c 3000000 /dev/zero | tr '\0' 'x' >> "$FERRY_STEP_SUMMARY"
+      - id: quiet
+        run: echo nothing to say
+"#;
+    let t = Test::new().file("ferry.yaml", yaml);
+    let first = common::ferry(&t, &["run", "--output", "plain"]).code(0);
+    assert!(
+        first.stdout.contains(
+            "[report/table] ▸ summary\n[report/table] │ ## Coverage\n[report/table] │ | file | % |"
+        ),
+        "{}",
+        first.stdout
+    );
+    let record = |t: &Test| {
+        let runs = t.path(".ferry/runs");
+        let mut dirs: Vec<_> = std::fs::read_dir(runs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        dirs.sort();
+        let run = std::fs::read(dirs.last().unwrap().join("run.json")).unwrap();
+        common::json(&String::from_utf8(run).unwrap())
+    };
+    let steps = &record(&t)["jobs"]["report"]["steps"];
+    assert!(
+        steps[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("| <script>alert(1)</script> | 93 |")
+    );
+    let huge = steps[1]["summary"].as_str().unwrap();
+    assert!(huge.len() < (1 << 20) + 100, "{}", huge.len());
+    assert!(huge.ends_with("*(cut at 1 MiB)*\n"));
+    assert!(steps[2].get("summary").is_none(), "{}", steps[2]);
+    // A cached step says what it said when it ran.
+    let second = common::ferry(&t, &["run", "--output", "plain"]).code(0);
+    assert!(
+        second.stdout.contains("[report/table] ✓ cached"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        second.stdout.contains("[report/table] │ ## Coverage"),
+        "{}",
+        second.stdout
+    );
+    assert!(record(&t)["jobs"]["report"]["steps"][0]["summary"].is_string());
 }
 
 #[test]

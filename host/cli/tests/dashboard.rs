@@ -245,7 +245,17 @@ jobs:
   test:
     needs: build
     steps:
-      - run: echo "all 12 tests passed"
+      - run: |
+          echo "all 12 tests passed"
+          cat >> "$FERRY_STEP_SUMMARY" <<'EOF'
+          ## Tests
+          | suite | passed |
+          | --- | --- |
+          | unit | **12** |
+          | <img src=x onerror="document.title='owned'"> | [docs](javascript:alert(1)) |
+
+          See [the report](https://example.com/report) and `cargo test`.
+          EOF
   deploy:
     needs: test
     environment: {{ name: production, approval: required }}
@@ -314,6 +324,32 @@ jobs:
     );
     let run = served.wait_for(id, &["passed"]);
     assert_eq!(run["approvals"][0]["approved"], true, "{run}");
+    // The summary is rendered as Markdown, and what it holds of HTML stays text.
+    browser.wait(
+        "document.querySelector('#summaries table.md')",
+        "the test job's summary",
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#summaries td strong').textContent"),
+        "12"
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#summaries img, #summaries script').length"),
+        0
+    );
+    assert_eq!(
+        browser.eval("[...document.querySelectorAll('#summaries a')].map((a) => a.href).join(' ')"),
+        "https://example.com/report"
+    );
+    assert!(
+        browser
+            .eval("document.querySelector('#summaries').innerText")
+            .as_str()
+            .unwrap()
+            .contains("<img src=x onerror="),
+        "the HTML is shown as text"
+    );
+    assert_ne!(browser.eval("document.title"), "owned");
     assert_eq!(run["approvals"][0]["by"], "token");
 
     // The artifact downloads as a tar holding the file.

@@ -45,6 +45,9 @@ pub struct StepResult {
     /// Its `outputs.files`.
     #[serde(default)]
     pub files: Tree,
+    /// Its `$FERRY_STEP_SUMMARY`, masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// How long the step took when it ran.
     pub duration_ms: f64,
     /// The run, job and step that produced it.
@@ -656,6 +659,7 @@ mod tests {
             annotations: Vec::new(),
             log: vec![(Level::Info, "hello".into())],
             files: Tree::default(),
+            summary: None,
             duration_ms: 1500.0,
             run: run.into(),
             job: "build".into(),

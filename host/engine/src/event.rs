@@ -171,6 +171,13 @@ pub enum Event {
         status: Status,
         duration_ms: f64,
     },
+    /// The Markdown a step's programs wrote to `$FERRY_STEP_SUMMARY`, secrets masked, at most
+    /// [`crate::log::MAX_SUMMARY`] bytes; sent when the step ends.
+    Summary {
+        job: Arc<str>,
+        step: Arc<str>,
+        markdown: String,
+    },
     /// Something a person watching the run should know that is no step's log: a job waiting
     /// for its concurrency group, a cancel requested by another run, a rollback.
     Notice {

@@ -4,6 +4,34 @@ use crate::event::{Annotation, Event, Level, Reporter};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Most bytes of a step summary (`$FERRY_STEP_SUMMARY`) that are kept, as GitHub keeps 1 MiB
+/// of `$GITHUB_STEP_SUMMARY`; the rest is cut with a note.
+pub const MAX_SUMMARY: usize = 1 << 20;
+
+/// Reads the summary file a step's programs wrote: empty when there is none, cut at
+/// [`MAX_SUMMARY`] bytes (on a character boundary) with a last line saying so. Not UTF-8 is
+/// read lossily. Never more than the cap is read, whatever the file's size.
+pub fn read_summary(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(file) => file.take(MAX_SUMMARY as u64 + 1).read_to_end(&mut bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e),
+    };
+    let cut = bytes.len() > MAX_SUMMARY;
+    bytes.truncate(MAX_SUMMARY);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if cut {
+        // A character split by the cut reads as U+FFFD at the end: drop it.
+        if text.ends_with('\u{FFFD}') {
+            text.pop();
+        }
+        text.push_str("\n\n*(cut at 1 MiB)*\n");
+    }
+    Ok(text)
+}
+
 /// Replaces every occurrence of a secret value with `***`.
 #[derive(Debug, Default)]
 pub struct Masker {
@@ -254,6 +282,19 @@ impl StepLog {
             job: self.inner.job.clone(),
             step: self.inner.step.clone(),
             annotation,
+        });
+    }
+
+    /// Publishes the step's summary (`$FERRY_STEP_SUMMARY`), masked. Nothing is sent for an
+    /// empty one.
+    pub fn summary(&self, markdown: &str) {
+        if markdown.trim().is_empty() {
+            return;
+        }
+        self.inner.reporter.event(&Event::Summary {
+            job: self.inner.job.clone(),
+            step: self.inner.step.clone(),
+            markdown: self.inner.masker.mask(markdown),
         });
     }
 

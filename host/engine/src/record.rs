@@ -58,6 +58,9 @@ pub struct StepSummary {
     /// Set when the step cache gave its result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached: Option<crate::event::Cached>,
+    /// What the step wrote to `$FERRY_STEP_SUMMARY` (Markdown, masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// Writes a run's record as its events arrive.
@@ -206,6 +209,7 @@ impl RunRecord {
                         duration_ms: None,
                         log: Self::log_path(job, step),
                         cached: None,
+                        summary: None,
                     });
                 }
             }
@@ -240,6 +244,7 @@ impl RunRecord {
                             duration_ms: None,
                             log: Self::log_path(job, step),
                             cached: None,
+                            summary: None,
                         }),
                     }
                 }
@@ -274,6 +279,20 @@ impl RunRecord {
             } => {
                 if let Some(j) = state.summary.jobs.get_mut(&**job) {
                     j.approval = Some(decision.clone());
+                }
+            }
+            Event::Summary {
+                job,
+                step,
+                markdown,
+            } => {
+                let found = state
+                    .summary
+                    .jobs
+                    .get_mut(&**job)
+                    .and_then(|j| j.steps.iter_mut().find(|s| s.key == **step));
+                if let Some(s) = found {
+                    s.summary = Some(markdown.clone());
                 }
             }
             Event::Output { .. } | Event::Notice { .. } | Event::Approval { .. } => {}

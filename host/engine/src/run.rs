@@ -67,6 +67,9 @@ pub struct StepRequest {
     /// (`$FERRY_ENV`, as `$FERRY_OUTPUT`'s lines); created by whoever writes them first.
     pub path_file: PathBuf,
     pub env_file: PathBuf,
+    /// Markdown the step's programs write for people (`$FERRY_STEP_SUMMARY`), shown with
+    /// the run; created by whoever writes it first.
+    pub summary_file: PathBuf,
     /// Where files the step keeps (`outputs.keep`) go: `.ferry/runs/<run>/files/<job>/<step>`.
     pub kept_dir: PathBuf,
     /// How long the step may run once it is loaded (`timeout-minutes`, bounded by what is
@@ -1039,6 +1042,7 @@ async fn run_job<R: StepRunner>(
                 inner: shared.reporter.clone(),
                 lines: Default::default(),
                 annotations: Default::default(),
+                summary: Default::default(),
             })
         });
         let log = StepLog::new(
@@ -1053,6 +1057,7 @@ async fn run_job<R: StepRunner>(
         let output_file = outputs_dir.join(format!("{}.out", sanitize(&key)));
         let path_file = outputs_dir.join(format!("{}.path", sanitize(&key)));
         let env_file = outputs_dir.join(format!("{}.env", sanitize(&key)));
+        let summary_file = outputs_dir.join(format!("{}.md", sanitize(&key)));
         let timeout = match (step.timeout, job_deadline) {
             (Some(limit), None) => limit,
             (Some(limit), Some(job_end)) => {
@@ -1145,6 +1150,9 @@ async fn run_job<R: StepRunner>(
                         for annotation in &result.annotations {
                             log.annotate(annotation.clone());
                         }
+                        if let Some(summary) = &result.summary {
+                            log.summary(summary);
+                        }
                         cached = Some(Cached {
                             run: result.run,
                             saved_ms: result.duration_ms,
@@ -1195,6 +1203,7 @@ async fn run_job<R: StepRunner>(
                             path,
                             path_file: path_file.clone(),
                             env_file: env_file.clone(),
+                            summary_file: summary_file.clone(),
                             workspace: workspace.clone(),
                             untrusted: shared.untrusted,
                             home: shared.home_dir.join(sanitize(&job.id)),
@@ -1229,6 +1238,15 @@ async fn run_job<R: StepRunner>(
                 crate::event::Level::Warn,
                 &format!("[ferry] ignoring $FERRY_OUTPUT: {e}"),
             ),
+        }
+        if cached.is_none() {
+            match crate::log::read_summary(&summary_file) {
+                Ok(markdown) => log.summary(&markdown),
+                Err(e) => log.line(
+                    Level::Warn,
+                    &format!("[ferry] ignoring $FERRY_STEP_SUMMARY: {e}"),
+                ),
+            }
         }
         // A step that changed the job's PATH or environment is not stored: a cached result
         // could not give later steps what it added.
@@ -1509,6 +1527,7 @@ async fn rollback<R: StepRunner>(
         path: call.path.clone(),
         path_file: outputs_dir.join(format!("{}.path", sanitize(&key))),
         env_file: outputs_dir.join(format!("{}.env", sanitize(&key))),
+        summary_file: outputs_dir.join(format!("{}.md", sanitize(&key))),
         kept_dir: shared
             .run_dir
             .join("files")

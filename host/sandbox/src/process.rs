@@ -136,6 +136,7 @@ impl process::Host for StepState {
             .env("FERRY_OUTPUT", &self.output_file)
             .env("FERRY_PATH", &self.path_file)
             .env("FERRY_ENV", &self.env_file)
+            .env("FERRY_STEP_SUMMARY", &self.summary_file)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)));
         if let Err(message) = confinement.prepare(self, &mut child, &program, &cwd) {
             return Ok(Err(Error::SpawnFailed(message)));
@@ -254,7 +255,13 @@ impl Confinement {
             std::fs::create_dir_all(&state.home)
                 .map_err(|e| format!("cannot create `{}`: {e}", state.home.display()))?;
             // Shown by file mounts, so they must exist before the program starts.
-            for file in [&state.output_file, &state.path_file, &state.env_file] {
+            let step_files = [
+                &state.output_file,
+                &state.path_file,
+                &state.env_file,
+                &state.summary_file,
+            ];
+            for file in step_files {
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -266,7 +273,7 @@ impl Confinement {
                 workspace_access: state.grant.program_workspace,
                 paths: &state.grant.paths,
                 home: &state.home,
-                step_files: [&state.output_file, &state.path_file, &state.env_file],
+                step_files: step_files.map(PathBuf::as_path),
                 programs: state
                     .grant
                     .exec

@@ -28,6 +28,8 @@ pub struct StepState {
     /// `$FERRY_PATH` and `$FERRY_ENV` for child processes.
     pub path_file: PathBuf,
     pub env_file: PathBuf,
+    /// `$FERRY_STEP_SUMMARY`: Markdown for people, shown with the run.
+    pub summary_file: PathBuf,
     /// Where `outputs.keep` copies files.
     pub kept_dir: PathBuf,
     pub deadline: Instant,

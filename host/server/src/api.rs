@@ -498,7 +498,7 @@ async fn show_run(State(server): Shared, headers: HeaderMap, Path(id): Path<Stri
         .iter()
         .map(|a| json!({ "name": a.name, "job": a.job, "files": a.file_count(), "size": a.size() }))
         .collect();
-    let annotations = record.as_deref().map(annotations).unwrap_or_default();
+    let (annotations, summaries) = record.as_deref().map(said).unwrap_or_default();
     let deployments = server
         .store
         .deployments(&crate::store::DeploymentQuery {
@@ -513,20 +513,25 @@ async fn show_run(State(server): Shared, headers: HeaderMap, Path(id): Path<Stri
         map.insert("approvals".into(), json!(approvals));
         map.insert("artifacts".into(), json!(artifacts));
         map.insert("annotations".into(), json!(annotations));
+        map.insert("summaries".into(), json!(summaries));
         map.insert("deployments".into(), json!(deployments));
     }
     Ok(axum::Json(value).into_response())
 }
 
-/// The annotations a run's steps made, from its record.
-fn annotations(dir: &std::path::Path) -> Vec<Value> {
+/// The annotations a run's steps made, and the summaries they wrote
+/// (`$FERRY_STEP_SUMMARY`, masked when the step ended), from its record.
+fn said(dir: &std::path::Path) -> (Vec<Value>, Vec<Value>) {
     let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else {
-        return Vec::new();
+        return Default::default();
     };
     text.lines()
+        .filter(|line| {
+            line.contains(r#""type":"annotation""#) || line.contains(r#""type":"summary""#)
+        })
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["type"] == "annotation")
-        .collect()
+        .filter(|event| event["type"] == "annotation" || event["type"] == "summary")
+        .partition(|event| event["type"] == "annotation")
 }
 
 /// Where a run's event stream is: waiting for a queued run to start, replaying what a

@@ -167,6 +167,18 @@ impl Reporter for Plain {
                 Some(job) => format!("{} {text}", s.dim(&format!("[{job}]"))),
                 None => text.clone(),
             },
+            Event::Summary {
+                job,
+                step,
+                markdown,
+            } => {
+                let prefix = s.dim(&format!("[{job}/{step}]"));
+                let mut text = format!("{prefix} ▸ summary");
+                for line in markdown.lines() {
+                    text.push_str(&format!("\n{prefix} │ {line}"));
+                }
+                text
+            }
             Event::JobStarted { .. }
             | Event::Approval { .. }
             | Event::GroupEnd { .. }

@@ -1,7 +1,7 @@
 //! The live terminal view: finished steps scroll above, a board of running jobs redraws
 //! below with elapsed times; a failed step shows the end of its log.
 
-use super::{RunReporter, failure_label, ms, summary};
+use super::{RunReporter, failure_label, ms, out, summary};
 use crate::report::style::Style;
 use ferry_engine::RunResult;
 use ferry_engine::event::{Event, Reporter, Status};
@@ -210,6 +210,20 @@ impl RunReporter for Tty {
             let mut state = self.lock();
             state.running.clear();
             self.draw(&mut state, false);
+        }
+        // What steps wrote for people, after the board and before the verdict, as GitHub
+        // shows summaries under the run.
+        for (job, j) in &result.summary.jobs {
+            for step in &j.steps {
+                if let Some(markdown) = &step.summary {
+                    let title = format!("── {job} › {} ──", step.name);
+                    out("");
+                    out(&self.style.bold(&title));
+                    for line in markdown.lines() {
+                        out(line);
+                    }
+                }
+            }
         }
         summary(&self.style, result);
     }

@@ -395,6 +395,7 @@ pub(super) async fn save_step(
             .filter(|(_, line)| !line.starts_with("[ferry] "))
             .collect(),
         files: Default::default(),
+        summary: locked(&capture.summary).take(),
         duration_ms: super::millis(took),
         run: shared.run_id.to_string(),
         job: job.id.clone(),
@@ -436,6 +437,7 @@ pub(super) struct Capture {
     pub(super) inner: Arc<dyn Reporter>,
     pub(super) lines: Mutex<Vec<(Level, String)>>,
     pub(super) annotations: Mutex<Vec<Annotation>>,
+    pub(super) summary: Mutex<Option<String>>,
 }
 
 impl Reporter for Capture {
@@ -445,6 +447,7 @@ impl Reporter for Capture {
             Event::Annotation { annotation, .. } => {
                 locked(&self.annotations).push(annotation.clone())
             }
+            Event::Summary { markdown, .. } => *locked(&self.summary) = Some(markdown.clone()),
             _ => {}
         }
         self.inner.event(event);

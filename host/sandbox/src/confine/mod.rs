@@ -75,8 +75,9 @@ pub struct Request<'a> {
     pub workspace_access: Access,
     pub paths: &'a [(PathBuf, Access)],
     pub home: &'a Path,
-    /// `$FERRY_OUTPUT`, `$FERRY_PATH` and `$FERRY_ENV`: files the programs may write.
-    pub step_files: [&'a Path; 3],
+    /// `$FERRY_OUTPUT`, `$FERRY_PATH`, `$FERRY_ENV` and `$FERRY_STEP_SUMMARY`: files the programs
+    /// may write.
+    pub step_files: [&'a Path; 4],
     /// Granted programs, resolved on the host.
     pub programs: Vec<&'a Path>,
     /// The step's environment, where toolchain locations may be set.
@@ -738,7 +739,7 @@ mod tests {
             workspace_access: Access::Write,
             paths,
             home,
-            step_files: [out, out, out],
+            step_files: [out, out, out, out],
             programs: Vec::new(),
             env,
             network: false,

@@ -32,6 +32,63 @@ function webUrl(text) {
   }
 }
 
+// A step's summary ($FERRY_STEP_SUMMARY) as elements: headings, paragraphs, lists, fenced
+// code, tables, `code`, **bold** and [links](https://...). Built from text nodes only, so
+// HTML in a summary shows as written and never becomes markup; only web addresses link.
+function markdown(text) {
+  const lines = text.split("\n");
+  const row = /^\s*\|.*\|\s*$/;
+  const item = /^\s*[-*+]\s+/;
+  const blocks = [];
+  let i = 0;
+  while (i < lines.length) {
+    const line = lines[i];
+    const heading = /^(#{1,6})\s+(.*)$/.exec(line);
+    if (line.startsWith("```")) {
+      const code = [];
+      for (i++; i < lines.length && !lines[i].startsWith("```"); i++) code.push(lines[i]);
+      i++;
+      blocks.push(h("pre", { class: "mono" }, code.join("\n")));
+    } else if (heading) {
+      blocks.push(h(`h${Math.min(6, heading[1].length + 2)}`, {}, inline(heading[2])));
+      i++;
+    } else if (row.test(line) && /^\s*\|?\s*:?-{3,}/.test(lines[i + 1] || "")) {
+      const cells = (l) => l.trim().replace(/^\||\|$/g, "").split("|").map((c) => c.trim());
+      const head = cells(line);
+      const body = [];
+      for (i += 2; i < lines.length && row.test(lines[i]); i++) body.push(cells(lines[i]));
+      blocks.push(h("table", { class: "md" }, h("tr", {}, head.map((c) => h("th", {}, inline(c)))),
+        body.map((r) => h("tr", {}, r.map((c) => h("td", {}, inline(c)))))));
+    } else if (item.test(line)) {
+      const items = [];
+      for (; i < lines.length && item.test(lines[i]); i++) items.push(h("li", {}, inline(lines[i].replace(item, ""))));
+      blocks.push(h("ul", {}, items));
+    } else if (!line.trim()) {
+      i++;
+    } else {
+      const para = [line];
+      for (i++; i < lines.length && lines[i].trim() && !/^(#{1,6}\s|```)/.test(lines[i]) && !item.test(lines[i]) && !row.test(lines[i]); i++) para.push(lines[i]);
+      blocks.push(h("p", {}, inline(para.join(" "))));
+    }
+  }
+  return blocks;
+}
+
+function inline(text) {
+  const out = [];
+  const re = /`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  let last = 0;
+  for (let m; (m = re.exec(text));) {
+    out.push(text.slice(last, m.index));
+    if (m[1] !== undefined) out.push(h("code", {}, m[1]));
+    else if (m[2] !== undefined) out.push(h("strong", {}, m[2]));
+    else out.push(webUrl(m[4]) ? h("a", { href: m[4], rel: "noopener noreferrer" }, m[3]) : m[0]);
+    last = re.lastIndex;
+  }
+  out.push(text.slice(last));
+  return out;
+}
+
 async function api(path, options = {}) {
   const init = { credentials: "same-origin", headers: {}, ...options };
   if (options.json !== undefined) {
@@ -390,6 +447,11 @@ async function showRun(id) {
   function renderExtras() {
     const run = state.run;
     const parts = [];
+    if ((run.summaries || []).length) {
+      parts.push(h("h2", {}, "Summaries"), h("div", { id: "summaries" }, run.summaries.map((s) =>
+        h("div", { class: "panel summary", "data-summary": key(s.job, s.step) },
+          h("div", { class: "mono muted" }, `${s.job} › ${s.step}`), markdown(s.markdown)))));
+    }
     if ((run.annotations || []).length) {
       parts.push(h("h2", {}, "Annotations"), h("ul", { class: "panel list", id: "annotations" }, run.annotations.map((a) => {
         const at = a.annotation.file ? `${a.annotation.file}${a.annotation.line ? `:${a.annotation.line}` : ""}${a.annotation.column ? `:${a.annotation.column}` : ""}` : "";
@@ -465,7 +527,7 @@ async function showRun(id) {
           refresh();
           break;
         case "run-started": case "job-started": case "step-finished": case "job-finished":
-        case "run-finished": case "approval": case "notice":
+        case "run-finished": case "approval": case "notice": case "summary":
           refresh();
           break;
       }
