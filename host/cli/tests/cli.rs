@@ -786,6 +786,7 @@ fn kept_directories_start_builds_warm_until_the_toolchain_changes_or_clean() {
     assert!(clean.contains("runs=1 stray=no"), "{clean}");
 }
 
+#[cfg(unix)]
 #[test]
 fn exec_grants_a_program_of_the_workspace_by_its_path() {
     // A venv made by the job, from a Python the host has (pyenv's, under `~/.pyenv`): its
@@ -793,8 +794,13 @@ fn exec_grants_a_program_of_the_workspace_by_its_path() {
     let yaml = r#"jobs:
   t:
     steps:
-      - run: python3 -m venv --without-pip .venv
+      - run: |
+          python3 -m venv --without-pip .venv
+          printf '#!/bin/sh\necho "ok 1 - the workspace hello"\n' > hello && chmod +x hello
         permissions: { exec: [python3] }
+      - uses: test
+        with: { command: ./hello, format: tap }
+        permissions: { exec: [./hello] }
       - uses: test
         with: { command: './.venv/bin/python -c "import sys; print(''ok 1 - prefix '' + sys.prefix)"', format: tap }
         permissions: { exec: [.venv/bin/python] }
@@ -806,13 +812,26 @@ fn exec_grants_a_program_of_the_workspace_by_its_path() {
         with: { command: ".venv/bin/python -V", format: tap }
         continue-on-error: true
 "#;
-    let t = Test::new()
-        .file("ferry.yaml", yaml)
-        .env("PATH", &common::toolchain_path());
+    // A `hello` on PATH too: `./hello` must never mean it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let impostor = elsewhere.path().join("hello");
+    std::fs::write(&impostor, "#!/bin/sh\necho 'not ok 1 - the PATH hello'\n").unwrap();
+    std::fs::set_permissions(
+        &impostor,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        elsewhere.path().display(),
+        common::toolchain_path()
+    );
+    let t = Test::new().file("ferry.yaml", yaml).env("PATH", &path);
     let done = common::ferry(&t, &["run", "--output", "plain"]);
     let out = format!("{}{}", done.stdout, done.stderr);
     assert_eq!(done.code, 0, "{out}");
     assert!(out.contains("[t/step-2] ✓ passed"), "{out}");
+    assert!(out.contains("[t/step-3] ✓ passed"), "{out}");
     assert!(
         out.contains("`.venv/bin/missing` is granted but the workspace has no program there"),
         "{out}"

@@ -530,6 +530,30 @@ fn a_job_cannot_point_the_toolchain_rules_at_host_secrets() {
         "tools/helper",
         "",
     ));
+    // The same, spelled through the workspace with `..`: inside by its text, outside in fact.
+    yaml.push_str(&plant(
+        "dotdot-venv",
+        "mkdir -p v/bin && echo \"home = $PWD/../../../host-home/.ssh/bin\" > v/pyvenv.cfg && printf '#!/bin/sh\\n' > v/bin/py && chmod +x v/bin/py",
+        "v/bin/py",
+        "",
+    ));
+    yaml.push_str(&plant(
+        "dotdot-shebang",
+        "mkdir -p tools && printf '#!%s/../../../host-home/.ssh/helper\\n' \"$PWD\" > tools/x && chmod +x tools/x",
+        "tools/x",
+        "",
+    ));
+    // A workspace program reached by a path that does not start with the workspace.
+    let outside_spelling = format!(
+        "/usr/..{}/.ferry/work/spelled/tools",
+        std::fs::canonicalize(t.path("")).unwrap().display()
+    );
+    yaml.push_str(&plant(
+        "spelled",
+        &format!("mkdir -p tools && printf '#!{dir}/helper\\n' > tools/y && chmod +x tools/y"),
+        "y",
+        &format!("PATH: \"{outside_spelling}:/usr/bin:/bin\""),
+    ));
     yaml.push_str(&plant(
         "rustup",
         "mkdir -p tools && cp /bin/true tools/rustup",
@@ -540,7 +564,15 @@ fn a_job_cannot_point_the_toolchain_rules_at_host_secrets() {
     let done = common::ferry(&t, &["run", "--output", "plain", "--no-fail-fast"]);
     let out = format!("{}{}", done.stdout, done.stderr);
     assert!(!out.contains(SECRET), "a job read the host's key: {out}");
-    for job in ["shebang", "venv", "link", "rustup"] {
+    for job in [
+        "shebang",
+        "venv",
+        "link",
+        "rustup",
+        "dotdot-venv",
+        "dotdot-shebang",
+        "spelled",
+    ] {
         assert!(
             out.contains(&format!(
                 "[{job}/step-2] cat: {}: No such file or directory",

@@ -25,16 +25,26 @@ pub fn kill_process_group(pid: u32) {
 /// no such program, or a workspace file is named and there is no workspace yet. A workspace
 /// file is whatever the job put there (a venv's `python` may be a link out of it): the
 /// program then runs in the step's sandbox like any other.
+///
+/// The folder of the path returned is resolved (no `..`, no link: a `PATH` entry such as
+/// `repo/tools/../bin` names a folder the sandbox shows under its real path); the file
+/// itself is not, since a venv's `bin/python` must be started by its own name.
 pub fn resolve_program(
     program: &str,
     path: &std::ffi::OsStr,
     workspace: Option<&Path>,
 ) -> Option<PathBuf> {
-    let file = match ferry_model::Program::of(program)? {
-        ferry_model::Program::Name(name) => return find_program(name, path),
-        ferry_model::Program::Absolute(file) => PathBuf::from(file),
-        ferry_model::Program::Workspace(rel) => workspace?.join(rel),
+    let found = match ferry_model::Program::of(program)? {
+        ferry_model::Program::Name(name) => find_program(name, path)?,
+        ferry_model::Program::Absolute(file) => in_folder(Path::new(file))?,
+        ferry_model::Program::Workspace(rel) => in_folder(&workspace?.join(rel))?,
     };
+    let dir = std::fs::canonicalize(found.parent()?).ok()?;
+    Some(dir.join(found.file_name()?))
+}
+
+/// The program `file` names, with the extensions the system tries.
+fn in_folder(file: &Path) -> Option<PathBuf> {
     let (dir, name) = (file.parent()?, file.file_name()?.to_str()?);
     if !dir.is_absolute() {
         return None;
@@ -168,7 +178,12 @@ mod tests {
         assert_eq!(at(".venv/bin/data", w), None, "not executable");
         assert_eq!(at(".venv/bin", w), None, "a directory");
         assert_eq!(at("../x/.venv/bin/pytest", w), None);
-        assert_eq!(at("/bin/sh", w), Some(PathBuf::from("/bin/sh")));
+        // Its folder as the system resolves it (`/bin` is a link to `usr/bin` on many).
+        let bin_sh = std::fs::canonicalize("/bin").unwrap().join("sh");
+        assert_eq!(at("/bin/sh", w), Some(bin_sh));
+        assert_eq!(at("/usr/../bin/sh", w), None, "`..` is refused in a grant");
+        let through = resolve_program("sh", std::ffi::OsStr::new("/usr/../usr/bin"), None);
+        assert_eq!(through, at("/bin/sh", w), "a PATH folder is resolved");
         assert!(at("sh", w).unwrap().is_absolute());
     }
 

@@ -542,10 +542,14 @@ async fn keep_or_discard(
                 &format!("[ferry] kept {} thrown away: {why}", names.join(", ")),
             );
         }
-        Err(e) => log.line(
-            Level::Warn,
-            &format!("[ferry] cannot throw the kept directories away ({why}): {e}"),
-        ),
+        Err(e) => {
+            // Nothing may vouch for folders that are still there.
+            kept.forget();
+            log.line(
+                Level::Warn,
+                &format!("[ferry] cannot throw the kept directories away ({why}): {e}"),
+            )
+        }
     }
 }
 
@@ -942,7 +946,7 @@ async fn run_job<R: StepRunner>(
         }
     }
     // What the job's workspace files hash to, kept beside the workspace between runs.
-    let digests: Arc<Digests> = Arc::new(Digests::load(workspace.with_extension("digests")));
+    let digests: Arc<Digests> = Arc::new(Digests::load(workspace_guard.beside("digests")));
     // The workspace as the sync left it, while nothing has written to it since: the step
     // cache then needs no walk of its own.
     let mut view =
@@ -962,7 +966,7 @@ async fn run_job<R: StepRunner>(
     };
     // What the kept directories were built with, checked before each step that starts a
     // program.
-    let mut kept = (!job.keep.is_empty()).then(|| keep::Kept::take(&workspace));
+    let mut kept = (!job.keep.is_empty()).then(|| keep::Kept::take(workspace_guard.beside("kept")));
     let mut failed = false;
     let mut cancelled = false;
     let mut deploys: Vec<DeployCall> = Vec::new();

@@ -135,17 +135,42 @@ impl Workspace {
 
     /// Throws the kept directories away (moved aside, deleted in the background) and
     /// returns those that were there.
+    ///
+    /// The job made what is on the way to them: a folder on the path that is a link is not
+    /// followed (the sync removes it before the next run anyway), and a link or file where
+    /// a kept folder belongs is removed itself, never what it points at.
     pub fn discard(&self, keep: &[String]) -> io::Result<Vec<String>> {
         let mut gone = Vec::new();
         for rel in keep {
-            let path = self.path.join(rel);
-            if path.symlink_metadata().is_ok() {
-                throw_away(&path, Some(&self.trash))?;
-                gone.push(rel.clone());
+            let rel = Path::new(rel);
+            let through_link = rel.ancestors().skip(1).any(|parent| {
+                !parent.as_os_str().is_empty()
+                    && self
+                        .path
+                        .join(parent)
+                        .symlink_metadata()
+                        .is_ok_and(|m| !m.is_dir())
+            });
+            if through_link {
+                continue;
             }
+            let path = self.path.join(rel);
+            match path.symlink_metadata() {
+                Ok(meta) if meta.is_dir() => throw_away(&path, Some(&self.trash))?,
+                Ok(_) => std::fs::remove_file(&path)?,
+                Err(_) => continue,
+            }
+            gone.push(rel.to_string_lossy().into_owned());
         }
         sweep(&self.trash);
         Ok(gone)
+    }
+
+    /// A file kept beside the workspace for it (`<root>/<name>.<extension>`): named after
+    /// the whole workspace name, which may hold dots (`test (3.11)`).
+    pub fn beside(&self, extension: &str) -> PathBuf {
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        self.path.with_file_name(format!("{name}.{extension}"))
     }
 }
 
@@ -1325,5 +1350,33 @@ mod tests {
         let (_ws, synced) = Workspace::prepare(&src, &root, "build", &[], false).unwrap();
         assert_eq!(synced.removed, 1, "{synced:?}");
         assert!(!dst.join("node_modules").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn discarding_never_follows_a_link_the_job_planted() {
+        let (tmp, src, _, _) = repo();
+        let root = tmp.path().join("work");
+        let home = tmp.path().join("home");
+        write(&home, ".ssh/id_ed25519", "private");
+        write(&home, "notes", "mine");
+        let kept = keep(&["h/.ssh", "target"]);
+        let (ws, _) = Workspace::prepare(&src, &root, "build", &kept, false).unwrap();
+        std::os::unix::fs::symlink(&home, ws.path().join("h")).unwrap();
+        std::os::unix::fs::symlink(home.join("notes"), ws.path().join("target")).unwrap();
+        assert_eq!(ws.discard(&kept).unwrap(), ["target"]);
+        assert_eq!(read(&home, ".ssh/id_ed25519"), "private");
+        assert_eq!(read(&home, "notes"), "mine");
+        assert!(ws.path().join("target").symlink_metadata().is_err());
+    }
+
+    #[test]
+    fn files_beside_a_workspace_are_named_after_all_of_its_name() {
+        let (tmp, src, _, _) = repo();
+        let root = tmp.path().join("work");
+        let (a, _) = Workspace::prepare(&src, &root, "test (3.11)", &[], false).unwrap();
+        let (b, _) = Workspace::prepare(&src, &root, "test (3.12)", &[], false).unwrap();
+        assert_eq!(a.beside("kept"), root.join("test (3.11).kept"));
+        assert_ne!(a.beside("digests"), b.beside("digests"));
     }
 }

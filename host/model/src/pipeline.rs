@@ -445,9 +445,11 @@ impl<'a> Program<'a> {
 }
 
 impl std::fmt::Display for Program<'_> {
-    /// The form grants are kept and matched in.
+    /// The form grants are kept and matched in, which reads back as the same kind: a
+    /// workspace file of one part keeps its `./` (`./deploy` is not `deploy` on `PATH`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Program::Workspace(t) if !t.contains('/') => write!(f, "./{t}"),
             Program::Name(t) | Program::Workspace(t) | Program::Absolute(t) => f.write_str(t),
         }
     }
@@ -636,6 +638,22 @@ mod tests {
         }
         // Multi-byte text is read, not sliced.
         assert_eq!(Program::of("é"), Some(Name("é")));
+        // Kept in a form that reads back as the same kind: `./deploy` is never `deploy`.
+        for text in [
+            "./deploy",
+            "././deploy",
+            ".venv/bin/pytest",
+            "git",
+            "/opt/t",
+        ] {
+            let kept = Program::of(text).unwrap().to_string();
+            assert_eq!(
+                Program::of(&kept),
+                Program::of(text),
+                "{text} kept as {kept}"
+            );
+        }
+        assert_eq!(Program::of("./deploy").unwrap().to_string(), "./deploy");
     }
 
     #[test]

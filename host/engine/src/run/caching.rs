@@ -275,6 +275,9 @@ pub(super) async fn step_key(
     .map_err(|e| e.to_string())?
 }
 
+/// Largest program whose content is hashed for a key (see [`host_programs`]).
+const MAX_HASHED_PROGRAM: u64 = 1 << 30;
+
 /// The host programs a step may start, for its key: `PATH` (what every program it starts
 /// sees, and where a `run:` script finds its tools), and each granted program as `PATH` (or
 /// the workspace, for `.venv/bin/pytest`) resolves it, by path and content digest. Empty for
@@ -301,11 +304,21 @@ pub(super) async fn host_programs(
                 None => "not found".to_string(),
                 Some(program) => {
                     // A program's content: through a link (a venv's `python`, a rustup
-                    // proxy) to the file that runs.
-                    let digest = std::fs::metadata(&program)
-                        .and_then(|meta| programs.digest(Path::new(""), &program, Ident::of(&meta)))
-                        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>())
-                        .map_err(|e| format!("cannot read `{}`: {e}", program.display()))?;
+                    // proxy) to the file that runs. One larger than any real program (a
+                    // sparse file a job planted) is known by its metadata instead: reading
+                    // it would hold the host up.
+                    let cannot =
+                        |e: std::io::Error| format!("cannot read `{}`: {e}", program.display());
+                    let meta = std::fs::metadata(&program).map_err(cannot)?;
+                    let ident = Ident::of(&meta);
+                    let digest = if meta.len() > MAX_HASHED_PROGRAM {
+                        format!("{ident:?}")
+                    } else {
+                        programs
+                            .digest(Path::new(""), &program, ident)
+                            .map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                            .map_err(cannot)?
+                    };
                     format!("{} {digest}", program.display())
                 }
             };

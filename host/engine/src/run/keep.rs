@@ -10,7 +10,7 @@
 //! host's, written outside the workspace.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Per step key: the programs it resolved (see `caching::host_programs`).
 type Programs = BTreeMap<String, String>;
@@ -23,13 +23,14 @@ pub(super) struct Kept {
     /// The kept directories were thrown away in this run: what earlier runs recorded no
     /// longer describes them.
     fresh: bool,
+    /// See [`Kept::forget`].
+    forgotten: bool,
 }
 
 impl Kept {
     /// Reads and consumes the record kept beside `workspace`: a run that dies before
     /// [`Kept::save`] leaves none, so nothing vouches for what it may have half built.
-    pub(super) fn take(workspace: &Path) -> Kept {
-        let path = workspace.with_extension("kept");
+    pub(super) fn take(path: PathBuf) -> Kept {
         let before = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -39,6 +40,7 @@ impl Kept {
             before,
             now: BTreeMap::new(),
             fresh: false,
+            forgotten: false,
         }
     }
 
@@ -57,9 +59,18 @@ impl Kept {
         why
     }
 
+    /// Leaves no record for the next run, whose first step that starts a program then throws
+    /// the kept directories away: for when they could not be thrown away now.
+    pub(super) fn forget(&mut self) {
+        self.forgotten = true;
+    }
+
     /// Writes the record for the next run: what this run's steps resolved, over what the
     /// last run recorded for steps that did not run this time.
     pub(super) fn save(self) -> std::io::Result<()> {
+        if self.forgotten {
+            return Ok(());
+        }
         let mut all = match (self.before, self.fresh) {
             (Some(before), false) => before,
             _ => BTreeMap::new(),
@@ -108,20 +119,20 @@ mod tests {
     #[test]
     fn a_step_that_resolves_another_program_throws_the_kept_directories_away_once() {
         let dir = tempfile::tempdir().unwrap();
-        let ws = dir.path().join("build");
-        let mut kept = Kept::take(&ws);
+        let ws = dir.path().join("build.kept");
+        let mut kept = Kept::take(ws.clone());
         assert_eq!(
             kept.check("test", programs("/a/cargo 11")).as_deref(),
             Some("what they were built with was not recorded")
         );
         kept.save().unwrap();
 
-        let mut kept = Kept::take(&ws);
+        let mut kept = Kept::take(ws.clone());
         assert_eq!(kept.check("test", programs("/a/cargo 11")), None);
         assert_eq!(kept.check("new-step", programs("/b/cargo 22")), None);
         kept.save().unwrap();
 
-        let mut kept = Kept::take(&ws);
+        let mut kept = Kept::take(ws.clone());
         assert_eq!(
             kept.check("test", programs("/b/cargo 22")).as_deref(),
             Some("`cargo` is now `/b/cargo` (was `/a/cargo`)")
@@ -130,7 +141,7 @@ mod tests {
         assert_eq!(kept.check("new-step", programs("/c/cargo 33")), None);
         kept.save().unwrap();
 
-        let mut kept = Kept::take(&ws);
+        let mut kept = Kept::take(ws.clone());
         assert_eq!(
             kept.check("test", programs("/b/cargo 23")).as_deref(),
             Some("`cargo` at `/b/cargo` changed")
@@ -140,13 +151,13 @@ mod tests {
     #[test]
     fn a_run_that_died_leaves_nothing_to_vouch_for_its_directories() {
         let dir = tempfile::tempdir().unwrap();
-        let ws = dir.path().join("build");
-        let mut kept = Kept::take(&ws);
+        let ws = dir.path().join("build.kept");
+        let mut kept = Kept::take(ws.clone());
         kept.check("test", programs("/a/cargo 11"));
         kept.save().unwrap();
         // Taken and never saved: the job died.
-        drop(Kept::take(&ws));
-        let mut kept = Kept::take(&ws);
+        drop(Kept::take(ws.clone()));
+        let mut kept = Kept::take(ws.clone());
         assert!(kept.check("test", programs("/a/cargo 11")).is_some());
     }
 }

@@ -324,13 +324,38 @@ pub struct Toolchain {
 /// a job cannot give a folder it does not own: otherwise a link or a `#!` line naming
 /// `~/.ssh` would show the host's keys. `RUSTUP_HOME` comes from the step's environment,
 /// which the pipeline writes, so it is checked the same way for every program.
+///
+/// Paths are compared and shown as the file system resolves them (`..`, links, `/proc/self/
+/// root`), never as spelled: `<workspace>/../../.ssh` is not in the workspace, and a program
+/// reached through `/usr/../<workspace>` is the job's.
 pub fn toolchains(program: &Path, env: &BTreeMap<String, String>, job_dirs: &[&Path]) -> Toolchain {
     let mut found = toolchains_unchecked(program, env);
-    if job_dirs.iter().any(|d| program.starts_with(d)) {
-        found.dirs.retain(|dir| {
-            job_dirs.iter().any(|d| dir.starts_with(d)) || is_system(dir) || is_toolchain(dir)
-        });
+    let job_dirs: Vec<PathBuf> = job_dirs
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .collect();
+    let in_job = |path: &Path| job_dirs.iter().any(|d| path.starts_with(d));
+    // Where the program's own entry is (its folder resolved, not the link it may be), and
+    // the file it is.
+    let entry = program
+        .parent()
+        .and_then(|dir| std::fs::canonicalize(dir).ok())
+        .zip(program.file_name())
+        .map(|(dir, name)| dir.join(name));
+    let real = std::fs::canonicalize(program).ok();
+    let from_job = entry.iter().chain(&real).any(|p| in_job(p));
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for dir in found.dirs.drain(..) {
+        let Ok(dir) = std::fs::canonicalize(&dir) else {
+            continue;
+        };
+        let allowed =
+            shareable(&dir) && (!from_job || in_job(&dir) || is_system(&dir) || is_toolchain(&dir));
+        if allowed && !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
     }
+    found.dirs = dirs;
     found
 }
 
@@ -462,18 +487,33 @@ fn shareable(dir: &Path) -> bool {
 
 /// The interpreter of a `#!` script.
 fn shebang(file: &Path) -> Option<PathBuf> {
-    use std::io::Read;
-    let mut head = [0u8; 256];
-    let n = std::fs::File::open(file).ok()?.read(&mut head).ok()?;
-    let line = head[..n].strip_prefix(b"#!")?;
+    let head = read_head(file, 256)?;
+    let line = head.strip_prefix(b"#!")?;
     let line = line.split(|b| *b == b'\n').next()?;
     let text = String::from_utf8_lossy(line);
     text.split_whitespace().next().map(PathBuf::from)
 }
 
+/// The first `max` bytes of a regular file. What a job put in place of one (a FIFO, a device)
+/// is not read: opening does not wait for a writer, and anything but a file gives `None`.
+fn read_head(path: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 /// `home` of a `pyvenv.cfg`: the directory of the interpreter the environment came from.
 fn venv_home(cfg: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(cfg).ok()?;
+    let text = String::from_utf8(read_head(cfg, 64 << 10)?).ok()?;
     text.lines().find_map(|line| {
         let (key, value) = line.split_once('=')?;
         (key.trim() == "home").then(|| PathBuf::from(value.trim()))
@@ -895,6 +935,28 @@ mod tests {
             "{found:?}"
         );
         assert!(!found.dirs.contains(&dir.path().to_path_buf()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_where_a_script_or_pyvenv_cfg_belongs_does_not_hold_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("venv/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for fifo in [bin.join("tool"), dir.path().join("venv/pyvenv.cfg")] {
+            let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo with a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o755) }, 0);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(toolchains(&bin.join("tool"), &BTreeMap::new(), &[&job]));
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok(),
+            "reading a FIFO blocked"
+        );
     }
 
     #[test]
