@@ -95,8 +95,10 @@ fn node_tap_results_are_read_and_annotated() {
         .args(&["run", "--output", "plain"]);
     t.run()
         .code(1)
-        .stdout_has("math.test.mjs:4:1: subtracts failed: Expected values to be strictly equal:")
-        .stdout_has("1 of 2 tests failed: subtracts");
+        // The assertion's own line and column, node's words whole, and its raw TAP in a group.
+        .stdout_has("math.test.mjs:4:32: subtracts failed: Expected values to be strictly equal:\n\n1 !== 0\n  operator: strictEqual\n  expected: 0\n  actual: 1 [test]")
+        .stdout_has("1 of 2 tests failed: subtracts")
+        .stdout_has("[test/step-1] ▸ node output (tap)\n[test/step-1] TAP version 13");
 }
 
 #[test]
@@ -122,7 +124,7 @@ fn npm_test_gets_the_reporter_of_the_runner_its_script_starts() {
     t.run()
         .code(1)
         .stdout_has("$ npm test --silent -- --test-reporter=tap")
-        .stdout_has("web/test/math.test.mjs:4:1: divides failed: six by three")
+        .stdout_has("web/test/math.test.mjs:4:30: divides failed: six by three")
         .stdout_has("1 of 2 tests failed: divides")
         .stdout_has("the test script in `jest/package.json` is `NODE_ENV=test jest --coverage`: give `command` and `format` instead");
 }

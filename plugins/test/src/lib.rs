@@ -327,6 +327,13 @@ impl Runner<'_> {
                 let mut text = out.stdout_text();
                 text.push('\n');
                 text.push_str(&String::from_utf8_lossy(&out.stderr));
+                // What the runner said, in its own words, behind a group a reader opens when
+                // the table and annotations are not enough.
+                group(&format!("{} output ({})", argv[0], self.format), || {
+                    for line in text.trim_end().lines() {
+                        ferry_sdk::log::write(ferry_sdk::log::Level::Info, line);
+                    }
+                });
                 report::parse(self.format, &text).map_err(Error::Failed)?
             }
         };

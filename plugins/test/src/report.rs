@@ -211,80 +211,241 @@ fn junit(text: &str) -> Result<Vec<Case>, String> {
     Ok(cases)
 }
 
-/// TAP 13/14: `ok N - name`, `not ok N - name`, `# SKIP`, with a YAML block of details.
+/// TAP 13/14 as tape and `node --test` write it.
+///
+/// - `ok N - name` / `not ok N - name`, with `# SKIP` and `# TODO` directives (skipped);
+/// - node's subtests: indented results, each followed by its parent's result line. Only the
+///   innermost are tests; the parent names their suite (`math › adds`), and is a test itself
+///   only if it failed for a reason of its own (a hook), not because a subtest did;
+/// - tape's tests: a `# name` comment before the assertions that are its results;
+/// - the YAML block after a result: `error` (node) or the assertion's name (tape) is the
+///   message, followed by `operator`, `expected` and `actual`; the place is the first frame
+///   of `stack` in the suite's own files, else tape's `at:` or node's `location:`.
 fn tap(text: &str) -> Vec<Case> {
-    let mut cases: Vec<Case> = Vec::new();
-    let mut in_yaml = false;
-    for line in text.lines() {
+    struct Found {
+        depth: usize,
+        case: Case,
+        /// Whether a parent already took it as its subtest.
+        claimed: bool,
+        /// Node's "a subtest failed": a parent's failure that is its children's.
+        for_subtests: bool,
+    }
+    let mut found: Vec<Found> = Vec::new();
+    let mut group = String::new();
+    let mut planned = false;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
-        // Subtests are indented; only top-level results count.
-        let top = !line.starts_with(' ');
-        if top && (trimmed.starts_with("ok ") || trimmed.starts_with("not ok ")) {
-            in_yaml = false;
-            let passed = trimmed.starts_with("ok ");
-            let rest = trimmed
-                .trim_start_matches("not ok ")
-                .trim_start_matches("ok ");
-            let rest = rest
-                .trim_start_matches(|c: char| c.is_ascii_digit())
-                .trim_start();
-            let rest = rest.strip_prefix("- ").unwrap_or(rest);
-            let (name, directive) = rest.split_once(" # ").map_or((rest, ""), |(n, d)| (n, d));
-            let outcome = if directive.to_ascii_uppercase().starts_with("SKIP")
-                || directive.to_ascii_uppercase().starts_with("TODO")
-            {
-                Outcome::Skipped
-            } else if passed {
-                Outcome::Passed
-            } else {
-                Outcome::Failed
-            };
-            cases.push(Case::new("", name.trim(), outcome));
-            continue;
-        }
-        if trimmed == "---" {
-            in_yaml = true;
-            continue;
-        }
-        if trimmed == "..." {
-            in_yaml = false;
-            continue;
-        }
-        if in_yaml && let Some(case) = cases.last_mut() {
-            if let Some(ms) = trimmed.strip_prefix("duration_ms:") {
-                case.duration = ms
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        let depth = line.len() - trimmed.len();
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            // tape names a test in a comment at the top level; node says `# Subtest:` and
+            // then repeats the name on the result line. The summary after the plan is not a
+            // test's name.
+            let comment = comment.trim();
+            if depth == 0 && !planned && !comment.starts_with("Subtest:") {
+                group = comment.to_string();
             }
-            if case.outcome == Outcome::Failed {
-                case.detail.push_str(trimmed);
-                case.detail.push('\n');
+            continue;
+        }
+        if depth == 0 && trimmed.starts_with("1..") {
+            planned = true;
+            continue;
+        }
+        let (passed, rest) = if let Some(rest) = trimmed.strip_prefix("ok") {
+            (true, rest)
+        } else if let Some(rest) = trimmed.strip_prefix("not ok") {
+            (false, rest)
+        } else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with(' ')) {
+            continue;
+        }
+        let rest = rest
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+        let rest = rest.strip_prefix("- ").unwrap_or(rest);
+        let (name, directive) = rest.split_once(" # ").unwrap_or((rest, ""));
+        let directive = directive.to_ascii_uppercase();
+        let outcome = if directive.starts_with("SKIP") || directive.starts_with("TODO") {
+            Outcome::Skipped
+        } else if passed {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        };
+        let mut case = Case::new("", name.trim(), outcome);
+        // The YAML block, when one follows: `---` indented past the result, to `...`.
+        let mut yaml = Vec::new();
+        if lines
+            .peek()
+            .is_some_and(|l| l.trim() == "---" && l.len() - l.trim_start().len() > depth)
+        {
+            let open = lines.next().unwrap_or_default();
+            let indent = open.len() - open.trim_start().len();
+            for l in lines.by_ref() {
+                if l.trim() == "..." && l.len() - l.trim_start().len() == indent {
+                    break;
+                }
+                yaml.push(l);
             }
+        }
+        // Keys sit at the block's first line's indent (node: the `---`'s, tape: two more).
+        let keys_at = yaml
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .map_or(0, |l| l.len() - l.trim_start().len());
+        let yaml: Vec<&str> = yaml
+            .iter()
+            .map(|l| {
+                l.get(keys_at.min(l.len() - l.trim_start().len())..)
+                    .unwrap_or("")
+            })
+            .collect();
+        let fields = yaml_fields(&yaml);
+        if let Some(ms) = fields
+            .get("duration_ms")
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            case.duration = Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        }
+        let for_subtests = fields.get("failureType").map(String::as_str) == Some("subtestsFailed");
+        if outcome == Outcome::Failed {
+            describe_tap_failure(&mut case, &fields);
+        }
+        // The results just before this one at a deeper level are its subtests.
+        let mut children = 0;
+        for earlier in found.iter_mut().rev() {
+            if earlier.depth <= depth {
+                break;
+            }
+            if !earlier.claimed {
+                earlier.claimed = true;
+                earlier.case.suite = if earlier.case.suite.is_empty() {
+                    case.name.clone()
+                } else {
+                    format!("{} › {}", case.name, earlier.case.suite)
+                };
+                children += 1;
+            }
+        }
+        if children > 0 && (outcome != Outcome::Failed || for_subtests) {
+            continue;
+        }
+        if depth == 0 && children == 0 && group != case.name {
+            case.suite = group.clone();
+        }
+        found.push(Found {
+            depth,
+            case,
+            claimed: false,
+            for_subtests,
+        });
+    }
+    found
+        .into_iter()
+        .filter(|f| !f.for_subtests || f.claimed)
+        .map(|f| f.case)
+        .collect()
+}
+
+/// The top-level keys of a TAP YAML block, with their values as text: a quoted scalar
+/// unquoted, a block scalar (`|-`) or a nested mapping as its lines, de-indented.
+fn yaml_fields(lines: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        i += 1;
+        if line.starts_with(' ') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let mut block = Vec::new();
+        while i < lines.len() && (lines[i].starts_with(' ') || lines[i].trim().is_empty()) {
+            block.push(lines[i]);
+            i += 1;
+        }
+        let text = if value.is_empty() || value.starts_with('|') || value.starts_with('>') {
+            let cut = block
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            let joined: Vec<&str> = block.iter().map(|l| l.get(cut..).unwrap_or("")).collect();
+            joined.join("\n").trim_end().to_string()
+        } else {
+            let v = value;
+            let unquoted = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .map(|v| v.replace("''", "'"))
+                .or_else(|| {
+                    v.strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .map(str::to_string)
+                });
+            unquoted.unwrap_or_else(|| v.to_string())
+        };
+        fields.insert(key.trim().to_string(), text);
+    }
+    fields
+}
+
+/// A failed TAP result's message and place from its YAML fields.
+fn describe_tap_failure(case: &mut Case, fields: &std::collections::BTreeMap<String, String>) {
+    let error = fields
+        .get("error")
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| case.name.clone());
+    let mut message = error;
+    for key in ["operator", "expected", "actual"] {
+        if let Some(value) = fields.get(key) {
+            let value = value.replace('\n', "\n    ");
+            message.push_str(&format!("\n  {key}: {value}"));
         }
     }
-    for case in &mut cases {
-        if case.outcome == Outcome::Failed {
-            // The `error:` block holds the message.
-            let mut lines = case.detail.lines().skip_while(|l| !l.starts_with("error:"));
-            let first = lines
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error:")
-                .trim();
-            case.message = if first.is_empty() || first == "|-" {
-                lines
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            } else {
-                first.trim_matches('\'').to_string()
-            };
+    case.message = message;
+    // The first frame in the suite's own files, else where the runner says the test is.
+    let own = |frame: &&str| {
+        !frame.contains("node:") && !frame.contains("node_modules") && !frame.contains("(native)")
+    };
+    let frame = fields
+        .get("stack")
+        .and_then(|stack| {
+            stack
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with("Error") && !l.is_empty())
+                .find(own)
+                .map(str::to_string)
+        })
+        .or_else(|| fields.get("at").cloned())
+        .or_else(|| fields.get("location").cloned());
+    let mut detail = String::new();
+    if let Some(frame) = frame {
+        // `Test.<anonymous> (/ws/a.js:4:5)`, `at Object.<anonymous> (file:///ws/a.mjs:9:3)`:
+        // the place is inside the parentheses.
+        let place = frame
+            .rsplit_once('(')
+            .map_or(frame.as_str(), |(_, p)| p.trim_end_matches(')'));
+        let place = place
+            .trim_start_matches("at ")
+            .trim_start_matches("file://");
+        detail.push_str(&format!("location: {place}\n"));
+    }
+    for (key, value) in fields {
+        if key != "duration_ms" {
+            detail.push_str(&format!("{key}: {value}\n"));
         }
     }
-    cases
+    case.detail = detail;
 }
 
 /// `go test -json`: one event a line; `pass`, `fail` and `skip` actions end a test.
@@ -486,10 +647,81 @@ mod tests {
                 ("later".to_string(), Outcome::Skipped),
             ]
         );
-        assert_eq!(cases[1].message, "Expected values to be strictly equal:");
+        // The runner's words whole, and the assertion's own line (the stack's first frame in
+        // the suite), not the line the test starts on.
+        assert_eq!(
+            cases[1].message,
+            "Expected values to be strictly equal:\n\n1 !== 0\n  operator: strictEqual\n  expected: 0\n  actual: 1"
+        );
         assert_eq!(
             cases[1].location(),
-            Some(("/tmp/ws/sample.test.mjs".into(), 4, Some(1)))
+            Some(("/tmp/ws/sample.test.mjs".into(), 4, Some(32)))
+        );
+    }
+
+    #[test]
+    fn node_tap_subtests_are_the_tests_and_their_parent_names_the_suite() {
+        let cases = parse("tap", &fixture("node-subtests.tap")).unwrap();
+        assert_eq!(
+            outcomes(&cases),
+            [
+                ("math::adds".to_string(), Outcome::Passed),
+                ("math::fails".to_string(), Outcome::Failed),
+                ("top".to_string(), Outcome::Failed),
+                ("later".to_string(), Outcome::Skipped),
+                ("xf".to_string(), Outcome::Skipped),
+            ]
+        );
+        assert_eq!(
+            cases[1].message,
+            "one plus one\n\n2 !== 3\n  operator: strictEqual\n  expected: 3\n  actual: 2"
+        );
+        assert_eq!(
+            cases[1].location(),
+            Some(("/tmp/ws/t.mjs".into(), 5, Some(38)))
+        );
+        // A nested value keeps its lines.
+        assert!(
+            cases[2].message.contains("expected: a: 2\n  actual: a: 1"),
+            "{}",
+            cases[2].message
+        );
+        assert!(cases[0].duration.is_some());
+    }
+
+    #[test]
+    fn tape_assertions_belong_to_the_test_their_comment_names() {
+        let cases = parse("tap", &fixture("tape.tap")).unwrap();
+        assert_eq!(
+            outcomes(&cases),
+            [
+                (
+                    "adds::should be strictly equal".to_string(),
+                    Outcome::Passed
+                ),
+                ("fails::one plus one".to_string(), Outcome::Failed),
+                (
+                    "fails::should be deeply equivalent".to_string(),
+                    Outcome::Failed
+                ),
+                ("inner::inner broke".to_string(), Outcome::Failed),
+            ]
+        );
+        assert_eq!(
+            cases[1].message,
+            "one plus one\n  operator: equal\n  expected: 3\n  actual: 2"
+        );
+        assert_eq!(
+            cases[1].location(),
+            Some(("/tmp/ws/tape.js".into(), 4, Some(5)))
+        );
+        assert_eq!(
+            cases[2].message,
+            "should be deeply equivalent\n  operator: deepEqual\n  expected: { a: 2 }\n  actual: { a: 1 }"
+        );
+        assert_eq!(
+            cases[3].location(),
+            Some(("/tmp/ws/tape.js".into(), 9, Some(38)))
         );
     }
 
