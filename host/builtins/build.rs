@@ -26,6 +26,9 @@ const GUESTS: &[(&str, &str, &str, bool)] = &[
     ("ferry-plugin-image", "ferry_plugin_image", "IMAGE", true),
     ("ferry-plugin-deploy", "ferry_plugin_deploy", "DEPLOY", true),
     ("ferry-plugin-verify", "ferry_plugin_verify", "VERIFY", true),
+    ("ferry-plugin-python", "ferry_plugin_python", "PYTHON", true),
+    ("ferry-plugin-node", "ferry_plugin_node", "NODE", true),
+    ("ferry-plugin-rust", "ferry_plugin_rust", "RUST", true),
     ("ferry-fixture-probe", "ferry_fixture_probe", "PROBE", false),
     (
         "ferry-fixture-granted",

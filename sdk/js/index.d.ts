@@ -120,6 +120,12 @@ export const log: {
 
 export function setOutput(name: string, value: unknown): void;
 
+/** Puts a folder of the workspace (or of the job's `HOME`) on the `PATH` of the job's later steps. */
+export function addPath(dir: string): void;
+
+/** Sets a variable in the environment of the job's later steps (not `PATH`). */
+export function setEnv(name: string, value: unknown): void;
+
 /** Keeps a workspace file with the run record: `.ferry/runs/<run>/files/<job>/<step>/<path>`. */
 export function keepFile(path: string): void;
 

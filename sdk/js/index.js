@@ -258,6 +258,32 @@ export function setOutput(name, value) {
 }
 
 /**
+ * Puts `dir` (a folder of the workspace, relative to its root, or of the job's `HOME`) on
+ * the `PATH` of the job's later steps, as a line in `$FERRY_PATH` does. Heard only from a
+ * step granted `workspace: write`.
+ */
+export function addPath(dir) {
+  try {
+    woutputs.addPath(String(dir));
+  } catch (e) {
+    throw new Failed(`cannot add \`${dir}\` to PATH: ${e?.payload ?? e}`);
+  }
+}
+
+/**
+ * Sets `name` in the environment of the job's later steps, as a line in `$FERRY_ENV`
+ * does. Heard only from a step granted `workspace: write`; `PATH` and variables that make
+ * programs load other code are refused.
+ */
+export function setEnv(name, value) {
+  try {
+    woutputs.setEnv(name, String(value));
+  } catch (e) {
+    throw new Failed(`cannot set \`${name}\` for later steps: ${e?.payload ?? e}`);
+  }
+}
+
+/**
  * Keeps a workspace file (a report, say) with the run record, where it outlives the
  * workspace: `.ferry/runs/<run>/files/<job>/<step>/<path>`.
  */

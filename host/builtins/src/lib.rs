@@ -14,6 +14,9 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     ("image", IMAGE),
     ("deploy", DEPLOY),
     ("verify", VERIFY),
+    ("python", PYTHON),
+    ("node", NODE),
+    ("rust", RUST),
 ];
 
 /// The bytes of the built-in step called `name`, if there is one.

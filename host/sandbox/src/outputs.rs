@@ -31,6 +31,40 @@ impl outputs::Host for StepState {
         Ok(Ok(()))
     }
 
+    fn add_path(&mut self, dir: String) -> wasmtime::Result<Result<(), String>> {
+        if dir.trim().is_empty() || dir.contains(['\n', '\r', '\0']) {
+            return Ok(Err(format!("`{}` is not a folder", dir.escape_debug())));
+        }
+        // The same file a host program appends to; the engine reads and checks it when the
+        // step ends, whichever wrote it.
+        Ok(append(&self.path_file, &format!("{dir}\n")))
+    }
+
+    fn set_env(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Ok(Err(format!(
+                "`{}` is not a variable name: use letters, digits and `_`, not starting with a digit",
+                name.escape_debug()
+            )));
+        }
+        if value.contains('\0') {
+            return Ok(Err(format!("the value of `{name}` holds a NUL byte")));
+        }
+        // `name<<DELIMITER` lines carry any value, newlines included; the delimiter is one
+        // the value does not hold.
+        let mut delimiter = String::from("FERRY_EOF");
+        while value.lines().any(|l| l == delimiter) {
+            delimiter.push('_');
+        }
+        Ok(append(
+            &self.env_file,
+            &format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"),
+        ))
+    }
+
     fn keep(&mut self, path: String) -> wasmtime::Result<Result<(), String>> {
         let result = self.keep_file(&path);
         if result.is_ok() {
@@ -41,6 +75,17 @@ impl outputs::Host for StepState {
         }
         Ok(result)
     }
+}
+
+/// Appends `text` to one of the step's files (`$FERRY_PATH`, `$FERRY_ENV`).
+fn append(file: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write `{}`: {e}", file.display()))
 }
 
 impl StepState {

@@ -387,6 +387,30 @@ def set_output(name: str, value: Any) -> None:
         raise Failed(f"output `{name}` was refused: {getattr(e, 'value', e)}") from None
 
 
+def add_path(directory: str) -> None:
+    """Puts ``directory`` (a folder of the workspace, relative to its root, or of the job's
+    ``HOME``) on the ``PATH`` of the job's later steps, as a line in ``$FERRY_PATH`` does.
+    Heard only from a step granted ``workspace: write``."""
+    if _outputs is None:
+        raise RuntimeError("add_path() only works inside a ferry step")
+    try:
+        _outputs.add_path(directory)
+    except Exception as e:  # the host's refusal arrives as Err(message)
+        raise Failed(f"cannot add `{directory}` to PATH: {getattr(e, 'value', e)}") from None
+
+
+def set_env(name: str, value: str) -> None:
+    """Sets ``name`` in the environment of the job's later steps, as a line in
+    ``$FERRY_ENV`` does. Heard only from a step granted ``workspace: write``; ``PATH`` and
+    variables that make programs load other code are refused."""
+    if _outputs is None:
+        raise RuntimeError("set_env() only works inside a ferry step")
+    try:
+        _outputs.set_env(name, str(value))
+    except Exception as e:  # the host's refusal arrives as Err(message)
+        raise Failed(f"cannot set `{name}` for later steps: {getattr(e, 'value', e)}") from None
+
+
 def keep_file(path: str) -> None:
     """Keeps a workspace file (a report, say) with the run record, where it outlives the
     workspace: ``.ferry/runs/<run>/files/<job>/<step>/<path>``."""

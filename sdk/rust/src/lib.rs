@@ -64,6 +64,7 @@ pub mod http;
 mod info;
 mod inputs;
 pub mod log;
+pub mod setup;
 
 pub use info::{Capabilities, Info, Input, Workspace};
 pub use inputs::Inputs;
@@ -201,6 +202,20 @@ pub fn workspace_files(skip_dir: impl Fn(&str) -> bool) -> std::io::Result<Vec<S
 /// Sets an output that later steps read as `${{ steps.<id>.outputs.<name> }}`.
 pub fn set_output(name: &str, value: &str) -> Result<(), Error> {
     bindings::ferry::step::outputs::set(name, value).map_err(Error::Failed)
+}
+
+/// Puts `dir` (a folder of the workspace, relative to its root, or of the job's `HOME`) on the
+/// `PATH` of the job's later steps, as a line in `$FERRY_PATH` does. Heard only from a step
+/// granted `workspace: write`; a setup step uses it so later steps find what it installed.
+pub fn add_path(dir: &str) -> Result<(), Error> {
+    bindings::ferry::step::outputs::add_path(dir).map_err(Error::Failed)
+}
+
+/// Sets `name` in the environment of the job's later steps, as a line in `$FERRY_ENV` does
+/// (`VIRTUAL_ENV`, `CARGO_HOME`). Heard only from a step granted `workspace: write`; `PATH`
+/// (see [`add_path`]) and variables that make programs load other code are refused.
+pub fn set_env(name: &str, value: &str) -> Result<(), Error> {
+    bindings::ferry::step::outputs::set_env(name, value).map_err(Error::Failed)
 }
 
 #[doc(hidden)]

@@ -278,3 +278,71 @@ impl Drop for Registry {
         self.stop();
     }
 }
+
+/// A package index on loopback serving one wheel, `hello-ferry` 1.0, whose module says
+/// `GREETING = "hello from the loopback index"`; stopped when dropped.
+pub struct PythonIndex {
+    pub port: u16,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PythonIndex {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl PythonIndex {
+    pub fn start() -> PythonIndex {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("simple/hello-ferry");
+        std::fs::create_dir_all(&project).unwrap();
+        let wheel = project.join("hello_ferry-1.0-py3-none-any.whl");
+        let built = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, zipfile\n\
+             files = {'hello_ferry/__init__.py': 'GREETING = \"hello from the loopback index\"\\n',\n\
+              'hello_ferry-1.0.dist-info/METADATA': 'Metadata-Version: 2.1\\nName: hello-ferry\\nVersion: 1.0\\n',\n\
+              'hello_ferry-1.0.dist-info/WHEEL': 'Wheel-Version: 1.0\\nGenerator: ferry-test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}\n\
+             record = ''.join(name + ',,\\n' for name in files) + 'hello_ferry-1.0.dist-info/RECORD,,\\n'\n\
+             with zipfile.ZipFile(sys.argv[1], 'w') as z:\n\
+             \x20   [z.writestr(name, text) for name, text in files.items()]\n\
+             \x20   z.writestr('hello_ferry-1.0.dist-info/RECORD', record)\n",
+        )
+        .arg(&wheel)
+        .status()
+        .unwrap();
+        assert!(built.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+            || format!("the index on port {port} never listened"),
+        );
+        PythonIndex {
+            server,
+            port,
+            _dir: dir,
+        }
+    }
+}
