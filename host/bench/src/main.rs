@@ -36,11 +36,14 @@
 //!
 //! (k) what the OS sandbox adds to starting a host program (see `confined.rs`).
 //!
+//! (l) warm builds of real projects with `keep:`, against the bare tool (see `warm.rs`).
+//!
 //! Run with `cargo xtask bench` (release build, toolchains on `PATH`); `cargo xtask bench e`,
-//! `f`, `g`, `h`, `i`, `j` or `k` runs one part. Figures are medians.
+//! `f`, `g`, `h`, `i`, `j`, `k` or `l` runs one part. Figures are medians.
 
 #[cfg(target_os = "linux")]
 mod confined;
+mod warm;
 
 use ferry_builtins::fixtures;
 use ferry_engine::event::{Event, Reporter};
@@ -71,6 +74,7 @@ fn main() {
         Some("j") => std::process::exit(i32::from(stopping(&ferry, root))),
         #[cfg(target_os = "linux")]
         Some("k") => std::process::exit(i32::from(confined::confined_spawn(root))),
+        Some("l") => std::process::exit(i32::from(warm::warm_builds(&ferry, root))),
         _ => {}
     }
 

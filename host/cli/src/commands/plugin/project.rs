@@ -31,7 +31,7 @@ const JS_WASI_DEPS: [(&str, &str); 3] = [
 ];
 
 /// The Rust SDK sources, vendored into new Rust projects.
-pub const RUST_SDK: [(&str, &str); 7] = [
+pub const RUST_SDK: [(&str, &str); 8] = [
     ("lib.rs", include_str!("../../../../../sdk/rust/src/lib.rs")),
     (
         "archive.rs",
@@ -54,6 +54,10 @@ pub const RUST_SDK: [(&str, &str); 7] = [
         include_str!("../../../../../sdk/rust/src/inputs.rs"),
     ),
     ("log.rs", include_str!("../../../../../sdk/rust/src/log.rs")),
+    (
+        "setup.rs",
+        include_str!("../../../../../sdk/rust/src/setup.rs"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -408,4 +412,22 @@ fn read_toml(path: &Path) -> Result<toml::Table, String> {
     read(path)?
         .parse::<toml::Table>()
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A module added to the SDK must be vendored too, or new projects do not build.
+    #[test]
+    fn every_rust_sdk_file_is_vendored() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/rust/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let mut vendored: Vec<String> =
+            super::RUST_SDK.iter().map(|(n, _)| n.to_string()).collect();
+        vendored.sort();
+        assert_eq!(vendored, on_disk);
+    }
 }
