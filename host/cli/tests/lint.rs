@@ -89,6 +89,29 @@ fn a_named_linter_needs_its_exec_grant_and_is_read_by_its_matcher() {
 }
 
 #[test]
+fn clippy_on_stable_skips_benches_that_need_nightly() {
+    // As itoa and many crates do: a bench harness only nightly builds.
+    let toolchain =
+        "{ exec: [cargo], env: [HOME, PATH, CARGO_HOME, RUSTUP_HOME], workspace: write }";
+    let t = Test::new()
+        .file("ferry.yaml", &pipeline("{ preset: clippy }", toolchain))
+        .file(
+            "Cargo.toml",
+            "[package]\nname = \"sample\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .file("src/lib.rs", "pub fn add(a: u8, b: u8) -> u8 {\n    a + b\n}\n")
+        .file(
+            "benches/bench.rs",
+            "#![feature(test)]\nextern crate test;\n#[bench]\nfn add(b: &mut test::Bencher) {\n    b.iter(|| sample::add(1, 2));\n}\n",
+        )
+        .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(0)
+        .stdout_has("benches/bench.rs need a nightly compiler (`#![feature]`): clippy checks every target but the benches")
+        .stdout_has("$ cargo clippy --lib --bins --tests --examples --message-format=json");
+}
+
+#[test]
 fn a_linter_that_fails_without_a_readable_report_fails_the_step_with_its_words() {
     let t = Test::new()
         .file(

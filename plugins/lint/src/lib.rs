@@ -36,6 +36,34 @@ const PRESETS: [(&str, &str, &str); 7] = [
 
 struct Lint;
 
+/// The clippy preset's command: every target, except benches that need a nightly compiler
+/// (`#![feature(test)]` in `benches/`), which stable refuses to build. Those crates get
+/// every other target, and the log says why.
+fn clippy_command(directory: &str) -> String {
+    let dir = std::path::Path::new(directory);
+    let nightly_benches: Vec<String> = std::fs::read_dir(dir.join("benches"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|text| text.contains("#![feature(")))
+        .map(|p| p.display().to_string())
+        .collect();
+    if nightly_benches.is_empty() {
+        return PRESETS[0].1.to_string();
+    }
+    info!(
+        "{} need a nightly compiler (`#![feature]`): clippy checks every target but the benches",
+        nightly_benches.join(", ")
+    );
+    let lib = if dir.join("src/lib.rs").is_file() {
+        "--lib "
+    } else {
+        ""
+    };
+    format!("cargo clippy {lib}--bins --tests --examples --message-format=json")
+}
+
 impl Step for Lint {
     fn info() -> Info {
         Info::new(
@@ -124,9 +152,10 @@ impl Step for Lint {
                 ))
             })?),
         };
-        let command = inputs
-            .optional("command")
-            .or(preset.map(|p| p.1.to_string()));
+        let command = inputs.optional("command").or(preset.map(|p| match p.0 {
+            "clippy" => clippy_command(&inputs.string("directory").unwrap_or_else(|_| ".".into())),
+            _ => p.1.to_string(),
+        }));
         let format = inputs
             .optional("format")
             .or(preset.map(|p| p.2.to_string()))
