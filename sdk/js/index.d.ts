@@ -25,6 +25,12 @@ export interface InputSpec<T extends InputType = InputType> {
   default?: ValueOf<T>;
   /** When true, a pipeline that omits the input is rejected before anything runs. */
   required?: boolean;
+  /**
+   * The host program the value makes the step run, checked against the grant before
+   * anything runs: `"command"` (the value is a command line) or value to program
+   * (`{ clippy: "cargo" }`).
+   */
+  runs?: "command" | Record<string, string>;
 }
 
 export interface Capabilities {

@@ -130,6 +130,14 @@ function checkDefinition(def) {
   }
 }
 
+// An input's `runs` (`"command"`, or `{ clippy: "cargo" }`) as the contract's variant.
+function runsOf(name, runs) {
+  if (runs === undefined || runs === null) return undefined;
+  if (runs === "command") return { tag: "command" };
+  if (typeof runs === "object") return { tag: "choice", val: Object.entries(runs).map(([v, p]) => [String(v), String(p)]) };
+  throw new TypeError(`defineStep: input \`${name}\`: runs must be "command" or an object of value to program`);
+}
+
 function describeOf(def) {
   const caps = def.capabilities ?? {};
   return {
@@ -142,6 +150,7 @@ function describeOf(def) {
       type: spec.type ?? "string",
       default: spec.default === undefined ? undefined : spelling({ type: spec.type ?? "string" }, spec.default),
       required: Boolean(spec.required),
+      runs: runsOf(name, spec.runs),
     })),
     outputs: Object.entries(def.outputs ?? {}).map(([name, description]) => ({ name, description })),
     capabilities: {

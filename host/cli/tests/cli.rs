@@ -808,9 +808,6 @@ fn exec_grants_a_program_of_the_workspace_by_its_path() {
         with: { command: ".venv/bin/missing", format: tap }
         permissions: { exec: [.venv/bin/missing] }
         continue-on-error: true
-      - uses: test
-        with: { command: ".venv/bin/python -V", format: tap }
-        continue-on-error: true
 "#;
     // A `hello` on PATH too: `./hello` must never mean it.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -836,8 +833,23 @@ fn exec_grants_a_program_of_the_workspace_by_its_path() {
         out.contains("`.venv/bin/missing` is granted but the workspace has no program there"),
         "{out}"
     );
-    // Without the grant, the hint gives the YAML that grants it.
+    // Without the grant, nothing runs, and the hint gives the YAML that grants it.
+    let t = t.file(
+        "ferry.yaml",
+        "jobs:\n  t:\n    steps:\n      - run: touch ran\n      - uses: test\n        with: { command: \".venv/bin/python -V\", format: tap }\n",
+    );
+    let done = common::ferry(&t, &["run", "--output", "plain"]);
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, 2, "{out}");
+    assert!(
+        out.contains("needs exec of `.venv/bin/python` but the pipeline does not grant it (for `command: .venv/bin/python -V`)"),
+        "{out}"
+    );
     assert!(out.contains("exec: [.venv/bin/python]"), "{out}");
+    assert!(
+        !t.path(".ferry/work/t/ran").exists(),
+        "a step ran before the refusal"
+    );
 }
 
 #[test]
@@ -904,14 +916,44 @@ fn a_step_summary_is_shown_kept_with_the_run_replayed_when_cached_and_capped() {
 }
 
 #[test]
-fn a_program_not_on_path_says_which_path_was_searched() {
-    let yaml = "jobs:\n  t:\n    steps:\n      - uses: test\n        with: { command: no-such-tool-ferry, format: tap }\n        permissions: { exec: [no-such-tool-ferry] }\n";
-    let t = Test::new()
-        .file("ferry.yaml", yaml)
-        .env("PATH", "/usr/bin:/bin");
+fn a_built_in_denied_a_program_it_learns_when_it_runs_says_only_to_grant_it() {
+    // Written with an expression, the program is known only when the step runs.
+    let yaml = "env: { RUNNER: ungranted-tool }\njobs:\n  t:\n    steps:\n      - uses: test\n        with: { command: \"${{ env.RUNNER }} --version\", format: tap }\n";
+    let t = Test::new().file("ferry.yaml", yaml);
     let done = common::ferry(&t, &["run", "--output", "plain"]);
     let out = format!("{}{}", done.stdout, done.stderr);
-    assert_ne!(done.code, 0, "{out}");
+    assert_eq!(done.code, 1, "{out}");
+    assert!(
+        out.contains("exec of `ungranted-tool` is not granted to step `test` of job `t`\nhint: grant it in step `test`"),
+        "{out}"
+    );
+    assert!(!out.contains("must declare it in describe()"), "{out}");
+}
+
+#[test]
+fn a_program_not_on_path_says_which_path_was_searched() {
+    let step = "      - uses: test\n        with: { command: no-such-tool-ferry, format: tap }\n        permissions: { exec: [no-such-tool-ferry] }\n";
+    // Known before anything runs: exit 2, and `ferry validate` says the same.
+    let t = Test::new()
+        .file("ferry.yaml", &format!("jobs:\n  t:\n    steps:\n{step}"))
+        .env("PATH", "/usr/bin:/bin");
+    for args in [&["run", "--output", "plain"][..], &["validate"]] {
+        let done = common::ferry(&t, args);
+        let out = format!("{}{}", done.stdout, done.stderr);
+        assert_eq!(done.code, 2, "{out}");
+        assert!(
+            out.contains("runs `no-such-tool-ferry` (for `command: no-such-tool-ferry`), which is not on PATH (`/usr/bin:/bin`)"),
+            "{out}"
+        );
+    }
+    // After a step that may change PATH, it is looked for when the step runs.
+    let t = t.file(
+        "ferry.yaml",
+        &format!("jobs:\n  t:\n    steps:\n      - run: echo setting up\n{step}"),
+    );
+    let done = common::ferry(&t, &["run", "--output", "plain"]);
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, 1, "{out}");
     assert!(
         out.contains("was not found on PATH (`/usr/bin:/bin`)"),
         "{out}"

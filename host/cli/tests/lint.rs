@@ -76,10 +76,13 @@ fn a_named_linter_needs_its_exec_grant_and_is_read_by_its_matcher() {
         )
         .file("src/main.rs", "fn main( ) {}\n")
         .args(&["run", "--output", "plain"]);
+    // Known from the preset before anything runs: exit 2, with the YAML that grants it.
     t.run()
-        .code(1)
-        .stdout_has("exec of `cargo` is not granted")
-        .stdout_has("exec: [cargo]");
+        .code(2)
+        .stderr_has(
+            "needs exec of `cargo` but the pipeline does not grant it (for `preset: rustfmt`)",
+        )
+        .stderr_has("exec: [cargo]");
     let t = t.file("ferry.yaml", &pipeline("{ preset: rustfmt }", toolchain));
     t.run()
         .code(1)

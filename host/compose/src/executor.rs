@@ -100,7 +100,11 @@ impl Executor for SandboxExecutor {
             {
                 return Err(refusal);
             }
-            let diagnostics = sandbox.preflight(&plan.pipeline).await;
+            // The server's own `PATH` is where its runs find programs.
+            let host_path = std::env::var("PATH").ok();
+            let diagnostics = sandbox
+                .preflight(&plan.pipeline, host_path.as_deref())
+                .await;
             if !diagnostics.is_empty() {
                 let text = std::fs::read_to_string(&plan.pipeline.file).unwrap_or_default();
                 return Err(crate::render(&ferry_model::Report {

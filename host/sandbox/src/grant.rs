@@ -418,8 +418,15 @@ pub fn public_address(ip: std::net::IpAddr) -> bool {
 
 /// The message for something a running step tried without a grant.
 pub fn runtime_denial_text(site: &crate::state::Site, what: &str, yaml: &str) -> String {
+    // A plugin that runs what its user names needs the grant only; another must also say
+    // in `describe()` that it runs the program.
+    let who = if site.runs_any_program {
+        "grant it"
+    } else {
+        "the plugin must declare it in describe() and the pipeline grant it"
+    };
     format!(
-        "{what} is not granted to step `{}` of job `{}`\nhint: the plugin must declare it in describe() and the pipeline grant it in {}:\n    permissions:\n      {yaml}",
+        "{what} is not granted to step `{}` of job `{}`\nhint: {who} in {}:\n    permissions:\n      {yaml}",
         site.step, site.job, site.grant_site
     )
 }

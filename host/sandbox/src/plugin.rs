@@ -38,6 +38,19 @@ pub struct InputSpec {
     pub kind: String,
     pub default: Option<String>,
     pub required: bool,
+    /// What the value makes the step run (`runs` in the contract).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Runs>,
+}
+
+/// What an input's value makes a step run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runs {
+    /// A command line: its first word is the program.
+    Command,
+    /// Values each naming the program they run.
+    Choice(Vec<(String, String)>),
 }
 
 /// What a component says about itself.
@@ -151,6 +164,7 @@ pub(crate) fn command_info(name: &str) -> PluginInfo {
             kind: "list".into(),
             default: Some("[]".into()),
             required: false,
+            runs: None,
         }],
         outputs: Vec::new(),
         needs: None,
@@ -184,6 +198,10 @@ pub(crate) fn step_info(info: types::StepInfo) -> PluginInfo {
                 .into(),
                 default: i.default,
                 required: i.required,
+                runs: i.runs.map(|r| match r {
+                    types::Runs::Command => Runs::Command,
+                    types::Runs::Choice(pairs) => Runs::Choice(pairs),
+                }),
             })
             .collect(),
         outputs: info

@@ -1,15 +1,19 @@
 //! Checks a pipeline against the plugins it uses before anything runs: every plugin loads,
-//! every step's inputs match its `describe()`, every declared need is granted. Problems come
-//! back as diagnostics pointing at the step, all at once.
+//! every step's inputs match its `describe()`, every declared need is granted, and every
+//! host program a step's inputs name (`preset: clippy`, `command: ruff check .`) is granted
+//! and, unless an earlier step of the job may change `PATH`, found. Problems come back as
+//! diagnostics pointing at the step, all at once.
 
 use crate::grant::{self, Host, StepSite};
+use crate::plugin::{PluginInfo, Runs};
 use crate::runner::{Sandbox, check_inputs, needs_from_grants};
-use ferry_model::{Diagnostic, Pipeline};
+use ferry_model::{Access, Diagnostic, Pipeline, Program, Step};
 use std::collections::BTreeMap;
 
 impl Sandbox {
-    /// Loads each plugin once and checks every step that uses it.
-    pub async fn preflight(&self, pipeline: &Pipeline) -> Vec<Diagnostic> {
+    /// Loads each plugin once and checks every step that uses it. `host_path` is the `PATH`
+    /// programs are found on when the pipeline sets none; `None` checks grants only.
+    pub async fn preflight(&self, pipeline: &Pipeline, host_path: Option<&str>) -> Vec<Diagnostic> {
         // Load every distinct plugin at once: each load is an mmap, a link and a
         // `describe()` call, and a pipeline of many plugins should not pay them in a row.
         let mut distinct = Vec::new();
@@ -21,7 +25,11 @@ impl Sandbox {
         futures_util::future::join_all(distinct.into_iter().map(|uses| self.plugin(uses))).await;
         let mut diagnostics = Vec::new();
         for job in &pipeline.jobs {
+            // A step that may write the workspace may also change later steps' `PATH`
+            // (`$FERRY_PATH`, a setup step): after one, a program is looked for when it runs.
+            let mut path_may_change = false;
             for step in &job.steps {
+                let changes_path = step.is_run || step.permissions.workspace == Access::Write;
                 let plugin = match self.plugin(&step.uses).await {
                     Ok(plugin) => plugin,
                     Err(e) => {
@@ -82,9 +90,92 @@ impl Sandbox {
                             .at(step.span)
                             .hint(refusal.hint),
                     );
+                } else if let Some((program, because)) = planned_program(&plugin.info, step) {
+                    // What the inputs will make the step run must be granted by name.
+                    let planned = grant::Needs {
+                        exec: vec![program.clone()],
+                        ..needs.clone()
+                    };
+                    if let Err(refusal) =
+                        grant::grant(&site, &planned, &env, &BTreeMap::new(), &host)
+                    {
+                        diagnostics.push(
+                            Diagnostic::error(format!("{} (for `{because}`)", refusal.message))
+                                .at(step.span)
+                                .hint(refusal.hint),
+                        );
+                    } else if let Some(missing) =
+                        missing_program(&program, pipeline, job, step, host_path)
+                            .filter(|_| !path_may_change)
+                    {
+                        diagnostics.push(
+                            Diagnostic::error(format!(
+                                "step `{}` of job `{}` runs `{program}` (for `{because}`), which is not on PATH (`{missing}`)",
+                                step.name, job.id
+                            ))
+                            .at(step.span)
+                            .hint("install it, put its folder on PATH with the pipeline's `env: PATH`, or add it in an earlier step (a setup step such as `uses: python`, or `$FERRY_PATH`)"),
+                        );
+                    }
                 }
+                path_may_change |= changes_path;
             }
         }
         diagnostics
     }
+}
+
+/// The host program a step's inputs name, with the input that named it: the first word of
+/// a `command` input (which takes the place of a `choice`), else the program a `choice`
+/// input's value picks. Values written with expressions are known only when the step runs.
+fn planned_program(info: &PluginInfo, step: &Step) -> Option<(String, String)> {
+    let value = |name: &str| match step.with.get(name) {
+        Some(template) => template.as_literal().map(str::to_string),
+        None => info
+            .inputs
+            .iter()
+            .find(|i| i.name == name)
+            .and_then(|i| i.default.clone()),
+    };
+    for input in info.inputs.iter().filter(|i| i.runs == Some(Runs::Command)) {
+        if step.with.contains_key(&input.name) {
+            let line = value(&input.name)?;
+            let first = line.split_whitespace().next()?.trim_matches(['"', '\'']);
+            let program = Program::of(first)?.to_string();
+            return Some((program, format!("{}: {line}", input.name)));
+        }
+    }
+    info.inputs.iter().find_map(|input| {
+        let Some(Runs::Choice(pairs)) = &input.runs else {
+            return None;
+        };
+        let chosen = value(&input.name)?;
+        let (_, program) = pairs.iter().find(|(v, _)| *v == chosen)?;
+        Some((program.clone(), format!("{}: {chosen}", input.name)))
+    })
+}
+
+/// The `PATH` searched when `program`, a name, is on none of it; `None` when it is found,
+/// or is a path (a workspace file is made by the job, an absolute one is checked when run).
+fn missing_program(
+    program: &str,
+    pipeline: &Pipeline,
+    job: &ferry_model::Job,
+    step: &Step,
+    host_path: Option<&str>,
+) -> Option<String> {
+    if !matches!(Program::of(program)?, Program::Name(_)) {
+        return None;
+    }
+    // The innermost `env: PATH` written as plain text, else the host's.
+    let written = [&step.env, &job.env, &pipeline.env]
+        .into_iter()
+        .find_map(|env| env.get("PATH"));
+    let path = match written {
+        Some(template) => template.as_literal()?.to_string(),
+        None => host_path?.to_string(),
+    };
+    ferry_engine::os::find_program(program, std::ffi::OsStr::new(&path))
+        .is_none()
+        .then_some(path)
 }

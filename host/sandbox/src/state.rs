@@ -123,6 +123,9 @@ pub struct Site {
     pub step: String,
     pub job: String,
     pub grant_site: String,
+    /// The plugin runs the programs its user names (it declared `exec: ["*"]`): a grant
+    /// alone lets it run one, as for the built-in `lint` and `test`.
+    pub runs_any_program: bool,
 }
 
 impl WasiView for StepState {

@@ -73,14 +73,24 @@ impl Step for Lint {
              whitespace, final newline, conflict markers, large files, JSON/YAML/TOML syntax and \
              likely secrets.",
         )
-        .input(Input::string(
-            "preset",
-            "A known linter: clippy, rustfmt, flake8, ruff, eslint, shellcheck or yamllint.",
-        ))
-        .input(Input::string(
-            "command",
-            "The linter's command line, run without a shell (overrides the preset's).",
-        ))
+        .input(
+            Input::string(
+                "preset",
+                "A known linter: clippy, rustfmt, flake8, ruff, eslint, shellcheck or yamllint.",
+            )
+            .runs_choice(
+                PRESETS
+                    .iter()
+                    .map(|p| (p.0, p.1.split(' ').next().unwrap_or(p.1))),
+            ),
+        )
+        .input(
+            Input::string(
+                "command",
+                "The linter's command line, run without a shell (overrides the preset's).",
+            )
+            .runs_command(),
+        )
         .input(Input::string(
             "format",
             "How to read the linter's output: clippy, rustfmt, flake8, ruff, eslint, shellcheck, \

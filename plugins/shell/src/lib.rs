@@ -75,6 +75,7 @@ impl Guest for Shell {
                     type_: InputType::String,
                     default: None,
                     required: true,
+                    runs: None,
                 },
                 InputSpec {
                     name: "shell".into(),
@@ -82,6 +83,7 @@ impl Guest for Shell {
                     type_: InputType::String,
                     default: Some("sh".into()),
                     required: false,
+                    runs: None,
                 },
                 InputSpec {
                     name: "working-directory".into(),
@@ -89,6 +91,7 @@ impl Guest for Shell {
                     type_: InputType::String,
                     default: None,
                     required: false,
+                    runs: None,
                 },
             ],
             outputs: vec![],

@@ -17,6 +17,11 @@ use report::{Case, Outcome};
 use std::time::{Duration, SystemTime};
 
 /// A runner ferry knows: its command, the format of its results, where a JUnit report is.
+/// The program a preset's command line starts.
+fn program_of(command: &str) -> &str {
+    command.split(' ').next().unwrap_or(command)
+}
+
 struct Preset {
     name: &'static str,
     command: &'static str,
@@ -75,15 +80,21 @@ impl Step for TestStep {
             "Runs tests and reports each failure with its message and place, the slowest tests \
              and flaky ones.",
         )
-        .input(Input::string(
-            "preset",
-            "A known runner: cargo, nextest, pytest, go, node, or npm (`npm test` with the \
-             reporter of the runner its test script starts: node --test, mocha or vitest).",
-        ))
-        .input(Input::string(
-            "command",
-            "The test command line, run without a shell (overrides the preset's).",
-        ))
+        .input(
+            Input::string(
+                "preset",
+                "A known runner: cargo, nextest, pytest, go, node, or npm (`npm test` with the \
+                 reporter of the runner its test script starts: node --test, mocha or vitest).",
+            )
+            .runs_choice(PRESETS.iter().map(|p| (p.name, program_of(p.command)))),
+        )
+        .input(
+            Input::string(
+                "command",
+                "The test command line, run without a shell (overrides the preset's).",
+            )
+            .runs_command(),
+        )
         .input(
             Input::string(
                 "directory",

@@ -103,7 +103,9 @@ class Input:
     ``type`` is ``str``, ``bool``, ``int``, ``float`` or ``list`` (a list of strings). The
     value reaches :meth:`Step.run` converted to that type. ``default`` applies when the
     pipeline gives none; ``required`` inputs without a default are rejected before the
-    step starts.
+    step starts. ``runs`` says what host program the value makes the step run, so ferry
+    checks its grant before anything runs: ``"command"`` (the value is a command line) or
+    a dict of value to program (``{"clippy": "cargo"}``).
     """
 
     name: str
@@ -111,6 +113,7 @@ class Input:
     type: type = str
     default: Any = None
     required: bool = False
+    runs: Any = None
 
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
@@ -265,6 +268,17 @@ def export(step: type) -> type:
     return WitWorld
 
 
+def _runs(runs: Any):
+    """An input's ``runs`` as the contract's variant."""
+    if runs is None:
+        return None
+    if runs == "command":
+        return _types.Runs_Command()
+    if isinstance(runs, dict):
+        return _types.Runs_Choice([(str(v), str(p)) for v, p in runs.items()])
+    raise ValueError(f'runs must be "command" or a dict of value to program, not {runs!r}')
+
+
 def _describe(step: type):
     caps = step.capabilities
     if caps.workspace not in ("none", "read", "write"):
@@ -280,6 +294,7 @@ def _describe(step: type):
                 type=_types.InputType[_TYPES[i.type]],
                 default=None if i.default is None else i._spelling(i.default),
                 required=i.required,
+                runs=_runs(i.runs),
             )
             for i in step.inputs
         ],

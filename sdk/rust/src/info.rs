@@ -25,6 +25,19 @@ pub struct Input {
     pub default: Option<String>,
     /// Whether a pipeline must give a value.
     pub required: bool,
+    /// What the value makes the step run, so ferry checks the program's grant before
+    /// anything runs: see [`Input::runs_command`] and [`Input::runs_choice`].
+    pub runs: Option<Runs>,
+}
+
+/// What an input's value makes a step run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runs {
+    /// A command line: its first word is the program. Given, it takes the place of any
+    /// [`Runs::Choice`] input.
+    Command,
+    /// Values each naming the program they run: (`clippy`, `cargo`).
+    Choice(Vec<(String, String)>),
 }
 
 impl Input {
@@ -35,6 +48,7 @@ impl Input {
             kind,
             default: None,
             required: false,
+            runs: None,
         }
     }
 
@@ -69,6 +83,25 @@ impl Input {
     pub fn default(mut self, value: &str) -> Self {
         self.default = Some(value.into());
         self.required = false;
+        self
+    }
+
+    /// The value is a command line whose first word is a host program: ferry checks that
+    /// the pipeline grants it, and finds it, before anything runs.
+    pub fn runs_command(mut self) -> Self {
+        self.runs = Some(Runs::Command);
+        self
+    }
+
+    /// The value picks a host program: (`value`, `program`) pairs, checked before anything
+    /// runs as for [`Input::runs_command`].
+    pub fn runs_choice<'a>(mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        self.runs = Some(Runs::Choice(
+            pairs
+                .into_iter()
+                .map(|(v, p)| (v.to_string(), p.to_string()))
+                .collect(),
+        ));
         self
     }
 }
@@ -235,6 +268,10 @@ impl Info {
                     },
                     default: i.default,
                     required: i.required,
+                    runs: i.runs.map(|r| match r {
+                        Runs::Command => wit::Runs::Command,
+                        Runs::Choice(pairs) => wit::Runs::Choice(pairs),
+                    }),
                 })
                 .collect(),
             outputs: self

@@ -66,7 +66,7 @@ mod inputs;
 pub mod log;
 pub mod setup;
 
-pub use info::{Capabilities, Info, Input, Workspace};
+pub use info::{Capabilities, Info, Input, Runs, Workspace};
 pub use inputs::Inputs;
 
 use bindings::ferry::step::types as wit;

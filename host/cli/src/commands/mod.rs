@@ -104,7 +104,8 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<bool, u8> {
 /// Checks the pipeline against its plugins (inputs, needs and grants), printing every
 /// problem with its location.
 pub async fn check_plugins(sandbox: &Sandbox, pipeline: &Pipeline) -> Result<(), u8> {
-    let diagnostics = sandbox.preflight(pipeline).await;
+    let host_path = std::env::var("PATH").ok();
+    let diagnostics = sandbox.preflight(pipeline, host_path.as_deref()).await;
     if diagnostics.is_empty() {
         return Ok(());
     }

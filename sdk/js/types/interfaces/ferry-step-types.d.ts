@@ -19,6 +19,28 @@ declare module 'ferry:step/types@0.1.0' {
    */
   export type InputType = 'string' | 'boolean' | 'number' | 'list';
   /**
+   * What an input's value makes the step run, so that the host knows the program before
+   * the step starts: it checks the `exec:` grant and finds the program on `PATH` then, and
+   * a missing grant or program stops the run before any step starts (exit 2), as every
+   * other configuration error does.
+   */
+  export type Runs = RunsCommand | RunsChoice;
+  /**
+   * The value is a command line; its first word is the program (`ruff check .`).
+   * Given, it takes the place of any `choice` input of the same step.
+   */
+  export interface RunsCommand {
+    tag: 'command',
+  }
+  /**
+   * The value picks a program: pairs of (value, program), such as
+   * (`clippy`, `cargo`). A value not listed runs nothing the host can tell.
+   */
+  export interface RunsChoice {
+    tag: 'choice',
+    val: Array<[string, string]>,
+  }
+  /**
    * One input the step accepts under `with:`.
    */
   export interface InputSpec {
@@ -42,6 +64,10 @@ declare module 'ferry:step/types@0.1.0' {
      * When true, a pipeline that omits the input is rejected before anything runs.
      */
     required: boolean,
+    /**
+     * What the value makes the step run, if it names a host program (see `runs`).
+     */
+    runs?: Runs,
   }
   /**
    * One output the step may set through the `outputs` interface.

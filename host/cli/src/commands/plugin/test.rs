@@ -475,7 +475,8 @@ pub async fn run_case(
         Ok(p) => p,
         Err(report) => return Ok(refused(&report.diagnostics)),
     };
-    let refusals = sandbox.preflight(&pipeline).await;
+    // A case's programs are its author's to provide: only grants are checked here.
+    let refusals = sandbox.preflight(&pipeline, None).await;
     if !refusals.is_empty() {
         return Ok(refused(&refusals));
     }
