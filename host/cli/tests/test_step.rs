@@ -274,3 +274,23 @@ fn a_restored_target_directory_leaves_cargo_nothing_to_rebuild() {
         second.stdout
     );
 }
+
+#[test]
+fn pytest_reports_expected_failures_and_unexpected_passes() {
+    let t = Test::new()
+        .file(
+            "test_marks.py",
+            "import pytest\n\n@pytest.mark.xfail(reason=\"known bug 12\")\ndef test_known_bug():\n    assert 1 == 2\n\n@pytest.mark.xfail(reason=\"fixed upstream?\")\ndef test_unexpectedly_passes():\n    assert 1 == 1\n\ndef test_ok():\n    pass\n",
+        )
+        .file(
+            "ferry.yaml",
+            "jobs:\n  test:\n    steps:\n      - id: t\n        uses: test\n        with: { preset: pytest }\n        permissions: { workspace: write, exec: [pytest] }\n      - run: echo \"xfailed=${{ steps.t.outputs.xfailed }} xpassed=${{ steps.t.outputs.xpassed }} skipped=${{ steps.t.outputs.skipped }}\"\n",
+        )
+        .env("PATH", &common::toolchain_path())
+        .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(0)
+        .stdout_has("1 expected to fail and failed (xfail), 1 passed though expected to fail (xpass)")
+        .stdout_has("test_marks::test_unexpectedly_passes passed though it is marked as expected to fail: remove the mark [xpass]")
+        .stdout_has("xfailed=1 xpassed=1 skipped=1");
+}

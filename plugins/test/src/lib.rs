@@ -44,7 +44,7 @@ const PRESETS: [Preset; 6] = [
     },
     Preset {
         name: "pytest",
-        command: "pytest --junitxml=target/ferry-pytest.xml",
+        command: "pytest -rX --junitxml=target/ferry-pytest.xml",
         format: "junit",
         report: Some("target/ferry-pytest.xml"),
     },
@@ -125,6 +125,8 @@ impl Step for TestStep {
         .output("passed", "Tests that passed (flaky ones included).")
         .output("failed", "Tests that failed on every try.")
         .output("skipped", "Tests that were skipped.")
+        .output("xfailed", "Tests marked as expected to fail that failed (counted as skipped).")
+        .output("xpassed", "Tests marked as expected to fail that passed (counted as passed).")
         .output("flaky", "Tests that failed and then passed on a retry.")
         .output("total", "All tests.")
         .output(
@@ -332,6 +334,7 @@ impl Runner<'_> {
                             .map_err(|e| Error::failed(format!("{file}: {e}")))?,
                     );
                 }
+                report::mark_xpasses(&mut cases, &out.stdout_text());
                 cases
             }
             _ => {
@@ -573,6 +576,25 @@ fn summarize(
         .rule("flaky")
         .emit();
     }
+    let (xfailed, xpassed): (Vec<&Case>, Vec<&Case>) = cases
+        .iter()
+        .filter(|c| c.xfail.is_some())
+        .partition(|c| c.xfail == Some(true));
+    if !xfailed.is_empty() || !xpassed.is_empty() {
+        info!(
+            "{} expected to fail and failed (xfail), {} passed though expected to fail (xpass)",
+            xfailed.len(),
+            xpassed.len()
+        );
+    }
+    for case in &xpassed {
+        Annotation::warning(format!(
+            "{} passed though it is marked as expected to fail: remove the mark",
+            case.full_name()
+        ))
+        .rule("xpass")
+        .emit();
+    }
     for case in cases.iter().filter(|c| c.outcome == Outcome::Failed) {
         let message = format!("{} failed: {}", case.full_name(), case.message);
         let annotation = Annotation::error(message).rule("test");
@@ -591,6 +613,8 @@ fn summarize(
         ("failed", failed.to_string()),
         ("skipped", skipped.to_string()),
         ("flaky", flaky.len().to_string()),
+        ("xfailed", xfailed.len().to_string()),
+        ("xpassed", xpassed.len().to_string()),
         ("total", cases.len().to_string()),
         ("report", report.unwrap_or_default().to_string()),
     ] {
@@ -659,6 +683,7 @@ mod tests {
             duration: None,
             message: String::new(),
             detail: String::new(),
+            xfail: None,
         };
         let files = ["tests/test_basic.py", "test_top.py"];
         let exists = |f: &str| files.contains(&f);

@@ -23,6 +23,10 @@ pub struct Case {
     pub message: String,
     /// The whole failure text (assertion, diff, stack).
     pub detail: String,
+    /// Marked as expected to fail (pytest's `xfail`, a failing TAP `# TODO`): `Some(true)`
+    /// when it failed as expected (counted as skipped), `Some(false)` when it passed anyway
+    /// (pytest's unexpected pass, counted as passed).
+    pub xfail: Option<bool>,
 }
 
 impl Case {
@@ -34,6 +38,7 @@ impl Case {
             duration: None,
             message: String::new(),
             detail: String::new(),
+            xfail: None,
         }
     }
 
@@ -80,6 +85,33 @@ fn file_line(text: &str) -> Option<(String, u32, Option<u32>)> {
     let line: u32 = parts.next()?.trim().parse().ok()?;
     let column = parts.next().and_then(|c| c.trim().parse().ok());
     Some((file.to_string(), line, column))
+}
+
+/// pytest's short summary (`-rX`) names the tests that passed though marked `xfail`, which
+/// its JUnit report writes as plain passes: `XPASS test_x.py::test_y - reason`. Marks them.
+pub fn mark_xpasses(cases: &mut [Case], output: &str) {
+    for line in output.lines() {
+        let Some(rest) = line.trim().strip_prefix("XPASS ") else {
+            continue;
+        };
+        let id = rest.split(" - ").next().unwrap_or(rest).trim();
+        // `tests/test_x.py::Class::test_y` against JUnit's `tests.test_x.Class` and `test_y`.
+        let Some((file, name)) = id.split_once("::") else {
+            continue;
+        };
+        let (classes, test) = name.rsplit_once("::").map_or(("", name), |(c, t)| (c, t));
+        let module = file.trim_end_matches(".py").replace(['/', '\\'], ".");
+        let suite = if classes.is_empty() {
+            module
+        } else {
+            format!("{module}.{}", classes.replace("::", "."))
+        };
+        for case in cases.iter_mut() {
+            if case.name == test && case.suite == suite && case.outcome == Outcome::Passed {
+                case.xfail = Some(false);
+            }
+        }
+    }
 }
 
 /// Reads a report in `format`. An error says why the report cannot be trusted.
@@ -153,6 +185,10 @@ fn junit(text: &str) -> Result<Vec<Case>, String> {
                                 Outcome::Failed
                             };
                             case.message = attr("message");
+                            // pytest writes an expected failure as skipped, of this type.
+                            if tag == b"skipped" && attr("type") == "pytest.xfail" {
+                                case.xfail = Some(true);
+                            }
                             in_failure = !empty;
                         }
                     }
@@ -268,7 +304,11 @@ fn tap(text: &str) -> Vec<Case> {
         let rest = rest.strip_prefix("- ").unwrap_or(rest);
         let (name, directive) = rest.split_once(" # ").unwrap_or((rest, ""));
         let directive = directive.to_ascii_uppercase();
-        let outcome = if directive.starts_with("SKIP") || directive.starts_with("TODO") {
+        // `# TODO` marks a test not done yet: skipped either way, and one that fails does
+        // so as expected. (A passing one is often a placeholder with no body, as node's
+        // `test.todo`: not worth a warning.)
+        let todo = directive.starts_with("TODO");
+        let outcome = if directive.starts_with("SKIP") || todo {
             Outcome::Skipped
         } else if passed {
             Outcome::Passed
@@ -276,6 +316,9 @@ fn tap(text: &str) -> Vec<Case> {
             Outcome::Failed
         };
         let mut case = Case::new("", name.trim(), outcome);
+        if todo && !passed {
+            case.xfail = Some(true);
+        }
         // The YAML block, when one follows: `---` indented past the result, to `...`.
         let mut yaml = Vec::new();
         if lines
@@ -722,6 +765,46 @@ mod tests {
         assert_eq!(
             cases[3].location(),
             Some(("/tmp/ws/tape.js".into(), 9, Some(38)))
+        );
+    }
+
+    #[test]
+    fn pytest_xfail_and_xpass() {
+        // pytest 8's JUnit report and `-rX` summary for an xfail that failed, one that
+        // passed, a strict one that passed, and a plain test.
+        let junit = r#"<testsuites name="pytest tests"><testsuite name="pytest" errors="0" failures="1" skipped="1" tests="4"><testcase classname="tests.test_x" name="test_known_bug" time="0.001"><skipped type="pytest.xfail" message="known bug 12" /></testcase><testcase classname="tests.test_x" name="test_unexpectedly_passes" time="0.000" /><testcase classname="tests.test_x" name="test_strict_passes" time="0.000"><failure message="[XPASS(strict)] must fail">[XPASS(strict)] must fail</failure></testcase><testcase classname="tests.test_x" name="test_ok" time="0.000" /></testsuite></testsuites>"#;
+        let mut cases = parse("junit", junit).unwrap();
+        mark_xpasses(
+            &mut cases,
+            "==== short test summary info ====\nXPASS tests/test_x.py::test_unexpectedly_passes - fixed upstream?\n",
+        );
+        let marks: Vec<(Outcome, Option<bool>)> =
+            cases.iter().map(|c| (c.outcome, c.xfail)).collect();
+        assert_eq!(
+            marks,
+            [
+                (Outcome::Skipped, Some(true)),
+                (Outcome::Passed, Some(false)),
+                (Outcome::Failed, None),
+                (Outcome::Passed, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn tap_todo_is_an_expected_failure() {
+        let cases = tap(
+            "TAP version 13\nnot ok 1 - known # TODO fix later\nok 2 - fixed # TODO\nok 3 - plain\n1..3\n",
+        );
+        let marks: Vec<(Outcome, Option<bool>)> =
+            cases.iter().map(|c| (c.outcome, c.xfail)).collect();
+        assert_eq!(
+            marks,
+            [
+                (Outcome::Skipped, Some(true)),
+                (Outcome::Skipped, None),
+                (Outcome::Passed, None)
+            ]
         );
     }
 
