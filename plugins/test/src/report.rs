@@ -52,8 +52,25 @@ impl Case {
     }
 
     /// Where the failure happened, from the texts runners print: `panicked at src/lib.rs:16:9`,
-    /// `test_x.py:7: AssertionError`, `location: 'file.mjs:4:1'`.
+    /// `test_x.py:7: AssertionError`, `location: 'file.mjs:4:1'`. When a traceback passes
+    /// through the test's own file more than once (a decorator such as Hypothesis's `@given`
+    /// wraps the test, or the test calls a helper of its file), the deepest frame in that file
+    /// is where it raised.
     pub fn location(&self) -> Option<(String, u32, Option<u32>)> {
+        let found = self.places();
+        // pytest names the module (`tests.test_x`) as the suite: its file.
+        let own = format!("{}.py", self.suite.replace('.', "/"));
+        found
+            .iter()
+            .rev()
+            .find(|(file, ..)| !self.suite.is_empty() && file.ends_with(&own))
+            .or(found.first())
+            .cloned()
+    }
+
+    /// Every `file:line[:col]` the failure texts name, in order.
+    fn places(&self) -> Vec<(String, u32, Option<u32>)> {
+        let mut found = Vec::new();
         let text = format!("{}\n{}", self.message, self.detail);
         for line in text.lines() {
             let line = line
@@ -66,11 +83,11 @@ impl Case {
                 .map_or(line, |(_, tail)| tail)
                 .trim_end_matches(':');
             let candidate = candidate.strip_prefix("at ").unwrap_or(candidate);
-            if let Some(found) = file_line(candidate) {
-                return Some(found);
+            if let Some(place) = file_line(candidate) {
+                found.push(place);
             }
         }
-        None
+        found
     }
 }
 
@@ -765,6 +782,28 @@ mod tests {
         assert_eq!(
             cases[3].location(),
             Some(("/tmp/ws/tape.js".into(), 9, Some(38)))
+        );
+    }
+
+    #[test]
+    fn a_decorated_pytest_test_fails_at_the_deepest_frame_of_its_file() {
+        // The shape of a failing Hypothesis test: `@given` wraps the test, so the traceback
+        // enters the test file at the decorator, passes through Hypothesis, and raises in
+        // the test's body.
+        let junit = r#"<testsuites><testsuite name="pytest" tests="1"><testcase classname="tests.test_props" name="test_sorted" time="0.2"><failure message="AssertionError: assert [1, 0] == [0, 1]">tests/test_props.py:8: in test_sorted
+    @given(st.lists(st.integers()))
+.venv/lib/python3.11/site-packages/hypothesis/core.py:1620: in wrapped_test
+    raise the_error_hypothesis_found
+tests/test_props.py:11: in test_sorted
+    assert my_sort(xs) == sorted(xs)
+E   AssertionError: assert [1, 0] == [0, 1]
+E   Falsifying example: test_sorted(
+E       xs=[1, 0],
+E   )</failure></testcase></testsuite></testsuites>"#;
+        let cases = parse("junit", junit).unwrap();
+        assert_eq!(
+            cases[0].location(),
+            Some(("tests/test_props.py".into(), 11, None))
         );
     }
 
