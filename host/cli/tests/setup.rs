@@ -125,3 +125,68 @@ fn rust_chooses_an_installed_toolchain_for_the_later_steps() {
     assert!(out.contains("chosen=1.95.0"), "{out}");
     assert!(out.contains("is not a toolchain name"), "{out}");
 }
+
+#[test]
+fn setup_inputs_never_become_options_of_the_tools_they_run() {
+    let yaml = r#"jobs:
+  rust:
+    steps:
+      - uses: rust
+        with: { toolchain: "--force" }
+        permissions: { exec: [rustup], workspace: write }
+  components:
+    steps:
+      - uses: rust
+        with: { components: "clippy --force" }
+        permissions: { exec: [rustup], workspace: write }
+  node:
+    steps:
+      - uses: node
+        with: { registry: "--userconfig=/etc/passwd" }
+        permissions: { exec: [node, npm], workspace: write }
+  python:
+    steps:
+      - uses: python
+        with: { install: pytest, index-url: "-r /etc/passwd" }
+        permissions: { exec: [python3], workspace: write }
+"#;
+    let t = Test::new()
+        .file("ferry.yaml", yaml)
+        .file("package.json", r#"{ "name": "app", "version": "1.0.0" }"#)
+        .env("PATH", &common::toolchain_path());
+    let done = common::ferry(&t, &["run", "--output", "plain", "--no-fail-fast"]);
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, 1, "{out}");
+    for said in [
+        "`--force` is not a toolchain name",
+        "`--force` is not a component or target name",
+        "`registry: --userconfig=/etc/passwd` is not an http:// or https:// address",
+        "`index-url: -r /etc/passwd` is not an http:// or https:// address",
+    ] {
+        assert!(out.contains(said), "{said}: {out}");
+    }
+    assert!(!out.contains("passed in"), "a step ran: {out}");
+}
+
+#[test]
+fn node_without_a_lockfile_installs_once_while_package_json_stays_the_same() {
+    let t = Test::new()
+        .file(
+            "package.json",
+            r#"{ "name": "app", "version": "1.0.0", "private": true, "dependencies": { "hello": "file:./hello" } }"#,
+        )
+        .file("hello/package.json", r#"{ "name": "hello", "version": "1.0.0" }"#)
+        .file(
+            "ferry.yaml",
+            "jobs:\n  t:\n    keep: [node_modules]\n    steps:\n      - uses: node\n        permissions: { exec: [node, npm], workspace: write }\n",
+        );
+    let (code, out) = plain(&t);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("are up to date"), "{out}");
+    let (code, out) = plain(&t);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("packages in `./node_modules` are up to date"),
+        "{out}"
+    );
+}

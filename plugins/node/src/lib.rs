@@ -69,6 +69,13 @@ impl Step for Node {
         }
         if install != "none" {
             let registry = inputs.optional("registry").filter(|r| !r.is_empty());
+            if let Some(url) = registry.as_deref().filter(|u| !web_address(u)) {
+                return Err(Error::InvalidInput(format!(
+                    "`registry: {url}` is not an http:// or https:// address"
+                )));
+            }
+            // What the packages come from, as the repository has it: a lockfile `npm install`
+            // writes is not the repository's, and the next sync removes it.
             let mut stamp = Stamp::default();
             stamp
                 .fact("node", &version)
@@ -87,7 +94,7 @@ impl Step for Node {
                     "--no-fund".into(),
                     "--prefer-offline".into(),
                 ];
-                if let Some(registry) = registry {
+                if let Some(registry) = registry.clone() {
                     argv.extend(["--registry".into(), registry]);
                 }
                 Command::new("npm")
@@ -108,6 +115,12 @@ impl Step for Node {
         );
         set_output("node-version", &version)
     }
+}
+
+/// An `http://` or `https://` address: what npm's `--registry` takes, and never an option.
+fn web_address(text: &str) -> bool {
+    ["http://", "https://"].iter().any(|p| text.starts_with(p))
+        && !text.contains(char::is_whitespace)
 }
 
 ferry_sdk::export!(Node);

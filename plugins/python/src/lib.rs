@@ -121,6 +121,15 @@ impl Step for Python {
         };
         if !install.is_empty() {
             let index = inputs.optional("index-url").filter(|i| !i.is_empty());
+            let web = |u: &str| {
+                ["http://", "https://"].iter().any(|p| u.starts_with(p))
+                    && !u.contains(char::is_whitespace)
+            };
+            if let Some(url) = index.as_deref().filter(|u| !web(u)) {
+                return Err(Error::InvalidInput(format!(
+                    "`index-url: {url}` is not an http:// or https:// address"
+                )));
+            }
             let mut stamp = Stamp::default();
             stamp
                 .fact("python", &format!("{version} {executable}"))

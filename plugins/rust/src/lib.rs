@@ -26,7 +26,8 @@ impl Step for Rust {
 
     fn run(inputs: &Inputs) -> Result<(), Error> {
         let toolchain = inputs.string("toolchain")?;
-        let valid = !toolchain.is_empty()
+        // Never an option to rustup: it starts with a letter or digit.
+        let valid = toolchain.starts_with(|c: char| c.is_ascii_alphanumeric())
             && toolchain
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
@@ -45,6 +46,15 @@ impl Step for Rust {
                 .collect()
         };
         let (components, targets) = (list("components"), list("targets"));
+        if let Some(bad) = components
+            .iter()
+            .chain(&targets)
+            .find(|c| c.starts_with('-'))
+        {
+            return Err(Error::InvalidInput(format!(
+                "`{bad}` is not a component or target name"
+            )));
+        }
         let installed = Command::new("rustup")
             .args(["toolchain", "list"])
             .quiet()
