@@ -149,10 +149,21 @@ fn setup_inputs_never_become_options_of_the_tools_they_run() {
       - uses: python
         with: { install: pytest, index-url: "-r /etc/passwd" }
         permissions: { exec: [python3], workspace: write }
+  venv-root:
+    steps:
+      - uses: python
+        with: { venv: "." }
+        permissions: { exec: [python3], workspace: write }
+  venv-src:
+    steps:
+      - uses: python
+        with: { venv: src }
+        permissions: { exec: [python3], workspace: write }
 "#;
     let t = Test::new()
         .file("ferry.yaml", yaml)
         .file("package.json", r#"{ "name": "app", "version": "1.0.0" }"#)
+        .file("src/app.py", "print('the project')\n")
         .env("PATH", &common::toolchain_path());
     let done = common::ferry(&t, &["run", "--output", "plain", "--no-fail-fast"]);
     let out = format!("{}{}", done.stdout, done.stderr);
@@ -162,10 +173,13 @@ fn setup_inputs_never_become_options_of_the_tools_they_run() {
         "`--force` is not a component or target name",
         "`registry: --userconfig=/etc/passwd` is not an http:// or https:// address",
         "`index-url: -r /etc/passwd` is not an http:// or https:// address",
+        "`venv` must name a folder of its own",
+        "`src` exists and is not a virtual environment (no `pyvenv.cfg`)",
     ] {
         assert!(out.contains(said), "{said}: {out}");
     }
     assert!(!out.contains("passed in"), "a step ran: {out}");
+    assert!(t.path(".ferry/work/venv-src/src/app.py").is_file(), "the project's folder was removed");
 }
 
 #[test]

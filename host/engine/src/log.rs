@@ -8,28 +8,39 @@ use std::sync::{Arc, Mutex};
 /// of `$GITHUB_STEP_SUMMARY`; the rest is cut with a note.
 pub const MAX_SUMMARY: usize = 1 << 20;
 
-/// Reads the summary file a step's programs wrote: empty when there is none, cut at
-/// [`MAX_SUMMARY`] bytes (on a character boundary) with a last line saying so. Not UTF-8 is
-/// read lossily. Never more than the cap is read, whatever the file's size.
-pub fn read_summary(path: &std::path::Path) -> std::io::Result<String> {
+/// Bytes read past [`MAX_SUMMARY`], so that a secret across the cut is whole when it is
+/// masked, and only then cut.
+const SUMMARY_SLACK: usize = 256 << 10;
+
+/// A step's summary file as read: the text (lossy UTF-8) and whether the file held more.
+pub struct SummaryText {
+    pub text: String,
+    pub more: bool,
+}
+
+/// Reads the summary file a step's programs wrote: empty when there is none. Never more than
+/// the cap and some slack is read, whatever the file's size; [`StepLog::summary`] masks it
+/// and then cuts it at [`MAX_SUMMARY`].
+pub fn read_summary(path: &std::path::Path) -> std::io::Result<SummaryText> {
     use std::io::Read;
+    let window = MAX_SUMMARY + SUMMARY_SLACK;
     let mut bytes = Vec::new();
     match std::fs::File::open(path) {
-        Ok(file) => file.take(MAX_SUMMARY as u64 + 1).read_to_end(&mut bytes)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Ok(file) => file.take(window as u64 + 1).read_to_end(&mut bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(SummaryText {
+                text: String::new(),
+                more: false,
+            });
+        }
         Err(e) => return Err(e),
     };
-    let cut = bytes.len() > MAX_SUMMARY;
-    bytes.truncate(MAX_SUMMARY);
-    let mut text = String::from_utf8_lossy(&bytes).into_owned();
-    if cut {
-        // A character split by the cut reads as U+FFFD at the end: drop it.
-        if text.ends_with('\u{FFFD}') {
-            text.pop();
-        }
-        text.push_str("\n\n*(cut at 1 MiB)*\n");
-    }
-    Ok(text)
+    let more = bytes.len() > window;
+    bytes.truncate(window);
+    Ok(SummaryText {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        more,
+    })
 }
 
 /// Replaces every occurrence of a secret value with `***`.
@@ -285,16 +296,26 @@ impl StepLog {
         });
     }
 
-    /// Publishes the step's summary (`$FERRY_STEP_SUMMARY`), masked. Nothing is sent for an
-    /// empty one.
-    pub fn summary(&self, markdown: &str) {
+    /// Publishes the step's summary (`$FERRY_STEP_SUMMARY`): masked first, then cut at
+    /// [`MAX_SUMMARY`] bytes on a character boundary with a last line saying so (`more`: the
+    /// file held more than was read). Nothing is sent for an empty one.
+    pub fn summary(&self, markdown: &str, more: bool) {
         if markdown.trim().is_empty() {
             return;
+        }
+        let mut text = self.inner.masker.mask(markdown);
+        if more || text.len() > MAX_SUMMARY {
+            let mut end = MAX_SUMMARY.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str("\n\n*(cut at 1 MiB)*\n");
         }
         self.inner.reporter.event(&Event::Summary {
             job: self.inner.job.clone(),
             step: self.inner.step.clone(),
-            markdown: self.inner.masker.mask(markdown),
+            markdown: text,
         });
     }
 
@@ -317,8 +338,11 @@ mod tests {
     struct Collect(Mutex<Vec<String>>);
     impl Reporter for Collect {
         fn event(&self, event: &Event) {
-            if let Event::Log { text, .. } = event {
-                self.0.lock().unwrap().push(text.clone());
+            match event {
+                Event::Log { text, .. } | Event::Summary { markdown: text, .. } => {
+                    self.0.lock().unwrap().push(text.clone())
+                }
+                _ => {}
             }
         }
     }
@@ -334,6 +358,19 @@ mod tests {
             limit,
         );
         (log, collect)
+    }
+
+    #[test]
+    fn a_secret_across_the_summary_cut_is_masked_before_it_is_cut() {
+        let secret = "hunter2-secret-value";
+        let (log, out) = log(1 << 20, &[secret]);
+        // The secret starts 6 bytes before the cut: cut first, its head would be shown.
+        let text = format!("{}{secret}{}", "x".repeat(MAX_SUMMARY - 6), "y".repeat(100));
+        log.summary(&text, false);
+        let shown = out.0.lock().unwrap().pop().unwrap();
+        assert!(!shown.contains("hunter"), "{}", &shown[shown.len() - 60..]);
+        assert!(shown.ends_with("*(cut at 1 MiB)*\n"));
+        assert!(shown.len() <= MAX_SUMMARY + 40);
     }
 
     #[test]

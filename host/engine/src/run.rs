@@ -1155,7 +1155,7 @@ async fn run_job<R: StepRunner>(
                             log.annotate(annotation.clone());
                         }
                         if let Some(summary) = &result.summary {
-                            log.summary(summary);
+                            log.summary(summary, false);
                         }
                         cached = Some(Cached {
                             run: result.run,
@@ -1245,7 +1245,7 @@ async fn run_job<R: StepRunner>(
         }
         if cached.is_none() {
             match crate::log::read_summary(&summary_file) {
-                Ok(markdown) => log.summary(&markdown),
+                Ok(read) => log.summary(&read.text, read.more),
                 Err(e) => log.line(
                     Level::Warn,
                     &format!("[ferry] ignoring $FERRY_STEP_SUMMARY: {e}"),

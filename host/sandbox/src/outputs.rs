@@ -56,7 +56,8 @@ impl outputs::Host for StepState {
         // `name<<DELIMITER` lines carry any value, newlines included; the delimiter is one
         // the value does not hold.
         let mut delimiter = String::from("FERRY_EOF");
-        while value.lines().any(|l| l == delimiter) {
+        // Compared as the reader compares, a trailing `\r` dropped.
+        while value.lines().any(|l| l.trim_end_matches('\r') == delimiter) {
             delimiter.push('_');
         }
         Ok(append(

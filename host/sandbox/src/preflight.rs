@@ -140,7 +140,11 @@ fn planned_program(info: &PluginInfo, step: &Step) -> Option<(String, String)> {
     for input in info.inputs.iter().filter(|i| i.runs == Some(Runs::Command)) {
         if step.with.contains_key(&input.name) {
             let line = value(&input.name)?;
-            let first = line.split_whitespace().next()?.trim_matches(['"', '\'']);
+            // A first word with quotes or escapes is the plugin's to split: not guessed at.
+            let first = line.split_whitespace().next()?;
+            if first.contains(['"', '\'', '\\', '=']) {
+                return None;
+            }
             let program = Program::of(first)?.to_string();
             return Some((program, format!("{}: {line}", input.name)));
         }

@@ -525,14 +525,30 @@ fn said(dir: &std::path::Path) -> (Vec<Value>, Vec<Value>) {
     let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else {
         return Default::default();
     };
-    text.lines()
+    let (annotations, mut summaries): (Vec<Value>, Vec<Value>) = text
+        .lines()
         .filter(|line| {
             line.contains(r#""type":"annotation""#) || line.contains(r#""type":"summary""#)
         })
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| event["type"] == "annotation" || event["type"] == "summary")
-        .partition(|event| event["type"] == "annotation")
+        .partition(|event| event["type"] == "annotation");
+    // Each step's is at most 1 MiB, but a matrix has many steps: the page gets the first
+    // few MiB, and says where the rest is.
+    let mut shown = 0;
+    for summary in &mut summaries {
+        shown += summary["markdown"].as_str().map_or(0, str::len);
+        if shown > MAX_RUN_SUMMARIES {
+            summary["markdown"] = Value::from(
+                "*(not shown here: the run's summaries pass 4 MiB; `run.json` in the run record has it)*",
+            );
+        }
+    }
+    (annotations, summaries)
 }
+
+/// Most bytes of step summaries one run's page shows.
+const MAX_RUN_SUMMARIES: usize = 4 << 20;
 
 /// Where a run's event stream is: waiting for a queued run to start, replaying what a
 /// running run said so far, following it live, or reading a finished run's record.

@@ -62,6 +62,11 @@ impl Step for Python {
                 }
             });
         let venv = workspace_relative(&inputs.string("venv")?, "venv")?;
+        if venv.split('/').all(|p| p == ".") {
+            return Err(Error::InvalidInput(
+                "`venv` must name a folder of its own, e.g. `.venv`".into(),
+            ));
+        }
         let probe = Command::new(&python)
             .args(["-c", PROBE])
             .quiet()
@@ -90,6 +95,14 @@ impl Step for Python {
             .as_ref()
             .is_some_and(|(v, h)| v == version && h == home);
         if !same {
+            // Only an environment is made anew: a folder that is not one is the project's.
+            if std::path::Path::new(&venv).exists()
+                && !std::path::Path::new(&format!("{venv}/pyvenv.cfg")).is_file()
+            {
+                return Err(Error::InvalidInput(format!(
+                    "`{venv}` exists and is not a virtual environment (no `pyvenv.cfg`)\nhint: name another folder with `venv:`"
+                )));
+            }
             if std::path::Path::new(&venv).exists() {
                 let was = made_by.map_or("an unknown Python".to_string(), |(v, h)| {
                     format!("Python {v} in `{h}`")

@@ -64,7 +64,11 @@ impl Step for Rust {
         // `stable-x86_64-unknown-linux-gnu (default)`: the name before the host triple.
         let have = installed.lines().any(|line| {
             let name = line.split_whitespace().next().unwrap_or_default();
-            name == toolchain || name.starts_with(&format!("{toolchain}-"))
+            // `nightly-x86_64-…` is `nightly`; `nightly-2026-11-01-…` is another toolchain.
+            name == toolchain
+                || name
+                    .strip_prefix(&format!("{toolchain}-"))
+                    .is_some_and(|host| !host.starts_with(|c: char| c.is_ascii_digit()))
         });
         if !have {
             info!("installing the `{toolchain}` toolchain");

@@ -107,7 +107,11 @@ fn file_line(text: &str) -> Option<(String, u32, Option<u32>)> {
 /// pytest's short summary (`-rX`) names the tests that passed though marked `xfail`, which
 /// its JUnit report writes as plain passes: `XPASS test_x.py::test_y - reason`. Marks them.
 pub fn mark_xpasses(cases: &mut [Case], output: &str) {
-    for line in output.lines() {
+    // Only the summary counts: a test's own output could print anything.
+    let Some((_, summary)) = output.rsplit_once("short test summary info") else {
+        return;
+    };
+    for line in summary.lines() {
         let Some(rest) = line.trim().strip_prefix("XPASS ") else {
             continue;
         };
@@ -275,15 +279,11 @@ fn junit(text: &str) -> Result<Vec<Case>, String> {
 ///   message, followed by `operator`, `expected` and `actual`; the place is the first frame
 ///   of `stack` in the suite's own files, else tape's `at:` or node's `location:`.
 fn tap(text: &str) -> Vec<Case> {
-    struct Found {
-        depth: usize,
-        case: Case,
-        /// Whether a parent already took it as its subtest.
-        claimed: bool,
-        /// Node's "a subtest failed": a parent's failure that is its children's.
-        for_subtests: bool,
-    }
-    let mut found: Vec<Found> = Vec::new();
+    let mut found: Vec<Case> = Vec::new();
+    // Tests not yet taken by a parent, by index into `found`, with the level they are now
+    // at: a parent takes the ones below its level and leaves them at its own, for its
+    // parent in turn. Each test is taken once per level, however long the output.
+    let mut open: Vec<(usize, usize)> = Vec::new();
     let mut group = String::new();
     let mut planned = false;
     let mut lines = text.lines().peekable();
@@ -375,39 +375,35 @@ fn tap(text: &str) -> Vec<Case> {
             describe_tap_failure(&mut case, &fields);
         }
         // The results just before this one at a deeper level are its subtests.
-        let mut children = 0;
-        for earlier in found.iter_mut().rev() {
-            if earlier.depth <= depth {
+        let mut children = Vec::new();
+        while let Some(&(index, level)) = open.last() {
+            if level <= depth {
                 break;
             }
-            if !earlier.claimed {
-                earlier.claimed = true;
-                earlier.case.suite = if earlier.case.suite.is_empty() {
-                    case.name.clone()
-                } else {
-                    format!("{} › {}", case.name, earlier.case.suite)
-                };
-                children += 1;
-            }
+            open.pop();
+            children.push(index);
         }
-        if children > 0 && (outcome != Outcome::Failed || for_subtests) {
+        for &index in children.iter().rev() {
+            let child = &mut found[index];
+            child.suite = if child.suite.is_empty() {
+                case.name.clone()
+            } else {
+                format!("{} › {}", case.name, child.suite)
+            };
+            open.push((index, depth));
+        }
+        // A parent is a test only if it failed for a reason of its own; node's "a subtest
+        // failed" is its children's failure, counted there.
+        if for_subtests || (!children.is_empty() && outcome != Outcome::Failed) {
             continue;
         }
-        if depth == 0 && children == 0 && group != case.name {
+        if depth == 0 && children.is_empty() && group != case.name {
             case.suite = group.clone();
         }
-        found.push(Found {
-            depth,
-            case,
-            claimed: false,
-            for_subtests,
-        });
+        found.push(case);
+        open.push((found.len() - 1, depth));
     }
     found
-        .into_iter()
-        .filter(|f| !f.for_subtests || f.claimed)
-        .map(|f| f.case)
-        .collect()
 }
 
 /// The top-level keys of a TAP YAML block, with their values as text: a quoted scalar
@@ -805,6 +801,21 @@ E   )</failure></testcase></testsuite></testsuites>"#;
             cases[0].location(),
             Some(("tests/test_props.py".into(), 11, None))
         );
+    }
+
+    #[test]
+    fn deep_subtests_name_every_parent_and_long_output_stays_linear() {
+        let text = "TAP version 13\n        ok 1 - leaf\n    ok 1 - inner\nok 1 - outer\n1..1\n";
+        assert_eq!(
+            outcomes(&tap(text)),
+            [("outer › inner::leaf".to_string(), Outcome::Passed)]
+        );
+        // 50,000 parents of one child each (matching each parent against every earlier
+        // test was quadratic here).
+        let many = "    ok 1 - c\nok 1 - p\n".repeat(50_000);
+        let cases = tap(&many);
+        assert_eq!(cases.len(), 50_000);
+        assert!(cases.iter().all(|c| c.suite == "p"));
     }
 
     #[test]

@@ -52,7 +52,7 @@ function markdown(text) {
     } else if (heading) {
       blocks.push(h(`h${Math.min(6, heading[1].length + 2)}`, {}, inline(heading[2])));
       i++;
-    } else if (row.test(line) && /^\s*\|?\s*:?-{3,}/.test(lines[i + 1] || "")) {
+    } else if (row.test(line) && /^\s*(\|\s*)?:?-{3,}/.test(lines[i + 1] || "")) {
       const cells = (l) => l.trim().replace(/^\||\|$/g, "").split("|").map((c) => c.trim());
       const head = cells(line);
       const body = [];
@@ -74,18 +74,43 @@ function markdown(text) {
   return blocks;
 }
 
+// One pass, each character looked at a bounded number of times: a summary is the step's
+// text, and a pattern that backtracks would let a line of `[` freeze the page.
 function inline(text) {
   const out = [];
-  const re = /`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)/g;
-  let last = 0;
-  for (let m; (m = re.exec(text));) {
-    out.push(text.slice(last, m.index));
-    if (m[1] !== undefined) out.push(h("code", {}, m[1]));
-    else if (m[2] !== undefined) out.push(h("strong", {}, m[2]));
-    else out.push(webUrl(m[4]) ? h("a", { href: m[4], rel: "noopener noreferrer" }, m[3]) : m[0]);
-    last = re.lastIndex;
+  let plain = 0;
+  let i = 0;
+  const emit = (end, node, next) => {
+    out.push(text.slice(plain, end), node);
+    plain = i = next;
+  };
+  while (i < text.length) {
+    const c = text[i];
+    if (c === "`") {
+      const close = text.indexOf("`", i + 1);
+      if (close > i + 1) { emit(i, h("code", {}, text.slice(i + 1, close)), close + 1); continue; }
+      if (close < 0) break;
+    } else if (c === "*" && text[i + 1] === "*") {
+      const close = text.indexOf("**", i + 2);
+      if (close > i + 2) { emit(i, h("strong", {}, text.slice(i + 2, close)), close + 2); continue; }
+      if (close < 0) { i += 2; continue; }
+    } else if (c === "[") {
+      // `[label](url)`: neither part holds a `[`, so each scan stops at the next one.
+      let j = i + 1;
+      while (j < text.length && text[j] !== "[" && text[j] !== "]") j += 1;
+      if (text[j] === "]" && text[j + 1] === "(" && j > i + 1) {
+        let k = j + 2;
+        while (k < text.length && text[k] !== ")" && text[k] !== "[" && !/\s/.test(text[k])) k += 1;
+        if (text[k] === ")") {
+          const url = text.slice(j + 2, k);
+          emit(i, webUrl(url) ? h("a", { href: url, rel: "noopener noreferrer" }, text.slice(i + 1, j)) : text.slice(i, k + 1), k + 1);
+          continue;
+        }
+      }
+    }
+    i += 1;
   }
-  out.push(text.slice(last));
+  out.push(text.slice(plain));
   return out;
 }
 
