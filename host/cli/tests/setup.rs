@@ -179,7 +179,10 @@ fn setup_inputs_never_become_options_of_the_tools_they_run() {
         assert!(out.contains(said), "{said}: {out}");
     }
     assert!(!out.contains("passed in"), "a step ran: {out}");
-    assert!(t.path(".ferry/work/venv-src/src/app.py").is_file(), "the project's folder was removed");
+    assert!(
+        t.path(".ferry/work/venv-src/src/app.py").is_file(),
+        "the project's folder was removed"
+    );
 }
 
 #[test]
