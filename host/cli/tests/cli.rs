@@ -515,6 +515,13 @@ fn plugin_inspect_shows_world_and_capabilities() {
         .stdout_has("workspace: write")
         .stdout_has("script (string) required")
         .stdout_has("ferry:step/process@0.1.0");
+    // What an input makes the step run, as preflight reads it.
+    Test::new()
+        .args(&["plugin", "inspect", "lint"])
+        .run()
+        .code(0)
+        .stdout_has("preset (string), runs clippy → cargo, rustfmt → cargo, flake8 → flake8")
+        .stdout_has("command (string), runs its first word");
     Test::new()
         .args(&["plugin", "inspect", ferry_builtins::fixtures::GRANTED])
         .run()

@@ -21,6 +21,6 @@ mod state;
 mod stdio;
 
 pub use cache::ComponentCache;
-pub use plugin::{InputSpec, Inspection, Plugin, PluginInfo, PluginKind, World};
+pub use plugin::{InputSpec, Inspection, Plugin, PluginInfo, PluginKind, Runs, World};
 pub use runner::{Sandbox, SandboxOptions};
 pub use state::kill_all_processes;

@@ -428,6 +428,14 @@ fn inspect(args: InspectArgs) -> u8 {
         if let Some(d) = &input.default {
             line.push_str(&format!(" default {d:?}"));
         }
+        match &input.runs {
+            Some(ferry_sandbox::Runs::Command) => line.push_str(", runs its first word"),
+            Some(ferry_sandbox::Runs::Choice(pairs)) => {
+                let shown: Vec<String> = pairs.iter().map(|(v, p)| format!("{v} → {p}")).collect();
+                line.push_str(&format!(", runs {}", shown.join(", ")));
+            }
+            None => {}
+        }
         crate::say!("{line}\n      {}", input.description);
     }
     if !info.outputs.is_empty() {
