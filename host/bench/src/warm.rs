@@ -5,7 +5,7 @@
 //!     with the setup steps and keep `target/` and `node_modules` with `keep:`. Both are
 //!     downloaded from the registries; the bare copies build in their own folders.
 
-use crate::{fmt, median, verdict};
+use crate::{fmt, median, run_ferry, verdict};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,7 +66,7 @@ fn crate_case(ferry: &Path, root: &Path) -> (Duration, Duration) {
     .unwrap();
     let cargo_test = |dir: &Path| sh(dir, "cargo test --quiet");
     measure(&bare, &piped, "src/lib.rs", "//", cargo_test, |dir| {
-        run_ferry(ferry, dir)
+        run_ferry(ferry, &dir.join("ferry.yaml"))
     })
 }
 
@@ -105,7 +105,7 @@ fn npm_case(ferry: &Path, root: &Path) -> (Duration, Duration) {
         "test/index.js",
         "//",
         |dir| sh(dir, "npm test --silent"),
-        |dir| run_ferry(ferry, dir),
+        |dir| run_ferry(ferry, &dir.join("ferry.yaml")),
     )
 }
 
@@ -170,18 +170,4 @@ fn sh(dir: &Path, script: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "sh -c {script} in {}", dir.display());
-}
-
-fn run_ferry(ferry: &Path, dir: &Path) {
-    let out = Command::new(ferry)
-        .args(["run", "--output", "plain"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ferry run in {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
