@@ -53,17 +53,7 @@ impl outputs::Host for StepState {
         if value.contains('\0') {
             return Ok(Err(format!("the value of `{name}` holds a NUL byte")));
         }
-        // `name<<DELIMITER` lines carry any value, newlines included; the delimiter is one
-        // the value does not hold.
-        let mut delimiter = String::from("FERRY_EOF");
-        // Compared as the reader compares, a trailing `\r` dropped.
-        while value.lines().any(|l| l.trim_end_matches('\r') == delimiter) {
-            delimiter.push('_');
-        }
-        Ok(append(
-            &self.env_file,
-            &format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"),
-        ))
+        Ok(append(&self.env_file, &heredoc(&name, &value)))
     }
 
     fn keep(&mut self, path: String) -> wasmtime::Result<Result<(), String>> {
@@ -76,6 +66,16 @@ impl outputs::Host for StepState {
         }
         Ok(result)
     }
+}
+
+/// `name<<DELIMITER` lines, which carry any value, newlines included, with a delimiter the
+/// value does not hold, compared as the reader compares lines (a trailing `\r` dropped).
+fn heredoc(name: &str, value: &str) -> String {
+    let mut delimiter = String::from("FERRY_EOF");
+    while value.lines().any(|l| l.trim_end_matches('\r') == delimiter) {
+        delimiter.push('_');
+    }
+    format!("{name}<<{delimiter}\n{value}\n{delimiter}\n")
 }
 
 /// Appends `text` to one of the step's files (`$FERRY_PATH`, `$FERRY_ENV`).
@@ -139,3 +139,32 @@ impl StepState {
 }
 
 impl crate::bindings::types::Host for StepState {}
+
+#[cfg(test)]
+mod tests {
+    use super::heredoc;
+
+    /// What `set-env` writes reads back as the same value, whatever lines the value holds.
+    #[test]
+    fn a_value_never_closes_its_own_heredoc() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        for value in [
+            "plain",
+            "two\nlines",
+            "a\nFERRY_EOF\nb",
+            "a\nFERRY_EOF\r",
+            "a\r\nFERRY_EOF\r\nFERRY_EOF_\nb",
+        ] {
+            std::fs::write(&file, heredoc("X", value)).unwrap();
+            let read = ferry_engine::run::read_output_file(&file).unwrap();
+            assert_eq!(read.len(), 1, "{value:?} gave {read:?}");
+            // The reader splits lines as `str::lines` does: a `\r` before a line's end goes.
+            let lines: Vec<&str> = value
+                .split('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .collect();
+            assert_eq!(read["X"], lines.join("\n"), "{value:?}");
+        }
+    }
+}

@@ -183,3 +183,71 @@ fn missing_program(
         .is_none()
         .then_some(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{InputSpec, World};
+
+    fn info() -> PluginInfo {
+        let input = |name: &str, runs| InputSpec {
+            name: name.into(),
+            description: String::new(),
+            kind: "string".into(),
+            default: None,
+            required: false,
+            runs,
+        };
+        PluginInfo {
+            world: World::Step,
+            name: "lint".into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            inputs: vec![
+                input(
+                    "preset",
+                    Some(Runs::Choice(vec![("clippy".into(), "cargo".into())])),
+                ),
+                input("command", Some(Runs::Command)),
+            ],
+            outputs: Vec::new(),
+            needs: None,
+        }
+    }
+
+    fn planned(with: &str) -> Option<(String, String)> {
+        let yaml = format!(
+            "env: {{ TOOL: cargo }}\njobs:\n  j:\n    steps:\n      - uses: lint\n        with: {with}\n"
+        );
+        let source = ferry_model::Source::new("ferry.yaml", yaml);
+        let pipeline = ferry_model::parse(&source, std::path::Path::new("."), &["lint"]).unwrap();
+        planned_program(&info(), &pipeline.jobs[0].steps[0])
+    }
+
+    #[test]
+    fn the_program_an_input_names_is_known_or_left_to_the_step() {
+        assert_eq!(
+            planned("{ preset: clippy }"),
+            Some(("cargo".into(), "preset: clippy".into()))
+        );
+        // A command takes the place of the preset.
+        assert_eq!(
+            planned("{ preset: clippy, command: \"ruff check .\" }"),
+            Some(("ruff".into(), "command: ruff check .".into()))
+        );
+        assert_eq!(
+            planned("{ command: \"./tools/lint --all\" }"),
+            Some(("tools/lint".into(), "command: ./tools/lint --all".into()))
+        );
+        // Quoting and assignments are the plugin's to read: not guessed at.
+        for command in [
+            "{ command: \"'my tool' -x\" }",
+            "{ command: 'cargo\" sh\"' }",
+            "{ command: \"FOO=1 cargo test\" }",
+            "{ command: \"${{ env.TOOL }} --version\" }",
+        ] {
+            assert_eq!(planned(command), None, "{command}");
+        }
+        assert_eq!(planned("{ preset: unknown }"), None);
+    }
+}
