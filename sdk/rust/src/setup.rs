@@ -47,11 +47,6 @@ impl Stamp {
         }
     }
 
-    /// The stamp as the text to write.
-    pub fn text(&self) -> String {
-        self.text.clone()
-    }
-
     /// Whether the file at `path` holds this stamp.
     pub fn matches(&self, path: &str) -> bool {
         std::fs::read_to_string(path).is_ok_and(|t| t == self.text)
