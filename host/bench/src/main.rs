@@ -222,16 +222,7 @@ fn print_builtins(builtins: &[Builtin]) -> bool {
 /// Checkout, lint and test as built-in steps and as bare tools.
 fn builtin_overheads(ferry: &Path, root: &Path) -> Vec<Builtin> {
     const N: usize = 7;
-    let sh = |script: &str, dir: &Path| {
-        let status = Command::new("sh")
-            .args(["-c", script])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "sh -c {script}");
-    };
+    let sh = |script: &str, dir: &Path| warm::sh(dir, script);
     // A repository of 1,000 Python files in 20 directories, and a tiny test suite.
     let repo = root.join("thousand");
     for i in 0..1000 {

@@ -161,7 +161,8 @@ fn unpack(url: &str, dir: &Path) {
     std::fs::remove_file(archive).unwrap();
 }
 
-fn sh(dir: &Path, script: &str) {
+/// Runs `script` with `sh` in `dir`, quietly; it must succeed.
+pub(crate) fn sh(dir: &Path, script: &str) {
     let status = Command::new("sh")
         .args(["-c", script])
         .current_dir(dir)

@@ -392,49 +392,40 @@ class log:
         )
 
 
+def _outputs_call(caller: str, refused: str, method: str, *args: str) -> None:
+    """Calls ``outputs.<method>``; the host's refusal (an ``Err(message)``) becomes
+    :class:`Failed`, with ``refused`` before the host's words."""
+    if _outputs is None:
+        raise RuntimeError(f"{caller}() only works inside a ferry step")
+    try:
+        getattr(_outputs, method)(*args)
+    except Exception as e:
+        raise Failed(f"{refused}: {getattr(e, 'value', e)}") from None
+
+
 def set_output(name: str, value: Any) -> None:
     """Sets an output that later steps read as ``${{ steps.<id>.outputs.<name> }}``."""
-    if _outputs is None:
-        raise RuntimeError("set_output() only works inside a ferry step")
-    try:
-        _outputs.set(name, str(value))
-    except Exception as e:  # the host's refusal arrives as Err(message)
-        raise Failed(f"output `{name}` was refused: {getattr(e, 'value', e)}") from None
+    _outputs_call("set_output", f"output `{name}` was refused", "set", name, str(value))
 
 
 def add_path(directory: str) -> None:
     """Puts ``directory`` (a folder of the workspace, relative to its root, or of the job's
     ``HOME``) on the ``PATH`` of the job's later steps, as a line in ``$FERRY_PATH`` does.
     Heard only from a step granted ``workspace: write``."""
-    if _outputs is None:
-        raise RuntimeError("add_path() only works inside a ferry step")
-    try:
-        _outputs.add_path(directory)
-    except Exception as e:  # the host's refusal arrives as Err(message)
-        raise Failed(f"cannot add `{directory}` to PATH: {getattr(e, 'value', e)}") from None
+    _outputs_call("add_path", f"cannot add `{directory}` to PATH", "add_path", directory)
 
 
 def set_env(name: str, value: str) -> None:
     """Sets ``name`` in the environment of the job's later steps, as a line in
     ``$FERRY_ENV`` does. Heard only from a step granted ``workspace: write``; ``PATH`` and
     variables that make programs load other code are refused."""
-    if _outputs is None:
-        raise RuntimeError("set_env() only works inside a ferry step")
-    try:
-        _outputs.set_env(name, str(value))
-    except Exception as e:  # the host's refusal arrives as Err(message)
-        raise Failed(f"cannot set `{name}` for later steps: {getattr(e, 'value', e)}") from None
+    _outputs_call("set_env", f"cannot set `{name}` for later steps", "set_env", name, str(value))
 
 
 def keep_file(path: str) -> None:
     """Keeps a workspace file (a report, say) with the run record, where it outlives the
     workspace: ``.ferry/runs/<run>/files/<job>/<step>/<path>``."""
-    if _outputs is None:
-        raise RuntimeError("keep_file() only works inside a ferry step")
-    try:
-        _outputs.keep(path)
-    except Exception as e:  # the host's refusal arrives as Err(message)
-        raise Failed(f"cannot keep `{path}`: {getattr(e, 'value', e)}") from None
+    _outputs_call("keep_file", f"cannot keep `{path}`", "keep", path)
 
 
 @dataclass
