@@ -31,11 +31,12 @@ pub fn confined_spawn(root: &Path) -> bool {
         workspace_access: ferry_model::Access::Write,
         paths: &[],
         home: &home,
-        step_files: [&output, &output, &output, &output],
+        step_files: &[output.as_path()],
         programs: vec![program],
         env: &env,
         network: false,
         memory: 8 << 30,
+        services: None,
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

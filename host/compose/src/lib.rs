@@ -56,6 +56,9 @@ pub fn secrets(
         for step in &job.steps {
             names.extend(step.permissions.secrets.iter().cloned());
         }
+        for service in &job.services {
+            names.extend(service.permissions.secrets.iter().cloned());
+        }
     }
     let mut secrets = BTreeMap::new();
     let mut warnings = Vec::new();

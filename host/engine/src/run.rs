@@ -13,6 +13,7 @@ use caching::{
 mod caching;
 mod job_env;
 mod keep;
+pub mod services;
 use crate::log::{Masker, StepLog};
 use crate::record::{RunRecord, RunSummary, sanitize};
 use ferry_model::pipeline::DEFAULT_STEP_TIMEOUT;
@@ -77,6 +78,8 @@ pub struct StepRequest {
     pub timeout: Duration,
     pub log: StepLog,
     pub cancel: CancellationToken,
+    /// The job's running services, as the runner started them.
+    pub services: Option<Arc<dyn services::JobServices>>,
 }
 
 impl StepRequest {
@@ -132,6 +135,16 @@ pub trait StepRunner: Send + Sync + 'static {
     fn identity(&self, step: &Step) -> impl Future<Output = Option<Identity>> + Send {
         let _ = step;
         std::future::ready(None)
+    }
+
+    /// Starts a job's `services:` and waits until each is ready, before the job's first
+    /// step; a runner that cannot says why.
+    fn start_services(
+        &self,
+        request: services::ServicesRequest,
+    ) -> impl Future<Output = Result<Arc<dyn services::JobServices>, String>> + Send {
+        let _ = request;
+        std::future::ready(Err("this runner cannot start services".to_string()))
     }
 }
 
@@ -967,6 +980,18 @@ async fn run_job<R: StepRunner>(
     // What the kept directories were built with, checked before each step that starts a
     // program.
     let mut kept = (!job.keep.is_empty()).then(|| keep::Kept::take(workspace_guard.beside("kept")));
+    let services = match job.services.is_empty() {
+        true => None,
+        false => {
+            match start_services(shared, &runner, job_index, &scope, &workspace, &cancel).await {
+                Ok(services) => Some(services),
+                Err(message) => {
+                    report_setup_failure(shared, job, &message);
+                    return finish(Status::Failed, BTreeMap::new(), None);
+                }
+            }
+        }
+    };
     let mut failed = false;
     let mut cancelled = false;
     let mut deploys: Vec<DeployCall> = Vec::new();
@@ -1220,6 +1245,7 @@ async fn run_job<R: StepRunner>(
                             timeout,
                             log: log.clone(),
                             cancel: step_cancel.clone(),
+                            services: services.clone(),
                         };
                         let backstop = tokio::time::Instant::now() + timeout + DEADLINE_GRACE;
                         let _t = span(Phase::Steps);
@@ -1367,6 +1393,14 @@ async fn run_job<R: StepRunner>(
     } else {
         Status::Passed
     };
+    if let Some(services) = services {
+        for text in services.stop().await {
+            shared.reporter.event(&Event::Notice {
+                job: Some(job_id.clone()),
+                text,
+            });
+        }
+    }
     if let Some(cache) = &shared.cache {
         if status == Status::Passed {
             for (key, paths) in to_save {
@@ -1543,6 +1577,7 @@ async fn rollback<R: StepRunner>(
             .min(MAX_STEP_TIME),
         log: log.clone(),
         cancel: CancellationToken::new(),
+        services: None,
     };
     let outcome = runner.run_step(request).await;
     log.flush();
@@ -1662,6 +1697,54 @@ fn record_deployments(
         }
     }
     said
+}
+
+/// Starts the job's services, or says which did not start and what its log ended with.
+async fn start_services<R: StepRunner>(
+    shared: &Shared,
+    runner: &Arc<R>,
+    job_index: usize,
+    scope: &JobScope,
+    workspace: &Path,
+    cancel: &CancellationToken,
+) -> Result<Arc<dyn services::JobServices>, String> {
+    let job = &shared.pipeline.jobs[job_index];
+    let dir = shared.run_dir.join("services").join(sanitize(&job.id));
+    let started = services::prepare(shared, job, scope, &dir)?;
+    let path = shared
+        .host_env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    let request = services::ServicesRequest {
+        run_id: shared.run_id.clone(),
+        pipeline: shared.pipeline.clone(),
+        job_index,
+        services: started,
+        workspace: workspace.to_path_buf(),
+        scratch: shared
+            .home_dir
+            .join(format!("{}.services", sanitize(&job.id))),
+        dir: dir.clone(),
+        path,
+        untrusted: shared.untrusted,
+        cancel: cancel.clone(),
+    };
+    let names: Vec<String> = job.services.iter().map(|s| s.name.clone()).collect();
+    let started = runner.start_services(request).await;
+    started.map_err(|message| {
+        // The runner names the service that failed first in its message.
+        let failed = names
+            .iter()
+            .find(|name| message.starts_with(&format!("service `{name}`")));
+        match failed.map(|name| (name, services::tail(&dir, name))) {
+            Some((name, tail)) if !tail.trim().is_empty() => {
+                format!("{message}\nthe last lines of service `{name}`'s log:\n{tail}")
+            }
+            _ => message,
+        }
+    })
 }
 
 fn report_setup_failure(shared: &Shared, job: &Job, message: &str) {

@@ -18,5 +18,5 @@ pub use parse::{load, parse};
 pub use pipeline::{
     ARTIFACT_NAME_RULE, Access, ArtifactDownload, ArtifactUpload, Concurrency, DependencyCache,
     Environment, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline, PluginSettings,
-    Program, RegistryUse, Step, Uses, is_artifact_name,
+    Program, Ready, RegistryUse, Service, Step, Uses, is_artifact_name,
 };

@@ -6,8 +6,8 @@ use crate::pipeline::{
     Access, Concurrency, Environment, Job, Permissions, Pipeline, Step, Uses, parse_size,
 };
 use crate::pipeline::{
-    ArtifactDownload, ArtifactUpload, DependencyCache, GRANT_LISTS, Matrix, PluginSettings,
-    RegistryUse,
+    ArtifactDownload, ArtifactUpload, DependencyCache, GRANT_LISTS, MAX_SERVICES, Matrix,
+    PluginSettings, Ready, RegistryUse, Service,
 };
 use crate::triggers::{Cron, Events, InputKind, Manual, ManualInput, Triggers};
 use crate::yaml::{self, Kind, Node};
@@ -39,7 +39,10 @@ const JOB_KEYS: &[&str] = &[
     "cache",
     "artifacts",
     "keep",
+    "services",
 ];
+const SERVICE_KEYS: &[&str] = &["run", "env", "ports", "ready", "permissions"];
+const READY_KEYS: &[&str] = &["tcp", "http", "run", "timeout-seconds"];
 const ENVIRONMENT_KEYS: &[&str] = &["name", "url", "approval"];
 const CONCURRENCY_KEYS: &[&str] = &["group", "cancel-in-progress"];
 const STEP_KEYS: &[&str] = &[
@@ -663,6 +666,9 @@ impl Reader<'_> {
         let keep = get(entries, "keep")
             .map(|n| self.kept_dirs(n))
             .unwrap_or_default();
+        let services = get(entries, "services")
+            .map(|n| self.services(n, &id))
+            .unwrap_or_default();
         let job = Job {
             id,
             name,
@@ -682,6 +688,7 @@ impl Reader<'_> {
             cache,
             artifacts,
             keep,
+            services,
         };
         self.check_job_refs(&job, ids);
         self.check_templated_grants(&job);
@@ -1005,6 +1012,204 @@ impl Reader<'_> {
 
     /// `keep:`: directories of the workspace, named literally, that the sync leaves to the
     /// job between its runs. `.git` is the repository's, so it cannot be kept.
+    fn services(&mut self, node: &Node, job: &str) -> Vec<Service> {
+        let mut out: Vec<Service> = Vec::new();
+        let entries = self
+            .mapping(node, &format!("`services` of job `{job}`"))
+            .unwrap_or_default();
+        if entries.len() > MAX_SERVICES {
+            self.error(
+                node.span,
+                format!("job `{job}` has {} services", entries.len()),
+                format!("a job may have at most {MAX_SERVICES}; split the job"),
+            );
+            return out;
+        }
+        for (key, value) in entries {
+            let Some(name) = self.string(key, "a service name") else {
+                continue;
+            };
+            if !is_host_label(&name) || name == "localhost" {
+                self.error(
+                    key.span,
+                    format!("invalid service name `{name}`"),
+                    "a service is reached by its name, so it is a host name: lowercase letters, digits and `-`, starting with a letter, at most 63 characters, not `localhost`",
+                );
+                continue;
+            }
+            let here = format!("service `{name}` of job `{job}`");
+            let Some(fields) = self.mapping(value, &here) else {
+                continue;
+            };
+            if let Some((k, _)) = fields.iter().find(|(k, _)| k.as_str() == Some("image")) {
+                self.error(
+                    k.span,
+                    format!("{here} names an image: ferry does not run containers as services"),
+                    "a service is a host program in ferry's sandbox: start it with `run:`, e.g. `run: exec postgres -D /tmp/pg -k /tmp`",
+                );
+            }
+            let known: Vec<&str> = SERVICE_KEYS.iter().copied().chain(["image"]).collect();
+            self.check_keys(fields, &known, &format!("in {here}"));
+            let run = match get(fields, "run") {
+                Some(n) => self.template(n),
+                None => {
+                    self.error(
+                        key.span,
+                        format!("{here} has no `run`"),
+                        "say how to start it, e.g. `run: exec redis-server --port 6379`",
+                    );
+                    None
+                }
+            };
+            let ports = self.ports(get(fields, "ports"), &here, key.span);
+            let (ready, ready_timeout) = match get(fields, "ready") {
+                Some(n) => self.ready(n, &name, &ports),
+                None => (Some(Ready::Ports), crate::pipeline::DEFAULT_READY_TIMEOUT),
+            };
+            let env = get(fields, "env")
+                .map(|n| self.env_map(n, "`env`"))
+                .unwrap_or_default();
+            let permissions_node = get(fields, "permissions");
+            let permissions = permissions_node.and_then(|n| self.permissions(n));
+            let templates = run.iter().chain(env.values());
+            for (path, span) in templates
+                .flat_map(|t| t.expressions())
+                .flat_map(|e| &e.paths)
+            {
+                if path[0] == "steps" {
+                    self.error(
+                        *span,
+                        format!("a service cannot read `{}`", path.join(".")),
+                        "services start before the job's steps; read `needs.<job>.outputs`, `matrix` or `env`",
+                    );
+                }
+            }
+            let (Some(run), Some(ready)) = (run, ready) else {
+                continue;
+            };
+            if ports.is_empty() {
+                continue;
+            }
+            out.push(Service {
+                name,
+                span: key.span,
+                run,
+                env,
+                ports,
+                ready,
+                ready_timeout,
+                permissions: permissions.unwrap_or_default(),
+                permissions_span: permissions_node.map(|n| n.span),
+            });
+        }
+        out
+    }
+
+    fn ports(&mut self, node: Option<&Node>, here: &str, span: Span) -> Vec<u16> {
+        let Some(node) = node else {
+            self.error(
+                span,
+                format!("{here} has no `ports`"),
+                "list the TCP ports it listens on, e.g. `ports: [5432]`",
+            );
+            return Vec::new();
+        };
+        let mut ports = Vec::new();
+        for (text, span) in self.string_list(node, "`ports`") {
+            match text.parse::<u16>() {
+                Ok(port) if port > 0 && !ports.contains(&port) => ports.push(port),
+                Ok(port) if port > 0 => self.error(
+                    span,
+                    format!("port {port} is listed twice"),
+                    "list each port once",
+                ),
+                _ => self.error(
+                    span,
+                    format!("`{text}` in `ports` is not a TCP port"),
+                    "write numbers from 1 to 65535, e.g. `ports: [5432]`",
+                ),
+            }
+        }
+        if ports.is_empty()
+            && !node.is_null()
+            && matches!(&node.kind, Kind::Seq(items) if items.is_empty())
+        {
+            self.error(
+                node.span,
+                format!("{here} lists no `ports`"),
+                "list the TCP ports it listens on, e.g. `ports: [5432]`",
+            );
+        }
+        ports
+    }
+
+    fn ready(&mut self, node: &Node, name: &str, ports: &[u16]) -> (Option<Ready>, Duration) {
+        let mut timeout = crate::pipeline::DEFAULT_READY_TIMEOUT;
+        let Some(entries) = self.mapping(node, "`ready`") else {
+            return (None, timeout);
+        };
+        self.check_keys(entries, READY_KEYS, "in `ready`");
+        if let Some(n) = get(entries, "timeout-seconds") {
+            match n.as_str().and_then(|s| s.parse::<u64>().ok()) {
+                Some(s) if (1..=3600).contains(&s) => timeout = Duration::from_secs(s),
+                _ => self.error(
+                    n.span,
+                    "`timeout-seconds` must be a whole number of seconds from 1 to 3600",
+                    "write e.g. `timeout-seconds: 120`",
+                ),
+            }
+        }
+        let checks: Vec<&(Node, Node)> = entries
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), Some("tcp" | "http" | "run")))
+            .collect();
+        let declared = |port: u16| ports.is_empty() || ports.contains(&port);
+        let ready = match checks.as_slice() {
+            [] => Some(Ready::Ports),
+            [(k, v)] => match k.as_str() {
+                Some("tcp") => match v.as_str().and_then(|s| s.parse::<u16>().ok()) {
+                    Some(port) if port > 0 && declared(port) => Some(Ready::Tcp(port)),
+                    _ => {
+                        self.error(
+                            v.span,
+                            "`ready.tcp` must be one of the service's `ports`",
+                            format!(
+                                "write e.g. `tcp: {}`",
+                                ports.first().copied().unwrap_or(5432)
+                            ),
+                        );
+                        None
+                    }
+                },
+                Some("http") => {
+                    let text = v.as_str().unwrap_or_default();
+                    match http_check(text, name) {
+                        Some((port, path)) if declared(port) => Some(Ready::Http { port, path }),
+                        _ => {
+                            let port = ports.first().copied().unwrap_or(8080);
+                            self.error(
+                                v.span,
+                                format!("`ready.http` must be a plain `http://` URL of service `{name}` on one of its ports"),
+                                format!("write e.g. `http: http://{name}:{port}/health`"),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => self.string(v, "`ready.run`").map(Ready::Run),
+            },
+            _ => {
+                self.error(
+                    node.span,
+                    "`ready` takes one check: `tcp`, `http` or `run`",
+                    "keep the one that says best that the service is up",
+                );
+                None
+            }
+        };
+        (ready, timeout)
+    }
+
     fn kept_dirs(&mut self, node: &Node) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (text, span) in self.string_list(node, "`keep`") {
@@ -2130,6 +2335,30 @@ fn get<'n>(entries: &'n Entries, key: &str) -> Option<&'n Node> {
         .iter()
         .find(|(k, _)| k.as_str() == Some(key))
         .map(|(_, v)| v)
+}
+
+/// A DNS label as a service's name must be: `[a-z][a-z0-9-]*`, not ending in `-`.
+fn is_host_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The port and path of `http://<name>:<port>/<path>`; the port defaults to 80.
+fn http_check(url: &str, name: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok().filter(|p| *p > 0)?),
+        None => (authority, 80),
+    };
+    let clean = path.chars().all(|c| c.is_ascii_graphic() && c != '#');
+    (host == name && clean).then(|| (port, path.to_string()))
 }
 
 fn is_identifier(s: &str) -> bool {

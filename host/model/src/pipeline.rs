@@ -86,7 +86,54 @@ pub struct Job {
     /// as the job's last run left them, so builds start warm. Relative, literal, not `.git`,
     /// none below another.
     pub keep: Vec<String>,
+    /// `services:`, in file order: programs started before the first step and stopped when
+    /// the job ends.
+    pub services: Vec<Service>,
 }
+
+/// Most services a job may have.
+pub const MAX_SERVICES: usize = 16;
+
+/// One of a job's `services:`: a long-running program (a database, a cache, an HTTP stub)
+/// beside the job's steps. It runs confined like a `run:` step's shell, from its own
+/// `permissions:` only, and the programs the job's steps start reach it as `<name>:<port>`.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Its host name for the steps: a DNS label (`postgres`, `cache-1`).
+    pub name: String,
+    pub span: Span,
+    /// The script that runs it, with `sh -e -c`; the service is up while the script runs,
+    /// so it ends in the program (`exec postgres ...`).
+    pub run: Template,
+    /// The pipeline's and job's `env:` apply below this.
+    pub env: BTreeMap<String, Template>,
+    /// TCP ports it listens on, on its own loopback (`127.0.0.1` or any address).
+    pub ports: Vec<u16>,
+    pub ready: Ready,
+    /// How long it has to become ready.
+    pub ready_timeout: Duration,
+    /// Its own grants: a service inherits nothing from the job.
+    pub permissions: Permissions,
+    pub permissions_span: Option<Span>,
+}
+
+/// When a service is ready for the steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// Each of its ports accepts a connection (the default).
+    Ports,
+    /// A connection to this port is accepted (`ready: { tcp: 5432 }`).
+    Tcp(u16),
+    /// `GET <path>` on this port answers 2xx or 3xx
+    /// (`ready: { http: "http://stub:8080/health" }`).
+    Http { port: u16, path: String },
+    /// This script exits 0, run as a `run:` step's would be, beside the steps
+    /// (`ready: { run: "pg_isready -h postgres" }`).
+    Run(String),
+}
+
+/// How long a service has to become ready unless `ready: { timeout-seconds }` says.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `cache: { key, restore-keys, paths }` of a job or a step, as actions/cache works.
 #[derive(Debug, Clone)]

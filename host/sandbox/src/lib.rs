@@ -17,6 +17,7 @@ pub mod process;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod proxy;
 mod runner;
+pub mod services;
 mod state;
 mod stdio;
 

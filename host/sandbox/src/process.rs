@@ -56,6 +56,15 @@ impl StepState {
     }
 }
 
+impl StepState {
+    /// The job's running services, when it has any.
+    fn services(&self) -> Option<&crate::services::Services> {
+        self.services
+            .as_deref()
+            .and_then(|s| s.as_any().downcast_ref::<crate::services::Services>())
+    }
+}
+
 impl process::Host for StepState {
     fn max_output_bytes(&mut self) -> wasmtime::Result<u64> {
         Ok(MAX_CAPTURE)
@@ -155,7 +164,7 @@ impl process::Host for StepState {
         let proxy = self.proxy();
         #[cfg(not(any(target_os = "linux", target_os = "macos")))]
         let proxy = ();
-        let _proxy = match confinement.started(&child, proxy).await {
+        let _tasks = match confinement.started(&child, proxy, self.services()).await {
             Ok(proxy) => proxy,
             Err(message) => {
                 let _ = child.kill().await;
@@ -238,8 +247,8 @@ struct Confinement {
     job: Option<confine::windows::Job>,
 }
 
-/// Stops the proxy when the program is done.
-struct Abort(tokio::task::JoinHandle<()>);
+/// Stops a task (a proxy, a service route) when the program is done.
+pub(crate) struct Abort(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for Abort {
     fn drop(&mut self) {
@@ -249,6 +258,7 @@ impl Drop for Abort {
 
 impl Confinement {
     fn new(state: &StepState) -> Result<Confinement, String> {
+        let services = state.services();
         let view = if confine::unavailable().is_some() {
             None
         } else {
@@ -261,6 +271,10 @@ impl Confinement {
                 &state.env_file,
                 &state.summary_file,
             ];
+            let addresses: Vec<std::net::SocketAddrV4> = services
+                .iter()
+                .flat_map(|s| s.step_routes().iter().map(|r| r.at))
+                .collect();
             for file in step_files {
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -273,7 +287,7 @@ impl Confinement {
                 workspace_access: state.grant.program_workspace,
                 paths: &state.grant.paths,
                 home: &state.home,
-                step_files: step_files.map(PathBuf::as_path),
+                step_files: &step_files.map(PathBuf::as_path),
                 programs: state
                     .grant
                     .exec
@@ -284,6 +298,7 @@ impl Confinement {
                 env: &state.grant.env,
                 network: !state.grant.network.is_empty(),
                 memory: state.grant.host_memory,
+                services: services.map(|s| (addresses.as_slice(), s.hosts())),
             }))
         };
         if let Some(refused) = view.as_ref().filter(|v| !v.refused.is_empty()) {
@@ -358,7 +373,12 @@ impl Confinement {
         {
             child.env("TMPDIR", "/tmp");
             if view.proxy {
-                child.envs(confine::proxy_env(confine::linux::PROXY_PORT, &hosts));
+                let direct = state.services().map(|s| s.direct()).unwrap_or_default();
+                child.envs(confine::proxy_env(
+                    confine::linux::PROXY_PORT,
+                    &hosts,
+                    direct,
+                ));
             }
             // A step granted an engine could run anything through it (`buildah unshare`), so
             // all of its programs run as the engine does, and a `run:` script can call it.
@@ -398,7 +418,7 @@ impl Confinement {
         if let Some((proxy, tmp)) = &self.seatbelt {
             child.env("TMPDIR", tmp.path());
             if let (true, Ok(addr)) = (view.proxy, proxy.local_addr()) {
-                child.envs(confine::proxy_env(addr.port(), &hosts));
+                child.envs(confine::proxy_env(addr.port(), &hosts, &[]));
             }
         }
         let _ = (hosts, program, cwd);
@@ -411,7 +431,8 @@ impl Confinement {
         &mut self,
         child: &tokio::process::Child,
         proxy: Proxy,
-    ) -> Result<Option<Abort>, String> {
+        services: Option<&crate::services::Services>,
+    ) -> Result<Vec<Abort>, String> {
         let _ = child;
         #[cfg(windows)]
         if let (Some(job), Some(handle)) = (&self.job, child.raw_handle()) {
@@ -422,9 +443,14 @@ impl Confinement {
         if let Some(pending) = self.pending.take() {
             let started = pending.started().await.map_err(|e| e.0)?;
             self.pid_one = started.pid_one;
-            return Ok(started.proxy.map(|listener| {
+            let mut tasks = match services {
+                Some(services) => services.forward(started.services, services.step_routes()),
+                None => Vec::new(),
+            };
+            tasks.extend(started.proxy.map(|listener| {
                 Abort(tokio::spawn(crate::proxy::serve(listener, Arc::new(proxy))))
             }));
+            return Ok(tasks);
         }
         #[cfg(target_os = "macos")]
         if let (Some(view), Some((listener, _))) = (&self.view, &self.seatbelt)
@@ -433,13 +459,13 @@ impl Confinement {
             let listener = listener
                 .try_clone()
                 .map_err(|e| format!("cannot start the step's proxy: {e}"))?;
-            return Ok(Some(Abort(tokio::spawn(crate::proxy::serve(
+            return Ok(vec![Abort(tokio::spawn(crate::proxy::serve(
                 listener,
                 Arc::new(proxy),
-            )))));
+            )))]);
         }
-        let _ = proxy;
-        Ok(None)
+        let _ = (proxy, services);
+        Ok(Vec::new())
     }
 
     /// The pidfd of PID 1 of the program's namespace, while the program runs.
@@ -464,7 +490,7 @@ impl Confinement {
 }
 
 /// Reads a stream to its end, copying it to the log and keeping at most `MAX_CAPTURE` bytes.
-async fn capture(
+pub(crate) async fn capture(
     stream: Option<impl AsyncRead + Unpin>,
     log: Option<StepLog>,
     level: Level,

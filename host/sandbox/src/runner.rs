@@ -296,6 +296,7 @@ impl Sandbox {
             standard_env,
             grant,
             open_groups: 0,
+            services: req.services.clone(),
         };
         let mut store = self.store(state);
         let limit = req.timeout;
@@ -467,6 +468,13 @@ impl StepRunner for Sandbox {
             .unwrap_or_else(|(kind, message)| StepOutcome::failed(kind, message))
     }
 
+    async fn start_services(
+        &self,
+        request: ferry_engine::run::services::ServicesRequest,
+    ) -> Result<Arc<dyn ferry_engine::run::services::JobServices>, String> {
+        crate::services::start(request).await
+    }
+
     /// A built-in that, with what this pipeline grants it, runs no programs, reaches no
     /// hosts, gets no secrets or host paths, and writes to the workspace only what it
     /// declares as `outputs.files` is a function of its inputs and files: it is cached by
@@ -548,6 +556,7 @@ fn bare_state(deadline: Instant) -> StepState {
         },
         standard_env: Vec::new(),
         open_groups: 0,
+        services: None,
     }
 }
 

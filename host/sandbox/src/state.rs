@@ -40,6 +40,8 @@ pub struct StepState {
     /// `CI`, `FERRY_RUN_ID`, ... for child processes.
     pub standard_env: Vec<(&'static str, String)>,
     pub open_groups: u32,
+    /// The job's running services, which the step's programs reach by name.
+    pub services: Option<Arc<dyn ferry_engine::run::services::JobServices>>,
 }
 
 /// The process groups a step's children lead, and the first process of each confined

@@ -89,7 +89,7 @@ impl Stage {
             1 => "creating namespaces (are unprivileged user namespaces enabled?)",
             2 => "writing the user id maps",
             3 => "bringing up loopback",
-            4 => "opening the proxy port",
+            4 => "opening a listening port (the proxy's or a service's)",
             5 => "forking the namespace's first process",
             6 => "mounting the sandbox's file system",
             7 => "switching to the sandbox's root",
@@ -253,6 +253,10 @@ struct Prepared {
     envp: Vec<*const libc::c_char>,
     _strings: Vec<CString>,
     proxy: bool,
+    /// Where the job's services are reached inside (see [`View::services`]).
+    services: Vec<libc::sockaddr_in>,
+    /// The supervisor's end of the channel ferry asks a service's connections on, or -1.
+    connector: RawFd,
     pid_max: CString,
     limits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
     seccomp: Vec<seccompiler::BpfProgram>,
@@ -281,6 +285,7 @@ pub struct Pending {
     report: OwnedFd,
     child_ends: Vec<OwnedFd>,
     engine: Option<Engine>,
+    connector: Option<OwnedFd>,
 }
 
 /// What a started confined program comes with.
@@ -290,6 +295,11 @@ pub struct Started {
     /// A pidfd of PID 1 of its namespace: killing it ends every process of the program,
     /// whatever it did to its process group, session or parent-death signal.
     pub pid_one: Option<OwnedFd>,
+    /// The listening sockets of [`View::services`], in order, inside the namespace.
+    pub services: Vec<std::net::TcpListener>,
+    /// For a service: the channel its supervisor answers connection requests on (see
+    /// [`connect`]).
+    pub connector: Option<OwnedFd>,
 }
 
 /// A launch that failed before the program ran.
@@ -393,6 +403,11 @@ fn ops(view: &View, stage: &Path) -> io::Result<Vec<Op>> {
                 target: under(stage, path)?,
                 options: c"mode=0555,size=4k".into(),
                 read_only: true,
+            }),
+            Node::Replace { path, source } => ops.push(Op::Bind {
+                source: cstring(source)?,
+                target: under(stage, path)?,
+                attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
             }),
             // Over a file of a read-only system directory: /dev/null, which reads empty and
             // swallows writes.
@@ -678,21 +693,11 @@ pub fn prepare(
     engine: Option<Engine>,
 ) -> io::Result<Pending> {
     let stage = stage_dir()?;
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid two-element array for socketpair to fill.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
+    let (ours, theirs) = seqpacket_pair()?;
+    let connector = match view.connector {
+        true => Some(seqpacket_pair()?),
+        false => None,
     };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socketpair succeeded, so both descriptors are open and owned by nobody else.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let landlock = landlock(view, engine.is_some())?;
     // PID 1 execs the program itself, so that a failed exec reaches the report channel.
     let std = cmd.as_std();
@@ -717,12 +722,17 @@ pub fn prepare(
     let (argv, envp) = (pointers(&strings[..argc]), pointers(&strings[argc..]));
     // SAFETY: these calls have no preconditions.
     let (uid, gid, parent) = unsafe { (libc::geteuid(), libc::getegid(), libc::getpid()) };
+    // Inside, root is `nobody` for a program that must not be root.
+    let (inside_uid, inside_gid) = match view.unprivileged && uid == 0 {
+        true => (NOBODY, NOBODY),
+        false => (uid, gid),
+    };
     let mut stack = vec![0u8; STACK];
     // The stack grows down from its 16-byte aligned top.
     let stack_top = (stack.as_mut_ptr() as usize + STACK) & !15;
     let prepared = Arc::new(Prepared {
-        uid_map: CString::new(format!("{uid} {uid} 1\n"))?,
-        gid_map: CString::new(format!("{gid} {gid} 1\n"))?,
+        uid_map: CString::new(format!("{inside_uid} {uid} 1\n"))?,
+        gid_map: CString::new(format!("{inside_gid} {gid} 1\n"))?,
         engine: match &engine {
             Some(ids) => Some((
                 CString::new(format!("0 0 {}\n", Engine::count(&ids.uids)))?,
@@ -738,6 +748,10 @@ pub fn prepare(
         envp,
         _strings: strings,
         proxy: view.proxy,
+        services: view.services.iter().map(|a| sockaddr(*a)).collect(),
+        connector: connector
+            .as_ref()
+            .map_or(-1, |(_, theirs)| theirs.as_raw_fd()),
         pid_max: CString::new(format!("{}\n", view.processes.max(301)))?,
         limits: vec![
             (libc::RLIMIT_NPROC, view.processes as libc::rlim_t),
@@ -757,6 +771,10 @@ pub fn prepare(
     });
     let mut child_ends = vec![theirs];
     child_ends.extend(landlock);
+    let connector = connector.map(|(ours, theirs)| {
+        child_ends.push(theirs);
+        ours
+    });
     // SAFETY: the closure only makes system calls on data prepared above; see the module
     // documentation.
     unsafe {
@@ -766,7 +784,96 @@ pub fn prepare(
         report: ours,
         child_ends,
         engine,
+        connector,
     })
+}
+
+/// The user and group a program that must not be root runs as when ferry is root.
+const NOBODY: u32 = 65534;
+
+/// A connected pair of close-on-exec `SOCK_SEQPACKET` sockets.
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array for socketpair to fill.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn sockaddr(addr: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; zeroed is a valid value.
+    let mut raw: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    raw.sin_family = libc::AF_INET as libc::sa_family_t;
+    raw.sin_port = addr.port().to_be();
+    raw.sin_addr.s_addr = u32::from(*addr.ip()).to_be();
+    raw
+}
+
+/// Asks a service's supervisor (through [`Started::connector`]) for a connection to `port`
+/// on the service's own loopback. One request at a time per channel: the caller serialises.
+pub async fn connect(
+    connector: &tokio::io::unix::AsyncFd<OwnedFd>,
+    port: u16,
+) -> io::Result<std::net::TcpStream> {
+    let request = port.to_le_bytes();
+    loop {
+        let mut guard = connector.writable().await?;
+        // SAFETY: sends two bytes from the stack on a descriptor the AsyncFd keeps open.
+        let sent = guard.try_io(|fd| {
+            let n = unsafe {
+                libc::send(
+                    fd.as_raw_fd(),
+                    request.as_ptr().cast(),
+                    request.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+        match sent {
+            Ok(result) => {
+                result?;
+                break;
+            }
+            Err(_would_block) => continue,
+        }
+    }
+    loop {
+        let mut guard = connector.readable().await?;
+        let (bytes, fd) = match guard.try_io(|fd| receive(fd.as_raw_fd())) {
+            Ok(message) => message?,
+            Err(_would_block) => continue,
+        };
+        return match (bytes.first(), fd) {
+            (Some(b'C'), Some(fd)) => Ok(std::net::TcpStream::from(fd)),
+            (Some(b'F'), _) if bytes.len() >= 5 => {
+                Err(io::Error::from_raw_os_error(i32::from_le_bytes([
+                    bytes[1], bytes[2], bytes[3], bytes[4],
+                ])))
+            }
+            (None, _) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the service's sandbox has ended",
+            )),
+            _ => Err(io::Error::other(
+                "unexpected answer from the service's sandbox",
+            )),
+        };
+    }
 }
 
 impl Pending {
@@ -778,6 +885,8 @@ impl Pending {
             .map_err(|e| LaunchError(format!("watching the sandbox's setup: {e}")))?;
         let mut proxy = None;
         let mut pid_one = None;
+        let mut services = Vec::new();
+        let connector = self.connector;
         loop {
             let mut guard = report
                 .readable()
@@ -791,12 +900,25 @@ impl Pending {
             };
             match bytes.first() {
                 // End of stream: the program was exec'd and every setup copy is closed.
-                None => return Ok(Started { proxy, pid_one }),
+                None => {
+                    return Ok(Started {
+                        proxy,
+                        pid_one,
+                        services,
+                        connector,
+                    });
+                }
                 Some(b'L') => {
                     if let Some(fd) = fd {
                         proxy = Some(std::net::TcpListener::from(fd));
                     }
                 }
+                Some(b'S') => match fd {
+                    Some(fd) => services.push(std::net::TcpListener::from(fd)),
+                    None => {
+                        return Err(LaunchError("a service's port came without a socket".into()));
+                    }
+                },
                 Some(b'P') if bytes.len() >= 5 => {
                     let pid = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
                     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
@@ -912,7 +1034,15 @@ fn supervise(p: &Prepared) -> ! {
     unsafe {
         // Descriptors ferry opened without close-on-exec must not reach the sandbox; this
         // also closes std's exec-error pipe, which is why `spawn` returns at once.
-        let mut keep = [p.report, p.landlock.unwrap_or(p.report)];
+        let mut keep = [
+            p.report,
+            p.landlock.unwrap_or(p.report),
+            if p.connector >= 0 {
+                p.connector
+            } else {
+                p.report
+            },
+        ];
         keep.sort_unstable();
         let mut next = 3u32;
         for fd in keep {
@@ -958,7 +1088,14 @@ fn supervise(p: &Prepared) -> ! {
         }
         loopback_up(p);
         if p.proxy {
-            open_proxy_port(p);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_port = PROXY_PORT.to_be();
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            open_listener(p, &addr, b'L');
+        }
+        for addr in &p.services {
+            open_listener(p, addr, b'S');
         }
         // PID 1 shares this process's memory and runs on its own stack until it execs; this
         // process sleeps meanwhile (vfork semantics), so nothing else touches the memory.
@@ -989,6 +1126,9 @@ fn supervise(p: &Prepared) -> ! {
             libc::close(p.report);
             if let Some(fd) = p.landlock {
                 libc::close(fd);
+            }
+            if p.connector >= 0 {
+                serve_connector(p.connector, child);
             }
             let mut status = 0;
             loop {
@@ -1058,26 +1198,33 @@ unsafe fn loopback_up(p: &Prepared) {
     }
 }
 
-unsafe fn open_proxy_port(p: &Prepared) {
+/// Opens a listening socket at `addr` in the namespace and hands it to ferry, tagged `tag`
+/// (`L` the proxy, `S` a service).
+unsafe fn open_listener(p: &Prepared, addr: &libc::sockaddr_in, tag: u8) {
     // SAFETY: socket calls on a descriptor this function owns and stack structures.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         check(p, s as _, Stage::Proxy);
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        addr.sin_family = libc::AF_INET as libc::sa_family_t;
-        addr.sin_port = PROXY_PORT.to_be();
-        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
         check(
             p,
             libc::bind(
                 s,
-                (&addr as *const libc::sockaddr_in).cast(),
+                (addr as *const libc::sockaddr_in).cast(),
                 std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
             ) as _,
             Stage::Proxy,
         );
         check(p, libc::listen(s, 128) as _, Stage::Proxy);
-        let mut byte = [b'L'];
+        check(p, send_fd(p.report, tag, s) as _, Stage::Proxy);
+        libc::close(s);
+    }
+}
+
+/// Sends the byte `tag` with descriptor `fd`.
+unsafe fn send_fd(channel: RawFd, tag: u8, fd: RawFd) -> isize {
+    // SAFETY: builds a message on the stack around one descriptor and sends it.
+    unsafe {
+        let mut byte = [tag];
         let mut iov = libc::iovec {
             iov_base: byte.as_mut_ptr().cast(),
             iov_len: 1,
@@ -1092,9 +1239,112 @@ unsafe fn open_proxy_port(p: &Prepared) {
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), s);
-        check(p, libc::sendmsg(p.report, &msg, 0) as _, Stage::Proxy);
-        libc::close(s);
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        libc::sendmsg(channel, &msg, libc::MSG_NOSIGNAL)
+    }
+}
+
+/// How long the supervisor waits for a service to accept one connection: a service whose
+/// backlog is full must not stall the others' requests for long.
+const CONNECT_TIMEOUT_SECONDS: libc::time_t = 3;
+
+/// A service's supervisor, until PID 1 exits: connects to the ports ferry asks for on the
+/// namespace's loopback and hands back each connection (`C` and the socket, or `F` and the
+/// errno). ferry reaches the service only this way: nothing outside the namespace can
+/// connect into it, and the service can connect out of it no more than any program.
+unsafe fn serve_connector(channel: RawFd, child: libc::pid_t) {
+    // SAFETY: system calls on descriptors this process holds and stack structures.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, child, 0) as RawFd;
+        if pidfd < 0 {
+            libc::close(channel);
+            return;
+        }
+        let mut channel = channel;
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: channel,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                break;
+            }
+            if fds[0].revents != 0 {
+                break;
+            }
+            if fds[1].revents == 0 {
+                continue;
+            }
+            let mut request = [0u8; 2];
+            let n = libc::recv(channel, request.as_mut_ptr().cast(), 2, libc::MSG_DONTWAIT);
+            if n == 2 {
+                answer_connect(channel, u16::from_le_bytes(request));
+            } else if n == 0 || (n < 0 && *libc::__errno_location() != libc::EAGAIN) {
+                // ferry let go of the service: only the wait is left.
+                libc::close(channel);
+                channel = -1;
+            }
+        }
+        if channel >= 0 {
+            libc::close(channel);
+        }
+        libc::close(pidfd);
+    }
+}
+
+unsafe fn answer_connect(channel: RawFd, port: u16) {
+    // SAFETY: system calls on a socket this function owns and stack structures.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let mut rc = if s < 0 { -1 } else { 0 };
+        if rc == 0 {
+            let timeout = libc::timeval {
+                tv_sec: CONNECT_TIMEOUT_SECONDS,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                s,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_port = port.to_be();
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            rc = libc::connect(
+                s,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+        }
+        if rc == 0 {
+            send_fd(channel, b'C', s);
+        } else {
+            let e = (*libc::__errno_location()).to_le_bytes();
+            let message = [b'F', e[0], e[1], e[2], e[3]];
+            libc::send(
+                channel,
+                message.as_ptr().cast(),
+                message.len(),
+                libc::MSG_NOSIGNAL,
+            );
+        }
+        if s >= 0 {
+            libc::close(s);
+        }
     }
 }
 

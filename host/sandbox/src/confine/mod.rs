@@ -21,6 +21,7 @@ pub mod windows;
 
 use ferry_model::Access;
 use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
 /// Processes (and threads) a confined program and its descendants may have at once.
@@ -41,6 +42,9 @@ pub enum Node {
     Device { path: PathBuf },
     /// A host file hidden behind an empty one (`/etc/shadow`).
     Mask { path: PathBuf },
+    /// A host file shown read-only in place of another: the `/etc/hosts` that names the
+    /// job's services.
+    Replace { path: PathBuf, source: PathBuf },
     /// A host directory hidden behind an empty, read-only one (`/etc/ssl/private`).
     MaskDir { path: PathBuf },
     /// A private, size-bounded memory file system.
@@ -58,6 +62,15 @@ pub struct View {
     pub nodes: Vec<Node>,
     /// Whether the step reaches hosts through the proxy.
     pub proxy: bool,
+    /// Addresses inside the sandbox where the job's services answer: each is a listening
+    /// socket ferry forwards to the service behind it (see `crate::services`).
+    pub services: Vec<SocketAddrV4>,
+    /// The sandbox runs a service: its supervisor answers ferry's requests for connections
+    /// to the service's own loopback.
+    pub connector: bool,
+    /// Run as `nobody` inside when ferry runs as root: daemons such as PostgreSQL refuse to
+    /// run as root, and a service has no need to.
+    pub unprivileged: bool,
     /// Bytes of data each process may map (`permissions.memory`).
     pub memory: u64,
     pub processes: u32,
@@ -77,13 +90,16 @@ pub struct Request<'a> {
     pub home: &'a Path,
     /// `$FERRY_OUTPUT`, `$FERRY_PATH`, `$FERRY_ENV` and `$FERRY_STEP_SUMMARY`: files the programs
     /// may write.
-    pub step_files: [&'a Path; 4],
+    pub step_files: &'a [&'a Path],
     /// Granted programs, resolved on the host.
     pub programs: Vec<&'a Path>,
     /// The step's environment, where toolchain locations may be set.
     pub env: &'a BTreeMap<String, String>,
     pub network: bool,
     pub memory: u64,
+    /// The job's services, reachable from the program by name: the addresses it listens on
+    /// and the `/etc/hosts` that names them.
+    pub services: Option<(&'a [SocketAddrV4], &'a Path)>,
 }
 
 /// System directories shown read-only when the host has them.
@@ -255,7 +271,8 @@ pub fn view(req: &Request) -> View {
     }
     binds.push((req.home.to_path_buf(), Access::Write, false));
     binds.push((req.workspace.to_path_buf(), req.workspace_access, false));
-    for file in req.step_files {
+
+    for file in req.step_files.iter().copied() {
         if !binds.iter().any(|(path, ..)| path == file) {
             binds.push((file.to_path_buf(), Access::Write, true));
         }
@@ -284,9 +301,21 @@ pub fn view(req: &Request) -> View {
         nodes.push(Node::Bind { path, access, file });
     }
     nodes.extend(masks);
+    if let Some((_, hosts)) = req.services {
+        nodes.push(Node::Replace {
+            path: "/etc/hosts".into(),
+            source: hosts.to_path_buf(),
+        });
+    }
     View {
         nodes,
         refused,
+        services: req
+            .services
+            .map(|(addrs, _)| addrs.to_vec())
+            .unwrap_or_default(),
+        connector: false,
+        unprivileged: false,
         proxy: req.network,
         memory: req.memory,
         processes: MAX_PROCESSES,
@@ -523,12 +552,13 @@ fn venv_home(cfg: &Path) -> Option<PathBuf> {
 /// Proxy variables for a step granted hosts. Loopback names stay direct (the sandbox's own
 /// loopback, for a test's own servers) unless the grant names them, in which case they mean
 /// the host's and go through the proxy.
-pub fn proxy_env(port: u16, granted_hosts: &[&str]) -> Vec<(String, String)> {
+pub fn proxy_env(port: u16, granted_hosts: &[&str], services: &[String]) -> Vec<(String, String)> {
     let http = format!("http://127.0.0.1:{port}");
     let socks = format!("socks5h://127.0.0.1:{port}");
     let direct: Vec<&str> = ["localhost", "127.0.0.1", "::1"]
         .into_iter()
         .filter(|name| !granted_hosts.contains(name))
+        .chain(services.iter().map(String::as_str))
         .collect();
     let direct = direct.join(",");
     let mut env = Vec::new();
@@ -722,6 +752,7 @@ fn node_path(node: &Node) -> &Path {
         | Node::Symlink { path, .. }
         | Node::Device { path }
         | Node::Mask { path }
+        | Node::Replace { path, .. }
         | Node::MaskDir { path }
         | Node::Tmpfs { path, .. }
         | Node::Proc { path }
@@ -749,9 +780,10 @@ fn visible(view: &View, path: &Path) -> Option<Access> {
             | Node::Proc { path }
             | Node::Devpts { path }
             | Node::MaskDir { path } => (path, None),
-            Node::Device { path } | Node::Mask { path } | Node::Symlink { path, .. } => {
-                (path, Some(Access::Read))
-            }
+            Node::Device { path }
+            | Node::Mask { path }
+            | Node::Replace { path, .. }
+            | Node::Symlink { path, .. } => (path, Some(Access::Read)),
         };
         if path.starts_with(root) {
             let depth = root.components().count();
@@ -770,7 +802,7 @@ mod tests {
     fn request<'a>(
         ws: &'a Path,
         home: &'a Path,
-        out: &'a Path,
+        out: &'a [&'a Path],
         paths: &'a [(PathBuf, Access)],
         env: &'a BTreeMap<String, String>,
     ) -> Request<'a> {
@@ -779,11 +811,12 @@ mod tests {
             workspace_access: Access::Write,
             paths,
             home,
-            step_files: [out, out, out, out],
+            step_files: out,
             programs: Vec::new(),
             env,
             network: false,
             memory: 1 << 30,
+            services: None,
         }
     }
 
@@ -805,7 +838,7 @@ mod tests {
             ("/nonexistent".into(), Access::Read),
         ];
         let env = BTreeMap::new();
-        let view = view(&request(&ws, &home, &out, &paths, &env));
+        let view = view(&request(&ws, &home, &[out.as_path()], &paths, &env));
         let binds: Vec<_> = view
             .nodes
             .iter()
@@ -851,7 +884,7 @@ mod tests {
             ("/".into(), Access::Read),
         ];
         let env = BTreeMap::new();
-        let view = view(&request(&ws, &ws, &ws, &paths, &env));
+        let view = view(&request(&ws, &ws, &[ws.as_path()], &paths, &env));
         #[cfg(unix)]
         assert!(
             view.refused
@@ -980,11 +1013,11 @@ mod tests {
 
     #[test]
     fn proxies_leave_loopback_direct_unless_granted() {
-        let env: BTreeMap<_, _> = proxy_env(3128, &["example.com"]).into_iter().collect();
+        let env: BTreeMap<_, _> = proxy_env(3128, &["example.com"], &[]).into_iter().collect();
         assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
         assert_eq!(env["all_proxy"], "socks5h://127.0.0.1:3128");
         assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1,::1");
-        let env: BTreeMap<_, _> = proxy_env(3128, &["127.0.0.1"]).into_iter().collect();
+        let env: BTreeMap<_, _> = proxy_env(3128, &["127.0.0.1"], &[]).into_iter().collect();
         assert_eq!(env["no_proxy"], "localhost,::1");
     }
 
@@ -996,7 +1029,7 @@ mod tests {
         let secret = dir.path().join("secret.key");
         std::fs::write(&secret, "k").unwrap();
         let env = BTreeMap::new();
-        let view = view(&request(&ws, &ws, &ws, &[], &env));
+        let view = view(&request(&ws, &ws, &[ws.as_path()], &[], &env));
         let output = format!(
             "cat: {}: No such file or directory\ntouch: cannot touch '/usr/x': Read-only file system",
             secret.display()

@@ -59,7 +59,11 @@ pub fn profile(view: &View, tmp: &std::path::Path, proxy_port: Option<u16>) -> S
                 let _ = writeln!(p, "(deny file-read* (subpath {}))", quoted(path));
             }
             // Linux-only nodes: macOS has its own /dev and no /proc.
-            Node::Device { .. } | Node::Tmpfs { .. } | Node::Proc { .. } | Node::Devpts { .. } => {}
+            Node::Device { .. }
+            | Node::Tmpfs { .. }
+            | Node::Proc { .. }
+            | Node::Devpts { .. }
+            | Node::Replace { .. } => {}
         }
     }
     let tmp = quoted(tmp);
