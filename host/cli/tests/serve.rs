@@ -1094,6 +1094,27 @@ fn a_hostile_fork_pull_request_reaches_nothing_of_the_server() {
         run.to_string().contains("grants itself the host path"),
         "{run}"
     );
+    // Or hands the server's data folder to a service of the job, which runs as the server's
+    // user outside its sandbox.
+    let sly = format!(
+        "name: app\non:\n  pull_request:\n    branches: [main]\njobs:\n  show:\n    services:\n      db:\n        run: exec sleep 600\n        ports: [5432]\n        permissions: {{ paths: {{ {}: write }} }}\n    steps:\n      - run: echo hi\n",
+        data.display()
+    );
+    git(&repo, &["checkout", "-q", "fork-work"]);
+    let sly_sha = commit(&repo, "ferry.yaml", &sly, "sly");
+    git(&repo, &["checkout", "-q", "main"]);
+    assert_eq!(
+        pull_request_hook(&served, &sly_sha, "from-sly-fork", "eve/app"),
+        202
+    );
+    let sly_id = served.wait_runs(3)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(sly_id, &["passed", "failed", "error"]);
+    assert_eq!(run["status"], "error", "{run}");
+    assert!(
+        run.to_string()
+            .contains("service `db` of job `show` grants itself the host path"),
+        "{run}"
+    );
     // Every file the run left: records, logs, workspaces.
     let mut files = vec![data.clone()];
     while let Some(path) = files.pop() {

@@ -127,16 +127,16 @@ fn a_service_sees_only_its_grant_and_steps_reach_only_its_listed_ports() {
           python3 -c 'import socket; socket.create_connection(("127.0.0.1", {host_port_number}), 2)' && echo "REACHED THE HOST" || echo "host port unreachable"
           echo hello > /tmp/www/index.html 2>/dev/null || {{ mkdir -p /tmp/www && echo hello > /tmp/www/index.html; }}
           python3 -m http.server 8081 --bind 127.0.0.1 --directory /tmp/www >/dev/null 2>&1 &
-          exec python3 -m http.server 8080 --bind 127.0.0.1 --directory /tmp/www
+          exec python3 -m http.server 80 --bind 127.0.0.1 --directory /tmp/www
         env: {{ TOKEN: "${{{{ secrets.TOKEN }}}}", FERRY_TEST_MARKER: "{marker}" }}
         permissions: {{ secrets: [TOKEN] }}
-        ports: [8080]
-        ready: {{ http: "http://stub:8080/index.html" }}
+        ports: [80]
+        ready: {{ http: "http://stub/index.html" }}
     steps:
       - run: |
           python3 - <<'EOF'
           import urllib.request, socket
-          print("listed:", urllib.request.urlopen("http://stub:8080/index.html").read().decode().strip())
+          print("listed:", urllib.request.urlopen("http://stub/index.html").read().decode().strip())
           try:
               socket.create_connection(("stub", 8081), 2).recv(1)
               print("UNLISTED PORT REACHED")
@@ -166,6 +166,11 @@ fn a_service_sees_only_its_grant_and_steps_reach_only_its_listed_ports() {
     assert!(!log.contains("s3cr3t-t0ken-value"), "{log}");
     // Never root inside, even when ferry is.
     assert!(log.contains("uid ") && !log.contains("uid 0\n"), "{log}");
+    // Python does not handle SIGTERM: it is killed at once, and the notice says why.
+    assert!(
+        out.contains("service `stub` stopped (killed: its first process does not handle SIGTERM"),
+        "{out}"
+    );
     // The background server the script left is gone with the service.
     assert!(survivors(&marker).is_empty(), "{:?}", survivors(&marker));
     drop(host_port);

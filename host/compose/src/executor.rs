@@ -39,15 +39,21 @@ impl SandboxExecutor {
 /// Paths inside the checkout (`./dist`) are its own; a link there is refused by the sandbox.
 fn granted_host_paths(pipeline: &Pipeline) -> Option<String> {
     pipeline.jobs.iter().find_map(|job| {
-        job.steps.iter().find_map(|step| {
-            let (path, _) = step
-                .permissions
+        let steps = job
+            .steps
+            .iter()
+            .map(|step| (format!("step `{}`", step.name), &step.permissions));
+        let services = job
+            .services
+            .iter()
+            .map(|service| (format!("service `{}`", service.name), &service.permissions));
+        steps.chain(services).find_map(|(what, permissions)| {
+            let (path, _) = permissions
                 .paths
                 .iter()
                 .find(|(path, _)| !path.starts_with(&pipeline.dir))?;
             Some(format!(
-                "refused: step `{}` of job `{}` grants itself the host path `{}`, and a pull request from a fork may not: its steps see their workspace and the system, nothing else of the server\nhint: run it from a branch of the repository, whose pipeline the server trusts",
-                step.name,
+                "refused: {what} of job `{}` grants itself the host path `{}`, and a pull request from a fork may not: its steps and services see their workspace and the system, nothing else of the server\nhint: run it from a branch of the repository, whose pipeline the server trusts",
                 job.id,
                 path.display()
             ))

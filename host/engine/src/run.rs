@@ -962,8 +962,13 @@ async fn run_job<R: StepRunner>(
     let digests: Arc<Digests> = Arc::new(Digests::load(workspace_guard.beside("digests")));
     // The workspace as the sync left it, while nothing has written to it since: the step
     // cache then needs no walk of its own.
-    let mut view =
-        Some(workspace_guard.view()).filter(|_| job.cache.is_none() && job.artifacts.is_empty());
+    // A service granted `workspace: write` may change it at any time.
+    let services_write = job
+        .services
+        .iter()
+        .any(|s| s.permissions.workspace == ferry_model::Access::Write);
+    let mut view = Some(workspace_guard.view())
+        .filter(|_| job.cache.is_none() && job.artifacts.is_empty() && !services_write);
     // What a step without `inputs:` depends on: the repository's files as the sync left
     // them, and what the pipeline declares is put in the workspace (artifacts, dependency
     // caches, earlier steps' `outputs.files`); not whatever else an earlier step left.
@@ -1723,9 +1728,7 @@ async fn start_services<R: StepRunner>(
         job_index,
         services: started,
         workspace: workspace.to_path_buf(),
-        scratch: shared
-            .home_dir
-            .join(format!("{}.services", sanitize(&job.id))),
+        scratch: dir.join("home"),
         dir: dir.clone(),
         path,
         untrusted: shared.untrusted,

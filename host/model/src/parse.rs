@@ -6,8 +6,9 @@ use crate::pipeline::{
     Access, Concurrency, Environment, Job, Permissions, Pipeline, Step, Uses, parse_size,
 };
 use crate::pipeline::{
-    ArtifactDownload, ArtifactUpload, DependencyCache, GRANT_LISTS, MAX_SERVICES, Matrix,
-    PluginSettings, Ready, RegistryUse, Service,
+    ArtifactDownload, ArtifactUpload, DependencyCache, GRANT_LISTS, MAX_SERVICE_PORTS,
+    MAX_SERVICES, MAX_SERVICES_READY, Matrix, PROXY_PORT, PluginSettings, Ready, RegistryUse,
+    Service,
 };
 use crate::triggers::{Cron, Events, InputKind, Manual, ManualInput, Triggers};
 use crate::yaml::{self, Kind, Node};
@@ -1071,6 +1072,15 @@ impl Reader<'_> {
                 .unwrap_or_default();
             let permissions_node = get(fields, "permissions");
             let permissions = permissions_node.and_then(|n| self.permissions(n));
+            if let (Some(p), Some(n)) = (&permissions, permissions_node)
+                && !p.templated.is_empty()
+            {
+                self.error(
+                    n.span,
+                    format!("the grants of {here} read an expression"),
+                    "write each grant out: a service's grants cannot read the matrix or any other context",
+                );
+            }
             let templates = run.iter().chain(env.values());
             for (path, span) in templates
                 .flat_map(|t| t.expressions())
@@ -1089,6 +1099,21 @@ impl Reader<'_> {
             };
             if ports.is_empty() {
                 continue;
+            }
+            let waited: Duration =
+                out.iter().map(|s| s.ready_timeout).sum::<Duration>() + ready_timeout;
+            if waited > MAX_SERVICES_READY {
+                self.error(
+                    key.span,
+                    format!(
+                        "the services of job `{job}` may take {}s to become ready",
+                        waited.as_secs()
+                    ),
+                    format!(
+                        "together they may take at most {}s: lower `ready.timeout-seconds`",
+                        MAX_SERVICES_READY.as_secs()
+                    ),
+                );
             }
             out.push(Service {
                 name,
@@ -1117,6 +1142,11 @@ impl Reader<'_> {
         let mut ports = Vec::new();
         for (text, span) in self.string_list(node, "`ports`") {
             match text.parse::<u16>() {
+                Ok(PROXY_PORT) => self.error(
+                    span,
+                    format!("port {PROXY_PORT} is ferry's"),
+                    format!("every sandbox reaches its network proxy at 127.0.0.1:{PROXY_PORT}; have the service listen on another port"),
+                ),
                 Ok(port) if port > 0 && !ports.contains(&port) => ports.push(port),
                 Ok(port) if port > 0 => self.error(
                     span,
@@ -1129,6 +1159,14 @@ impl Reader<'_> {
                     "write numbers from 1 to 65535, e.g. `ports: [5432]`",
                 ),
             }
+        }
+        if ports.len() > MAX_SERVICE_PORTS {
+            self.error(
+                node.span,
+                format!("{here} lists {} ports", ports.len()),
+                format!("a service may list at most {MAX_SERVICE_PORTS}"),
+            );
+            ports.truncate(MAX_SERVICE_PORTS);
         }
         if ports.is_empty()
             && !node.is_null()

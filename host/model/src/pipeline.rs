@@ -94,6 +94,16 @@ pub struct Job {
 /// Most services a job may have.
 pub const MAX_SERVICES: usize = 16;
 
+/// Where a confined program reaches ferry's egress proxy, on its sandbox's own loopback; no
+/// service may take it.
+pub const PROXY_PORT: u16 = 3128;
+
+/// Most ports one service may list: each is a socket in every sandbox of the job.
+pub const MAX_SERVICE_PORTS: usize = 16;
+
+/// The longest a job's services may take to become ready, all together.
+pub const MAX_SERVICES_READY: Duration = Duration::from_secs(3600);
+
 /// One of a job's `services:`: a long-running program (a database, a cache, an HTTP stub)
 /// beside the job's steps. It runs confined like a `run:` step's shell, from its own
 /// `permissions:` only, and the programs the job's steps start reach it as `<name>:<port>`.

@@ -191,8 +191,18 @@ impl process::Host for StepState {
             });
         }
         let echo = cmd.echo.then(|| self.log.clone());
-        let stdout = tokio::spawn(capture(child.stdout.take(), echo.clone(), Level::Stdout));
-        let stderr = tokio::spawn(capture(child.stderr.take(), echo, Level::Stderr));
+        let stdout = tokio::spawn(capture(
+            child.stdout.take(),
+            echo.clone(),
+            Level::Stdout,
+            MAX_CAPTURE,
+        ));
+        let stderr = tokio::spawn(capture(
+            child.stderr.take(),
+            echo,
+            Level::Stderr,
+            MAX_CAPTURE,
+        ));
         let deadline = tokio::time::Instant::from_std(self.deadline);
         let status = tokio::select! {
             status = child.wait() => status,
@@ -489,11 +499,12 @@ impl Confinement {
     }
 }
 
-/// Reads a stream to its end, copying it to the log and keeping at most `MAX_CAPTURE` bytes.
+/// Reads a stream to its end, copying it to the log and keeping at most `keep` bytes.
 pub(crate) async fn capture(
     stream: Option<impl AsyncRead + Unpin>,
     log: Option<StepLog>,
     level: Level,
+    keep: u64,
 ) -> (Vec<u8>, bool) {
     let Some(mut stream) = stream else {
         return (Vec::new(), false);
@@ -508,7 +519,7 @@ pub(crate) async fn capture(
                 if let Some(log) = &log {
                     log.write(level, &buf[..n]);
                 }
-                let room = (MAX_CAPTURE as usize).saturating_sub(kept.len());
+                let room = (keep as usize).saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
                 truncated |= n > room;
             }

@@ -17,7 +17,9 @@
 //! service has at `localhost` too.
 
 use crate::confine;
-use crate::state::{ProcessGroups, Target};
+use crate::state::ProcessGroups;
+#[cfg(target_os = "linux")]
+use crate::state::Target;
 use ferry_engine::run::services::{JobServices, ServiceStart, ServicesRequest};
 use ferry_engine::{Level, StepLog};
 use ferry_model::Ready;
@@ -32,6 +34,7 @@ use std::time::Duration;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Connections a step's programs may hold open to one service port at once.
+#[cfg(target_os = "linux")]
 const MAX_CONNECTIONS: usize = 256;
 
 /// The address of the service at `index` inside every sandbox that reaches it.
@@ -64,11 +67,7 @@ pub fn routes(services: &[ServiceStart], count: usize, localhost: bool) -> Vec<R
                 .filter(|s| s.service.ports.contains(&port))
                 .count()
                 > 1;
-            #[cfg(target_os = "linux")]
-            let proxy = port == confine::linux::PROXY_PORT;
-            #[cfg(not(target_os = "linux"))]
-            let proxy = false;
-            if localhost && !shared && !proxy {
+            if localhost && !shared && port != ferry_model::pipeline::PROXY_PORT {
                 routes.push(Route {
                     at: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
                     service: index,
@@ -110,7 +109,7 @@ struct Running {
     name: String,
     log: StepLog,
     #[cfg(target_os = "linux")]
-    connector: tokio::sync::Mutex<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    connector: tokio::sync::Mutex<confine::linux::Connector>,
     #[cfg(target_os = "linux")]
     pid_one: Option<std::os::fd::OwnedFd>,
     child: tokio::sync::Mutex<tokio::process::Child>,
@@ -120,14 +119,18 @@ struct Running {
     _tasks: Vec<crate::process::Abort>,
 }
 
+/// How a service is asked to stop.
+#[derive(Clone, Copy)]
+enum Signal {
+    Term,
+    Kill,
+}
+
 impl Running {
     /// A new connection to `port` on the service's loopback.
     #[cfg(target_os = "linux")]
     async fn connect(&self, port: u16) -> std::io::Result<tokio::net::TcpStream> {
-        let stream = {
-            let connector = self.connector.lock().await;
-            confine::linux::connect(&connector, port).await?
-        };
+        let stream = self.connector.lock().await.connect(port).await?;
         stream.set_nonblocking(true)?;
         tokio::net::TcpStream::from_std(stream)
     }
@@ -138,23 +141,53 @@ impl Running {
         Err(std::io::Error::other("services need Linux"))
     }
 
-    /// Sends `signal` to every process of the service.
-    fn signal(&self, signal: i32) {
+    /// Sends `signal` to the service's first process: `Term` asks it to stop, `Kill` ends
+    /// every process of its namespace.
+    fn signal(&self, signal: Signal) {
         #[cfg(target_os = "linux")]
         if let Some(fd) = &self.pid_one {
             use std::os::fd::AsRawFd;
+            let number = match signal {
+                Signal::Term => libc::SIGTERM,
+                Signal::Kill => libc::SIGKILL,
+            };
             // SAFETY: a pidfd this value owns; a process that exited only makes it fail.
             unsafe {
                 libc::syscall(
                     libc::SYS_pidfd_send_signal,
                     fd.as_raw_fd(),
-                    signal,
+                    number,
                     std::ptr::null::<libc::siginfo_t>(),
                     0,
                 );
             }
         }
         let _ = signal;
+    }
+
+    /// Whether the service's first process handles `SIGTERM`. The kernel drops a signal sent
+    /// from outside to the first process of a PID namespace unless it does: a `run:` that
+    /// does not `exec` its program leaves `sh` there, which would wait out the grace period.
+    fn handles_sigterm(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.pid_one {
+            use std::os::fd::AsRawFd;
+            let field = |text: &str, name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            };
+            let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                .unwrap_or_default();
+            let Some(pid) = field(&fdinfo, "Pid:").filter(|p| p != "-1" && p != "0") else {
+                return false;
+            };
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let caught = field(&status, "SigCgt:")
+                .and_then(|mask| u64::from_str_radix(&mask, 16).ok())
+                .unwrap_or(0);
+            return caught & (1 << (libc::SIGTERM - 1)) != 0;
+        }
+        false
     }
 }
 
@@ -176,6 +209,7 @@ impl Services {
 
     /// Serves each of a sandbox's service sockets (in `routes` order) until the returned
     /// tasks are dropped.
+    #[cfg(target_os = "linux")]
     pub(crate) fn forward(
         &self,
         listeners: Vec<std::net::TcpListener>,
@@ -185,6 +219,7 @@ impl Services {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn forward(
     running: &[Arc<Running>],
     listeners: Vec<std::net::TcpListener>,
@@ -204,6 +239,7 @@ fn forward(
 
 /// Accepts a sandbox's connections to one service port and joins each to a new connection
 /// to the service, until dropped.
+#[cfg(target_os = "linux")]
 async fn serve(listener: std::net::TcpListener, service: Arc<Running>, port: u16) {
     if listener.set_nonblocking(true).is_err() {
         return;
@@ -218,6 +254,8 @@ async fn serve(listener: std::net::TcpListener, service: Arc<Running>, port: u16
             return;
         };
         let Ok((mut inside, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         while connections.try_join_next().is_some() {}
@@ -239,38 +277,66 @@ impl JobServices for Services {
 
     fn stop(&self) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>> {
         Box::pin(async move {
-            let mut said = Vec::new();
-            // Last first: a service may depend on the ones before it.
-            for service in self.running.iter().rev() {
-                said.push(stop(service).await);
-            }
-            self.processes.kill_all();
-            let _ = std::fs::remove_dir_all(&self.scratch);
+            // All at once: each is given the same grace, and a job waits for one at most.
+            let said = futures_join(self.running.iter().map(|s| stop(s))).await;
+            let scratch = self.scratch.clone();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
             said
         })
     }
 }
 
 impl Drop for Services {
+    /// Kills what is left (a job whose future was dropped: a hard cancel), while the pidfds
+    /// the targets name are still open.
     fn drop(&mut self) {
         self.processes.kill_all();
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
+/// Awaits every future, in order of the input.
+async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut ready = true;
+        for (slot, future) in out.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *slot = Some(value),
+                    std::task::Poll::Pending => ready = false,
+                }
+            }
+        }
+        match ready {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 /// Stops one service: `SIGTERM`, then `SIGKILL` after [`STOP_GRACE`]; says how it ended.
 async fn stop(service: &Running) -> String {
     let mut child = service.child.lock().await;
     let before = child.try_wait().ok().flatten();
+    let handles = before.is_none() && service.handles_sigterm();
     if before.is_none() {
-        service.signal(libc::SIGTERM);
+        service.signal(if handles { Signal::Term } else { Signal::Kill });
     }
+    let grace = if handles {
+        STOP_GRACE
+    } else {
+        Duration::from_secs(2)
+    };
     let status = match before {
         Some(status) => Some(status),
-        None => match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        None => match tokio::time::timeout(grace, child.wait()).await {
             Ok(status) => status.ok(),
             Err(_) => {
-                service.signal(libc::SIGKILL);
+                service.signal(Signal::Kill);
                 let _ = child.kill().await;
                 None
             }
@@ -288,7 +354,10 @@ async fn stop(service: &Running) -> String {
             "service `{name}` had exited during the job ({})",
             describe(status)
         ),
-        (None, Some(_)) => format!("service `{name}` stopped"),
+        (None, Some(_)) if handles => format!("service `{name}` stopped"),
+        (None, Some(_)) => format!(
+            "service `{name}` stopped (killed: its first process does not handle SIGTERM, as `sh` does not when a `run:` does not end in `exec <program>`)"
+        ),
         (None, None) => format!(
             "service `{name}` did not stop within {}s of SIGTERM and was killed",
             STOP_GRACE.as_secs()
@@ -378,13 +447,15 @@ async fn wait_ready(
                 describe(status)
             ));
         }
-        let check = tokio::time::timeout(
-            Duration::from_secs(5)
-                .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
-            ready_once(request, services, index),
-        )
-        .await
-        .unwrap_or_else(|_| Err("the check took too long".into()));
+        // A connection answers at once or not at all; a command may take its time.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let limit = match start.service.ready {
+            Ready::Run(_) => left,
+            _ => left.min(Duration::from_secs(5)),
+        };
+        let check = tokio::time::timeout(limit, ready_once(request, services, index))
+            .await
+            .unwrap_or_else(|_| Err("the check took too long".into()));
         let last = match check {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -492,27 +563,32 @@ async fn launch(
 ) -> Result<Running, String> {
     let start = &request.services[index];
     let launched = launch_script(request, services, index, &start.run, index).await?;
-    let connector = launched
-        .connector
-        .ok_or("its sandbox gave no way to reach it")?;
-    for target in &launched.targets {
-        services.processes.add(*target);
-    }
-    Ok(Running {
+    #[cfg(target_os = "linux")]
+    let connector = confine::linux::Connector::new(
+        launched
+            .connector
+            .ok_or("its sandbox gave no way to reach it")?,
+    )
+    .map_err(|e| format!("watching its sandbox: {e}"))?;
+    let running = Running {
         name: start.service.name.clone(),
         log: start.log.clone(),
         #[cfg(target_os = "linux")]
-        // SAFETY: the descriptor is ours alone and stays open as long as the AsyncFd.
-        connector: tokio::sync::Mutex::new(
-            unsafe { tokio::io::unix::AsyncFd::register(connector) }
-                .map_err(|e| format!("watching its sandbox: {e}"))?,
-        ),
+        connector: tokio::sync::Mutex::new(connector),
         #[cfg(target_os = "linux")]
         pid_one: launched.pid_one,
         child: tokio::sync::Mutex::new(launched.child),
         output: std::sync::Mutex::new(launched.output),
         _tasks: launched.tasks,
-    })
+    };
+    // Registered once `running` holds the pidfd, which stays open until `Services`, whose
+    // drop kills these first, is gone.
+    #[cfg(target_os = "linux")]
+    if let Some(fd) = &running.pid_one {
+        use std::os::fd::AsRawFd;
+        services.processes.add(Target::Pidfd(fd.as_raw_fd()));
+    }
+    Ok(running)
 }
 
 /// A script started in a service's sandbox.
@@ -520,7 +596,7 @@ struct Launched {
     child: tokio::process::Child,
     output: Output,
     tasks: Vec<crate::process::Abort>,
-    targets: Vec<Target>,
+    #[cfg(target_os = "linux")]
     connector: Option<std::os::fd::OwnedFd>,
     #[cfg(target_os = "linux")]
     pid_one: Option<std::os::fd::OwnedFd>,
@@ -588,7 +664,12 @@ async fn launch_script(
         services: Some((&addrs, &services.hosts)),
     });
     if !view.refused.is_empty() {
-        return Err(view.refused.join("\n"));
+        // Naming where a link points would answer an untrusted run's questions about the
+        // machine.
+        return Err(match request.untrusted {
+            true => "its `permissions.paths` name a path the sandbox will not show".into(),
+            false => view.refused.join("\n"),
+        });
     }
     view.connector = is_service;
     view.unprivileged = true;
@@ -677,18 +758,19 @@ async fn launch_script(
             child.stdout.take(),
             log.clone(),
             Level::Stdout,
+            0,
         )),
         tokio::spawn(crate::process::capture(
             child.stderr.take(),
             log,
             Level::Stderr,
+            0,
         )),
     ];
     Ok(Launched {
         child,
         output,
         tasks,
-        targets,
         connector: started.connector,
         pid_one: started.pid_one,
     })

@@ -43,8 +43,8 @@ pub struct ServicesRequest {
     /// In the job's order; each reaches the ones before it.
     pub services: Vec<ServiceStart>,
     pub workspace: PathBuf,
-    /// A folder for the services alone, empty at the start (each gets its `HOME` below it):
-    /// `.ferry/home/<job>.services`, which no step sees.
+    /// A folder for the services alone, removed when they stop (each gets its `HOME` below
+    /// it): `<dir>/home`, which no step sees and no other run shares.
     pub scratch: PathBuf,
     /// `.ferry/runs/<run>/services/<job>`: the logs, and the `/etc/hosts` that names the
     /// services for the steps' programs.

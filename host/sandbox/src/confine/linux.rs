@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 /// Where the proxy listens inside the namespace. The namespace has its own loopback, so a
 /// fixed port collides with nothing on the host.
-pub const PROXY_PORT: u16 = 3128;
+pub const PROXY_PORT: u16 = ferry_model::pipeline::PROXY_PORT;
 
 /// Every namespace but the PID one is entered by the supervisor; PID applies to its child.
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
@@ -819,60 +819,87 @@ fn sockaddr(addr: std::net::SocketAddrV4) -> libc::sockaddr_in {
     raw
 }
 
-/// Asks a service's supervisor (through [`Started::connector`]) for a connection to `port`
-/// on the service's own loopback. One request at a time per channel: the caller serialises.
-pub async fn connect(
-    connector: &tokio::io::unix::AsyncFd<OwnedFd>,
-    port: u16,
-) -> io::Result<std::net::TcpStream> {
-    let request = port.to_le_bytes();
-    loop {
-        let mut guard = connector.writable().await?;
-        // SAFETY: sends two bytes from the stack on a descriptor the AsyncFd keeps open.
-        let sent = guard.try_io(|fd| {
-            let n = unsafe {
-                libc::send(
-                    fd.as_raw_fd(),
-                    request.as_ptr().cast(),
-                    request.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-        match sent {
-            Ok(result) => {
-                result?;
-                break;
-            }
-            Err(_would_block) => continue,
-        }
+/// ferry's side of a service's connection channel (see [`Started::connector`]).
+pub struct Connector {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    /// Numbers each request, so that the answer to one whose caller gave up (a step that
+    /// ended while it waited) is told apart from the next one's and thrown away.
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl Connector {
+    pub fn new(fd: OwnedFd) -> io::Result<Connector> {
+        // SAFETY: the descriptor is ours alone and stays open as long as the AsyncFd.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(Connector {
+            fd,
+            next: Default::default(),
+        })
     }
-    loop {
-        let mut guard = connector.readable().await?;
-        let (bytes, fd) = match guard.try_io(|fd| receive(fd.as_raw_fd())) {
-            Ok(message) => message?,
-            Err(_would_block) => continue,
-        };
-        return match (bytes.first(), fd) {
-            (Some(b'C'), Some(fd)) => Ok(std::net::TcpStream::from(fd)),
-            (Some(b'F'), _) if bytes.len() >= 5 => {
-                Err(io::Error::from_raw_os_error(i32::from_le_bytes([
-                    bytes[1], bytes[2], bytes[3], bytes[4],
-                ])))
+
+    /// Asks the service's supervisor for a connection to `port` on the service's own
+    /// loopback. One request at a time: the caller serialises.
+    pub async fn connect(&self, port: u16) -> io::Result<std::net::TcpStream> {
+        let seq = self
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes();
+        let p = port.to_le_bytes();
+        let request = [p[0], p[1], seq[0], seq[1], seq[2], seq[3]];
+        loop {
+            let mut guard = self.fd.writable().await?;
+            let sent = guard.try_io(|fd| {
+                // SAFETY: sends a stack buffer on a descriptor the AsyncFd keeps open.
+                let n = unsafe {
+                    libc::send(
+                        fd.as_raw_fd(),
+                        request.as_ptr().cast(),
+                        request.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+            match sent {
+                Ok(result) => {
+                    result?;
+                    break;
+                }
+                Err(_would_block) => continue,
             }
-            (None, _) => Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the service's sandbox has ended",
-            )),
-            _ => Err(io::Error::other(
-                "unexpected answer from the service's sandbox",
-            )),
-        };
+        }
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let (bytes, fd) = match guard.try_io(|fd| receive(fd.as_raw_fd())) {
+                Ok(message) => message?,
+                Err(_would_block) => continue,
+            };
+            if bytes.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the service's sandbox has ended",
+                ));
+            }
+            // Another request's answer, left by a caller that gave up: its socket closes here.
+            if bytes.get(1..5) != Some(&seq[..]) {
+                continue;
+            }
+            return match (bytes[0], fd) {
+                (b'C', Some(fd)) => Ok(std::net::TcpStream::from(fd)),
+                (b'F', _) if bytes.len() >= 9 => {
+                    Err(io::Error::from_raw_os_error(i32::from_le_bytes([
+                        bytes[5], bytes[6], bytes[7], bytes[8],
+                    ])))
+                }
+                _ => Err(io::Error::other(
+                    "unexpected answer from the service's sandbox",
+                )),
+            };
+        }
     }
 }
 
@@ -1087,6 +1114,12 @@ fn supervise(p: &Prepared) -> ! {
             );
         }
         loopback_up(p);
+        if p.connector >= 0 {
+            // A service is not root inside; in a network namespace of its own, any port is
+            // its to listen on (a stub on 80). Where the kernel refuses, ports from 1024 on
+            // still work, so a failure is not fatal.
+            write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", c"0");
+        }
         if p.proxy {
             let mut addr: libc::sockaddr_in = std::mem::zeroed();
             addr.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -1215,19 +1248,21 @@ unsafe fn open_listener(p: &Prepared, addr: &libc::sockaddr_in, tag: u8) {
             Stage::Proxy,
         );
         check(p, libc::listen(s, 128) as _, Stage::Proxy);
-        check(p, send_fd(p.report, tag, s) as _, Stage::Proxy);
+        check(p, send_fd(p.report, &[tag], s) as _, Stage::Proxy);
         libc::close(s);
     }
 }
 
-/// Sends the byte `tag` with descriptor `fd`.
-unsafe fn send_fd(channel: RawFd, tag: u8, fd: RawFd) -> isize {
+/// Sends `message` (at most 8 bytes) with descriptor `fd`.
+unsafe fn send_fd(channel: RawFd, message: &[u8], fd: RawFd) -> isize {
     // SAFETY: builds a message on the stack around one descriptor and sends it.
     unsafe {
-        let mut byte = [tag];
+        let mut bytes = [0u8; 8];
+        let n = message.len().min(bytes.len());
+        bytes[..n].copy_from_slice(&message[..n]);
         let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
+            iov_base: bytes.as_mut_ptr().cast(),
+            iov_len: n,
         };
         let mut control = [0u64; 4];
         let mut msg: libc::msghdr = std::mem::zeroed();
@@ -1286,10 +1321,11 @@ unsafe fn serve_connector(channel: RawFd, child: libc::pid_t) {
             if fds[1].revents == 0 {
                 continue;
             }
-            let mut request = [0u8; 2];
-            let n = libc::recv(channel, request.as_mut_ptr().cast(), 2, libc::MSG_DONTWAIT);
-            if n == 2 {
-                answer_connect(channel, u16::from_le_bytes(request));
+            let mut request = [0u8; 6];
+            let n = libc::recv(channel, request.as_mut_ptr().cast(), 6, libc::MSG_DONTWAIT);
+            if n == 6 {
+                let seq = [request[2], request[3], request[4], request[5]];
+                answer_connect(channel, u16::from_le_bytes([request[0], request[1]]), seq);
             } else if n == 0 || (n < 0 && *libc::__errno_location() != libc::EAGAIN) {
                 // ferry let go of the service: only the wait is left.
                 libc::close(channel);
@@ -1303,7 +1339,7 @@ unsafe fn serve_connector(channel: RawFd, child: libc::pid_t) {
     }
 }
 
-unsafe fn answer_connect(channel: RawFd, port: u16) {
+unsafe fn answer_connect(channel: RawFd, port: u16, seq: [u8; 4]) {
     // SAFETY: system calls on a socket this function owns and stack structures.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -1331,10 +1367,10 @@ unsafe fn answer_connect(channel: RawFd, port: u16) {
             );
         }
         if rc == 0 {
-            send_fd(channel, b'C', s);
+            send_fd(channel, &[b'C', seq[0], seq[1], seq[2], seq[3]], s);
         } else {
             let e = (*libc::__errno_location()).to_le_bytes();
-            let message = [b'F', e[0], e[1], e[2], e[3]];
+            let message = [b'F', seq[0], seq[1], seq[2], seq[3], e[0], e[1], e[2], e[3]];
             libc::send(
                 channel,
                 message.as_ptr().cast(),
@@ -1690,6 +1726,59 @@ unsafe fn start_engine(p: &Prepared, uid_map: &CStr, gid_map: &CStr) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step that ends while ferry waits for a service's answer leaves that answer in the
+    /// channel; the next connection must not take it for its own (a socket to another port,
+    /// or a refusal meant for a service that was still starting).
+    #[tokio::test]
+    async fn an_abandoned_request_never_answers_the_next_one() {
+        let (ours, theirs) = seqpacket_pair().unwrap();
+        let connector = Connector::new(ours).unwrap();
+        let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        // The supervisor: answers each request once told to, the first with a refusal.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let supervisor = std::thread::spawn(move || {
+            let fd = theirs.as_raw_fd();
+            for answer in 0..2 {
+                let mut request = [0u8; 6];
+                // SAFETY: a blocking recv into a stack buffer on a descriptor we hold.
+                let n = unsafe { libc::recv(fd, request.as_mut_ptr().cast(), 6, 0) };
+                assert_eq!(n, 6);
+                wait.recv().unwrap();
+                let seq = [request[2], request[3], request[4], request[5]];
+                if answer == 0 {
+                    let e = libc::ECONNREFUSED.to_le_bytes();
+                    let message = [b'F', seq[0], seq[1], seq[2], seq[3], e[0], e[1], e[2], e[3]];
+                    // SAFETY: sends a stack buffer.
+                    unsafe { libc::send(fd, message.as_ptr().cast(), message.len(), 0) };
+                } else {
+                    let port = u16::from_le_bytes([request[0], request[1]]);
+                    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    // SAFETY: sends a descriptor this thread holds open until after.
+                    let sent = unsafe {
+                        send_fd(
+                            fd,
+                            &[b'C', seq[0], seq[1], seq[2], seq[3]],
+                            stream.as_raw_fd(),
+                        )
+                    };
+                    assert!(sent > 0);
+                }
+            }
+        });
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(50), connector.connect(1)).await;
+        assert!(gave_up.is_err(), "the first request was to be abandoned");
+        go.send(()).unwrap();
+        let next = connector.connect(target_port);
+        go.send(()).unwrap();
+        let stream = next
+            .await
+            .expect("the refusal meant for the abandoned request");
+        assert_eq!(stream.peer_addr().unwrap().port(), target_port);
+        supervisor.join().unwrap();
+    }
 
     #[test]
     fn subordinate_ids_are_found_by_name_or_number() {

@@ -301,7 +301,10 @@ pub fn view(req: &Request) -> View {
         nodes.push(Node::Bind { path, access, file });
     }
     nodes.extend(masks);
-    if let Some((_, hosts)) = req.services {
+    // Bound over the host's file, so only where that is a file: a link (`/etc/hosts ->
+    // /etc/static/hosts`) would be followed outside the new root.
+    let hosts_file = std::fs::symlink_metadata("/etc/hosts").is_ok_and(|m| m.is_file());
+    if let Some((_, hosts)) = req.services.filter(|_| hosts_file) {
         nodes.push(Node::Replace {
             path: "/etc/hosts".into(),
             source: hosts.to_path_buf(),
