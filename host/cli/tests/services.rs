@@ -224,3 +224,39 @@ fn a_service_that_exits_or_never_listens_fails_the_job_before_its_steps() {
     assert!(out.contains("timeout-seconds: 10"), "{out}");
     assert!(!out.contains("STEP RAN"), "{out}");
 }
+
+#[test]
+fn the_server_serves_a_service_log_and_nothing_beside_it() {
+    use common::server::{SECRET, Served, git, push_hook, repository};
+    let t = Test::new();
+    let repo = repository(
+        &t,
+        "on:\n  push:\n    branches: [main]\njobs:\n  test:\n    services:\n      cache:\n        run: echo cache starting; exec python3 -m http.server 6380 --bind 127.0.0.1\n        ports: [6380]\n    steps:\n      - run: echo hi\n",
+    );
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let served = Served::start(&t, &repo, &[]);
+    assert_eq!(push_hook(&served, &sha, "svc", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(id, &["passed", "failed", "error"]);
+    assert_eq!(run["status"], "passed", "{run}");
+    let (status, run) = served.get(&format!("/api/runs/{id}"));
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["services"][0]["job"], "test", "{run}");
+    assert_eq!(run["services"][0]["service"], "cache", "{run}");
+    let (status, log) = served.get(&format!("/api/runs/{id}/services/test/cache"));
+    assert_eq!(status, 200, "{log}");
+    assert!(log.as_str().unwrap().contains("cache starting"), "{log}");
+    // Nothing but a listed log: no other file of the record, of the server or the host.
+    for path in [
+        "test/..%2F..%2Frun.json",
+        "..%2Flogs/test",
+        "test/hosts",
+        "test/cache.log",
+        "..%2F..%2F..%2F..%2F..%2Fetc/passwd",
+    ] {
+        let (status, body) = served.get(&format!("/api/runs/{id}/services/{path}"));
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (status, _) = served.anonymous(&format!("/api/runs/{id}/services/test/cache"));
+    assert_eq!(status, 401);
+}

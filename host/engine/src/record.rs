@@ -533,6 +533,39 @@ pub fn rfc3339(ms: u64) -> String {
 }
 
 /// Keeps ids usable as file names.
+/// The service logs of a run record (`services/<job>/<service>.log`): the job's folder name,
+/// the service's name and the log's size, sorted.
+pub fn service_logs(dir: &Path) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    let Ok(jobs) = std::fs::read_dir(dir.join("services")) else {
+        return out;
+    };
+    for job in jobs.flatten() {
+        let Ok(files) = std::fs::read_dir(job.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let (Some(service), Ok(meta)) = (name.strip_suffix(".log"), file.metadata()) else {
+                continue;
+            };
+            if meta.is_file() {
+                let job = job.file_name().to_string_lossy().into_owned();
+                out.push((job, service.to_string(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Where a run record keeps the log of `service` of the job whose folder is `job`.
+pub fn service_log_path(dir: &Path, job: &str, service: &str) -> PathBuf {
+    dir.join("services")
+        .join(job)
+        .join(format!("{service}.log"))
+}
+
 pub fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {

@@ -32,6 +32,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/runs/{id}", get(show_run))
         .route("/api/runs/{id}/events", get(events))
         .route("/api/runs/{id}/logs/{job}/{step}", get(step_log))
+        .route("/api/runs/{id}/services/{job}/{service}", get(service_log))
         .route("/api/runs/{id}/artifacts", get(list_artifacts))
         .route("/api/runs/{id}/artifacts/{name}", get(artifact_tar))
         .route(
@@ -515,6 +516,14 @@ async fn show_run(State(server): Shared, headers: HeaderMap, Path(id): Path<Stri
         map.insert("annotations".into(), json!(annotations));
         map.insert("summaries".into(), json!(summaries));
         map.insert("deployments".into(), json!(deployments));
+        let services: Vec<Value> = record
+            .as_deref()
+            .map(ferry_engine::record::service_logs)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(job, service, size)| json!({ "job": job, "service": service, "size": size }))
+            .collect();
+        map.insert("services".into(), json!(services));
     }
     Ok(axum::Json(value).into_response())
 }
@@ -695,6 +704,35 @@ async fn step_log(
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
         }
         Err(_) => Err(problem(StatusCode::NOT_FOUND, "the step wrote no log")),
+    }
+}
+
+/// A service's log (`services:`), as the run record keeps it. Only names the record lists
+/// are served: nothing of the request becomes a path.
+async fn service_log(
+    State(server): Shared,
+    headers: HeaderMap,
+    Path((id, job, service)): Path<(String, String, String)>,
+) -> Answer {
+    let run = find(&server, &headers, &id)?;
+    let Some(dir) = server.record_dir(&run) else {
+        return Err(problem(StatusCode::NOT_FOUND, "the run has not started"));
+    };
+    let known = ferry_engine::record::service_logs(&dir)
+        .into_iter()
+        .any(|(j, s, _)| j == job && s == service);
+    if !known {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("run #{} has no service `{service}` in job `{job}`", run.id),
+        ));
+    }
+    let path = ferry_engine::record::service_log_path(&dir, &job, &service);
+    match tokio::fs::read(path).await {
+        Ok(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
+        }
+        Err(_) => Err(problem(StatusCode::NOT_FOUND, "the service wrote no log")),
     }
 }
 

@@ -491,6 +491,11 @@ async function showRun(id) {
         d.outcome, d.url ? (webUrl(d.url) ? h("a", { href: d.url, rel: "noopener noreferrer" }, d.url) : h("span", { class: "mono" }, d.url)) : null,
         h("span", { class: "grow" }), h("span", { class: "muted" }, d.at)))));
     }
+    if ((run.services || []).length) {
+      parts.push(h("h2", {}, "Services"), h("ul", { class: "panel list", id: "services" }, run.services.map((s) => h("li", {},
+        h("a", { href: `/api/runs/${id}/services/${encodeURIComponent(s.job)}/${encodeURIComponent(s.service)}`, "data-service": s.service, rel: "noopener" }, s.service),
+        h("span", { class: "muted" }, `log of job ${s.job}, ${s.size} bytes`)))));
+    }
     if ((run.artifacts || []).length) {
       parts.push(h("h2", {}, "Artifacts"), h("ul", { class: "panel list", id: "artifacts" }, run.artifacts.map((a) => h("li", {},
         h("a", { href: `/api/runs/${id}/artifacts/${encodeURIComponent(a.name)}`, download: `${a.name}.tar`, "data-artifact": a.name }, a.name),
