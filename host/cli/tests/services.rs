@@ -260,3 +260,35 @@ fn the_server_serves_a_service_log_and_nothing_beside_it() {
     let (status, _) = served.anonymous(&format!("/api/runs/{id}/services/test/cache"));
     assert_eq!(status, 401);
 }
+
+#[test]
+fn a_cached_step_is_a_miss_when_its_jobs_services_change() {
+    // The pipeline file stays the same: only the service, through `--var`, changes.
+    let t = Test::new().file(
+        "ferry.yaml",
+        r#"jobs:
+  test:
+    services:
+      stub:
+        run: exec python3 -m http.server 8000 --bind 127.0.0.1 --directory /tmp
+        env: { STUB_VERSION: "${{ vars.stub }}" }
+        ports: [8000]
+    steps:
+      - run: python3 -c "import urllib.request; urllib.request.urlopen('http://stub:8000/')" && echo CHECKED AGAINST THE STUB
+        cache: true
+"#,
+    );
+    let run = |stub: &str| {
+        let var = format!("stub={stub}");
+        let done = common::ferry(&t, &["run", "--output", "plain", "--var", &var]);
+        assert_eq!(done.code, 0, "{}{}", done.stdout, done.stderr);
+        format!("{}{}", done.stdout, done.stderr)
+    };
+    assert!(run("1").contains("CHECKED AGAINST THE STUB"));
+    let out = run("1");
+    assert!(out.contains("✓ cached"), "the same services: {out}");
+    // Another service, the same step: it runs again.
+    let out = run("2");
+    assert!(!out.contains("✓ cached"), "{out}");
+    assert!(out.contains("CHECKED AGAINST THE STUB"), "{out}");
+}

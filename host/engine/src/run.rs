@@ -985,11 +985,17 @@ async fn run_job<R: StepRunner>(
     // What the kept directories were built with, checked before each step that starts a
     // program.
     let mut kept = (!job.keep.is_empty()).then(|| keep::Kept::take(workspace_guard.beside("kept")));
+    // What the job's services are, for the keys of its cached steps: a test step that passed
+    // against one database is not passed against another.
+    let mut services_key = String::new();
     let services = match job.services.is_empty() {
         true => None,
         false => {
             match start_services(shared, &runner, job_index, &scope, &workspace, &cancel).await {
-                Ok(services) => Some(services),
+                Ok((services, key)) => {
+                    services_key = key;
+                    Some(services)
+                }
                 Err(message) => {
                     report_setup_failure(shared, job, &message);
                     return finish(Status::Failed, BTreeMap::new(), None);
@@ -1154,7 +1160,7 @@ async fn run_job<R: StepRunner>(
                         shared,
                         step,
                         identity,
-                        (&inputs, &env, &path),
+                        (&inputs, &env, &path, &services_key),
                         &workspace,
                         (files, view.clone(), &defaults),
                         &digests,
@@ -1712,10 +1718,11 @@ async fn start_services<R: StepRunner>(
     scope: &JobScope,
     workspace: &Path,
     cancel: &CancellationToken,
-) -> Result<Arc<dyn services::JobServices>, String> {
+) -> Result<(Arc<dyn services::JobServices>, String), String> {
     let job = &shared.pipeline.jobs[job_index];
     let dir = shared.run_dir.join("services").join(sanitize(&job.id));
     let started = services::prepare(shared, job, scope, &dir)?;
+    let key = services::key(shared, &started);
     let path = shared
         .host_env
         .get("PATH")
@@ -1736,7 +1743,7 @@ async fn start_services<R: StepRunner>(
     };
     let names: Vec<String> = job.services.iter().map(|s| s.name.clone()).collect();
     let started = runner.start_services(request).await;
-    started.map_err(|message| {
+    started.map(|services| (services, key)).map_err(|message| {
         // The runner names the service that failed first in its message.
         let failed = names
             .iter()

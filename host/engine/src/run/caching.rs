@@ -202,7 +202,12 @@ pub(super) async fn step_key(
     shared: &Shared,
     step: &Step,
     identity: &Identity,
-    (inputs, env, path): (&BTreeMap<String, String>, &BTreeMap<String, String>, &str),
+    (inputs, env, path, services): (
+        &BTreeMap<String, String>,
+        &BTreeMap<String, String>,
+        &str,
+        &str,
+    ),
     workspace: &Path,
     (files, view, defaults): (Option<Vec<String>>, Option<Arc<View>>, &DefaultInputs),
     digests: &Arc<Digests>,
@@ -234,7 +239,8 @@ pub(super) async fn step_key(
         .map("host-env", &host_env)
         .part(format!("{:?}", step.permissions).as_bytes())
         .part(format!("{:?}", stored_files(step)).as_bytes())
-        .part(format!("{files:?}").as_bytes());
+        .part(format!("{files:?}").as_bytes())
+        .part(services.as_bytes());
     let Some(files) = files else {
         return Ok(key.finish());
     };

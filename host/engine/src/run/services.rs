@@ -139,6 +139,31 @@ pub(super) fn prepare(
     Ok(out)
 }
 
+/// The job's services as they start (scripts, environments with secrets masked, ports,
+/// checks, grants), for the keys of the job's cached steps; empty without services.
+pub(super) fn key(shared: &Shared, started: &[ServiceStart]) -> String {
+    let masked = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), shared.masker.mask(v)))
+            .collect()
+    };
+    started
+        .iter()
+        .map(|s| {
+            format!(
+                "{}\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\n",
+                s.service.name,
+                shared.masker.mask(&s.run),
+                masked(&s.env),
+                masked(&s.host_env),
+                s.service.ports,
+                s.service.ready,
+                s.service.permissions,
+            )
+        })
+        .collect()
+}
+
 /// The last lines of a service's log, for the message of a service that did not start.
 pub(super) fn tail(dir: &Path, name: &str) -> String {
     let path = dir.join(format!("{}.log", sanitize(name)));
