@@ -132,6 +132,11 @@ fn a_service_sees_only_its_grant_and_steps_reach_only_its_listed_ports() {
         permissions: {{ secrets: [TOKEN] }}
         ports: [80]
         ready: {{ http: "http://stub/index.html" }}
+      app:
+        run: |
+          python3 -c 'import urllib.request; print("app saw:", urllib.request.urlopen("http://stub/index.html").read().decode().strip(), flush=True)'
+          exec python3 -m http.server 9000 --bind 127.0.0.1 --directory /tmp
+        ports: [9000]
     steps:
       - run: |
           python3 - <<'EOF'
@@ -166,6 +171,9 @@ fn a_service_sees_only_its_grant_and_steps_reach_only_its_listed_ports() {
     assert!(!log.contains("s3cr3t-t0ken-value"), "{log}");
     // Never root inside, even when ferry is.
     assert!(log.contains("uid ") && !log.contains("uid 0\n"), "{log}");
+    // A service reaches the ones listed before it by name.
+    let app = std::fs::read_to_string(run.path().join("services/test/app.log")).unwrap();
+    assert!(app.contains("app saw: hello"), "{app}");
     // Python does not handle SIGTERM: it is killed at once, and the notice says why.
     assert!(
         out.contains("service `stub` stopped (killed: its first process does not handle SIGTERM"),
