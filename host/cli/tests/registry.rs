@@ -56,6 +56,7 @@ fn local_store_needs_no_server() {
         &[
             "plugin",
             "push",
+            "--force",
             SDK,
             "greet:1.0.0",
             "--tag",
@@ -159,6 +160,7 @@ fn registry_push_pull_resolve_lock_and_run_offline() {
             &[
                 "plugin",
                 "push",
+                "--force",
                 SDK,
                 &format!("{repo}:{version}"),
                 "--annotation",
@@ -174,6 +176,7 @@ fn registry_push_pull_resolve_lock_and_run_offline() {
         &[
             "plugin",
             "push",
+            "--force",
             SDK,
             &format!("{repo}:1.0.0"),
             "--annotation",
@@ -254,6 +257,7 @@ fn registry_push_pull_resolve_lock_and_run_offline() {
         &[
             "plugin",
             "push",
+            "--force",
             COMMAND,
             &format!("{host}/steps/cmd:0.1.0"),
         ],
@@ -342,8 +346,13 @@ fn a_moved_tag_keeps_the_locked_digest_and_warns() {
     let registry = Registry::start();
     let repo = format!("{}/steps/greet", registry.host());
     let t = isolated();
-    let first =
-        pushed_digest(&ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")]).code(0));
+    let first = pushed_digest(
+        &ferry(
+            &t,
+            &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+        )
+        .code(0),
+    );
     let t = t.file("ferry.yaml", &greet_pipeline(&format!("{repo}:1.0.0"), ""));
     ferry(&t, &["lock"]).code(0);
     let before = lock_of(&t);
@@ -354,6 +363,7 @@ fn a_moved_tag_keeps_the_locked_digest_and_warns() {
             &[
                 "plugin",
                 "push",
+                "--force",
                 SDK,
                 &format!("{repo}:1.0.0"),
                 "--annotation",
@@ -394,7 +404,11 @@ fn tampered_and_truncated_blobs_are_refused_and_not_cached() {
     let registry = Registry::start();
     let repo = format!("{}/steps/greet", registry.host());
     let t = isolated();
-    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")]).code(0);
+    ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(0);
     let info = json(
         &ferry(&t, &["plugin", "info", &format!("{repo}:1.0.0"), "--json"])
             .code(0)
@@ -452,7 +466,11 @@ fn required_signatures() {
             .unwrap()
             .starts_with("ferry-ed25519 ")
     );
-    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")]).code(0);
+    ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(0);
     let policy = format!(
         "plugins:\n  keys:\n    acme: ./keys/acme.pub\n  require-signatures:\n    {host}/acme: [acme]\n"
     );
@@ -513,6 +531,7 @@ fn required_signatures() {
         &[
             "plugin",
             "push",
+            "--force",
             SDK,
             &format!("{repo}:1.1.0"),
             "--sign",
@@ -523,7 +542,13 @@ fn required_signatures() {
     .stdout_has("signed: key");
     ferry(
         &t,
-        &["plugin", "push", SDK, &format!("{host}/other/greet:1.0.0")],
+        &[
+            "plugin",
+            "push",
+            "--force",
+            SDK,
+            &format!("{host}/other/greet:1.0.0"),
+        ],
     )
     .code(0);
     let both = format!(
@@ -538,12 +563,26 @@ fn capability_drift_stops_an_update_until_granted() {
     let registry = Registry::start();
     let repo = format!("{}/steps/tool", registry.host());
     let t = isolated();
-    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")]).code(0);
+    ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(0);
     let t = t.file("ferry.yaml", &greet_pipeline(&format!("{repo}:^1"), ""));
     ferry(&t, &["lock"]).code(0);
     let before = lock_of(&t);
     // 1.1.0 asks for more: write access, an env var, a secret, the network.
-    ferry(&t, &["plugin", "push", GRANTED, &format!("{repo}:1.1.0")]).code(0);
+    ferry(
+        &t,
+        &[
+            "plugin",
+            "push",
+            "--force",
+            GRANTED,
+            &format!("{repo}:1.1.0"),
+        ],
+    )
+    .code(0);
     let drifted = ferry(&t, &["update", "tool"])
         .code(2)
         .stderr_has("asks for more than")
@@ -573,10 +612,13 @@ fn basic_auth_login_push_and_pull() {
     let host = registry.host();
     let repo = format!("{host}/private/greet");
     let t = isolated();
-    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")])
-        .code(2)
-        .stderr_has(&format!("{host} needs a login (HTTP 401)"))
-        .stderr_has(&format!("ferry login {host}"));
+    ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(2)
+    .stderr_has(&format!("{host} needs a login (HTTP 401)"))
+    .stderr_has(&format!("ferry login {host}"));
 
     let login = |password: &str| {
         let mut child = t
@@ -615,7 +657,11 @@ fn basic_auth_login_push_and_pull() {
         let mode = std::fs::metadata(&config).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let pushed = ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")]).code(0);
+    let pushed = ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(0);
     assert!(!pushed.stdout.contains("s3cret-pass"));
     // skopeo reads the same credentials file.
     let raw = json(&tool(
@@ -644,7 +690,7 @@ fn user_config_sets_the_default_registry() {
         "home/config/ferry/config.toml",
         &format!("[plugins]\nregistry = \"{host}/team\"\n"),
     );
-    ferry(&t, &["plugin", "push", SDK, "greet:0.3.0"])
+    ferry(&t, &["plugin", "push", "--force", SDK, "greet:0.3.0"])
         .code(0)
         .stdout_has(&format!("→ {host}/team/greet:0.3.0"));
     ferry(&t, &["plugin", "pull", "greet:0.3"])
@@ -652,7 +698,7 @@ fn user_config_sets_the_default_registry() {
         .stdout_has("pulled");
     // The environment overrides the config, and a pipeline overrides both.
     let t = t.env("FERRY_PLUGIN_REGISTRY", "./shelf");
-    ferry(&t, &["plugin", "push", SDK, "greet:0.4.0"]).code(0);
+    ferry(&t, &["plugin", "push", "--force", SDK, "greet:0.4.0"]).code(0);
     assert!(t.path("shelf/greet/index.json").is_file());
     let t = t.file(
         "ferry.yaml",
@@ -700,9 +746,12 @@ fn credential_helpers_keep_the_password() {
     let t = t.env("PATH", &path);
     let repo = format!("{host}/private/greet");
     // No stored credentials yet: the helper says so and ferry asks for a login.
-    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")])
-        .code(2)
-        .stderr_has("needs a login");
+    ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(2)
+    .stderr_has("needs a login");
     let mut child = t
         .command()
         .args(["login", &host, "-u", "ci", "--password-stdin"])
@@ -731,6 +780,99 @@ fn credential_helpers_keep_the_password() {
             .unwrap()
             .contains("helper-pass")
     );
-    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")]).code(0);
+    ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(0);
     ferry(&t, &["plugin", "pull", &format!("{repo}:1.0.0")]).code(0);
+}
+
+#[test]
+fn widening_a_range_still_stops_at_capability_drift() {
+    let registry = Registry::start();
+    let repo = format!("{}/steps/tool", registry.host());
+    let t = isolated();
+    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:0.1.0")]).code(0);
+    let t = t.file("ferry.yaml", &greet_pipeline(&format!("{repo}:^0.1"), ""));
+    ferry(&t, &["lock"]).code(0);
+    let before = lock_of(&t);
+    // 0.2.0 asks for more, and `^0.1` → `^0` would take it: a new `uses:` text, no entry.
+    ferry(
+        &t,
+        &[
+            "plugin",
+            "push",
+            "--force",
+            GRANTED,
+            &format!("{repo}:0.2.0"),
+        ],
+    )
+    .code(0);
+    let t = t.file("ferry.yaml", &greet_pipeline(&format!("{repo}:^0"), ""));
+    ferry(&t, &["update"])
+        .code(2)
+        .stderr_has("asks for more than")
+        .stderr_has(":0.1.0 did")
+        .stderr_has("+ secrets: FIXTURE_SECRET")
+        .stderr_has("ferry.lock is unchanged");
+    assert_eq!(lock_of(&t), before);
+}
+
+#[test]
+fn a_published_version_is_never_rewritten_or_mislabelled() {
+    let registry = Registry::start();
+    let repo = format!("{}/steps/greet", registry.host());
+    let t = isolated();
+    // The component is 0.1.0: a tag that says otherwise is refused.
+    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:1.0.0")])
+        .code(2)
+        .stderr_has("names version 1.0.0, but the component says it is 0.1.0")
+        .stderr_has("--force");
+    ferry(
+        &t,
+        &[
+            "plugin",
+            "push",
+            SDK,
+            &format!("{repo}:0.1.0"),
+            "--tag",
+            "1",
+        ],
+    )
+    .code(2)
+    .stderr_has(":1` does not cover version 0.1.0");
+    ferry(
+        &t,
+        &[
+            "plugin",
+            "push",
+            SDK,
+            &format!("{repo}:0.1.0"),
+            "--tag",
+            "0.1",
+            "--tag",
+            "0",
+            "--tag",
+            "latest",
+        ],
+    )
+    .code(0);
+    // The same component again changes nothing.
+    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:0.1.0")]).code(0);
+    // Another component under a published version is refused, and the tag stays.
+    let other = ["plugin", "push", SDK, "--annotation", "rebuilt=yes"];
+    let mut args = other.to_vec();
+    let tagged = format!("{repo}:0.1.0");
+    args.push(&tagged);
+    ferry(&t, &args)
+        .code(2)
+        .stderr_has("is already published as another component");
+    let info = ferry(&t, &["plugin", "info", &tagged, "--json"]).code(0);
+    assert!(!info.stdout.contains("rebuilt"), "{}", info.stdout);
+    // Moving tags move; `--force` moves a version too, as the user asked.
+    args.push("--force");
+    ferry(&t, &args).code(0);
+    let info = ferry(&t, &["plugin", "info", &tagged, "--json"]).code(0);
+    assert!(info.stdout.contains("rebuilt"), "{}", info.stdout);
 }

@@ -333,33 +333,44 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<Pinned, PinError> {
             (None, _) if mode == Mode::Locked => Err(format!(
                 "`{text}` is not in ferry.lock\nhint: run `ferry lock` and commit ferry.lock; `--locked` never resolves"
             )),
-            (previous, _) => resolve_new(
-                &plugins,
-                &policy,
-                pipeline,
-                &reference,
-                text,
-                previous.as_ref(),
-            )
-            .map(|(locked, path)| {
-                let note = match &previous {
-                    Some(p) if p.digest == locked.digest => None,
-                    Some(p) => Some(format!(
-                        "updated {text}: {} → {} ({})",
-                        p.resolved,
-                        locked.resolved,
-                        short(&locked.digest)
-                    )),
-                    None => Some(format!(
-                        "locked {text} → {} ({})",
-                        locked.resolved,
-                        short(&locked.digest)
-                    )),
-                };
-                notes.extend(note);
-                lock.put(locked);
-                path
-            }),
+            (previous, _) => {
+                // A `uses:` whose text changed (`^0.1` widened to `^0`) has no entry of its
+                // own: what the lock holds for the same repository is what was reviewed.
+                let previous = previous.or_else(|| {
+                    let repository = policy.short(&reference.repository);
+                    lock.plugins
+                        .iter()
+                        .find(|p| locked_repository(&p.resolved) == repository)
+                        .cloned()
+                });
+                resolve_new(
+                    &plugins,
+                    &policy,
+                    pipeline,
+                    &reference,
+                    text,
+                    previous.as_ref(),
+                )
+                .map(|(locked, path)| {
+                    let note = match &previous {
+                        Some(p) if p.digest == locked.digest => None,
+                        Some(p) => Some(format!(
+                            "updated {text}: {} → {} ({})",
+                            p.resolved,
+                            locked.resolved,
+                            short(&locked.digest)
+                        )),
+                        None => Some(format!(
+                            "locked {text} → {} ({})",
+                            locked.resolved,
+                            short(&locked.digest)
+                        )),
+                    };
+                    notes.extend(note);
+                    lock.put(locked);
+                    path
+                })
+            }
         };
         match result {
             Ok(path) => {
@@ -441,6 +452,19 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<Pinned, PinError> {
         notes: if write { notes } else { Vec::new() },
         warnings,
     })
+}
+
+/// The repository of a lock entry's `resolved` (`repo:1.2.0` or `repo@sha256:…`), as
+/// [`Policy::short`] writes it.
+fn locked_repository(resolved: &str) -> &str {
+    if let Some((repository, _)) = resolved.split_once('@') {
+        return repository;
+    }
+    match resolved.rsplit_once(':') {
+        // A colon after the last `/` ends the repository; one before is a registry's port.
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => resolved,
+    }
 }
 
 /// Whether `name` (from `ferry update NAME`) means the plugin `text` resolves through: the

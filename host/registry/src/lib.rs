@@ -123,14 +123,26 @@ impl Plugins {
         repository: &Repository,
         artifact: &Artifact,
         tags: &[String],
+        publish: &Publish,
     ) -> Result<artifact::Descriptor, String> {
         let store = self.store(repository);
         let path = &repository.path;
+        let descriptor = artifact::Descriptor::of(artifact::MANIFEST, &artifact.manifest);
+        if !publish.force {
+            for tag in tags {
+                check_tag(
+                    &*store,
+                    repository,
+                    tag,
+                    &publish.version,
+                    &descriptor.digest,
+                )?;
+            }
+        }
         let manifest: artifact::Manifest =
             serde_json::from_slice(&artifact.manifest).expect("built by Artifact::new");
         store.put_blob(path, &manifest.config.digest, &artifact.config)?;
         store.put_blob(path, &manifest.layers[0].digest, &artifact.component)?;
-        let descriptor = artifact::Descriptor::of(artifact::MANIFEST, &artifact.manifest);
         if tags.is_empty() {
             store.put_manifest(
                 path,
@@ -305,6 +317,69 @@ impl Plugins {
 }
 
 /// `1.2.3` or `v1.2.3`.
+/// How a push treats the tags it writes.
+pub struct Publish {
+    /// The component's own version (its `describe()`).
+    pub version: String,
+    /// Write the tags whatever they name now or say (`ferry plugin push --force`).
+    pub force: bool,
+}
+
+/// Refuses a tag that would make a published version lie: one that names a version (or a
+/// prefix of one: `1`, `1.2`) the component is not, or a full version already published
+/// as another component. Users pin by version and ranges resolve by tag, so either would
+/// hand them other code than they reviewed. `latest` and other words move freely, as do
+/// `1` and `1.2` between the versions they cover.
+fn check_tag(
+    store: &dyn Store,
+    repository: &Repository,
+    tag: &str,
+    version: &str,
+    digest: &str,
+) -> Result<(), String> {
+    let own = parse_version(version);
+    let numeric = tag.strip_prefix('v').unwrap_or(tag);
+    let is_version_like = !numeric.is_empty()
+        && numeric
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    // A `wasi:cli` command says no version of its own: only what a tag names already holds.
+    let claims = !version.is_empty();
+    if let Some(tagged) = parse_version(tag) {
+        if claims && own.as_ref() != Some(&tagged) {
+            return Err(format!(
+                "`{repository}:{tag}` names version {tagged}, but the component says it is {version}\nhint: push it as `{repository}:{version}` (the version its describe() gives), or pass --force to tag it anyway"
+            ));
+        }
+        if let Some(existing) = store.manifest(&repository.path, tag)?
+            && existing.digest != digest
+        {
+            return Err(format!(
+                "`{repository}:{tag}` is already published as another component ({}): a published version never changes, since lock files and ranges trust it\nhint: publish the change as a new version, or pass --force to move the tag",
+                &existing.digest[..existing.digest.len().min(19)]
+            ));
+        }
+    } else if is_version_like && claims {
+        let covers = own.as_ref().is_some_and(|own| {
+            let parts = [own.major, own.minor, own.patch];
+            numeric
+                .split('.')
+                .zip(parts)
+                .all(|(p, v)| p.parse::<u64>().ok() == Some(v))
+        });
+        if !covers {
+            return Err(format!(
+                "`{repository}:{tag}` does not cover version {version} of the component\nhint: tag it with a prefix of its version (`{}`), or pass --force",
+                own.map_or_else(
+                    || version.to_string(),
+                    |v| format!("{}.{}", v.major, v.minor)
+                )
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_version(tag: &str) -> Option<semver::Version> {
     semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
 }

@@ -30,6 +30,10 @@ pub struct PushArgs {
     /// Sign the pushed manifest with this key (a name under ~/.config/ferry/keys or a file)
     #[arg(long, value_name = "KEY")]
     sign: Option<String>,
+    /// Write the tags even when a version tag already names another component, or names a
+    /// version the component is not
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -174,7 +178,11 @@ pub fn push(args: PushArgs) -> u8 {
     };
     let artifact = Artifact::new(component, &meta);
     let plugins = plugins();
-    let descriptor = match plugins.push(&reference.repository, &artifact, &tags) {
+    let publish = ferry_registry::Publish {
+        version: inspection.info.version.clone(),
+        force: args.force,
+    };
+    let descriptor = match plugins.push(&reference.repository, &artifact, &tags, &publish) {
         Ok(d) => d,
         Err(e) => return super::super::fail(e),
     };
