@@ -999,3 +999,31 @@ fn old_runs_are_pruned_after_each_run_and_on_demand() {
     );
     common::ferry(&t, &["runs", "prune", "--keep", "x"]).code(2);
 }
+
+#[test]
+fn a_run_leaves_nothing_for_git_to_commit() {
+    let t = Test::new().file(
+        "ferry.yaml",
+        "jobs:\n  build:\n    steps:\n      - run: echo built > out.txt\n",
+    );
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(t.path("."))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["init", "-q"]);
+    common::ferry(&t, &["run"]).code(0);
+    let status = git(&["status", "--porcelain", "--untracked-files=all"]);
+    assert_eq!(status.trim(), "?? ferry.yaml", "{status}");
+    // One the user wrote is theirs.
+    std::fs::write(t.path(".ferry/.gitignore"), "runs/\n").unwrap();
+    common::ferry(&t, &["run"]).code(0);
+    assert_eq!(
+        std::fs::read_to_string(t.path(".ferry/.gitignore")).unwrap(),
+        "runs/\n"
+    );
+}

@@ -876,3 +876,26 @@ fn a_published_version_is_never_rewritten_or_mislabelled() {
     let info = ferry(&t, &["plugin", "info", &tagged, "--json"]).code(0);
     assert!(info.stdout.contains("rebuilt"), "{}", info.stdout);
 }
+
+#[test]
+fn an_update_within_a_range_names_the_newer_version_it_keeps_out() {
+    let registry = Registry::start();
+    let repo = format!("{}/steps/greet", registry.host());
+    let t = isolated();
+    ferry(&t, &["plugin", "push", SDK, &format!("{repo}:0.1.0")]).code(0);
+    let t = t.file("ferry.yaml", &greet_pipeline(&format!("{repo}:^0.1"), ""));
+    ferry(&t, &["lock"]).code(0);
+    ferry(&t, &["update"]).code(0).stderr_has("is up to date");
+    ferry(
+        &t,
+        &["plugin", "push", "--force", SDK, &format!("{repo}:1.0.0")],
+    )
+    .code(0);
+    ferry(&t, &["update"])
+        .code(0)
+        .stderr_has("is up to date")
+        .stderr_has(&format!(
+            "`{repo}:^0.1` is at 0.1.0; {repo}:1.0.0 is newer, outside `^0.1`"
+        ))
+        .stderr_has(&format!("write `uses: {repo}:^1`"));
+}

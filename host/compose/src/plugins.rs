@@ -372,6 +372,25 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<Pinned, PinError> {
                 })
             }
         };
+        // An update within a range says what the range keeps out, so that "up to date" is
+        // not taken for "the newest".
+        if wants_update
+            && result.is_ok()
+            && let Some(locked) = lock.get(text)
+            && let Some((_, tag)) = locked.resolved.rsplit_once(':')
+            && let ferry_registry::Version::Tag(written) = &reference.version
+            && written != tag
+            && let Ok(versions) = plugins.versions(&reference.repository)
+            && let (Some((newest, newest_tag)), Some(current)) =
+                (versions.first(), ferry_registry::parse_version(tag))
+            && *newest > current
+        {
+            let repository = policy.short(&reference.repository);
+            warnings.push(format!(
+                "`{text}` is at {tag}; {repository}:{newest_tag} is newer, outside `{written}`\nhint: to take it, write `uses: {repository}:^{}` and run `ferry update`, after reading what it asks for (`ferry plugin info {repository}:{newest_tag}`)",
+                newest.major
+            ));
+        }
         match result {
             Ok(path) => {
                 components.insert(text.clone(), path);

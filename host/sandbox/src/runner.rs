@@ -640,6 +640,10 @@ pub(crate) fn check_inputs(
                 }
             },
         };
+        let value = match spec.kind.as_str() {
+            "list" => one_item_list(value),
+            _ => value,
+        };
         let valid = match spec.kind.as_str() {
             "boolean" => matches!(value.as_str(), "true" | "false"),
             "number" => value.trim().parse::<f64>().is_ok(),
@@ -659,6 +663,19 @@ pub(crate) fn check_inputs(
         Ok(inputs)
     } else {
         Err(problems)
+    }
+}
+
+/// A list input given one value (`output: oci-layout`, as GitHub Actions users write it) is
+/// that value alone; a JSON array (what a YAML list becomes) stays as it is, and so does text
+/// that starts like one, whose mistake the check then names.
+fn one_item_list(value: String) -> String {
+    if value.trim_start().starts_with('[') {
+        return value;
+    }
+    match value.is_empty() {
+        true => "[]".to_string(),
+        false => serde_json::json!([value]).to_string(),
     }
 }
 
@@ -730,5 +747,36 @@ fn human_duration(d: Duration) -> String {
         format!("{:.1}m", secs / 60.0)
     } else {
         format!("{:.1}h", secs / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_input_takes_one_value_as_a_list_of_one() {
+        let info = PluginInfo {
+            inputs: vec![crate::plugin::InputSpec {
+                name: "output".into(),
+                description: String::new(),
+                kind: "list".into(),
+                default: None,
+                required: false,
+                runs: None,
+            }],
+            ..crate::plugin::command_info("probe")
+        };
+        let given = |v: &str| BTreeMap::from([("output".to_string(), Some(v.to_string()))]);
+        let passed = |v: &str| check_inputs(&info, &given(v)).map(|i| i[0].1.clone());
+        assert_eq!(passed("oci-layout"), Ok(r#"["oci-layout"]"#.to_string()));
+        assert_eq!(
+            passed(r#"has "quotes", commas"#),
+            Ok(r#"["has \"quotes\", commas"]"#.to_string())
+        );
+        assert_eq!(passed(r#"["a","b"]"#), Ok(r#"["a","b"]"#.to_string()));
+        assert_eq!(passed(""), Ok("[]".to_string()));
+        let broken = passed("[a, b").unwrap_err();
+        assert!(broken[0].contains("must be a list"), "{broken:?}");
     }
 }
