@@ -89,9 +89,13 @@ fn plugin_build_names_a_missing_toolchain() {
     let t = t.then(&["plugin", "new", "js", "--lang", "js"]);
     t.run().code(0);
     let t = t.then(&["plugin", "build", "js"]);
-    t.run().code(2).stderr_has(
-        "componentize-js not found; install with `npm install --save-dev @bytecodealliance/componentize-js`",
-    );
+    t.run()
+        .code(2)
+        .stderr_has(
+            "componentize-js not found; run `npm install` in the project: its package.json lists it",
+        )
+        .stderr_has("node_modules/.bin`")
+        .stderr_has("and PATH (`/nonexistent`)");
     let t = t.then(&["plugin", "build", "."]);
     t.run()
         .code(2)

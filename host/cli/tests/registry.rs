@@ -94,7 +94,8 @@ fn local_store_needs_no_server() {
         .stdout_has("licenses:   MIT")
         .stdout_has("greet:1.0.0 0.1.0")
         .stdout_has("world:      ferry step")
-        .stdout_has("who  Whom to greet.");
+        .stdout_has("who (string)  Whom to greet. [default: world]")
+        .stdout_has("also (list)  More people to greet.");
 
     // `ferry run` pins what it resolved and says so; the lock names no local path.
     let t = t.file("ferry.yaml", &greet_pipeline("greet:^1", ""));
@@ -898,4 +899,50 @@ fn an_update_within_a_range_names_the_newer_version_it_keeps_out() {
             "`{repo}:^0.1` is at 0.1.0; {repo}:1.0.0 is newer, outside `^0.1`"
         ))
         .stderr_has(&format!("write `uses: {repo}:^1`"));
+}
+
+#[test]
+fn grants_a_plugin_never_asks_for_are_named_by_validate() {
+    let t = isolated().file(
+        "ferry.yaml",
+        &format!(
+            "jobs:\n  hi:\n    permissions: {{ exec: [echo, cat] }}\n    steps:\n      - uses: {sdk}\n        permissions: {{ exec: [echo, curl], secrets: [TOKEN], network: [example.com] }}\n      - uses: {sdk}\n      - run: cat ferry.yaml\n",
+            sdk = SDK
+        ),
+    );
+    let done = ferry(&t, &["validate"]).code(0);
+    let all = format!("{}{}", done.stdout, done.stderr);
+    assert!(
+        all.contains("of job `hi` is granted `secrets: TOKEN`, `exec: curl`, `network: example.com`, which `greet` does not ask for: the step does not get it"),
+        "{all}"
+    );
+    assert!(all.contains("ferry.yaml:6:24"), "{all}");
+    assert!(!all.contains("error"), "{all}");
+    // The job's grants serve its other steps: not the plugin's to ask for.
+    assert_eq!(all.matches("warning:").count(), 1, "{all}");
+}
+
+#[test]
+fn every_command_says_what_it_does() {
+    let t = isolated();
+    let help = ferry(&t, &["--help"]).code(0).stdout;
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.contains(&"cache"), "{help}");
+    for command in commands {
+        let line = help
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(command))
+            .unwrap();
+        assert!(
+            line.split_whitespace().count() > 1,
+            "`ferry {command}` has no description: {help}"
+        );
+    }
 }

@@ -108,9 +108,13 @@ impl Executor for SandboxExecutor {
             }
             // The server's own `PATH` is where its runs find programs.
             let host_path = std::env::var("PATH").ok();
-            let diagnostics = sandbox
+            // Warnings are for whoever edits the file (`ferry validate`), not a reason to stop.
+            let diagnostics: Vec<_> = sandbox
                 .preflight(&plan.pipeline, host_path.as_deref())
-                .await;
+                .await
+                .into_iter()
+                .filter(ferry_model::Diagnostic::is_error)
+                .collect();
             if !diagnostics.is_empty() {
                 let text = std::fs::read_to_string(&plan.pipeline.file).unwrap_or_default();
                 return Err(crate::render(&ferry_model::Report {

@@ -58,6 +58,18 @@ impl Diagnostic {
         }
     }
 
+    /// Something that works but is likely not what was meant.
+    pub fn warning(message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(message)
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
     pub fn at(mut self, span: Span) -> Self {
         self.span = Some(span);
         self

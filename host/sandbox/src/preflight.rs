@@ -84,6 +84,37 @@ impl Sandbox {
                     path_var: None,
                     workspace: None,
                 };
+                // Grants the step's own `permissions:` gives that its plugin never asks for
+                // are not given to it: a pipeline that means them should hear so. A block
+                // shared with other steps (the job's, the pipeline's) is not the step's own.
+                let own_block = step.permissions_span.is_some_and(|span| {
+                    job.steps
+                        .iter()
+                        .filter(|s| s.permissions_span == Some(span))
+                        .count()
+                        == 1
+                });
+                if let (false, true, Some(declared)) =
+                    (step.is_run, own_block, plugin.info.needs.as_ref())
+                {
+                    let unused = undeclared(step, declared);
+                    if !unused.is_empty() {
+                        diagnostics.push(
+                            Diagnostic::warning(format!(
+                                "step `{}` of job `{}` is granted {}, which `{}` does not ask for: the step does not get it",
+                                step.name,
+                                job.id,
+                                unused.join(", "),
+                                plugin.info.name
+                            ))
+                            .at(step.permissions_span.unwrap_or(step.span))
+                            .hint(format!(
+                                "remove it, or see what the plugin asks for with `ferry plugin inspect {}`",
+                                step.uses
+                            )),
+                        );
+                    }
+                }
                 if let Err(refusal) = grant::grant(&site, &needs, &env, &BTreeMap::new(), &host) {
                     diagnostics.push(
                         Diagnostic::error(refusal.message)
@@ -123,6 +154,64 @@ impl Sandbox {
         }
         diagnostics
     }
+}
+
+/// The list grants of a step that its plugin's declared needs never use, as `key: value`.
+/// A need of `*` uses every grant of its key; a granted host is used by a need of that host
+/// on any port, and a granted path by a need inside it.
+fn undeclared(step: &Step, declared: &grant::Needs) -> Vec<String> {
+    let p = &step.permissions;
+    let any = |need: &[String]| need.iter().any(|n| n == grant::ANY_PROGRAM);
+    let mut out = Vec::new();
+    for (key, granted, need) in [
+        (
+            "env",
+            p.env.iter().cloned().collect::<Vec<_>>(),
+            &declared.env,
+        ),
+        (
+            "secrets",
+            p.secrets.iter().cloned().collect(),
+            &declared.secrets,
+        ),
+        ("exec", p.exec.iter().cloned().collect(), &declared.exec),
+    ] {
+        if !any(need) {
+            out.extend(
+                granted
+                    .iter()
+                    .filter(|g| !need.contains(g))
+                    .map(|g| format!("`{key}: {g}`")),
+            );
+        }
+    }
+    if !any(&declared.network) {
+        for g in &p.network {
+            let used = declared
+                .network
+                .iter()
+                .any(|n| ferry_model::NetworkGrant::parse(n).is_some_and(|n| n.host == g.host));
+            if !used {
+                out.push(format!("`network: {g}`"));
+            }
+        }
+    }
+    let any_path = declared
+        .paths
+        .iter()
+        .any(|(path, _)| path.as_os_str() == grant::ANY_PROGRAM);
+    if !any_path {
+        for path in p.paths.keys() {
+            if !declared
+                .paths
+                .iter()
+                .any(|(need, _)| need.starts_with(path))
+            {
+                out.push(format!("`paths: {}`", path.display()));
+            }
+        }
+    }
+    out
 }
 
 /// The host program a step's inputs name, with the input that named it: the first word of

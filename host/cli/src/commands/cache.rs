@@ -6,6 +6,7 @@ use ferry_engine::cache::Cache;
 use ferry_model::pipeline::{format_size, parse_size};
 use std::path::PathBuf;
 
+/// See and trim a repository's step and dependency caches.
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// List cached step results and dependency caches, most recently used first

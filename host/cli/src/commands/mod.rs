@@ -19,7 +19,7 @@ pub mod validate;
 use crate::exit;
 use crate::report::style::Style;
 use ferry_compose::plugins::{Mode, PinProblem};
-use ferry_model::{Pipeline, Report};
+use ferry_model::{Diagnostic, Pipeline, Report};
 use ferry_sandbox::Sandbox;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +55,9 @@ pub fn print_report(report: &Report) {
         eprintln!("{}", style.diagnostic(&diagnostic.render(&report.source)));
     }
     let count = report.error_count();
+    if count == 0 {
+        return;
+    }
     eprintln!(
         "{}",
         style.error(&format!(
@@ -109,12 +112,16 @@ pub async fn check_plugins(sandbox: &Sandbox, pipeline: &Pipeline) -> Result<(),
     if diagnostics.is_empty() {
         return Ok(());
     }
+    let failed = diagnostics.iter().any(Diagnostic::is_error);
     let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
     print_report(&Report {
         source: ferry_model::Source::new(&pipeline.file, text),
         diagnostics,
     });
-    Err(exit::USAGE)
+    match failed {
+        true => Err(exit::USAGE),
+        false => Ok(()),
+    }
 }
 
 /// `.ferry/` beside the pipeline file, absolute: where runs, workspaces, locks and the

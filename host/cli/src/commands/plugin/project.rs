@@ -254,12 +254,12 @@ impl Project {
         let componentize = Tool::find(
             &self.dir,
             "componentize-js",
-            "install with `npm install --save-dev @bytecodealliance/componentize-js`",
+            "run `npm install` in the project: its package.json lists it",
         )?;
         let bundler = Tool::find(
             &self.dir,
             "rolldown",
-            "install with `npm install --save-dev rolldown`",
+            "run `npm install` in the project: its package.json lists it",
         )?;
         let entry = self.dir.join(&self.entry);
         if !entry.is_file() {
@@ -327,7 +327,14 @@ impl Tool {
         ferry_engine::os::find_program(name, &local)
             .or_else(|| ferry_engine::os::find_program(name, &path))
             .map(|path| Tool { path })
-            .ok_or_else(|| format!("{name} not found; {install}"))
+            .ok_or_else(|| {
+                format!(
+                    "{name} not found; {install}\nlooked in `{}`, `{}` and PATH (`{}`)",
+                    dir.join("node_modules").join(".bin").display(),
+                    dir.join(".venv").join(bin).display(),
+                    path.to_string_lossy()
+                )
+            })
     }
 
     fn command(&self) -> Command {

@@ -435,10 +435,16 @@ pub fn info(args: InfoArgs) -> u8 {
         for input in inputs {
             let field = |k: &str| input.get(k).and_then(|v| v.as_str()).unwrap_or_default();
             let required = input.get("required").and_then(|v| v.as_bool()) == Some(true);
+            let default = input
+                .get("default")
+                .and_then(|v| v.as_str())
+                .map(|d| format!(" [default: {d}]"))
+                .unwrap_or_default();
             crate::say!(
-                "    {}{}  {}",
+                "    {} ({}{})  {}{default}",
                 field("name"),
-                if required { " (required)" } else { "" },
+                field("type"),
+                if required { ", required" } else { "" },
                 field("description")
             );
         }

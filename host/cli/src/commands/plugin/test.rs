@@ -476,7 +476,12 @@ pub async fn run_case(
         Err(report) => return Ok(refused(&report.diagnostics)),
     };
     // A case's programs are its author's to provide: only grants are checked here.
-    let refusals = sandbox.preflight(&pipeline, None).await;
+    let refusals: Vec<_> = sandbox
+        .preflight(&pipeline, None)
+        .await
+        .into_iter()
+        .filter(ferry_model::Diagnostic::is_error)
+        .collect();
     if !refusals.is_empty() {
         return Ok(refused(&refusals));
     }
