@@ -861,6 +861,35 @@ fn a_published_version_is_never_rewritten_or_mislabelled() {
     .code(0);
     // The same component again changes nothing.
     ferry(&t, &["plugin", "push", SDK, &format!("{repo}:0.1.0")]).code(0);
+    // Nor by another spelling of the version, nor under a tag that only looks like one.
+    ferry(
+        &t,
+        &[
+            "plugin",
+            "push",
+            SDK,
+            "--annotation",
+            "rebuilt=yes",
+            &format!("{repo}:v0.1.0"),
+        ],
+    )
+    .code(2)
+    .stderr_has("is already published as another component");
+    for tag in ["00", "0.1.0.0"] {
+        ferry(
+            &t,
+            &[
+                "plugin",
+                "push",
+                SDK,
+                &format!("{repo}:0.1.0"),
+                "--tag",
+                tag,
+            ],
+        )
+        .code(2)
+        .stderr_has("does not cover version 0.1.0");
+    }
     // Another component under a published version is refused, and the tag stays.
     let other = ["plugin", "push", SDK, "--annotation", "rebuilt=yes"];
     let mut args = other.to_vec();
@@ -906,7 +935,7 @@ fn grants_a_plugin_never_asks_for_are_named_by_validate() {
     let t = isolated().file(
         "ferry.yaml",
         &format!(
-            "jobs:\n  hi:\n    permissions: {{ exec: [echo, cat] }}\n    steps:\n      - uses: {sdk}\n        permissions: {{ exec: [echo, curl], secrets: [TOKEN], network: [example.com] }}\n      - uses: {sdk}\n      - run: cat ferry.yaml\n",
+            "jobs:\n  hi:\n    permissions: {{ exec: [echo, cat] }}\n    steps:\n      - uses: {sdk}\n        permissions: {{ exec: [echo, curl], secrets: [TOKEN], network: [example.com] }}\n      - uses: {sdk}\n      - run: cat ferry.yaml\n  solo:\n    permissions: {{ exec: [echo, git] }}\n    steps:\n      - uses: {sdk}\n",
             sdk = SDK
         ),
     );
@@ -918,7 +947,8 @@ fn grants_a_plugin_never_asks_for_are_named_by_validate() {
     );
     assert!(all.contains("ferry.yaml:6:24"), "{all}");
     assert!(!all.contains("error"), "{all}");
-    // The job's grants serve its other steps: not the plugin's to ask for.
+    // The job's grants serve its other steps: not the plugin's to ask for, even where the
+    // job has one step.
     assert_eq!(all.matches("warning:").count(), 1, "{all}");
 }
 

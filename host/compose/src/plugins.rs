@@ -381,8 +381,11 @@ pub fn pin(pipeline: &mut Pipeline, mode: Mode) -> Result<Pinned, PinError> {
             && let ferry_registry::Version::Tag(written) = &reference.version
             && written != tag
             && let Ok(versions) = plugins.versions(&reference.repository)
-            && let (Some((newest, newest_tag)), Some(current)) =
-                (versions.first(), ferry_registry::parse_version(tag))
+            // Prereleases are for those who ask for them by name: a range never takes one.
+            && let (Some((newest, newest_tag)), Some(current)) = (
+                versions.iter().find(|(v, _)| v.pre.is_empty()),
+                ferry_registry::parse_version(tag),
+            )
             && *newest > current
         {
             let repository = policy.short(&reference.repository);

@@ -83,7 +83,7 @@ impl RunRecord {
     pub fn create(state_dir: &Path, pipeline: &str) -> io::Result<RunRecord> {
         let runs = state_dir.join("runs");
         std::fs::create_dir_all(&runs)?;
-        ignore_in_git(state_dir)?;
+        ignore_in_git(state_dir);
         for _ in 0..100 {
             let id = new_run_id();
             let dir = runs.join(&id);
@@ -533,25 +533,23 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// Keeps ids usable as file names.
 /// Writes `<state_dir>/.gitignore` (`*`) unless there is one: `git add -A` after a run must
 /// not commit run records, caches, or the workspaces (each a repository of its own). A file
-/// the user wrote is left as it is.
-fn ignore_in_git(state_dir: &Path) -> io::Result<()> {
+/// the user wrote is left as it is; one that cannot be written is left out.
+fn ignore_in_git(state_dir: &Path) {
     let path = state_dir.join(".gitignore");
     if path.exists() {
-        return Ok(());
+        return;
     }
-    // Written beside it and linked into place: whole or absent, and never over one that
-    // appeared meanwhile.
-    let mut tmp = tempfile::NamedTempFile::new_in(state_dir)?;
-    tmp.write_all(
-        b"# Written by ferry: what is here is ferry's state (runs, caches, workspaces).\n*\n",
-    )?;
-    match std::fs::hard_link(tmp.path(), &path) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
-    }
+    // Written beside it and put in place whole, never over one that appeared meanwhile. A
+    // file system that refuses is no reason to stop a run: the file is a convenience.
+    let written = tempfile::NamedTempFile::new_in(state_dir).and_then(|mut tmp| {
+        tmp.write_all(
+            b"# Written by ferry: what is here is ferry's state (runs, caches, workspaces).\n*\n",
+        )?;
+        tmp.persist_noclobber(&path).map_err(|e| e.error)
+    });
+    drop(written);
 }
 
 /// The service logs of a run record (`services/<job>/<service>.log`): the job's folder name,
@@ -587,6 +585,7 @@ pub fn service_log_path(dir: &Path, job: &str, service: &str) -> PathBuf {
         .join(format!("{service}.log"))
 }
 
+/// Keeps ids usable as file names.
 pub fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {

@@ -598,6 +598,28 @@ struct Shared {
     saved: AtomicBool,
 }
 
+impl Shared {
+    /// The host's `PATH` for a run: the one it was given, else ferry's own. A run given none
+    /// (a fork's, which gets none of the host's variables) still finds the host's programs
+    /// where ferry does.
+    fn host_path(&self) -> String {
+        self.host_env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default()
+    }
+
+    /// The secrets `permissions` grants that the run has, by name.
+    fn granted_secrets(&self, permissions: &ferry_model::Permissions) -> BTreeMap<String, String> {
+        permissions
+            .secrets
+            .iter()
+            .filter_map(|name| self.secrets.get(name).map(|v| (name.clone(), v.clone())))
+            .collect()
+    }
+}
+
 /// How a job ended and the outputs it left.
 type Ended = (Status, BTreeMap<String, String>);
 
@@ -747,6 +769,20 @@ async fn gate(
 fn finish_unstarted(shared: &Shared, i: usize, status: Status, message: &str) {
     let job = &shared.pipeline.jobs[i];
     let id: Arc<str> = job.id.as_str().into();
+    skip_steps(shared, job);
+    shared.record_job(job, status, BTreeMap::new());
+    shared.reporter.event(&Event::JobFinished {
+        job: id,
+        status,
+        duration_ms: 0.0,
+        message: Some(message.to_string()),
+        outputs: BTreeMap::new(),
+    });
+}
+
+/// Reports every step of `job` skipped: none of them ran.
+fn skip_steps(shared: &Shared, job: &Job) {
+    let id: Arc<str> = job.id.as_str().into();
     for step in &job.steps {
         shared.reporter.event(&Event::StepFinished {
             job: id.clone(),
@@ -758,14 +794,6 @@ fn finish_unstarted(shared: &Shared, i: usize, status: Status, message: &str) {
             cached: None,
         });
     }
-    shared.record_job(job, status, BTreeMap::new());
-    shared.reporter.event(&Event::JobFinished {
-        job: id,
-        status,
-        duration_ms: 0.0,
-        message: Some(message.to_string()),
-        outputs: BTreeMap::new(),
-    });
 }
 
 /// What a job's `if:` reads: the pipeline's `env`, `vars`, `inputs`, `git`, `runner`, and
@@ -996,6 +1024,15 @@ async fn run_job<R: StepRunner>(
                     services_key = key;
                     Some(services)
                 }
+                // Stopped while its services started: cancelled, as its steps would be.
+                Err(_) if cancel.is_cancelled() => {
+                    skip_steps(shared, job);
+                    return finish(
+                        Status::Cancelled,
+                        BTreeMap::new(),
+                        Some("cancelled while its services started".into()),
+                    );
+                }
                 Err(message) => {
                     report_setup_failure(shared, job, &message);
                     return finish(Status::Failed, BTreeMap::new(), None);
@@ -1142,13 +1179,7 @@ async fn run_job<R: StepRunner>(
                 // What earlier steps added to the job's environment and PATH; the PATH is
                 // given apart, so a pipeline's `env: PATH` is where programs are found.
                 let mut env = job_env.env(env);
-                // A run given no host `PATH` (a fork's, which gets none of the host's
-                // variables) still finds the host's programs where ferry does.
-                let base = env
-                    .remove("PATH")
-                    .or_else(|| shared.host_env.get("PATH").cloned())
-                    .or_else(|| std::env::var("PATH").ok())
-                    .unwrap_or_default();
+                let base = env.remove("PATH").unwrap_or_else(|| shared.host_path());
                 let path = job_env.path(&base);
                 let mut hit = None;
                 if step.dependency_cache.is_some() {
@@ -1723,12 +1754,7 @@ async fn start_services<R: StepRunner>(
     let dir = shared.run_dir.join("services").join(sanitize(&job.id));
     let started = services::prepare(shared, job, scope, &dir)?;
     let key = services::key(shared, &started);
-    let path = shared
-        .host_env
-        .get("PATH")
-        .cloned()
-        .or_else(|| std::env::var("PATH").ok())
-        .unwrap_or_default();
+    let path = shared.host_path();
     let request = services::ServicesRequest {
         run_id: shared.run_id.clone(),
         pipeline: shared.pipeline.clone(),
@@ -1804,12 +1830,7 @@ impl JobScope {
     /// The values a step's expressions read. `secrets` holds only what the step is granted.
     fn scope(&self, shared: &Shared, job: &Job, step: &Step, progress: Progress) -> Scope {
         let mut scope = self.scope_for_job(shared, job, progress);
-        let secrets: BTreeMap<&String, &String> = step
-            .permissions
-            .secrets
-            .iter()
-            .filter_map(|name| shared.secrets.get(name).map(|v| (name, v)))
-            .collect();
+        let secrets = shared.granted_secrets(&step.permissions);
         scope.contexts.insert("secrets", serde_json::json!(secrets));
         scope
     }

@@ -893,6 +893,7 @@ impl Reader<'_> {
             self.check_step_refs(t, job, index, declared);
             self.check_env_refs_in(t, scope.pipeline, &visible);
         }
+        let own_permissions = get(entries, "permissions").is_some();
         let (permissions, permissions_span) = match get(entries, "permissions") {
             Some(n) => match self.permissions(n) {
                 Some(p) => (p, Some(n.span)),
@@ -941,6 +942,7 @@ impl Reader<'_> {
             env,
             permissions,
             permissions_span,
+            own_permissions,
             timeout,
             continue_on_error,
             is_run,
@@ -1011,8 +1013,8 @@ impl Reader<'_> {
         })
     }
 
-    /// `keep:`: directories of the workspace, named literally, that the sync leaves to the
-    /// job between its runs. `.git` is the repository's, so it cannot be kept.
+    /// `services:`: each a host name, a script, its ports, a readiness check and its own
+    /// grants, within the limits of [`MAX_SERVICES`] and friends.
     fn services(&mut self, node: &Node, job: &str) -> Vec<Service> {
         let mut out: Vec<Service> = Vec::new();
         let entries = self
@@ -1248,6 +1250,8 @@ impl Reader<'_> {
         (ready, timeout)
     }
 
+    /// `keep:`: directories of the workspace, named literally, that the sync leaves to the
+    /// job between its runs. `.git` is the repository's, so it cannot be kept.
     fn kept_dirs(&mut self, node: &Node) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (text, span) in self.string_list(node, "`keep`") {

@@ -306,6 +306,8 @@ pub struct Step {
     pub permissions: Permissions,
     /// Where the effective `permissions:` is written, for hints; `None` when defaulted.
     pub permissions_span: Option<Span>,
+    /// The step writes its own `permissions:` (not the job's or the pipeline's).
+    pub own_permissions: bool,
     pub timeout: Option<Duration>,
     pub continue_on_error: bool,
     /// True for `run:` steps, which are host commands by nature (see DESIGN.md).

@@ -316,7 +316,6 @@ impl Plugins {
     }
 }
 
-/// `1.2.3` or `v1.2.3`.
 /// How a push treats the tags it writes.
 pub struct Publish {
     /// The component's own version (its `describe()`).
@@ -351,21 +350,34 @@ fn check_tag(
                 "`{repository}:{tag}` names version {tagged}, but the component says it is {version}\nhint: push it as `{repository}:{version}` (the version its describe() gives), or pass --force to tag it anyway"
             ));
         }
-        if let Some(existing) = store.manifest(&repository.path, tag)?
-            && existing.digest != digest
-        {
+        // `1.2.3` and `v1.2.3` are one version to a range: neither may name other code.
+        let spellings = store
+            .tags(&repository.path)?
+            .into_iter()
+            .filter(|t| parse_version(t).as_ref() == Some(&tagged));
+        let mut published = None;
+        for spelling in spellings {
+            if let Some(existing) = store.manifest(&repository.path, &spelling)?
+                && existing.digest != digest
+            {
+                published = Some(existing);
+                break;
+            }
+        }
+        if let Some(existing) = published {
             return Err(format!(
                 "`{repository}:{tag}` is already published as another component ({}): a published version never changes, since lock files and ranges trust it\nhint: publish the change as a new version, or pass --force to move the tag",
                 &existing.digest[..existing.digest.len().min(19)]
             ));
         }
     } else if is_version_like && claims {
+        // Written as the version writes its parts: `1.2` covers 1.2.5, `01` and `1.2.5.0`
+        // cover nothing.
         let covers = own.as_ref().is_some_and(|own| {
             let parts = [own.major, own.minor, own.patch];
-            numeric
-                .split('.')
-                .zip(parts)
-                .all(|(p, v)| p.parse::<u64>().ok() == Some(v))
+            let written: Vec<&str> = numeric.split('.').collect();
+            written.len() <= parts.len()
+                && written.iter().zip(parts).all(|(p, v)| *p == v.to_string())
         });
         if !covers {
             return Err(format!(
@@ -380,6 +392,7 @@ fn check_tag(
     Ok(())
 }
 
+/// `1.2.3` or `v1.2.3`.
 pub fn parse_version(tag: &str) -> Option<semver::Version> {
     semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
 }

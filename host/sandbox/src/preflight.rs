@@ -85,18 +85,13 @@ impl Sandbox {
                     workspace: None,
                 };
                 // Grants the step's own `permissions:` gives that its plugin never asks for
-                // are not given to it: a pipeline that means them should hear so. A block
-                // shared with other steps (the job's, the pipeline's) is not the step's own.
-                let own_block = step.permissions_span.is_some_and(|span| {
-                    job.steps
-                        .iter()
-                        .filter(|s| s.permissions_span == Some(span))
-                        .count()
-                        == 1
-                });
-                if let (false, true, Some(declared)) =
-                    (step.is_run, own_block, plugin.info.needs.as_ref())
-                {
+                // are not given to it: a pipeline that means them should hear so. The job's
+                // and the pipeline's blocks serve other steps too.
+                if let (false, true, Some(declared)) = (
+                    step.is_run,
+                    step.own_permissions,
+                    plugin.info.needs.as_ref(),
+                ) {
                     let unused = undeclared(step, declared);
                     if !unused.is_empty() {
                         diagnostics.push(
@@ -187,10 +182,12 @@ fn undeclared(step: &Step, declared: &grant::Needs) -> Vec<String> {
     }
     if !any(&declared.network) {
         for g in &p.network {
-            let used = declared
-                .network
-                .iter()
-                .any(|n| ferry_model::NetworkGrant::parse(n).is_some_and(|n| n.host == g.host));
+            // As the grant is given (`grant::grant`): the same host, on ports that meet.
+            let used = declared.network.iter().any(|n| {
+                ferry_model::NetworkGrant::parse(n).is_some_and(|n| {
+                    n.host == g.host && (g.port.is_none() || n.port.is_none() || g.port == n.port)
+                })
+            });
             if !used {
                 out.push(format!("`network: {g}`"));
             }

@@ -174,9 +174,16 @@ impl process::Host for StepState {
                 ))));
             }
         };
-        let mut targets: Vec<Target> = child.id().map(Target::Group).into_iter().collect();
         #[cfg(target_os = "linux")]
-        targets.extend(confinement.pid_one().map(Target::Pidfd));
+        let pid_one = confinement.pid_one().map(Target::Pidfd);
+        #[cfg(not(target_os = "linux"))]
+        let pid_one = None;
+        let targets: Vec<Target> = child
+            .id()
+            .map(Target::Group)
+            .into_iter()
+            .chain(pid_one)
+            .collect();
         for target in &targets {
             self.processes.add(*target);
         }

@@ -278,7 +278,7 @@ impl JobServices for Services {
     fn stop(&self) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>> {
         Box::pin(async move {
             // All at once: each is given the same grace, and a job waits for one at most.
-            let said = futures_join(self.running.iter().map(|s| stop(s))).await;
+            let said = futures_util::future::join_all(self.running.iter().map(|s| stop(s))).await;
             let scratch = self.scratch.clone();
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
             said
@@ -293,29 +293,6 @@ impl Drop for Services {
         self.processes.kill_all();
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
-}
-
-/// Awaits every future, in order of the input.
-async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut ready = true;
-        for (slot, future) in out.iter_mut().zip(pending.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *slot = Some(value),
-                    std::task::Poll::Pending => ready = false,
-                }
-            }
-        }
-        match ready {
-            true => std::task::Poll::Ready(()),
-            false => std::task::Poll::Pending,
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 /// Stops one service: `SIGTERM`, then `SIGKILL` after [`STOP_GRACE`]; says how it ended.
@@ -406,7 +383,11 @@ pub async fn start(request: ServicesRequest) -> Result<Arc<dyn JobServices>, Str
         let launched = launch(&request, &services, index).await;
         let running = match launched {
             Ok(running) => Arc::new(running),
-            Err(e) => return Err(format!("service `{name}` did not start: {e}")),
+            Err(e) => {
+                // The ones before it stop as at the end of a job, their logs complete.
+                services.stop().await;
+                return Err(format!("service `{name}` did not start: {e}"));
+            }
         };
         services.running.push(running.clone());
         let began = std::time::Instant::now();
@@ -723,16 +704,6 @@ async fn launch_script(
             return Err(format!("its sandbox did not start: {}", e.0));
         }
     };
-    let mut targets: Vec<Target> = child.id().map(Target::Group).into_iter().collect();
-    {
-        use std::os::fd::AsRawFd;
-        targets.extend(
-            started
-                .pid_one
-                .as_ref()
-                .map(|fd| Target::Pidfd(fd.as_raw_fd())),
-        );
-    }
     let mut tasks = forward(&services.running, started.services, &routes);
     if let Some(listener) = started.proxy {
         let site_service = service.name.clone();

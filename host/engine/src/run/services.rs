@@ -97,12 +97,7 @@ pub(super) fn prepare(
     let mut out = Vec::new();
     for service in &job.services {
         let mut view = scope.scope_for_job(shared, job, super::progress(false, false));
-        let secrets: BTreeMap<String, String> = service
-            .permissions
-            .secrets
-            .iter()
-            .filter_map(|name| shared.secrets.get(name).map(|v| (name.clone(), v.clone())))
-            .collect();
+        let secrets = shared.granted_secrets(&service.permissions);
         view.contexts
             .insert("secrets", serde_json::json!(secrets.clone()));
         let here = |e: String| format!("service `{}`: {e}", service.name);
