@@ -122,6 +122,19 @@ fn plugin_test_reports_what_did_not_match_with_the_log() {
         .stdout_has("no log line contains \"absent\"")
         .stdout_has("│ Hello, x!")
         .stdout_has("0 passed, 1 failed");
+    // A case may start services beside the step, as a job does; one that does not come up
+    // fails the case with its log.
+    let t = t
+        .file(
+            "demo/ferry-tests.yaml",
+            "cases:\n  beside-a-stub:\n    with: { who: x }\n    services:\n      stub: { run: \"exec python3 -m http.server 8080 --bind 127.0.0.1\", ports: [8080] }\n  broken-service:\n    with: { who: x }\n    services:\n      db: { run: \"echo no configuration >&2; exit 3\", ports: [5432] }\n    expect:\n      error: \"service `db` exited before it was ready\"\n",
+        )
+        .then(&["plugin", "test", "demo", "--no-build"]);
+    t.run()
+        .code(0)
+        .stdout_has("✓ beside-a-stub")
+        .stdout_has("✓ broken-service")
+        .stdout_has("2 passed");
     let t = t
         .file("demo/ferry-tests.yaml", "cases:\n  typo:\n    wiht: {}\n")
         .then(&["plugin", "test", "demo", "--no-build"]);

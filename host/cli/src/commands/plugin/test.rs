@@ -17,13 +17,14 @@ use std::sync::{Arc, Mutex};
 /// The file of test cases in a step project.
 pub const TESTS_FILE: &str = "ferry-tests.yaml";
 
-const CASE_KEYS: [&str; 8] = [
+const CASE_KEYS: [&str; 9] = [
     "with",
     "env",
     "secrets",
     "files",
     "fixture",
     "setup",
+    "services",
     "permissions",
     "expect",
 ];
@@ -45,6 +46,8 @@ pub struct Case {
     setup: Vec<Vec<String>>,
     /// `None`: grant what the step declares.
     permissions: Option<Value>,
+    /// A job's `services:` beside the step (a database it talks to), as in a pipeline.
+    services: Option<Value>,
     expect: Option<Expect>,
 }
 
@@ -166,6 +169,7 @@ fn read_cases(root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<Case> {
                     },
                     "setup" => case.setup = read_setup(value, diags),
                     "permissions" => case.permissions = Some(to_json(value)),
+                    "services" => case.services = Some(to_json(value)),
                     "expect" => case.expect = Some(read_expect(value, diags)),
                     _ => unknown(key, &CASE_KEYS, &format!("in case `{name}`"), diags),
                 }
@@ -463,7 +467,12 @@ pub async fn run_case(
         case.permissions.clone().unwrap_or_else(|| declared.clone()),
     );
     // JSON is YAML: the case goes through the same parser and checks as any pipeline.
-    let pipeline = json!({ "jobs": { "test": { "steps": [Value::Object(step)] } } });
+    let mut job = Map::new();
+    if let Some(services) = &case.services {
+        job.insert("services".into(), services.clone());
+    }
+    job.insert("steps".into(), json!([Value::Object(step)]));
+    let pipeline = json!({ "jobs": { "test": Value::Object(job) } });
     let file = tmp.path().join("ferry.yaml");
     std::fs::write(
         &file,
