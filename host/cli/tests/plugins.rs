@@ -135,6 +135,19 @@ fn plugin_test_reports_what_did_not_match_with_the_log() {
         .stdout_has("✓ beside-a-stub")
         .stdout_has("✓ broken-service")
         .stdout_has("2 passed");
+    // A refusal speaks of the case, not of the pipeline the harness made of it; a setup's
+    // own git identity wins over the harness's.
+    let t = t
+        .file(
+            "demo/ferry-tests.yaml",
+            "cases:\n  bad-input:\n    with: { nosuch: x }\n    expect:\n      error: \"case `bad-input`: unknown input `nosuch`\"\n  identity:\n    with: { who: x }\n    setup:\n      - git init -q\n      - [git, -c, user.name=Alice, commit, -q, --allow-empty, -m, first]\n      - [sh, -c, 'test \"$(git log -1 --format=%an)\" = Alice']\n",
+        )
+        .then(&["plugin", "test", "demo", "--no-build"]);
+    let done = t.run();
+    let all = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, 0, "{all}");
+    assert!(all.contains("2 passed"), "{all}");
+    assert!(!all.contains("ferry-test-"), "a temporary path: {all}");
     let t = t
         .file("demo/ferry-tests.yaml", "cases:\n  typo:\n    wiht: {}\n")
         .then(&["plugin", "test", "demo", "--no-build"]);

@@ -356,9 +356,10 @@ impl Outcome {
         let mut problems = Vec::new();
         let message = self.message.as_deref().unwrap_or_default();
         match (expect.failed, self.passed) {
-            (false, false) => {
-                problems.push(format!("expected the step to pass; it failed: {message}"))
-            }
+            (false, false) => problems.push(format!(
+                "expected the step to pass; it failed:\n{}",
+                indent(message)
+            )),
             (true, true) => problems.push("expected the step to fail; it passed".to_string()),
             _ => {}
         }
@@ -367,7 +368,8 @@ impl Outcome {
             && !message.contains(error.as_str())
         {
             problems.push(format!(
-                "expected the error to contain {error:?}; it was {message:?}"
+                "expected the error to contain {error:?}; it was:\n{}",
+                indent(message)
             ));
         }
         for (name, want) in &expect.outputs {
@@ -450,8 +452,14 @@ pub async fn run_case(
         }
         super::project::write_files(&workspace, &[(path.as_str(), text.as_str())])?;
     }
+    let git_config = tmp.path().join("gitconfig");
+    std::fs::write(
+        &git_config,
+        "[user]\n\tname = ferry test\n\temail = test@ferry.invalid\n",
+    )
+    .map_err(|e| format!("cannot write `{}`: {e}", git_config.display()))?;
     for argv in &case.setup {
-        setup_command(argv, &workspace)?;
+        setup_command(argv, &workspace, &git_config)?;
     }
     let mut step = Map::new();
     step.insert("id".into(), json!("step"));
@@ -482,7 +490,7 @@ pub async fn run_case(
     let builtins: Vec<&str> = ferry_builtins::BUILTINS.iter().map(|(n, _)| *n).collect();
     let pipeline = match ferry_model::load(&file, &builtins) {
         Ok(p) => p,
-        Err(report) => return Ok(refused(&report.diagnostics)),
+        Err(report) => return Ok(refused(&case.name, &report.diagnostics)),
     };
     // A case's programs are its author's to provide: only grants are checked here.
     let refusals: Vec<_> = sandbox
@@ -492,7 +500,7 @@ pub async fn run_case(
         .filter(ferry_model::Diagnostic::is_error)
         .collect();
     if !refusals.is_empty() {
-        return Ok(refused(&refusals));
+        return Ok(refused(&case.name, &refusals));
     }
     let plan = Plan::new(pipeline, &[]).map_err(|e| e.to_string())?;
     let capture = Arc::new(Capture::default());
@@ -527,20 +535,14 @@ pub async fn run_case(
 
 /// Runs one setup command on the host, in the workspace. Git gets an identity, as a fresh
 /// machine has none and commits would fail.
-fn setup_command(argv: &[String], workspace: &Path) -> Result<(), String> {
+fn setup_command(argv: &[String], workspace: &Path, git_config: &Path) -> Result<(), String> {
     let shown = argv.join(" ");
     let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).current_dir(workspace);
-    for (name, value) in [
-        ("GIT_AUTHOR_NAME", "ferry test"),
-        ("GIT_AUTHOR_EMAIL", "test@ferry.invalid"),
-        ("GIT_COMMITTER_NAME", "ferry test"),
-        ("GIT_COMMITTER_EMAIL", "test@ferry.invalid"),
-    ] {
-        if std::env::var_os(name).is_none() {
-            cmd.env(name, value);
-        }
-    }
+    // A git identity for commits in the setup, as the lowest-ranked config: a case's
+    // `git -c user.name=...` or a repository's own config wins over it.
+    cmd.args(&argv[1..])
+        .current_dir(workspace)
+        .env("GIT_CONFIG_GLOBAL", git_config);
     let out = cmd
         .output()
         .map_err(|e| format!("setup `{shown}` could not start: {e}"))?;
@@ -557,15 +559,42 @@ fn setup_command(argv: &[String], workspace: &Path) -> Result<(), String> {
 
 /// A case the checks refused before the step started counts as a failed run, so that
 /// denials can be tested like any other failure.
-fn refused(diagnostics: &[Diagnostic]) -> Outcome {
+/// `text` indented under a line that introduces it.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A case the checks refused, in the words of the case: the pipeline it became, its one
+/// step and its temporary file are the harness's, not the author's.
+fn refused(case: &str, diagnostics: &[Diagnostic]) -> Outcome {
+    let ours = "step `step` of job `test`";
     let message = diagnostics
         .iter()
-        .map(|d| match &d.hint {
-            Some(h) => format!("{} ({h})", d.message),
-            None => d.message.clone(),
+        .map(|d| {
+            let message = d.message.replace(ours, &format!("case `{case}`"));
+            match &d.hint {
+                Some(hint) => {
+                    // "grant it in `permissions:` at /tmp/…/ferry.yaml:9:7:" names the file
+                    // the harness wrote: the case's own `permissions:` is where the grant goes.
+                    let hint = match hint.strip_prefix("grant it in ") {
+                        Some(rest) => match rest.split_once(":\n") {
+                            Some((_, yaml)) => {
+                                format!("grant it in the case's `permissions:`:\n{yaml}")
+                            }
+                            None => hint.clone(),
+                        },
+                        None => hint.clone(),
+                    };
+                    format!("{message}\nhint: {hint}")
+                }
+                None => message,
+            }
         })
         .collect::<Vec<_>>()
-        .join("; ");
+        .join("\n");
     Outcome {
         passed: false,
         message: Some(format!("refused before start: {message}")),
@@ -576,6 +605,19 @@ fn refused(diagnostics: &[Diagnostic]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_case_and_where_its_grant_goes() {
+        let refusal = Diagnostic::error(
+            "step `step` of job `test` needs exec of `git` but the pipeline does not grant it",
+        )
+        .hint("grant it in `permissions:` at /tmp/ferry-test-x/ferry.yaml:9:7:\n    permissions:\n      exec: [git]");
+        let message = refused("tags", &[refusal]).message.unwrap();
+        assert_eq!(
+            message,
+            "refused before start: case `tags` needs exec of `git` but the pipeline does not grant it\nhint: grant it in the case's `permissions:`:\n    permissions:\n      exec: [git]"
+        );
+    }
 
     fn load_text(text: &str) -> Result<Vec<Case>, Report> {
         let dir = tempfile::tempdir().unwrap();
