@@ -131,6 +131,11 @@ export function addPath(dir: string): void;
 
 /** Sets a variable in the environment of the job's later steps (not `PATH`). */
 export function setEnv(name: string, value: unknown): void;
+/**
+ * The value of environment variable `name`, or `undefined`: the pipeline's `env:` values, the
+ * host variables the step is granted (`permissions.env`) and its granted secrets.
+ */
+export function env(name: string): string | undefined;
 
 /** Keeps a workspace file with the run record: `.ferry/runs/<run>/files/<job>/<step>/<path>`. */
 export function keepFile(path: string): void;

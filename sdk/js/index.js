@@ -27,6 +27,7 @@ import * as wlog from "ferry:step/log@0.1.0";
 import * as woutputs from "ferry:step/outputs@0.1.0";
 import * as wprocess from "ferry:step/process@0.1.0";
 import { getDirectories } from "wasi:filesystem/preopens@0.2.12";
+import { getEnvironment } from "wasi:cli/environment@0.2.12";
 
 /** Base of the errors that end a step; the message is shown to the user. */
 export class StepError extends Error {
@@ -382,6 +383,18 @@ function open(path, { dir = false, write = false, create = false } = {}) {
   } catch (e) {
     throw fsError(path, e);
   }
+}
+
+/**
+ * The value of environment variable `name`, or `undefined`: what the pipeline's `env:` sets,
+ * the host variables the step is granted (`permissions.env`) and its granted secrets
+ * (masked wherever they reach the log). JavaScript steps have no `process.env`.
+ */
+export function env(name) {
+  for (const [key, value] of getEnvironment()) {
+    if (key === name) return value;
+  }
+  return undefined;
 }
 
 /** Files of the workspace, by path relative to its root. */

@@ -58,6 +58,43 @@ fn a_new_javascript_step_builds_tests_and_runs() {
     new_step_works("js");
 }
 
+/// JavaScript has no `process.env` in a component: the SDK's `env()` reads what the step
+/// is granted, and nothing else of the host.
+#[test]
+fn a_javascript_step_reads_the_variables_and_secrets_it_is_granted() {
+    let t = Test::new()
+        .env("PATH", &toolchain_path())
+        .env("GREETING_WORD", "Howdy")
+        .env("HOST_ONLY", "not-for-steps")
+        .env("TOKEN", "s3cret-js-token")
+        .args(&["plugin", "new", "demo", "--lang", "js"]);
+    t.run().code(0);
+    let t = t.file(
+        "demo/src/index.js",
+        r#"import { defineStep, env, log } from "@ferry-ci/sdk";
+
+export const { describe, run } = defineStep({
+  name: "demo",
+  version: "0.1.0",
+  description: "Reads its environment.",
+  capabilities: { env: ["GREETING_WORD"], secrets: ["TOKEN"] },
+  run() {
+    log.info(`${env("GREETING_WORD")}, token ${env("TOKEN")}, host ${env("HOST_ONLY")}`);
+  },
+});
+"#,
+    );
+    let t = t.then(&["plugin", "build", "demo"]);
+    t.run().code(0);
+    let t = t.then(&["run", "--output", "plain"]).file(
+        "ferry.yaml",
+        "jobs:\n  hello:\n    steps:\n      - uses: ./demo/dist/demo.wasm\n        permissions: { env: [GREETING_WORD], secrets: [TOKEN] }\n",
+    );
+    t.run()
+        .code(0)
+        .stdout_has("Howdy, token ***, host undefined");
+}
+
 #[test]
 fn plugin_new_refuses_bad_names_and_existing_directories() {
     let t = Test::new().args(&["plugin", "new", "Bad_Name", "--lang", "rust"]);

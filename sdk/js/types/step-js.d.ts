@@ -3,6 +3,7 @@
 /// <reference path="./interfaces/ferry-step-outputs.d.ts" />
 /// <reference path="./interfaces/ferry-step-process.d.ts" />
 /// <reference path="./interfaces/ferry-step-types.d.ts" />
+/// <reference path="./interfaces/wasi-cli-environment.d.ts" />
 /// <reference path="./interfaces/wasi-clocks-wall-clock.d.ts" />
 /// <reference path="./interfaces/wasi-filesystem-preopens.d.ts" />
 /// <reference path="./interfaces/wasi-filesystem-types.d.ts" />
@@ -18,6 +19,7 @@ declare module 'ferry:js-sdk/step-js@0.1.0' {
   export type * as FerryStepOutputs010 from 'ferry:step/outputs@0.1.0'; // import ferry:step/outputs@0.1.0
   export type * as FerryStepProcess010 from 'ferry:step/process@0.1.0'; // import ferry:step/process@0.1.0
   export type * as FerryStepTypes010 from 'ferry:step/types@0.1.0'; // import ferry:step/types@0.1.0
+  export type * as WasiCliEnvironment0212 from 'wasi:cli/environment@0.2.12'; // import wasi:cli/environment@0.2.12
   export type * as WasiClocksWallClock0212 from 'wasi:clocks/wall-clock@0.2.12'; // import wasi:clocks/wall-clock@0.2.12
   export type * as WasiFilesystemPreopens0212 from 'wasi:filesystem/preopens@0.2.12'; // import wasi:filesystem/preopens@0.2.12
   export type * as WasiFilesystemTypes0212 from 'wasi:filesystem/types@0.2.12'; // import wasi:filesystem/types@0.2.12

@@ -15,7 +15,7 @@ pub const STEP_WIT: &str = include_str!("../../../../../wit/step.wit");
 const PYTHON_SDK: &str = include_str!("../../../../../sdk/python/ferry_sdk/__init__.py");
 const JS_SDK: &str = include_str!("../../../../../sdk/js/index.js");
 const JS_WORLD: &str = include_str!("../../../../../sdk/js/wit/world.wit");
-const JS_WASI_DEPS: [(&str, &str); 3] = [
+const JS_WASI_DEPS: [(&str, &str); 4] = [
     (
         "io.wit",
         include_str!("../../../../../sdk/js/wit/deps/io.wit"),
@@ -27,6 +27,10 @@ const JS_WASI_DEPS: [(&str, &str); 3] = [
     (
         "filesystem.wit",
         include_str!("../../../../../sdk/js/wit/deps/filesystem.wit"),
+    ),
+    (
+        "cli.wit",
+        include_str!("../../../../../sdk/js/wit/deps/cli.wit"),
     ),
 ];
 
