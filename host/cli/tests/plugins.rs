@@ -46,6 +46,30 @@ fn new_step_works(lang: &str) {
 #[test]
 fn a_new_rust_step_builds_tests_and_runs() {
     new_step_works("rust");
+    // A second project reuses what the first compiled: the SDK's dependencies are built once
+    // per machine, in a shared target folder, not once per project.
+    let t = Test::new()
+        .env("PATH", &toolchain_path())
+        .args(&["plugin", "new", "first", "--lang", "rust"]);
+    t.run().code(0);
+    let t = t.then(&["plugin", "build", "first"]);
+    t.run().code(0);
+    let t = t.then(&["plugin", "new", "second", "--lang", "rust"]);
+    t.run().code(0);
+    let t = t.then(&["plugin", "build", "second"]);
+    let second = t.run().code(0);
+    assert!(
+        second.stderr.contains("Compiling second"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        !second.stderr.contains("Compiling wit-bindgen"),
+        "the SDK's dependencies were compiled again: {}",
+        second.stderr
+    );
+    assert!(!t.path("second/target").exists());
+    assert!(t.path("second/dist/second.wasm").is_file());
 }
 
 #[test]

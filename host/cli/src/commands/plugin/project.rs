@@ -188,6 +188,9 @@ impl Project {
         ])
         .current_dir(&self.dir)
         .stdout(Stdio::piped());
+        if let Some(shared) = shared_target_dir(&self.dir) {
+            cmd.env("CARGO_TARGET_DIR", shared);
+        }
         let output = run_capturing(&mut cmd, "cargo build")?;
         // The artifact path comes from cargo itself, so `CARGO_TARGET_DIR`, workspaces and
         // renamed libraries all work.
@@ -344,6 +347,25 @@ impl Tool {
     fn command(&self) -> Command {
         Command::new(&self.path)
     }
+}
+
+/// Where Rust step projects build, together: `wit-bindgen` and the other dependencies of the
+/// SDK are compiled once for every step on this machine, not once per project (cargo locks
+/// the folder, so two builds take turns). Not when the user chose a target folder, with
+/// `CARGO_TARGET_DIR` or a `target-dir` in the project's cargo config.
+fn shared_target_dir(project: &Path) -> Option<PathBuf> {
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+        return None;
+    }
+    let configured = ["config.toml", "config"].iter().any(|name| {
+        std::fs::read_to_string(project.join(".cargo").join(name))
+            .is_ok_and(|text| text.contains("target-dir"))
+    });
+    if configured {
+        return None;
+    }
+    let compiled = ferry_sandbox::cache::ComponentCache::default_dir();
+    Some(compiled.with_file_name("rust-target"))
 }
 
 /// Installs the wasm target through rustup when it is missing, as `cargo build` would
