@@ -730,7 +730,8 @@ fn classify(e: wasmtime::Error, limit: Duration) -> (FailureKind, String) {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         return (
             FailureKind::Trap,
-            format!("the step crashed (wasm trap: {trap}); its log shows what it printed last"),
+            // wasmtime's text starts with `wasm trap:` itself.
+            format!("the step crashed ({trap}); its log shows what it printed last"),
         );
     }
     (

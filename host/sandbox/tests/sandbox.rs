@@ -505,6 +505,12 @@ async fn a_panicking_guest_is_a_crash_not_a_host_failure() {
         (Status::Failed, Some(FailureKind::Trap)),
         "{message}"
     );
+    // Said once: wasmtime's own text already starts with `wasm trap:`.
+    assert!(
+        message.starts_with("the step crashed (wasm trap: "),
+        "{message}"
+    );
+    assert_eq!(message.matches("wasm trap").count(), 1, "{message}");
     assert!(
         out.log("probe")
             .iter()
