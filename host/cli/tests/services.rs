@@ -234,6 +234,43 @@ fn a_service_that_exits_or_never_listens_fails_the_job_before_its_steps() {
 }
 
 #[test]
+fn the_jobs_time_limit_holds_while_its_services_start() {
+    let marker = marker();
+    let t = Test::new().file(
+        "ferry.yaml",
+        &format!(
+            r#"jobs:
+  test:
+    timeout-minutes: 0.02
+    services:
+      slow:
+        run: exec sleep 600
+        env: {{ FERRY_TEST_MARKER: "{marker}" }}
+        ports: [6379]
+        ready: {{ timeout-seconds: 600 }}
+    steps:
+      - run: echo STEP RAN
+"#
+        ),
+    );
+    let started = std::time::Instant::now();
+    let (code, out) = plain(&t);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("the job's `timeout-minutes` ran out while its services started"),
+        "{out}"
+    );
+    assert!(!out.contains("STEP RAN"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // The half-started service is gone with the job.
+    assert!(survivors(&marker).is_empty(), "{:?}", survivors(&marker));
+}
+
+#[test]
 fn the_server_serves_a_service_log_and_nothing_beside_it() {
     use common::server::{SECRET, Served, git, push_hook, repository};
     let t = Test::new();

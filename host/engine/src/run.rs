@@ -1019,7 +1019,21 @@ async fn run_job<R: StepRunner>(
     let services = match job.services.is_empty() {
         true => None,
         false => {
-            match start_services(shared, &runner, job_index, &scope, &workspace, &cancel).await {
+            let starting = start_services(shared, &runner, job_index, &scope, &workspace, &cancel);
+            // The job's time limit holds while its services start, as while its steps run;
+            // services half started are stopped as the future is dropped.
+            let outcome = match job_deadline {
+                Some(end) => tokio::time::timeout_at(end.into(), starting)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "the job's `timeout-minutes` ran out while its services started (after {:.1}s)",
+                            started.elapsed().as_secs_f64()
+                        ))
+                    }),
+                None => starting.await,
+            };
+            match outcome {
                 Ok((services, key)) => {
                     services_key = key;
                     Some(services)
