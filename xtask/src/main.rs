@@ -52,10 +52,11 @@ fn setup() -> Result<(), String> {
 /// Tools ferry did not write, that the tests check it against: skopeo and umoci read the
 /// images, the CNCF distribution server (`docker-registry`) is the registry the tests push
 /// to on loopback, git serves `ferry serve` its repositories, headless Chromium drives the
-/// dashboard, buildah runs a Dockerfile's `RUN` in the sandbox, and PostgreSQL is the
-/// service a job's steps test against. From Debian's packages, as root or through `sudo -n`.
+/// dashboard, buildah runs a Dockerfile's `RUN` in the sandbox, PostgreSQL is the service a
+/// job's steps test against, and btrfs is a file system with reflinks. From Debian's
+/// packages, as root or through `sudo -n`.
 fn system_tools() -> Result<(), String> {
-    const TOOLS: [(&str, &str); 9] = [
+    const TOOLS: [(&str, &str); 10] = [
         // The C compiler build scripts of the Windows check need (wasmtime's fiber).
         ("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64"),
         ("skopeo", "skopeo"),
@@ -68,6 +69,8 @@ fn system_tools() -> Result<(), String> {
         ("busybox", "busybox-static"),
         // The database a job's `services:` are tested with (server and client).
         ("psql", "postgresql"),
+        // A copy-on-write file system, on a loop device, for the cache's reflinked restore.
+        ("mkfs.btrfs", "btrfs-progs"),
     ];
     let missing: Vec<&str> = TOOLS
         .iter()

@@ -388,7 +388,7 @@ impl Blobs {
             return Ok((sha256, size));
         }
         self.keep(&dst, |tmp| {
-            let copied = copy_hashing(&mut std::fs::File::open(src)?, tmp)?;
+            let copied = clone_or_copy(&std::fs::File::open(src)?, tmp)?;
             if copied.0 != sha256 {
                 return Err(io::Error::other(format!(
                     "`{}` changed while it was being stored",
@@ -437,7 +437,9 @@ impl Blobs {
     }
 
     /// Copies a blob to `dst` with `mode` (and `modified` as its modification time, else
-    /// now), refusing one whose content no longer matches its digest.
+    /// now), refusing one whose content no longer matches its digest. Where the file
+    /// system can (btrfs, XFS), the copy is a reflink: it shares the blob's blocks until
+    /// either is written, so a large cache restores without writing its data.
     pub fn get(
         &self,
         sha256: &str,
@@ -448,7 +450,7 @@ impl Blobs {
         let src = self.path(sha256)?;
         let dir = dst.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let (got, _) = copy_hashing(&mut std::fs::File::open(&src)?, tmp.as_file_mut())?;
+        let (got, _) = clone_or_copy(&std::fs::File::open(&src)?, tmp.as_file_mut())?;
         if got != sha256 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -664,6 +666,33 @@ pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The sha256 and size of a file's content.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     copy_hashing(&mut std::fs::File::open(path)?, &mut io::sink())
+}
+
+/// Copies `src` into the empty file `dst`, by reflink where the file system allows, else by
+/// reading and writing; the digest and size of what `dst` holds.
+fn clone_or_copy(src: &std::fs::File, dst: &mut std::fs::File) -> io::Result<(String, u64)> {
+    if reflink(src, dst) {
+        // The digest is of what was cloned, read back: a file that changed or a blob that
+        // rotted is caught as with a copy.
+        return copy_hashing(&mut &*dst, &mut io::sink());
+    }
+    copy_hashing(&mut &*src, dst)
+}
+
+/// Makes `dst` share `src`'s blocks (`FICLONE`): copy-on-write, so neither sees the other's
+/// later writes. False where it cannot be done (ext4, tmpfs, two file systems), and the
+/// caller copies.
+#[cfg(target_os = "linux")]
+fn reflink(src: &std::fs::File, dst: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: FICLONE takes the source descriptor as its argument and touches no memory of
+    // ours; both files stay open for the call.
+    unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reflink(_: &std::fs::File, _: &std::fs::File) -> bool {
+    false
 }
 
 fn copy_hashing(src: &mut impl Read, dst: &mut impl Write) -> io::Result<(String, u64)> {
