@@ -124,18 +124,18 @@ fn run_passes_and_prints_plain_lines() {
     assert_eq!(runs.len(), 1);
 }
 
-#[test]
-fn run_json_is_one_event_per_line() {
-    let done = Test::new()
-        .file("ferry.yaml", PIPELINE)
-        .args(&["run", "--output", "json"])
-        .run()
-        .code(0);
-    let events: Vec<serde_json::Value> = done
-        .stdout
+/// The events of `ferry run --output json` in `t`, which must pass.
+fn json_events(t: Test) -> Vec<serde_json::Value> {
+    let done = t.args(&["run", "--output", "json"]).run().code(0);
+    done.stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn run_json_is_one_event_per_line() {
+    let events = json_events(Test::new().file("ferry.yaml", PIPELINE));
     assert_eq!(events.first().unwrap()["type"], "run-started");
     assert_eq!(events.last().unwrap()["type"], "run-finished");
     assert_eq!(events.last().unwrap()["status"], "passed");
@@ -144,6 +144,77 @@ fn run_json_is_one_event_per_line() {
             .iter()
             .any(|e| e["type"] == "log" && e["text"] == "built 1.0")
     );
+}
+
+/// A monorepo's pipeline: one job finds the packages, a matrix tests each.
+const MONOREPO: &str = r#"name: monorepo
+jobs:
+  plan:
+    outputs: { packages: "${{ steps.find.outputs.packages }}" }
+    steps:
+      - id: find
+        run: printf 'packages=[%s]\n' "$(ls packages | sed 's/.*/"&"/' | paste -sd, -)" >> "$FERRY_OUTPUT"
+  test:
+    needs: plan
+    matrix:
+      package: ${{ fromJSON(needs.plan.outputs.packages) }}
+    steps:
+      - run: echo "$PACKAGE is at $(cat "packages/$PACKAGE/VERSION")"
+        env: { PACKAGE: "${{ matrix.package }}" }
+  release:
+    needs: test
+    steps:
+      - run: echo "released after ${{ needs.test.result }}"
+"#;
+
+#[test]
+fn a_matrix_is_made_from_a_job_s_outputs_when_it_ends() {
+    let t = Test::new()
+        .file("ferry.yaml", MONOREPO)
+        .file("packages/api/VERSION", "1.2.0\n")
+        .file("packages/web/VERSION", "0.9.1\n")
+        .args(&["run", "--output", "plain"]);
+    t.run()
+        .code(0)
+        .stdout_has("[test] matrix: 2 jobs: test (api), test (web)")
+        .stdout_has("[test (api)/step-1] api is at 1.2.0")
+        .stdout_has("[test (web)/step-1] web is at 0.9.1")
+        .stdout_has("[release/step-1] released after success");
+    let summary = run_summary(&only_run(&t));
+    let jobs: Vec<&String> = summary["jobs"].as_object().unwrap().keys().collect();
+    assert_eq!(jobs, ["plan", "release", "test (api)", "test (web)"]);
+
+    // The same, as events: the matrix is announced before its jobs start.
+    let events = json_events(
+        Test::new()
+            .file("ferry.yaml", MONOREPO)
+            .file("packages/api/VERSION", "1.2.0\n"),
+    );
+    let made = events
+        .iter()
+        .position(|e| e["type"] == "matrix-expanded")
+        .expect("a matrix-expanded event");
+    assert_eq!(events[made]["job"], "test");
+    assert_eq!(events[made]["jobs"][0]["id"], "test (api)");
+    let started = events
+        .iter()
+        .position(|e| e["type"] == "job-started" && e["job"] == "test (api)")
+        .unwrap();
+    assert!(made < started);
+}
+
+#[test]
+fn a_matrix_made_from_bad_output_fails_its_job_with_the_reason() {
+    // No packages: the list is empty, and nothing after it runs.
+    Test::new()
+        .file("ferry.yaml", MONOREPO)
+        .file("packages/.keep", "")
+        .args(&["run", "--output", "plain"])
+        .run()
+        .code(1)
+        .stdout_has("[test] job failed in")
+        .stdout_has(": the matrix cannot be made: matrix axis `package` has no values")
+        .stdout_has("[release] job skipped: a job it needs did not pass");
 }
 
 #[test]

@@ -675,6 +675,45 @@ fn a_broken_pipeline_is_a_run_that_says_why() {
     assert!(error.contains("ferry.yaml:5:5"), "{error}");
 }
 
+#[test]
+fn a_matrix_made_at_run_time_shows_its_jobs_in_the_api() {
+    let pipeline = r#"name: app
+on: push
+jobs:
+  plan:
+    outputs: { oses: "${{ steps.p.outputs.oses }}" }
+    steps:
+      - id: p
+        run: echo 'oses=["linux","bsd"]' >> "$FERRY_OUTPUT"
+  test:
+    needs: plan
+    matrix: { os: "${{ fromJSON(needs.plan.outputs.oses) }}" }
+    steps: [{ run: echo on $OS, env: { OS: "${{ matrix.os }}" } }]
+  after: { needs: test, steps: [{ run: echo done }] }
+"#;
+    let (_t, _repo, sha, served) = serving(pipeline, &[]);
+    assert_eq!(push_hook(&served, &sha, "d-1", SECRET).0, 202);
+    let id = served.wait_runs(1)[0]["id"].as_i64().unwrap();
+    let run = served.wait_for(id, &["passed", "failed"]);
+    assert_eq!(run["status"], "passed", "{run}");
+    let jobs: Vec<(&str, &str)> = run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["job"].as_str().unwrap(), j["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            ("plan", "passed"),
+            ("test (linux)", "passed"),
+            ("test (bsd)", "passed"),
+            ("after", "passed")
+        ],
+        "the combinations take the job's place, in order"
+    );
+}
+
 /// A request a forge stub received.
 #[derive(Debug, Clone)]
 struct Received {

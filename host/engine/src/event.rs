@@ -107,6 +107,12 @@ pub enum Event {
         /// Milliseconds since the Unix epoch.
         at: u64,
     },
+    /// A matrix known only at run time was made when the jobs `job` needs ended: `jobs`,
+    /// one per combination, take its place. `job` itself does not run.
+    MatrixExpanded {
+        job: Arc<str>,
+        jobs: Vec<JobInfo>,
+    },
     JobStarted {
         job: Arc<str>,
     },

@@ -177,7 +177,10 @@ impl RunRecord {
                 let line = annotation_line(annotation);
                 writeln!(self.log_file(state, job, step)?, "{line}")?;
             }
-            Event::RunStarted { jobs, .. } => {
+            Event::RunStarted { jobs, .. } | Event::MatrixExpanded { jobs, .. } => {
+                if let Event::MatrixExpanded { job, .. } = event {
+                    state.summary.jobs.remove(&**job);
+                }
                 for job in jobs {
                     state.summary.jobs.insert(
                         job.id.clone(),

@@ -230,8 +230,8 @@ pub async fn run<R: StepRunner>(
     let started = Instant::now();
     let Plan {
         pipeline,
-        order,
-        needs: plan_needs,
+        mut order,
+        needs: mut plan_needs,
     } = plan;
     let record_err = |source| RunError::Record {
         dir: options.state_dir.clone(),
@@ -245,28 +245,16 @@ pub async fn run<R: StepRunner>(
         record.clone() as Arc<dyn Reporter>,
         reporter,
     ]));
-    let pipeline = Arc::new(pipeline);
+    let mut pipeline = Arc::new(pipeline);
     reporter.event(&Event::RunStarted {
         run: id.clone(),
         pipeline: pipeline.name.clone(),
-        jobs: order
-            .iter()
-            .map(|&i| {
-                let job = &pipeline.jobs[i];
-                JobInfo {
-                    id: job.id.clone(),
-                    name: job.name.clone(),
-                    needs: job.needs.clone(),
-                    steps: job.steps.iter().map(|s| s.name.clone()).collect(),
-                    keys: job.steps.iter().map(|s| s.key().to_string()).collect(),
-                }
-            })
-            .collect(),
+        jobs: order.iter().map(|&i| job_info(&pipeline.jobs[i])).collect(),
         at: crate::record::now_ms(),
     });
 
     let shared = Arc::new(Shared {
-        pipeline: pipeline.clone(),
+        pipeline: std::sync::RwLock::new(pipeline.clone()),
         reporter: reporter.clone(),
         masker: Arc::new(Masker::new(options.secrets.values().cloned())),
         secrets: options.secrets.clone(),
@@ -316,21 +304,17 @@ pub async fn run<R: StepRunner>(
         .unwrap_or_else(|| Arc::new(Semaphore::new(options.parallel.max(1))));
     // Each matrix's combinations share a token their fail-fast cancels and a bound on how
     // many run at once.
-    let mut matrices: HashMap<&str, (CancellationToken, Option<Arc<Semaphore>>)> = HashMap::new();
-    for job in &pipeline.jobs {
-        if let Some(m) = &job.instance {
-            matrices.entry(m.group.as_str()).or_insert_with(|| {
-                let limit = m.max_parallel.map(|n| Arc::new(Semaphore::new(n)));
-                (run_cancel.child_token(), limit)
-            });
-        }
-    }
+    let mut matrices = Matrices::new();
+    add_matrices(&mut matrices, &run_cancel, &pipeline.jobs);
     let mut state: HashMap<usize, Option<Status>> = order.iter().map(|&i| (i, None)).collect();
     let mut running = JoinSet::new();
     let mut any_failed = false;
     // Whether a job, or one it needs directly or through others, failed or was cancelled.
     let mut failed_above: HashMap<usize, bool> = HashMap::new();
     loop {
+        // Matrices known only at run time, resolved in this pass: the job, and its
+        // combinations' jobs.
+        let mut resolved: Vec<(usize, Vec<Job>)> = Vec::new();
         for &i in &order {
             if state[&i].is_some() {
                 continue;
@@ -353,7 +337,7 @@ pub async fn run<R: StepRunner>(
             let progress = progress(options.cancel.is_cancelled(), above);
             let job = &pipeline.jobs[i];
             let reads_status = job.condition.as_ref().is_some_and(|c| c.reads_status);
-            let matrix = job.instance.as_ref().map(|m| &matrices[m.group.as_str()]);
+            let matrix = job.instance.as_ref().map(|m| &matrices[&m.group]);
             let skip_reason = if options.cancel.is_cancelled() && !reads_status {
                 Some("the run was cancelled".to_string())
             } else if job.condition.is_none() && !all_passed {
@@ -362,6 +346,10 @@ pub async fn run<R: StepRunner>(
                 Some("another job failed and the run stops (fail-fast)".to_string())
             } else if matrix.is_some_and(|(token, _)| token.is_cancelled()) && !reads_status {
                 Some("another combination of the matrix failed (fail-fast)".to_string())
+            } else if job.matrix_at_run.is_some() {
+                // Each combination's job tests the condition, which may read `matrix`.
+                (job.condition.is_none() && !all_passed)
+                    .then(|| "a job it needs did not pass".to_string())
             } else {
                 match &job.condition {
                     None if all_passed => None,
@@ -381,6 +369,23 @@ pub async fn run<R: StepRunner>(
             if let Some(reason) = skip_reason {
                 finish_unstarted(&shared, i, Status::Skipped, &reason);
                 state.insert(i, Some(Status::Skipped));
+                continue;
+            }
+            if let Some(at_run) = &job.matrix_at_run {
+                match at_run.resolve(&job_scope(&shared, job, progress)) {
+                    Ok(matrix) => resolved.push((i, ferry_model::graph::instances(job, matrix))),
+                    Err(e) => {
+                        let message = format!("the matrix cannot be made: {e}");
+                        finish_unstarted(&shared, i, Status::Failed, &message);
+                        state.insert(i, Some(Status::Failed));
+                        if !job.continue_on_error {
+                            any_failed = true;
+                            if options.fail_fast {
+                                run_cancel.cancel();
+                            }
+                        }
+                    }
+                }
                 continue;
             }
             state.insert(i, Some(Status::Running));
@@ -413,6 +418,36 @@ pub async fn run<R: StepRunner>(
                 (i, run_job(&shared, runner, i, cancel).await)
             });
         }
+        if !resolved.is_empty() {
+            for (i, jobs) in resolved {
+                // The combinations take the job's place: in the order, in what the jobs
+                // after it wait for, and in the record.
+                let first = pipeline.jobs.len();
+                let mut grown = Pipeline::clone(&pipeline);
+                grown.jobs.extend(jobs);
+                pipeline = Arc::new(grown);
+                *shared.pipeline.write().unwrap_or_else(|e| e.into_inner()) = pipeline.clone();
+                let added: Vec<usize> = (first..pipeline.jobs.len()).collect();
+                add_matrices(&mut matrices, &run_cancel, &pipeline.jobs[first..]);
+                let needs = plan_needs[i].clone();
+                plan_needs.extend(added.iter().map(|_| needs.clone()));
+                for needs in plan_needs.iter_mut() {
+                    if let Some(at) = needs.iter().position(|&n| n == i) {
+                        needs.splice(at..=at, added.iter().copied());
+                    }
+                }
+                if let Some(at) = order.iter().position(|&o| o == i) {
+                    order.splice(at..=at, added.iter().copied());
+                }
+                state.remove(&i);
+                state.extend(added.iter().map(|&a| (a, None)));
+                reporter.event(&Event::MatrixExpanded {
+                    job: pipeline.jobs[i].id.as_str().into(),
+                    jobs: added.iter().map(|&a| job_info(&pipeline.jobs[a])).collect(),
+                });
+            }
+            continue;
+        }
         let Some(joined) = running.join_next().await else {
             break;
         };
@@ -434,7 +469,7 @@ pub async fn run<R: StepRunner>(
                 // A matrix with `fail-fast: false` wants every combination's result.
                 Some(m) if !m.fail_fast => {}
                 Some(m) => {
-                    matrices[m.group.as_str()].0.cancel();
+                    matrices[&m.group].0.cancel();
                     if options.fail_fast {
                         run_cancel.cancel();
                     }
@@ -519,6 +554,30 @@ pub async fn run<R: StepRunner>(
     })
 }
 
+/// Each matrix's token, which its fail-fast cancels, and its bound on combinations at once.
+type Matrices = HashMap<String, (CancellationToken, Option<Arc<Semaphore>>)>;
+
+/// Adds the matrices of `jobs` that `matrices` does not hold yet.
+fn add_matrices(matrices: &mut Matrices, run: &CancellationToken, jobs: &[Job]) {
+    for m in jobs.iter().filter_map(|job| job.instance.as_ref()) {
+        matrices.entry(m.group.clone()).or_insert_with(|| {
+            let limit = m.max_parallel.map(|n| Arc::new(Semaphore::new(n)));
+            (run.child_token(), limit)
+        });
+    }
+}
+
+/// A job as the run announces it.
+fn job_info(job: &Job) -> JobInfo {
+    JobInfo {
+        id: job.id.clone(),
+        name: job.name.clone(),
+        needs: job.needs.clone(),
+        steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+        keys: job.steps.iter().map(|s| s.key().to_string()).collect(),
+    }
+}
+
 /// Before a step that starts host programs: throws the job's kept directories away when the
 /// programs resolve otherwise than in the job's last run (see [`keep`]).
 async fn keep_or_discard(
@@ -567,7 +626,9 @@ async fn keep_or_discard(
 }
 
 struct Shared {
-    pipeline: Arc<Pipeline>,
+    /// The pipeline as planned; a matrix known only at run time adds its jobs at the end
+    /// when it is resolved, so a job's index never changes.
+    pipeline: std::sync::RwLock<Arc<Pipeline>>,
     reporter: Arc<dyn Reporter>,
     masker: Arc<Masker>,
     secrets: BTreeMap<String, String>,
@@ -599,6 +660,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The pipeline with every job added so far.
+    fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The host's `PATH` for a run: the one it was given, else ferry's own. A run given none
     /// (a fork's, which gets none of the host's variables) still finds the host's programs
     /// where ferry does.
@@ -653,7 +722,8 @@ async fn gate(
     cancel: &CancellationToken,
 ) -> Result<Option<crate::gate::GroupLock>, Status> {
     use crate::gate::{Holder, Pending, acquire_group, await_approval};
-    let job = &shared.pipeline.jobs[i];
+    let pipeline = shared.pipeline();
+    let job = &pipeline.jobs[i];
     let id: Arc<str> = job.id.as_str().into();
     let notice = |text: String| {
         shared.reporter.event(&Event::Notice {
@@ -767,7 +837,8 @@ async fn gate(
 /// Reports a job that did not start: skipped by its condition or the run, or failed
 /// because its condition could not be evaluated.
 fn finish_unstarted(shared: &Shared, i: usize, status: Status, message: &str) {
-    let job = &shared.pipeline.jobs[i];
+    let pipeline = shared.pipeline();
+    let job = &pipeline.jobs[i];
     let id: Arc<str> = job.id.as_str().into();
     skip_steps(shared, job);
     shared.record_job(job, status, BTreeMap::new());
@@ -800,7 +871,7 @@ fn skip_steps(shared: &Shared, job: &Job) {
 /// the results and outputs of the jobs that ended.
 fn job_scope(shared: &Shared, job: &Job, progress: Progress) -> Scope {
     let mut scope = base_scope(shared, job, progress);
-    let _ = render_env(&[&shared.pipeline.env], &mut scope);
+    let _ = render_env(&[&shared.pipeline().env], &mut scope);
     scope
 }
 
@@ -881,7 +952,8 @@ async fn run_job<R: StepRunner>(
     cancel: CancellationToken,
 ) -> Status {
     let started = Instant::now();
-    let job = &shared.pipeline.jobs[job_index];
+    let pipeline = shared.pipeline();
+    let job = &pipeline.jobs[job_index];
     let job_id: Arc<str> = job.id.as_str().into();
     shared.reporter.event(&Event::JobStarted {
         job: job_id.clone(),
@@ -938,7 +1010,7 @@ async fn run_job<R: StepRunner>(
     if let Some(dc) = &job.cache {
         let keys = {
             let mut view = scope.scope_for_job(shared, job, progress(false, false));
-            render_env(&[&shared.pipeline.env, &job.env], &mut view)
+            render_env(&[&shared.pipeline().env, &job.env], &mut view)
                 .and_then(|_| cache_keys(dc, &view))
         };
         let restored = match keys {
@@ -1278,7 +1350,7 @@ async fn run_job<R: StepRunner>(
                         }
                         let request = StepRequest {
                             run_id: shared.run_id.clone(),
-                            pipeline: shared.pipeline.clone(),
+                            pipeline: pipeline.clone(),
                             job_index,
                             step_index: index,
                             inputs,
@@ -1509,7 +1581,7 @@ async fn run_job<R: StepRunner>(
         let progress = progress(cancel.is_cancelled(), failed);
         let mut view = scope.scope_for_job(shared, job, progress);
         // An env that cannot be evaluated leaves `env.*` unset; outputs reading it say so.
-        let _ = render_env(&[&shared.pipeline.env, &job.env], &mut view);
+        let _ = render_env(&[&shared.pipeline().env, &job.env], &mut view);
         for (name, template) in &job.outputs {
             match template.render(&view) {
                 Ok(value) => {
@@ -1578,7 +1650,8 @@ async fn rollback<R: StepRunner>(
     outputs_dir: &Path,
     cause: &str,
 ) -> Result<String, String> {
-    let job = &shared.pipeline.jobs[job_index];
+    let pipeline = shared.pipeline();
+    let job = &pipeline.jobs[job_index];
     let step = &job.steps[call.index];
     let environment = job.environment.as_ref().map_or("", |e| e.name.as_str());
     let job_id: Arc<str> = job.id.as_str().into();
@@ -1606,7 +1679,7 @@ async fn rollback<R: StepRunner>(
     inputs.insert("rollback".into(), previous.clone());
     let request = StepRequest {
         run_id: shared.run_id.clone(),
-        pipeline: shared.pipeline.clone(),
+        pipeline: pipeline.clone(),
         job_index,
         step_index: call.index,
         inputs,
@@ -1764,14 +1837,15 @@ async fn start_services<R: StepRunner>(
     workspace: &Path,
     cancel: &CancellationToken,
 ) -> Result<(Arc<dyn services::JobServices>, String), String> {
-    let job = &shared.pipeline.jobs[job_index];
+    let pipeline = shared.pipeline();
+    let job = &pipeline.jobs[job_index];
     let dir = shared.run_dir.join("services").join(sanitize(&job.id));
     let started = services::prepare(shared, job, scope, &dir)?;
     let key = services::key(shared, &started);
     let path = shared.host_path();
     let request = services::ServicesRequest {
         run_id: shared.run_id.clone(),
-        pipeline: shared.pipeline.clone(),
+        pipeline: pipeline.clone(),
         job_index,
         services: started,
         workspace: workspace.to_path_buf(),
@@ -1871,7 +1945,8 @@ fn prepare_step(
     progress: Progress,
 ) -> Result<Prepared, StepFailure> {
     let bad = |e: String| StepFailure::new(FailureKind::InvalidInput, e);
-    let levels = [&shared.pipeline.env, &job.env, &step.env];
+    let pipeline = shared.pipeline();
+    let levels = [&pipeline.env, &job.env, &step.env];
     // Most steps hold no expression: literals need no evaluation context.
     let literal = levels
         .iter()

@@ -787,6 +787,160 @@ async fn matrix_fail_fast_cancels_the_other_combinations() {
 }
 
 #[tokio::test]
+async fn a_matrix_from_a_job_s_outputs_is_made_when_that_job_ends() {
+    let yaml = r#"
+jobs:
+  plan:
+    outputs:
+      matrix: ${{ steps.p.outputs.m }}
+      versions: ${{ steps.p.outputs.v }}
+    steps:
+      - id: p
+        run: 'outs m={"os":["linux","../../escape"],"include":[{"os":"linux","extra":true}]} v=["3.12","3.13"]'
+  test:
+    needs: plan
+    name: "tests on ${{ matrix.os }}"
+    matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}
+    steps: [{ run: "echo ${{ matrix.os }}${{ has(matrix.extra) ? ' extra' : '' }}" }]
+  axis:
+    needs: plan
+    if: matrix.python != '3.13'
+    matrix:
+      python: ${{ fromJSON(needs.plan.outputs.versions) }}
+      os: [linux]
+    steps: [{ run: "echo python ${{ matrix.python }}" }]
+  after:
+    needs: test
+    steps: [{ run: "echo after ${{ needs.test.result }}" }]
+"#;
+    let run = run(yaml, 4, true).await;
+    assert_eq!(
+        run.result.status,
+        Status::Passed,
+        "{:?}",
+        run.result.summary.jobs
+    );
+    let names: Vec<&String> = run.result.summary.jobs.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "after",
+            "axis (3.12, linux)",
+            "axis (3.13, linux)",
+            "plan",
+            "test (../../escape)",
+            "test (linux, true)",
+        ],
+        "the combinations take the place of the job they were made from"
+    );
+    assert_eq!(
+        run.job("axis (3.13, linux)"),
+        Status::Skipped,
+        "each combination tests `if:`"
+    );
+    let seen = run.board.seen();
+    let echoed: Vec<&str> = seen
+        .iter()
+        .filter_map(|s| s.1["script"].strip_prefix("echo "))
+        .collect();
+    assert!(echoed.contains(&"linux extra"), "{echoed:?}");
+    assert!(echoed.contains(&"../../escape"), "{echoed:?}");
+    assert!(echoed.contains(&"python 3.12"), "{echoed:?}");
+    let at = |text: &str| echoed.iter().position(|e| *e == text).unwrap();
+    assert!(
+        at("after success") > at("linux extra").max(at("../../escape")),
+        "`after` waits for every combination: {echoed:?}"
+    );
+    let expanded: Vec<(String, Vec<String>)> = run
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MatrixExpanded { job, jobs } => {
+                Some((job.to_string(), jobs.into_iter().map(|j| j.name).collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        expanded.contains(&(
+            "test".to_string(),
+            vec![
+                "tests on linux".to_string(),
+                "tests on ../../escape".to_string()
+            ]
+        )),
+        "{expanded:?}"
+    );
+    // A value from another job names a job, never a path: its folders stay in the run's.
+    let outside = run._dir.path().parent().unwrap();
+    assert!(!outside.join("escape").exists());
+    assert!(!run._dir.path().join("escape").exists());
+    assert!(!run._dir.path().join(".ferry/escape").exists());
+}
+
+#[tokio::test]
+async fn a_matrix_that_cannot_be_made_fails_its_job_and_says_why() {
+    let cases = [
+        ("not JSON", "oops", "not JSON"),
+        ("a string", r#""linux""#, "gives a string, not an object"),
+        (
+            "an empty axis",
+            r#"{"os":[]}"#,
+            "matrix axis `os` has no values",
+        ),
+        (
+            "an axis that is no list",
+            r#"{"os":"linux"}"#,
+            "matrix axis `os` must be a list of values, not a string",
+        ),
+        (
+            "a bad axis name",
+            r#"{"../x":[1]}"#,
+            "`../x` cannot be a matrix axis",
+        ),
+        (
+            "a bad include",
+            r#"{"include":[1]}"#,
+            "each entry of `include` must be an object",
+        ),
+        (
+            "an unknown exclude",
+            r#"{"os":["a"],"exclude":[{"arch":"x"}]}"#,
+            "`exclude` names `arch`, which is not an axis",
+        ),
+        (
+            "duplicates",
+            r#"{"os":["a","a"]}"#,
+            "two combinations are both (a)",
+        ),
+        ("alike", r#"{"n":[1,"1"]}"#, "two combinations are both (1)"),
+        ("nothing", r#"{"include":[]}"#, "it has no combination"),
+        (
+            "too many",
+            r#"{"a":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17],"b":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}"#,
+            "it has 272 combinations, more than the 256",
+        ),
+    ];
+    for (what, json, expected) in cases {
+        let yaml = format!(
+            "jobs:\n  plan:\n    outputs: {{ m: \"${{{{ steps.p.outputs.m }}}}\" }}\n    steps: [{{ id: p, run: 'out m={}' }}]\n  test:\n    needs: plan\n    matrix: ${{{{ fromJSON(needs.plan.outputs.m) }}}}\n    steps: [{{ run: pass }}]\n  after: {{ needs: test, steps: [{{ run: pass }}] }}\n",
+            json.replace('\'', "''")
+        );
+        let run = run(&yaml, 2, false).await;
+        assert_eq!(run.job("test"), Status::Failed, "{what}");
+        let said = message(&run, "test");
+        assert!(
+            said.starts_with("the matrix cannot be made: "),
+            "{what}: {said}"
+        );
+        assert!(said.contains(expected), "{what}: {said}");
+        assert_eq!(run.job("after"), Status::Skipped, "{what}");
+        assert_eq!(run.result.status, Status::Failed, "{what}");
+        assert!(run.board.seen().len() == 1, "{what}: no combination ran");
+    }
+}
+
+#[tokio::test]
 async fn names_may_hold_expressions() {
     let yaml = "jobs:\n  test:\n    name: \"tests on ${{ matrix.os }}\"\n    matrix: { os: [linux] }\n    steps:\n      - { id: v, run: out version=2.0 }\n      - { name: \"publish ${{ steps.v.outputs.version }} for ${{ matrix.os }}\", run: pass }\n";
     let run = run(yaml, 1, true).await;

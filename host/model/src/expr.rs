@@ -641,6 +641,14 @@ impl Expression {
         self.evaluate_in(&scope.cel()?)
     }
 
+    /// The expression's value as JSON: what `matrix: ${{ fromJSON(...) }}` gives.
+    pub fn evaluate_json(&self, scope: &Scope) -> Result<serde_json::Value, String> {
+        let value = self.evaluate(scope)?;
+        value
+            .json()
+            .map_err(|e| format!("`${{{{ {} }}}}` gives no JSON value: {e}", self.text))
+    }
+
     /// The value of a condition, which must be true or false.
     pub fn test(&self, scope: &Scope) -> Result<bool, String> {
         match self.evaluate(scope)? {

@@ -1,6 +1,6 @@
 //! The job graph: which jobs run, in what order, and renderings of it.
 
-use crate::pipeline::{Instance, Job, Pipeline};
+use crate::pipeline::{Instance, Job, Matrix, Pipeline};
 use std::fmt::Write as _;
 
 /// The jobs selected for a run, each with the indices of the jobs it needs.
@@ -157,44 +157,47 @@ impl Plan {
 fn expand(jobs: Vec<Job>) -> Vec<Job> {
     let mut out = Vec::with_capacity(jobs.len());
     for mut job in jobs {
-        let Some(matrix) = job.matrix.take() else {
-            out.push(job);
-            continue;
-        };
-        for values in matrix.combinations {
-            let shown: Vec<String> = values
-                .iter()
-                .map(|(_, v)| match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect();
-            let mut instance = job.clone();
-            for step in &mut instance.steps {
-                // Validation rendered these for every combination already.
-                if let Ok(p) = step.permissions.for_combination(&values) {
-                    step.permissions = p;
-                }
-            }
-            instance.id = format!("{} ({})", job.id, shown.join(", "));
-            // A name that reads the matrix says which combination it is by itself.
-            let mut scope = crate::expr::Scope::default();
-            scope.contexts.insert(
-                "matrix",
-                serde_json::Value::Object(values.iter().cloned().collect()),
-            );
-            instance.name = match job.name_template.as_ref().map(|t| t.render(&scope)) {
-                Some(Ok(name)) => name,
-                _ => format!("{} ({})", job.name, shown.join(", ")),
-            };
-            instance.instance = Some(Instance {
-                group: job.id.clone(),
-                values,
-                fail_fast: matrix.fail_fast,
-                max_parallel: matrix.max_parallel,
-            });
-            out.push(instance);
+        match job.matrix.take() {
+            Some(matrix) => out.extend(instances(&job, matrix)),
+            None => out.push(job),
         }
+    }
+    out
+}
+
+/// The jobs of a matrix job, one per combination: `job (linux, 3.12)`. Used when the plan
+/// is made, and by the run for a matrix known only at run time.
+pub fn instances(job: &Job, matrix: Matrix) -> Vec<Job> {
+    let mut out = Vec::with_capacity(matrix.combinations.len());
+    for values in matrix.combinations {
+        let shown = Matrix::shown(&values);
+        let mut instance = job.clone();
+        instance.matrix = None;
+        instance.matrix_at_run = None;
+        for step in &mut instance.steps {
+            // Validation rendered these for every combination already.
+            if let Ok(p) = step.permissions.for_combination(&values) {
+                step.permissions = p;
+            }
+        }
+        instance.id = format!("{} ({shown})", job.id);
+        // A name that reads the matrix says which combination it is by itself.
+        let mut scope = crate::expr::Scope::default();
+        scope.contexts.insert(
+            "matrix",
+            serde_json::Value::Object(values.iter().cloned().collect()),
+        );
+        instance.name = match job.name_template.as_ref().map(|t| t.render(&scope)) {
+            Some(Ok(name)) => name,
+            _ => format!("{} ({shown})", job.name),
+        };
+        instance.instance = Some(Instance {
+            group: job.id.clone(),
+            values,
+            fail_fast: matrix.fail_fast,
+            max_parallel: matrix.max_parallel,
+        });
+        out.push(instance);
     }
     out
 }

@@ -17,6 +17,7 @@ pub use graph::Plan;
 pub use parse::{load, parse};
 pub use pipeline::{
     ARTIFACT_NAME_RULE, Access, ArtifactDownload, ArtifactUpload, Concurrency, DependencyCache,
-    Environment, Instance, Job, Matrix, NetworkGrant, Permissions, Pipeline, PluginSettings,
-    Program, Ready, RegistryUse, Service, Step, Uses, is_artifact_name,
+    Environment, Given, Instance, Job, MAX_COMBINATIONS, Matrix, MatrixAtRun, NetworkGrant,
+    Permissions, Pipeline, PluginSettings, Program, Ready, RegistryUse, Service, Step, Uses,
+    is_artifact_name,
 };

@@ -3,12 +3,13 @@
 use crate::diag::{Diagnostic, Report, Source, Span, suggest};
 use crate::expr::{Expression, Template};
 use crate::pipeline::{
-    Access, Concurrency, Environment, Job, Permissions, Pipeline, Step, Uses, parse_size,
+    Access, Concurrency, Environment, Job, Permissions, Pipeline, Step, Uses, is_identifier,
+    parse_size,
 };
 use crate::pipeline::{
-    ArtifactDownload, ArtifactUpload, DependencyCache, GRANT_LISTS, MAX_SERVICE_PORTS,
-    MAX_SERVICES, MAX_SERVICES_READY, Matrix, PROXY_PORT, PluginSettings, Ready, RegistryUse,
-    Service,
+    ArtifactDownload, ArtifactUpload, Combination, DependencyCache, GRANT_LISTS, Given,
+    MAX_COMBINATIONS, MAX_SERVICE_PORTS, MAX_SERVICES, MAX_SERVICES_READY, Matrix, MatrixAtRun,
+    PROXY_PORT, PluginSettings, Ready, RegistryUse, Service,
 };
 use crate::triggers::{Cron, Events, InputKind, Manual, ManualInput, Triggers};
 use crate::yaml::{self, Kind, Node};
@@ -622,7 +623,12 @@ impl Reader<'_> {
         }
         self.check_env_refs(&env, pipeline_env, &BTreeMap::new());
         let condition = get(entries, "if").and_then(|n| self.condition(n));
-        let matrix = get(entries, "matrix").and_then(|n| self.matrix(n, &id));
+        let (matrix, matrix_at_run) = match get(entries, "matrix").and_then(|n| self.matrix(n, &id))
+        {
+            Some(JobMatrix::Fixed(m)) => (Some(m), None),
+            Some(JobMatrix::AtRun(m)) => (None, Some(*m)),
+            None => (None, None),
+        };
         let outputs = get(entries, "outputs")
             .map(|n| {
                 self.named_templates(n, "`outputs`", is_identifier, "output name", "output names start with a letter or `_` and contain only letters, digits, `-` and `_`")
@@ -678,6 +684,7 @@ impl Reader<'_> {
             condition,
             outputs,
             matrix,
+            matrix_at_run,
             instance: None,
             name_template,
             env,
@@ -1798,11 +1805,23 @@ impl Reader<'_> {
     }
 
     /// `matrix:`: axes (lists of values), `include`, `exclude`, `fail-fast`, `max-parallel`.
-    fn matrix(&mut self, node: &Node, job: &str) -> Option<Matrix> {
+    /// The whole matrix, an axis, `include` or `exclude` may be one `${{ }}` expression,
+    /// and the matrix is then known at run time.
+    fn matrix(&mut self, node: &Node, job: &str) -> Option<JobMatrix> {
+        if let Some(whole) = self.given_at_run(node, "`matrix`") {
+            return Some(JobMatrix::AtRun(Box::new(MatrixAtRun {
+                whole: Some(whole?),
+                axes: Vec::new(),
+                include: Given::Written(Vec::new()),
+                exclude: Given::Written(Vec::new()),
+                fail_fast: true,
+                max_parallel: None,
+            })));
+        }
         let entries = self.mapping(node, &format!("`matrix` of job `{job}`"))?;
-        let mut axes: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
-        let mut include = Vec::new();
-        let mut exclude = Vec::new();
+        let mut axes: Vec<(String, Given<Vec<serde_json::Value>>)> = Vec::new();
+        let mut include = Given::Written(Vec::new());
+        let mut exclude = Given::Written(Vec::new());
         let mut fail_fast = true;
         let mut max_parallel = None;
         for (k, v) in entries {
@@ -1825,36 +1844,23 @@ impl Reader<'_> {
                     }
                 }
                 "include" | "exclude" => {
-                    let Kind::Seq(items) = &v.kind else {
-                        self.error(
-                            v.span,
-                            format!("`{key}` must be a list of combinations"),
-                            format!("write `{key}: [{{ os: linux, python: \"3.12\" }}]`"),
-                        );
-                        continue;
+                    let given = match self.given_at_run(v, &format!("`{key}`")) {
+                        Some(e) => Given::AtRun(e?),
+                        None => Given::Written(self.combinations(v, &key)),
                     };
-                    for item in items {
-                        let Some(map) = self.mapping(item, &format!("an entry of `{key}`")) else {
-                            continue;
-                        };
-                        let mut combo = Vec::new();
-                        for (ik, iv) in map {
-                            if let (Some(name), Some(value)) =
-                                (self.string(ik, "a matrix key"), self.matrix_value(iv))
-                            {
-                                combo.push((name, value, ik.span));
-                            }
-                        }
-                        if key == "include" {
-                            include.push(combo)
-                        } else {
-                            exclude.push(combo)
-                        }
+                    if key == "include" {
+                        include = given
+                    } else {
+                        exclude = given
                     }
                 }
                 _ => {
                     if !is_identifier(&key) {
                         self.error(k.span, format!("invalid matrix axis `{key}`"), "axis names start with a letter or `_` and contain only letters, digits, `-` and `_`");
+                        continue;
+                    }
+                    if let Some(e) = self.given_at_run(v, &format!("matrix axis `{key}`")) {
+                        axes.push((key, Given::AtRun(e?)));
                         continue;
                     }
                     let Kind::Seq(items) = &v.kind else {
@@ -1873,12 +1879,12 @@ impl Reader<'_> {
                         );
                     }
                     let values = items.iter().filter_map(|i| self.matrix_value(i)).collect();
-                    axes.push((key, values));
+                    axes.push((key, Given::Written(values)));
                 }
             }
         }
-        for combo in &exclude {
-            for (name, _, span) in combo {
+        if let Given::Written(exclude) = &exclude {
+            for (name, _, span) in exclude.iter().flatten() {
                 if !axes.iter().any(|(a, _)| a == name) {
                     let hint = match suggest(name, axes.iter().map(|(a, _)| a.as_str())) {
                         Some(s) => format!("did you mean `{s}`?"),
@@ -1892,17 +1898,37 @@ impl Reader<'_> {
                 }
             }
         }
-        let strip =
-            |c: &Vec<(String, serde_json::Value, Span)>| -> Vec<(String, serde_json::Value)> {
-                c.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect()
-            };
-        let matrix = Matrix::expand(
-            &axes,
-            &include.iter().map(strip).collect::<Vec<_>>(),
-            &exclude.iter().map(strip).collect::<Vec<_>>(),
-            fail_fast,
-            max_parallel,
-        );
+        let strip = |c: &Given<Vec<Placed>>| -> Given<Vec<Combination>> {
+            match c {
+                Given::Written(c) => Given::Written(
+                    c.iter()
+                        .map(|c| c.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect())
+                        .collect(),
+                ),
+                Given::AtRun(e) => Given::AtRun(e.clone()),
+            }
+        };
+        let (include, exclude) = (strip(&include), strip(&exclude));
+        let written: Option<Vec<(String, Vec<serde_json::Value>)>> = axes
+            .iter()
+            .map(|(k, g)| match g {
+                Given::Written(v) => Some((k.clone(), v.clone())),
+                Given::AtRun(_) => None,
+            })
+            .collect();
+        let (Some(written), Given::Written(include), Given::Written(exclude)) =
+            (written, &include, &exclude)
+        else {
+            return Some(JobMatrix::AtRun(Box::new(MatrixAtRun {
+                whole: None,
+                axes,
+                include,
+                exclude,
+                fail_fast,
+                max_parallel,
+            })));
+        };
+        let matrix = Matrix::expand(&written, include, exclude, fail_fast, max_parallel);
         if matrix.combinations.is_empty() {
             self.error(
                 node.span,
@@ -1911,7 +1937,89 @@ impl Reader<'_> {
             );
             return None;
         }
-        Some(matrix)
+        if matrix.combinations.len() > MAX_COMBINATIONS {
+            self.error(
+                node.span,
+                format!(
+                    "the matrix of job `{job}` has {} combinations, more than the {MAX_COMBINATIONS} a matrix may have",
+                    matrix.combinations.len()
+                ),
+                "remove values, or `exclude` combinations you do not need",
+            );
+            return None;
+        }
+        Some(JobMatrix::Fixed(matrix))
+    }
+
+    /// `include` or `exclude` as written: a list of combinations, each key with where it is.
+    fn combinations(
+        &mut self,
+        node: &Node,
+        key: &str,
+    ) -> Vec<Vec<(String, serde_json::Value, Span)>> {
+        let Kind::Seq(items) = &node.kind else {
+            self.error(
+                node.span,
+                format!("`{key}` must be a list of combinations"),
+                format!("write `{key}: [{{ os: linux, python: \"3.12\" }}]`"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(map) = self.mapping(item, &format!("an entry of `{key}`")) else {
+                continue;
+            };
+            let mut combo = Vec::new();
+            for (ik, iv) in map {
+                if let (Some(name), Some(value)) =
+                    (self.string(ik, "a matrix key"), self.matrix_value(iv))
+                {
+                    combo.push((name, value, ik.span));
+                }
+            }
+            out.push(combo);
+        }
+        out
+    }
+
+    /// A part of `matrix:` written as one `${{ }}` expression, known when the run gets to
+    /// the job: `None` when the part is written out; `Some(None)` when it is not one
+    /// expression, which is reported.
+    fn given_at_run(&mut self, node: &Node, what: &str) -> Option<Option<crate::Expression>> {
+        let Kind::Scalar { text, .. } = &node.kind else {
+            return None;
+        };
+        if !text.contains("${{") {
+            return None;
+        }
+        let trimmed = text.trim();
+        if !(trimmed.starts_with("${{") && trimmed.ends_with("}}")) {
+            self.error(
+                node.span,
+                format!("{what} is given at run time by one expression, not text around one"),
+                "write e.g. `${{ fromJSON(needs.plan.outputs.matrix) }}`",
+            );
+            return Some(None);
+        }
+        match Template::condition(text, node.span, &self.source.text) {
+            Ok(e) => {
+                for (path, span) in &e.paths {
+                    if matches!(path[0].as_str(), "steps" | "matrix") {
+                        self.error(
+                            *span,
+                            format!("{what} cannot read `{}`", path.join(".")),
+                            "a matrix is known before the job's steps run: read the outputs of a job it needs, `needs.<job>.outputs.<name>`",
+                        );
+                    }
+                }
+                Some(Some(e))
+            }
+            Err(d) => {
+                self.diags.push(d);
+                Some(None)
+            }
+        }
     }
 
     /// A matrix value: a plain scalar that reads as a number or boolean is one, anything
@@ -1974,6 +2082,14 @@ impl Reader<'_> {
             let Some((_, first)) = step.permissions.templated.first() else {
                 continue;
             };
+            if job.matrix_at_run.is_some() {
+                self.error(
+                    first.span,
+                    format!("a grant cannot read the matrix of job `{}`, which is known only at run time", job.id),
+                    "its values come from other jobs' outputs, which must not choose what a step may do: write the grant itself, e.g. `exec: [python3]`, or write the matrix's values in the file",
+                );
+                continue;
+            }
             let Some(matrix) = &job.matrix else {
                 self.error(
                     first.span,
@@ -2008,7 +2124,8 @@ impl Reader<'_> {
             .chain(job.environment.iter().flat_map(|e| e.url.iter()))
             .chain(job.concurrency.iter().map(|c| &c.group))
             .flat_map(|t| t.expressions())
-            .chain(job.condition.iter());
+            .chain(job.condition.iter())
+            .chain(job.matrix_at_run.iter().flat_map(|m| m.expressions()));
         let mut found: Vec<Found> = job_level
             .flat_map(|e| e.paths.iter().map(|(p, s)| (p.clone(), *s, None)))
             .collect();
@@ -2043,15 +2160,24 @@ impl Reader<'_> {
                     self.error(span, format!("`needs.{name}` is not a job that `{}` needs", job.id), hint);
                 }
                 ("matrix", _)
-                    if !job.matrix.as_ref().is_some_and(|m| {
-                        m.combinations.iter().any(|c| c.iter().any(|(k, _)| k == name))
-                    }) =>
+                    if job.matrix_at_run.as_ref().map_or_else(
+                        || {
+                            !job.matrix.as_ref().is_some_and(|m| {
+                                m.combinations.iter().any(|c| c.iter().any(|(k, _)| k == name))
+                            })
+                        },
+                        // Keys that only the run knows are checked when it knows them.
+                        |m| m.known_keys().is_some_and(|keys| !keys.contains(name.as_str())),
+                    ) =>
                 {
-                    let keys: BTreeSet<&str> = job
-                        .matrix
-                        .iter()
-                        .flat_map(|m| m.combinations.iter().flatten().map(|(k, _)| k.as_str()))
-                        .collect();
+                    let keys: BTreeSet<&str> = match &job.matrix_at_run {
+                        Some(m) => m.known_keys().unwrap_or_default(),
+                        None => job
+                            .matrix
+                            .iter()
+                            .flat_map(|m| m.combinations.iter().flatten().map(|(k, _)| k.as_str()))
+                            .collect(),
+                    };
                     let hint = match (keys.is_empty(), suggest(name, keys.iter().copied())) {
                         (true, _) => format!("job `{}` has no `matrix:`", job.id),
                         (_, Some(s)) => format!("did you mean `matrix.{s}`?"),
@@ -2403,11 +2529,14 @@ fn http_check(url: &str, name: &str) -> Option<(u16, String)> {
     (host == name && clean).then(|| (port, path.to_string()))
 }
 
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+/// A job's `matrix:`: written out, or known at run time.
+enum JobMatrix {
+    Fixed(Matrix),
+    AtRun(Box<MatrixAtRun>),
 }
+
+/// A combination as written: each key with its value and where the key is.
+type Placed = Vec<(String, serde_json::Value, Span)>;
 
 pub(crate) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();

@@ -64,6 +64,9 @@ pub struct Job {
     pub outputs: BTreeMap<String, Template>,
     /// `matrix:` as written; [`crate::Plan`] turns the job into one job per combination.
     pub matrix: Option<Matrix>,
+    /// `matrix:` when it reads other jobs' outputs (or `inputs`, `vars`): the run turns the
+    /// job into one job per combination when the jobs it needs have ended.
+    pub matrix_at_run: Option<MatrixAtRun>,
     /// For one combination of a matrix job: the job's id as written, and the values.
     pub instance: Option<Instance>,
     /// `name:` when it reads the matrix; each combination's name is rendered from it.
@@ -209,6 +212,46 @@ pub struct Matrix {
     pub max_parallel: Option<usize>,
 }
 
+/// Most combinations a matrix may have, as in GitHub Actions: each is a job with its own
+/// workspace.
+pub const MAX_COMBINATIONS: usize = 256;
+
+/// One combination's values, keys in order.
+pub type Combination = Vec<(String, serde_json::Value)>;
+
+/// A part of `matrix:` written in the file, or an expression that gives it when the jobs
+/// the job needs have ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Given<T> {
+    Written(T),
+    AtRun(Expression),
+}
+
+impl<T> Given<T> {
+    /// The expression, when the run gives the value.
+    pub fn expression(&self) -> Option<&Expression> {
+        match self {
+            Given::AtRun(e) => Some(e),
+            Given::Written(_) => None,
+        }
+    }
+}
+
+/// A matrix known only at run time: `matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}`,
+/// or an axis, `include` or `exclude` written as such an expression. It is resolved and
+/// checked when the jobs the job needs have ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixAtRun {
+    /// `matrix: ${{ ... }}`: gives an object of axes, `include`, `exclude`, `fail-fast` and
+    /// `max-parallel`. The other fields are then unused.
+    pub whole: Option<Expression>,
+    pub axes: Vec<(String, Given<Vec<serde_json::Value>>)>,
+    pub include: Given<Vec<Combination>>,
+    pub exclude: Given<Vec<Combination>>,
+    pub fail_fast: bool,
+    pub max_parallel: Option<usize>,
+}
+
 /// One combination of a matrix job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
@@ -220,6 +263,18 @@ pub struct Instance {
 }
 
 impl Matrix {
+    /// A combination as a job's id shows it: `job (linux, 3.12)`.
+    pub fn shown(values: &[(String, serde_json::Value)]) -> String {
+        values
+            .iter()
+            .map(|(_, v)| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Expands axes into combinations. An `include` entry that agrees with existing
     /// combinations on every axis it names adds its other keys to them; one that matches
     /// none is a combination of its own. An `exclude` entry removes every combination that
@@ -284,6 +339,180 @@ impl Matrix {
             max_parallel,
         }
     }
+}
+
+impl MatrixAtRun {
+    /// The expressions it reads.
+    pub fn expressions(&self) -> impl Iterator<Item = &Expression> {
+        self.whole
+            .iter()
+            .chain(self.axes.iter().filter_map(|(_, g)| g.expression()))
+            .chain(self.include.expression())
+            .chain(self.exclude.expression())
+    }
+
+    /// Its keys, when the file names them all: every axis, and `include` is written.
+    pub fn known_keys(&self) -> Option<BTreeSet<&str>> {
+        let Given::Written(include) = &self.include else {
+            return None;
+        };
+        self.whole.is_none().then(|| {
+            self.axes
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .chain(include.iter().flatten().map(|(k, _)| k.as_str()))
+                .collect()
+        })
+    }
+
+    /// The matrix, from what the expressions give in `scope`. Refused with the reason: a
+    /// shape other than the file's `matrix:` would be, an axis without values, no
+    /// combination, more than [`MAX_COMBINATIONS`], or two combinations shown alike.
+    pub fn resolve(&self, scope: &crate::Scope) -> Result<Matrix, String> {
+        let mut axes: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+        let mut include = Vec::new();
+        let mut exclude = Vec::new();
+        let (mut fail_fast, mut max_parallel) = (self.fail_fast, self.max_parallel);
+        let combinations_of = |g: &Given<Vec<Combination>>, key: &str| match g {
+            Given::Written(c) => Ok(c.clone()),
+            Given::AtRun(e) => combinations(e.evaluate_json(scope)?, &format!("`{key}` ({e})")),
+        };
+        match &self.whole {
+            Some(e) => {
+                let map = match e.evaluate_json(scope)? {
+                    serde_json::Value::Object(map) => map,
+                    other => {
+                        return Err(format!(
+                            "{e} gives {}, not an object of axes and `include`",
+                            json_kind(&other)
+                        ));
+                    }
+                };
+                for (key, value) in map {
+                    match key.as_str() {
+                        "include" => include = combinations(value, "`include`")?,
+                        "exclude" => exclude = combinations(value, "`exclude`")?,
+                        "fail-fast" => {
+                            fail_fast =
+                                value.as_bool().ok_or("`fail-fast` must be true or false")?
+                        }
+                        "max-parallel" => {
+                            max_parallel = Some(
+                                value
+                                    .as_u64()
+                                    .filter(|n| *n > 0)
+                                    .ok_or("`max-parallel` must be a whole number above 0")?
+                                    as usize,
+                            )
+                        }
+                        _ => {
+                            let values = axis_values(value, &key)?;
+                            axes.push((key, values));
+                        }
+                    }
+                }
+            }
+            None => {
+                for (key, given) in &self.axes {
+                    let values = match given {
+                        Given::Written(v) => v.clone(),
+                        Given::AtRun(e) => axis_values(e.evaluate_json(scope)?, key)?,
+                    };
+                    axes.push((key.clone(), values));
+                }
+                include = combinations_of(&self.include, "include")?;
+                exclude = combinations_of(&self.exclude, "exclude")?;
+            }
+        }
+        for (key, _) in exclude.iter().flatten() {
+            if !axes.iter().any(|(a, _)| a == key) {
+                return Err(format!("`exclude` names `{key}`, which is not an axis"));
+            }
+        }
+        let matrix = Matrix::expand(&axes, &include, &exclude, fail_fast, max_parallel);
+        if matrix.combinations.is_empty() {
+            return Err("it has no combination".to_string());
+        }
+        if matrix.combinations.len() > MAX_COMBINATIONS {
+            return Err(format!(
+                "it has {} combinations, more than the {MAX_COMBINATIONS} a matrix may have",
+                matrix.combinations.len()
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for values in &matrix.combinations {
+            let shown = Matrix::shown(values);
+            if !seen.insert(shown.clone()) {
+                return Err(format!(
+                    "two combinations are both ({shown}); each job of a matrix needs its own name"
+                ));
+            }
+        }
+        Ok(matrix)
+    }
+}
+
+/// Whether `s` may name a matrix key: a letter or `_`, then letters, digits, `-`, `_`.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// An axis's values: a list with at least one value.
+fn axis_values(value: serde_json::Value, key: &str) -> Result<Vec<serde_json::Value>, String> {
+    if !is_identifier(key) {
+        return Err(format!(
+            "`{key}` cannot be a matrix axis: axis names start with a letter or `_` and contain only letters, digits, `-` and `_`"
+        ));
+    }
+    match value {
+        serde_json::Value::Array(values) if values.is_empty() => {
+            Err(format!("matrix axis `{key}` has no values"))
+        }
+        serde_json::Value::Array(values) => Ok(values),
+        other => Err(format!(
+            "matrix axis `{key}` must be a list of values, not {}",
+            json_kind(&other)
+        )),
+    }
+}
+
+/// `include` or `exclude`: a list of objects.
+fn combinations(value: serde_json::Value, what: &str) -> Result<Vec<Combination>, String> {
+    let serde_json::Value::Array(items) = value else {
+        return Err(format!(
+            "{what} must be a list of combinations, not {}",
+            json_kind(&value)
+        ));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            serde_json::Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| match is_identifier(&k) {
+                    true => Ok((k, v)),
+                    false => Err(format!("{what} has the key `{k}`, which cannot be a matrix key: keys start with a letter or `_` and contain only letters, digits, `-` and `_`")),
+                })
+                .collect(),
+            other => Err(format!(
+                "each entry of {what} must be an object of keys and values, not {}",
+                json_kind(&other)
+            )),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]

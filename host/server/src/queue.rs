@@ -543,6 +543,35 @@ impl RunReporter {
         }
     }
 
+    /// Rows for jobs the run announced, none started; their step keys are remembered.
+    fn pending_rows(&self, jobs: &[ferry_engine::event::JobInfo]) -> Vec<Job> {
+        lock(&self.steps).extend(jobs.iter().map(|j| (j.id.clone(), j.keys.clone())));
+        jobs.iter()
+            .map(|job| Job {
+                job: job.id.clone(),
+                name: job.name.clone(),
+                needs: job.needs.clone(),
+                status: "pending".into(),
+                duration_ms: None,
+                message: None,
+                steps: job
+                    .keys
+                    .iter()
+                    .zip(&job.steps)
+                    .map(|(key, name)| Step {
+                        key: key.clone(),
+                        name: name.clone(),
+                        status: "pending".into(),
+                        duration_ms: None,
+                        message: None,
+                        cached: false,
+                        started_at: None,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     fn index(&self, job: &str, key: &str) -> usize {
         lock(&self.steps)
             .get(job)
@@ -571,36 +600,12 @@ impl Reporter for RunReporter {
                 if let Err(e) = self.server.store.set_record(self.run, run) {
                     eprintln!("error: run #{}: {e}", self.run);
                 }
-                let rows: Vec<Job> = jobs
-                    .iter()
-                    .map(|job| Job {
-                        job: job.id.clone(),
-                        name: job.name.clone(),
-                        needs: job.needs.clone(),
-                        status: "pending".into(),
-                        duration_ms: None,
-                        message: None,
-                        steps: job
-                            .keys
-                            .iter()
-                            .zip(&job.steps)
-                            .map(|(key, name)| Step {
-                                key: key.clone(),
-                                name: name.clone(),
-                                status: "pending".into(),
-                                duration_ms: None,
-                                message: None,
-                                cached: false,
-                                started_at: None,
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                *lock(&self.steps) = jobs
-                    .iter()
-                    .map(|j| (j.id.clone(), j.keys.clone()))
-                    .collect();
+                let rows = self.pending_rows(jobs);
                 self.save(Progress::Jobs(&rows));
+            }
+            Event::MatrixExpanded { job, jobs } => {
+                let rows = self.pending_rows(jobs);
+                self.save(Progress::Expanded { job, jobs: &rows });
             }
             Event::JobStarted { job } => self.save(Progress::Job {
                 job,

@@ -425,29 +425,46 @@ impl Store for Sqlite {
         match change {
             Progress::Jobs(jobs) => {
                 let tx = db.transaction().map_err(err)?;
-                for (position, job) in jobs.iter().enumerate() {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO jobs (run, job, position, name, needs, status)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![
-                            run,
-                            job.job,
-                            position,
-                            job.name,
-                            serde_json::to_string(&job.needs).map_err(err)?,
-                            job.status
-                        ],
+                insert_jobs(&tx, run, 0, jobs)?;
+                tx.commit().map_err(err)?;
+            }
+            Progress::Expanded { job, jobs } => {
+                // The combinations take the job's position; the jobs after it move down.
+                let tx = db.transaction().map_err(err)?;
+                let position: Option<i64> = tx
+                    .query_row(
+                        "SELECT position FROM jobs WHERE run = ?1 AND job = ?2",
+                        params![run, job],
+                        |row| row.get(0),
                     )
+                    .optional()
                     .map_err(err)?;
-                    for (idx, step) in job.steps.iter().enumerate() {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO steps (run, job, idx, key, name, status)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![run, job.job, idx, step.key, step.name, step.status],
+                let position = match position {
+                    Some(p) => p,
+                    None => tx
+                        .query_row(
+                            "SELECT COALESCE(MAX(position) + 1, 0) FROM jobs WHERE run = ?1",
+                            params![run],
+                            |row| row.get(0),
                         )
-                        .map_err(err)?;
-                    }
-                }
+                        .map_err(err)?,
+                };
+                tx.execute(
+                    "DELETE FROM steps WHERE run = ?1 AND job = ?2",
+                    params![run, job],
+                )
+                .map_err(err)?;
+                tx.execute(
+                    "DELETE FROM jobs WHERE run = ?1 AND job = ?2",
+                    params![run, job],
+                )
+                .map_err(err)?;
+                tx.execute(
+                    "UPDATE jobs SET position = position + ?3 WHERE run = ?1 AND position > ?2",
+                    params![run, position, jobs.len() as i64 - 1],
+                )
+                .map_err(err)?;
+                insert_jobs(&tx, run, position, jobs)?;
                 tx.commit().map_err(err)?;
             }
             Progress::Job {
@@ -698,6 +715,34 @@ impl Store for Sqlite {
     }
 }
 
+/// Inserts `jobs` at positions from `first`, with their steps.
+fn insert_jobs(tx: &rusqlite::Transaction, run: i64, first: i64, jobs: &[Job]) -> Result<()> {
+    for (offset, job) in jobs.iter().enumerate() {
+        tx.execute(
+            "INSERT OR REPLACE INTO jobs (run, job, position, name, needs, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                run,
+                job.job,
+                first + offset as i64,
+                job.name,
+                serde_json::to_string(&job.needs).map_err(err)?,
+                job.status
+            ],
+        )
+        .map_err(err)?;
+        for (idx, step) in job.steps.iter().enumerate() {
+            tx.execute(
+                "INSERT OR REPLACE INTO steps (run, job, idx, key, name, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run, job.job, idx, step.key, step.name, step.status],
+            )
+            .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,6 +908,42 @@ mod tests {
             store.run(queued).unwrap().unwrap().status,
             RunStatus::Queued
         );
+    }
+
+    #[test]
+    fn a_matrix_made_at_run_time_takes_its_job_s_place() {
+        let (_dir, store) = store();
+        let id = store.add_run(&source("a"), 1).unwrap();
+        assert!(store.start_run(id, 2).unwrap());
+        let job = |name: &str| Job {
+            job: name.into(),
+            name: name.into(),
+            needs: vec![],
+            status: "pending".into(),
+            duration_ms: None,
+            message: None,
+            steps: vec![Step {
+                key: "step-1".into(),
+                name: "run".into(),
+                status: "pending".into(),
+                duration_ms: None,
+                message: None,
+                cached: false,
+                started_at: None,
+            }],
+        };
+        let planned = [job("plan"), job("test"), job("after")];
+        store.progress(id, Progress::Jobs(&planned)).unwrap();
+        let made = [job("test (a)"), job("test (b)"), job("test (c)")];
+        let change = Progress::Expanded {
+            job: "test",
+            jobs: &made,
+        };
+        store.progress(id, change).unwrap();
+        let jobs = store.jobs(id).unwrap();
+        let names: Vec<&str> = jobs.iter().map(|j| j.job.as_str()).collect();
+        assert_eq!(names, ["plan", "test (a)", "test (b)", "test (c)", "after"]);
+        assert!(jobs.iter().all(|j| j.steps.len() == 1));
     }
 
     #[test]

@@ -286,6 +286,11 @@ pub struct DeploymentQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress<'a> {
     Jobs(&'a [Job]),
+    /// A matrix known only at run time was made: `jobs` take the place of `job`.
+    Expanded {
+        job: &'a str,
+        jobs: &'a [Job],
+    },
     Job {
         job: &'a str,
         status: &'a str,

@@ -167,6 +167,9 @@ impl Reporter for Plain {
                 Some(job) => format!("{} {text}", s.dim(&format!("[{job}]"))),
                 None => text.clone(),
             },
+            Event::MatrixExpanded { job, jobs } => {
+                format!("{} {}", s.dim(&format!("[{job}]")), matrix_line(jobs))
+            }
             Event::Summary {
                 job,
                 step,
@@ -344,4 +347,10 @@ impl Reporter for Prompter {
             _ => {}
         }
     }
+}
+
+/// What a matrix known only at run time turned into: `matrix: 2 jobs: test (a), test (b)`.
+pub(crate) fn matrix_line(jobs: &[ferry_engine::event::JobInfo]) -> String {
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    format!("matrix: {} jobs: {}", jobs.len(), names.join(", "))
 }

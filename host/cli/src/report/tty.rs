@@ -194,6 +194,18 @@ impl Reporter for Tty {
                     }
                 }
             }
+            Event::MatrixExpanded { job, jobs } => {
+                for j in jobs {
+                    state.steps_per_job.insert(j.id.clone(), j.steps.len());
+                }
+                let line = format!(
+                    "{} {} {}",
+                    s.cyan("▸"),
+                    s.bold(job),
+                    super::matrix_line(jobs)
+                );
+                state.pending.push(line);
+            }
             Event::Notice { job, text } => state.pending.push(match job {
                 Some(job) => format!("{} {} {text}", s.yellow("⏸"), s.bold(job)),
                 None => format!("{} {text}", s.yellow("⏸")),

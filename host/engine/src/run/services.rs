@@ -101,8 +101,8 @@ pub(super) fn prepare(
         view.contexts
             .insert("secrets", serde_json::json!(secrets.clone()));
         let here = |e: String| format!("service `{}`: {e}", service.name);
-        let env =
-            render_env(&[&shared.pipeline.env, &job.env, &service.env], &mut view).map_err(here)?;
+        let env = render_env(&[&shared.pipeline().env, &job.env, &service.env], &mut view)
+            .map_err(here)?;
         let run = service.run.render(&view).map_err(here)?;
         let path = dir.join(format!("{}.log", sanitize(&service.name)));
         let file = std::fs::File::create(&path)

@@ -556,7 +556,7 @@ async function showRun(id) {
           if (state.followed) { state.job = event.job; state.step = event.step; }
           refresh();
           break;
-        case "run-started": case "job-started": case "step-finished": case "job-finished":
+        case "run-started": case "matrix-expanded": case "job-started": case "step-finished": case "job-finished":
         case "run-finished": case "approval": case "notice": case "summary":
           refresh();
           break;
