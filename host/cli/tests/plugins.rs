@@ -56,6 +56,33 @@ fn a_new_rust_step_builds_tests_and_runs() {
     t.run().code(0);
     let t = t.then(&["plugin", "new", "second", "--lang", "rust"]);
     t.run().code(0);
+    // The project comes with its lock, complete: cargo needs to resolve nothing (no index,
+    // no network), and the versions are those ferry's SDK was tested with.
+    let metadata = std::process::Command::new("cargo")
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .current_dir(t.path("second"))
+        .env("PATH", toolchain_path())
+        .output()
+        .unwrap();
+    assert!(
+        metadata.status.success(),
+        "{}",
+        String::from_utf8_lossy(&metadata.stderr)
+    );
+    let lock = std::fs::read_to_string(t.path("second/Cargo.lock")).unwrap();
+    let ours =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+    // ferry's lock names the SDK's wit-bindgen by version where it holds several.
+    let sdk = &ours[ours.find("name = \"ferry-sdk\"").unwrap()..];
+    let version = sdk
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"wit-bindgen "))
+        .unwrap();
+    let wanted = format!(
+        "name = \"wit-bindgen\"\nversion = \"{}\"\n",
+        version.trim_end_matches(['"', ','])
+    );
+    assert!(lock.contains(&wanted), "{wanted} in\n{lock}");
     let t = t.then(&["plugin", "build", "second"]);
     let second = t.run().code(0);
     assert!(
