@@ -228,13 +228,13 @@ fn plugin_test_reports_what_did_not_match_with_the_log() {
     let t = t
         .file(
             "demo/ferry-tests.yaml",
-            "cases:\n  bad-input:\n    with: { nosuch: x }\n    expect:\n      error: \"case `bad-input`: unknown input `nosuch`\"\n  identity:\n    with: { who: x }\n    setup:\n      - git init -q\n      - [git, -c, user.name=Alice, commit, -q, --allow-empty, -m, first]\n      - [sh, -c, 'test \"$(git log -1 --format=%an)\" = Alice']\n",
+            "cases:\n  bad-input:\n    with: { nosuch: x }\n    expect:\n      error: \"case `bad-input`: unknown input `nosuch`\"\n  checkout:\n    with: { who: \"${{ git.branch }} at ${{ git.commit-message }}\" }\n    files: { notes.txt: hi }\n    expect:\n      outputs: { greeting: \"Hello, main at ferry test!\" }\n  identity:\n    with: { who: x }\n    setup:\n      - git init -q\n      - [git, -c, user.name=Alice, commit, -q, --allow-empty, -m, first]\n      - [sh, -c, 'test \"$(git log -1 --format=%an)\" = Alice']\n",
         )
         .then(&["plugin", "test", "demo", "--no-build"]);
     let done = t.run();
     let all = format!("{}{}", done.stdout, done.stderr);
     assert_eq!(done.code, 0, "{all}");
-    assert!(all.contains("2 passed"), "{all}");
+    assert!(all.contains("3 passed"), "{all}");
     assert!(!all.contains("ferry-test-"), "a temporary path: {all}");
     let t = t
         .file("demo/ferry-tests.yaml", "cases:\n  typo:\n    wiht: {}\n")

@@ -91,13 +91,18 @@ pub fn host_env() -> Arc<BTreeMap<String, String>> {
 /// `git.*` for the run: the commit of the repository the pipeline lives in. Asked of `git`
 /// only when the pipeline reads `git.*`, so other runs pay nothing for it.
 pub fn git_info(pipeline: &Pipeline) -> BTreeMap<String, String> {
-    if !pipeline.reads_git {
-        return BTreeMap::new();
+    match pipeline.reads_git {
+        true => git_info_in(&pipeline.dir),
+        false => BTreeMap::new(),
     }
+}
+
+/// `git.*` of the repository `dir` is in: empty when it is in none.
+pub fn git_info_in(dir: &std::path::Path) -> BTreeMap<String, String> {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
-            .current_dir(&pipeline.dir)
+            .current_dir(dir)
             .output()
             .ok()
             .filter(|o| o.status.success())

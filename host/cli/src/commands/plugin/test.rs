@@ -42,8 +42,9 @@ pub struct Case {
     /// A directory (relative to the project) copied into the workspace first.
     fixture: Option<PathBuf>,
     /// Host commands (argv) run in the workspace before the step, e.g. to make a git
-    /// repository with tags.
-    setup: Vec<Vec<String>>,
+    /// repository with tags. Without `setup` the workspace is a checkout of the case's
+    /// files; with one (`setup: []` too) it is what the commands make of them.
+    setup: Option<Vec<Vec<String>>>,
     /// `None`: grant what the step declares.
     permissions: Option<Value>,
     /// A job's `services:` beside the step (a database it talks to), as in a pipeline.
@@ -167,7 +168,7 @@ fn read_cases(root: &Node, diags: &mut Vec<Diagnostic>) -> Vec<Case> {
                         Some(dir) => case.fixture = Some(PathBuf::from(dir)),
                         None => diags.push(expected(value, "a directory path", field)),
                     },
-                    "setup" => case.setup = read_setup(value, diags),
+                    "setup" => case.setup = Some(read_setup(value, diags)),
                     "permissions" => case.permissions = Some(to_json(value)),
                     "services" => case.services = Some(to_json(value)),
                     "expect" => case.expect = Some(read_expect(value, diags)),
@@ -458,8 +459,14 @@ pub async fn run_case(
         "[user]\n\tname = ferry test\n\temail = test@ferry.invalid\n",
     )
     .map_err(|e| format!("cannot write `{}`: {e}", git_config.display()))?;
-    for argv in &case.setup {
-        setup_command(argv, &workspace, &git_config)?;
+    match &case.setup {
+        None if !workspace.join(".git").exists() => checkout(&workspace, &git_config),
+        None => {}
+        Some(setup) => {
+            for argv in setup {
+                setup_command(argv, &workspace, &git_config)?;
+            }
+        }
     }
     let mut step = Map::new();
     step.insert("id".into(), json!("step"));
@@ -502,6 +509,11 @@ pub async fn run_case(
     if !refusals.is_empty() {
         return Ok(refused(&case.name, &refusals));
     }
+    // `git.*` as a run in this repository would see it.
+    let git = match pipeline.reads_git {
+        true => ferry_compose::git_info_in(&workspace),
+        false => BTreeMap::new(),
+    };
     let plan = Plan::new(pipeline, &[]).map_err(|e| e.to_string())?;
     let capture = Arc::new(Capture::default());
     let options = RunOptions {
@@ -513,7 +525,7 @@ pub async fn run_case(
         secrets: case.secrets.clone(),
         host_env: ferry_compose::host_env(),
         cancel: CancellationToken::new(),
-        git: Default::default(),
+        git,
         vars: Default::default(),
         inputs: Default::default(),
         cache: None,
@@ -531,6 +543,35 @@ pub async fn run_case(
     .map_err(|e| e.to_string())?;
     let outcome = std::mem::take(&mut *capture.0.lock().map_err(|e| e.to_string())?);
     Ok(outcome)
+}
+
+/// Makes a case's workspace what a job's is, a checkout: a repository on `main` with one
+/// commit of the case's files. A case with `setup` makes the repository it wants instead
+/// (tags, history), or none (`setup: []`). Best effort: where git is missing or fails, the workspace stays a
+/// plain folder, and cases that need no git still run.
+fn checkout(workspace: &Path, git_config: &Path) {
+    let commands: [&[&str]; 3] = [
+        &["-c", "init.defaultBranch=main", "init", "-q"],
+        &["add", "-A"],
+        &[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "--no-verify",
+            "-m",
+            "ferry test",
+        ],
+    ];
+    for args in commands {
+        let argv: Vec<String> = std::iter::once("git")
+            .chain(args.iter().copied())
+            .map(str::to_string)
+            .collect();
+        if setup_command(&argv, workspace, git_config).is_err() {
+            let _ = std::fs::remove_dir_all(workspace.join(".git"));
+            return;
+        }
+    }
 }
 
 /// Runs one setup command on the host, in the workspace. Git gets an identity, as a fresh
