@@ -346,10 +346,14 @@ pub async fn run<R: StepRunner>(
                 Some("another job failed and the run stops (fail-fast)".to_string())
             } else if matrix.is_some_and(|(token, _)| token.is_cancelled()) && !reads_status {
                 Some("another combination of the matrix failed (fail-fast)".to_string())
-            } else if job.matrix_at_run.is_some() {
-                // Each combination's job tests the condition, which may read `matrix`.
-                (job.condition.is_none() && !all_passed)
-                    .then(|| "a job it needs did not pass".to_string())
+            } else if job.matrix_at_run.is_some()
+                && job
+                    .condition
+                    .as_ref()
+                    .is_some_and(|c| c.paths.iter().any(|(path, _)| path[0] == "matrix"))
+            {
+                // A condition that reads `matrix` is tested by each combination's job.
+                None
             } else {
                 match &job.condition {
                     None if all_passed => None,
@@ -372,8 +376,11 @@ pub async fn run<R: StepRunner>(
                 continue;
             }
             if let Some(at_run) = &job.matrix_at_run {
-                match at_run.resolve(&job_scope(&shared, job, progress)) {
-                    Ok(matrix) => resolved.push((i, ferry_model::graph::instances(job, matrix))),
+                let made = at_run
+                    .resolve(&job_scope(&shared, job, progress))
+                    .and_then(|matrix| combination_jobs(&pipeline, job, matrix));
+                match made {
+                    Ok(jobs) => resolved.push((i, jobs)),
                     Err(e) => {
                         let message = format!("the matrix cannot be made: {e}");
                         finish_unstarted(&shared, i, Status::Failed, &message);
@@ -528,16 +535,18 @@ pub async fn run<R: StepRunner>(
         status,
         duration_ms: millis(started.elapsed()),
     });
+    // Outputs may hold secrets, and an untrusted run's folders what it planted: they go
+    // whether or not the record could be written.
+    let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
+    if options.untrusted {
+        let _ = std::fs::remove_dir_all(run_dir.join("work"));
+        let _ = std::fs::remove_dir_all(run_dir.join("home"));
+    }
     if let Some(source) = record.take_error() {
         return Err(RunError::Record {
             dir: run_dir,
             source,
         });
-    }
-    let _ = std::fs::remove_dir_all(run_dir.join("outputs"));
-    if options.untrusted {
-        let _ = std::fs::remove_dir_all(run_dir.join("work"));
-        let _ = std::fs::remove_dir_all(run_dir.join("home"));
     }
     let summary = std::fs::read(run_dir.join("run.json"))
         .ok()
@@ -565,6 +574,32 @@ fn add_matrices(matrices: &mut Matrices, run: &CancellationToken, jobs: &[Job]) 
             (run.child_token(), limit)
         });
     }
+}
+
+/// The jobs of a matrix made at run time. Refused when two jobs would share folders: the
+/// folders of a job are named after its id with what a file name cannot hold replaced
+/// (`deploy (prod/eu)` and `deploy (prod_eu)` are both `deploy__prod_eu_`).
+fn combination_jobs(
+    pipeline: &Pipeline,
+    job: &Job,
+    matrix: ferry_model::Matrix,
+) -> Result<Vec<Job>, String> {
+    let jobs = ferry_model::graph::instances(job, matrix);
+    let mut folders: HashMap<String, &str> = pipeline
+        .jobs
+        .iter()
+        .map(|j| (sanitize(&j.id), j.id.as_str()))
+        .collect();
+    for made in &jobs {
+        if let Some(other) = folders.insert(sanitize(&made.id), &made.id) {
+            return Err(format!(
+                "`{}` and `{other}` would share folders (`{}`); make their values differ in more than punctuation",
+                made.id,
+                sanitize(&made.id)
+            ));
+        }
+    }
+    Ok(jobs)
 }
 
 /// A job as the run announces it.

@@ -880,6 +880,13 @@ jobs:
 
 #[tokio::test]
 async fn a_matrix_that_cannot_be_made_fails_its_job_and_says_why() {
+    // A few bytes of output must not make the host build a billion combinations.
+    let axis = (0..1000)
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let huge = format!(r#"{{"a":[{axis}],"b":[{axis}],"c":[{axis}]}}"#);
+    let long = format!(r#"{{"v":["{}"]}}"#, "x".repeat(200));
     let cases = [
         ("not JSON", "oops", "not JSON"),
         ("a string", r#""linux""#, "gives a string, not an object"),
@@ -920,6 +927,22 @@ async fn a_matrix_that_cannot_be_made_fails_its_job_and_says_why() {
             r#"{"a":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17],"b":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}"#,
             "it has 272 combinations, more than the 256",
         ),
+        (
+            "axes that make too many",
+            &huge,
+            "make more than the 4096 combinations",
+        ),
+        (
+            "names that share folders",
+            r#"{"env":["prod/eu","prod_eu"]}"#,
+            "`test (prod_eu)` and `test (prod/eu)` would share folders (`test__prod_eu_`)",
+        ),
+        ("a long name", &long, "more than 128"),
+        (
+            "a control character",
+            r#"{"v":["\u001b[31mred"]}"#,
+            "holds a control character",
+        ),
     ];
     for (what, json, expected) in cases {
         let yaml = format!(
@@ -938,6 +961,43 @@ async fn a_matrix_that_cannot_be_made_fails_its_job_and_says_why() {
         assert_eq!(run.result.status, Status::Failed, "{what}");
         assert!(run.board.seen().len() == 1, "{what}: no combination ran");
     }
+}
+
+#[tokio::test]
+async fn a_matrix_of_include_entries_alone_runs_each_and_if_can_guard_an_empty_one() {
+    let yaml = r#"
+jobs:
+  plan:
+    outputs:
+      m: ${{ steps.p.outputs.m }}
+      any: ${{ steps.p.outputs.any }}
+    steps:
+      - id: p
+        run: 'outs m={"include":[{"p":"a"},{"p":"b"}],"max-parallel":18446744073709551615} any=true'
+  each:
+    needs: plan
+    matrix: ${{ fromJSON(needs.plan.outputs.m) }}
+    steps: [{ run: "echo ${{ matrix.p }}" }]
+  guarded:
+    needs: plan
+    if: needs.plan.outputs.any == 'false'
+    matrix: ${{ fromJSON(needs.plan.outputs.nothing) }}
+    steps: [{ run: fail }]
+"#;
+    let run = run(yaml, 4, true).await;
+    assert_eq!(
+        run.result.status,
+        Status::Passed,
+        "{:?}",
+        run.result.summary.jobs
+    );
+    assert_eq!(run.job("each (a)"), Status::Passed);
+    assert_eq!(run.job("each (b)"), Status::Passed);
+    assert_eq!(run.job("guarded"), Status::Skipped);
+    assert_eq!(
+        message(&run, "guarded"),
+        "`if: needs.plan.outputs.any == 'false'` is false"
+    );
 }
 
 #[tokio::test]

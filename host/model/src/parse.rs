@@ -1928,27 +1928,17 @@ impl Reader<'_> {
                 max_parallel,
             })));
         };
-        let matrix = Matrix::expand(&written, include, exclude, fail_fast, max_parallel);
-        if matrix.combinations.is_empty() {
-            self.error(
-                node.span,
-                format!("the matrix of job `{job}` has no combination left"),
-                "check `exclude`, or add values or `include` entries",
-            );
-            return None;
+        match Matrix::expand(&written, include, exclude, fail_fast, max_parallel) {
+            Ok(matrix) => Some(JobMatrix::Fixed(matrix)),
+            Err(e) => {
+                self.error(
+                    node.span,
+                    format!("the matrix of job `{job}`: {e}"),
+                    format!("a matrix has 1 to {MAX_COMBINATIONS} combinations: check `exclude`, `include` and the axes' values"),
+                );
+                None
+            }
         }
-        if matrix.combinations.len() > MAX_COMBINATIONS {
-            self.error(
-                node.span,
-                format!(
-                    "the matrix of job `{job}` has {} combinations, more than the {MAX_COMBINATIONS} a matrix may have",
-                    matrix.combinations.len()
-                ),
-                "remove values, or `exclude` combinations you do not need",
-            );
-            return None;
-        }
-        Some(JobMatrix::Fixed(matrix))
     }
 
     /// `include` or `exclude` as written: a list of combinations, each key with where it is.
@@ -2005,7 +1995,7 @@ impl Reader<'_> {
         match Template::condition(text, node.span, &self.source.text) {
             Ok(e) => {
                 for (path, span) in &e.paths {
-                    if matches!(path[0].as_str(), "steps" | "matrix") {
+                    if matches!(path[0].as_str(), "steps" | "matrix" | "jobs") {
                         self.error(
                             *span,
                             format!("{what} cannot read `{}`", path.join(".")),

@@ -216,6 +216,12 @@ pub struct Matrix {
 /// workspace.
 pub const MAX_COMBINATIONS: usize = 256;
 
+/// Most combinations a matrix's axes may make before `exclude` removes some.
+pub const MAX_AXES_PRODUCT: usize = 4096;
+
+/// Longest name a combination may have (`linux, 3.12`): it names the job's folders.
+pub const MAX_COMBINATION_NAME: usize = 128;
+
 /// One combination's values, keys in order.
 pub type Combination = Vec<(String, serde_json::Value)>;
 
@@ -279,13 +285,36 @@ impl Matrix {
     /// combinations on every axis it names adds its other keys to them; one that matches
     /// none is a combination of its own. An `exclude` entry removes every combination that
     /// has all of its values.
+    ///
+    /// Refused, before anything is built, when the axes would make more than
+    /// [`MAX_AXES_PRODUCT`] combinations or `include`/`exclude` are longer than a matrix
+    /// needs, so that no input makes it take more than a moment; and refused when it ends
+    /// with no combination or more than [`MAX_COMBINATIONS`].
     pub fn expand(
         axes: &[(String, Vec<serde_json::Value>)],
         include: &[Vec<(String, serde_json::Value)>],
         exclude: &[Vec<(String, serde_json::Value)>],
         fail_fast: bool,
         max_parallel: Option<usize>,
-    ) -> Matrix {
+    ) -> Result<Matrix, String> {
+        let product = axes
+            .iter()
+            .try_fold(1usize, |n, (_, values)| n.checked_mul(values.len()))
+            .filter(|n| *n <= MAX_AXES_PRODUCT);
+        if product.is_none() {
+            let sizes: Vec<String> = axes.iter().map(|(_, v)| v.len().to_string()).collect();
+            return Err(format!(
+                "its axes ({} values) make more than the {MAX_AXES_PRODUCT} combinations a matrix may start from",
+                sizes.join(" × ")
+            ));
+        }
+        if include.len() > MAX_COMBINATIONS || exclude.len() > MAX_AXES_PRODUCT {
+            return Err(format!(
+                "it has {} `include` and {} `exclude` entries; at most {MAX_COMBINATIONS} and {MAX_AXES_PRODUCT}",
+                include.len(),
+                exclude.len()
+            ));
+        }
         let mut combinations: Vec<Vec<(String, serde_json::Value)>> = if axes.is_empty() {
             Vec::new()
         } else {
@@ -312,9 +341,12 @@ impl Matrix {
                 .any(|e| !e.is_empty() && e.iter().all(|kv| has(c, kv)))
         });
         let is_axis = |k: &str| axes.iter().any(|(a, _)| a == k);
+        // An entry extends the combinations of the axes, never one an earlier entry added:
+        // without axes, each entry is a combination of its own.
+        let original = combinations.len();
         for entry in include {
             let mut matched = false;
-            for c in combinations.iter_mut() {
+            for c in combinations[..original].iter_mut() {
                 let agrees = entry
                     .iter()
                     .filter(|(k, _)| is_axis(k))
@@ -333,11 +365,21 @@ impl Matrix {
                 combinations.push(entry.clone());
             }
         }
-        Matrix {
+        if combinations.is_empty() {
+            return Err("it has no combination left".to_string());
+        }
+        if combinations.len() > MAX_COMBINATIONS {
+            return Err(format!(
+                "it has {} combinations, more than the {MAX_COMBINATIONS} a matrix may have",
+                combinations.len()
+            ));
+        }
+        Ok(Matrix {
             combinations,
             fail_fast,
-            max_parallel,
-        }
+            // More at once than there are combinations changes nothing.
+            max_parallel: max_parallel.map(|n| n.min(MAX_COMBINATIONS)),
+        })
     }
 }
 
@@ -429,19 +471,23 @@ impl MatrixAtRun {
                 return Err(format!("`exclude` names `{key}`, which is not an axis"));
             }
         }
-        let matrix = Matrix::expand(&axes, &include, &exclude, fail_fast, max_parallel);
-        if matrix.combinations.is_empty() {
-            return Err("it has no combination".to_string());
-        }
-        if matrix.combinations.len() > MAX_COMBINATIONS {
-            return Err(format!(
-                "it has {} combinations, more than the {MAX_COMBINATIONS} a matrix may have",
-                matrix.combinations.len()
-            ));
-        }
+        let matrix = Matrix::expand(&axes, &include, &exclude, fail_fast, max_parallel)?;
         let mut seen = BTreeSet::new();
         for values in &matrix.combinations {
             let shown = Matrix::shown(values);
+            if shown.len() > MAX_COMBINATION_NAME {
+                let start: String = shown.chars().take(40).collect();
+                return Err(format!(
+                    "the combination ({start}…) is named by {} bytes of values, more than {MAX_COMBINATION_NAME}: a combination names its job and folders",
+                    shown.len()
+                ));
+            }
+            if shown.chars().any(char::is_control) {
+                return Err(format!(
+                    "the combination ({}) holds a control character: a combination names its job",
+                    shown.escape_debug()
+                ));
+            }
             if !seen.insert(shown.clone()) {
                 return Err(format!(
                     "two combinations are both ({shown}); each job of a matrix needs its own name"
