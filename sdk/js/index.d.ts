@@ -6,15 +6,17 @@
 
 import type { StepInfo, StepError as WitStepError, Input as WitInput } from "ferry:step/types@0.1.0";
 
-export type InputType = "string" | "boolean" | "number" | "list";
+export type InputType = "string" | "boolean" | "number" | "integer" | "list";
 
 type ValueOf<T extends InputType> = T extends "boolean"
   ? boolean
   : T extends "number"
     ? number
-    : T extends "list"
-      ? string[]
-      : string;
+    : T extends "integer"
+      ? number | bigint
+      : T extends "list"
+        ? string[]
+        : string;
 
 export interface InputSpec<T extends InputType = InputType> {
   /** How the host checks the value and how `run` receives it; default `string`. */

@@ -72,7 +72,7 @@ export class ProcessError extends StepError {
   }
 }
 
-const INPUT_TYPES = ["string", "boolean", "number", "list"];
+const INPUT_TYPES = ["string", "boolean", "number", "integer", "list"];
 
 function spelling(spec, value) {
   if (spec.type === "list") return JSON.stringify(value.map(String));
@@ -93,6 +93,15 @@ function parse(name, spec, text) {
         throw new InvalidInput(`input \`${name}\` must be a number, got \`${text}\``);
       }
       return n;
+    }
+    case "integer": {
+      // What the host accepts: an optional sign and digits, within 64 bits. A JavaScript
+      // number holds integers exactly up to 2^53, so larger ones arrive as a BigInt.
+      if (!/^\s*[-+]?\d+\s*$/.test(text)) {
+        throw new InvalidInput(`input \`${name}\` must be a whole number, got \`${text}\``);
+      }
+      const n = BigInt(text.trim());
+      return n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n;
     }
     case "list": {
       let value;

@@ -218,6 +218,20 @@ fn a_matrix_made_from_bad_output_fails_its_job_with_the_reason() {
 }
 
 #[test]
+fn an_integer_input_refuses_a_fraction_before_anything_runs() {
+    Test::new()
+        .file(
+            "ferry.yaml",
+            "jobs:\n  check:\n    steps:\n      - uses: verify\n        with: { url: \"http://127.0.0.1:9/\", attempts: 1.5 }\n        permissions: { network: [\"127.0.0.1:9\"] }\n",
+        )
+        .args(&["run", "--output", "plain"])
+        .run()
+        .code(2)
+        .stderr_has("error: step `verify` of job `check`: input `attempts` must be a whole number, got `1.5`")
+        .stderr_has("ferry.yaml:4:9");
+}
+
+#[test]
 fn a_failing_pipeline_exits_1_and_names_the_step() {
     Test::new()
         .file("ferry.yaml", "jobs:\n  build:\n    steps:\n      - name: compile\n        run: echo broken >&2; exit 3\n")

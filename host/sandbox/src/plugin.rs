@@ -193,6 +193,7 @@ pub(crate) fn step_info(info: types::StepInfo) -> PluginInfo {
                     types::InputType::String => "string",
                     types::InputType::Boolean => "boolean",
                     types::InputType::Number => "number",
+                    types::InputType::Integer => "integer",
                     types::InputType::List => "list",
                 }
                 .into(),

@@ -647,13 +647,18 @@ pub(crate) fn check_inputs(
         let valid = match spec.kind.as_str() {
             "boolean" => matches!(value.as_str(), "true" | "false"),
             "number" => value.trim().parse::<f64>().is_ok(),
+            "integer" => value.trim().parse::<i64>().is_ok(),
             "list" => serde_json::from_str::<Vec<String>>(&value).is_ok(),
             _ => true,
         };
         if !valid {
+            let wanted = match spec.kind.as_str() {
+                "integer" => "whole number",
+                other => other,
+            };
             problems.push(format!(
-                "input `{}` must be a {}, got `{value}`",
-                spec.name, spec.kind
+                "input `{}` must be a {wanted}, got `{value}`",
+                spec.name
             ));
             continue;
         }

@@ -28,7 +28,7 @@ impl Step for Checkout {
         ))
         .input(Input::string("ref", "A branch, tag or commit sha; default the local HEAD or the remote's default branch."))
         .input(Input::boolean("dirty", "Keep the working tree as it is, uncommitted changes included (local only)."))
-        .input(Input::number("depth", "Commits of history to fetch from a remote; 0 for all.").default("1"))
+        .input(Input::integer("depth", "Commits of history to fetch from a remote; 0 for all.").default("1"))
         .input(Input::boolean("submodules", "Also check out submodules, recursively."))
         .input(Input::boolean("lfs", "Also fetch Git LFS files (needs git-lfs on the host)."))
         .input(Input::string("path", "Where in the workspace to put the checkout.").default("."))
@@ -184,7 +184,7 @@ fn remote(git: &Git, url: &str, wanted: Option<&str>, inputs: &Inputs) -> Result
             git.dir
         )));
     }
-    let depth = inputs.number("depth")?;
+    let depth = inputs.integer("depth")?;
     // A branch, a tag or the default branch: one `git clone`, which costs one process
     // where init, fetch and checkout cost three. A sha or another ref needs a fetch.
     let is_sha = |r: &str| r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit());
@@ -196,8 +196,8 @@ fn remote(git: &Git, url: &str, wanted: Option<&str>, inputs: &Inputs) -> Result
     });
     if !credentials && !wanted.is_some_and(|r| is_sha(r) || r.starts_with("refs/")) {
         let mut clone = vec!["clone".to_string(), "--quiet".into(), "--no-tags".into()];
-        if depth >= 1.0 {
-            clone.push(format!("--depth={}", depth as u64));
+        if depth >= 1 {
+            clone.push(format!("--depth={depth}"));
         }
         if let Some(r) = wanted {
             clone.push(format!("--branch={r}"));
@@ -221,8 +221,8 @@ fn remote(git: &Git, url: &str, wanted: Option<&str>, inputs: &Inputs) -> Result
     std::fs::create_dir_all(dir)?;
     git.run(&["init", "--quiet"])?;
     let mut fetch = vec!["fetch".to_string(), "--quiet".into(), "--no-tags".into()];
-    if depth >= 1.0 {
-        fetch.push(format!("--depth={}", depth as u64));
+    if depth >= 1 {
+        fetch.push(format!("--depth={depth}"));
     }
     fetch.push("--end-of-options".into());
     fetch.push(url.to_string());

@@ -35,12 +35,12 @@ impl Step for Deploy {
         .input(Input::string("source", "dir: the workspace directory to deploy.").default("."))
         .input(Input::string("layout", "dir: deploy the files of this image instead: an OCI image layout `DIR[:TAG]` on the host (absolute, or relative to the pipeline file; granted with `permissions.paths`), as the `image` step's `export` writes."))
         .input(Input::string("path", "dir: the environment's directory on the host (absolute, or relative to the pipeline file), granted with `permissions: { paths: { ...: write } }`."))
-        .input(Input::number("keep", "dir: how many releases to keep for rollbacks.").default("5"))
+        .input(Input::integer("keep", "dir: how many releases to keep for rollbacks.").default("5"))
         .input(Input::string("url", "http: the webhook URL."))
         .input(Input::string("method", "http: the request method.").default("POST"))
         .input(Input::string("body", "http: the request body; default JSON with the version, previous version and digest."))
         .input(Input::string("token", "http: the name of a granted secret sent as `Authorization: Bearer`; oci: the registry password."))
-        .input(Input::number("retries", "http: attempts after the first failed one.").default("3"))
+        .input(Input::integer("retries", "http: attempts after the first failed one.").default("3"))
         .input(Input::string("previous", "http, command: the version being replaced, when the target cannot tell."))
         .input(Input::string("image", "oci: the image to promote, `registry/repo@sha256:...`."))
         .input(Input::string("tag", "oci: the tag to point at it, e.g. `production`."))
@@ -146,7 +146,7 @@ fn dir(inputs: &Inputs, rollback: Option<String>) -> Result<Done, Error> {
     })?;
     clean_leftovers(&root, &releases);
     let previous = current(&root);
-    let keep = inputs.number("keep")?.max(1.0) as usize;
+    let keep = inputs.integer("keep")?.max(1) as usize;
     let mut digest = String::new();
     let version = match &rollback {
         Some(version) => {
@@ -425,7 +425,7 @@ fn webhook(inputs: &Inputs, rollback: Option<String>) -> Result<Done, Error> {
             .to_string()
         });
     let token = secret(inputs, "token")?.map(|t| format!("Bearer {t}"));
-    let retries = inputs.number("retries")?.max(0.0) as u32;
+    let retries = inputs.integer("retries")?.clamp(0, u32::MAX.into()) as u32;
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(t) = &token {
         headers.push(("Authorization", t));

@@ -111,7 +111,7 @@ impl Step for TestStep {
             "The JUnit report the command writes: a path or a glob (`reports/*.xml`), relative to where it runs.",
         ))
         .input(
-            Input::number(
+            Input::integer(
                 "retry-failed",
                 "Rerun failed tests up to this many times; those that then pass are flaky.",
             )
@@ -121,7 +121,7 @@ impl Step for TestStep {
             Input::string("flaky", "What a flaky test does to the step: warn or fail.")
                 .default("warn"),
         )
-        .input(Input::number("slowest", "How many of the slowest tests to list.").default("5"))
+        .input(Input::integer("slowest", "How many of the slowest tests to list.").default("5"))
         .output("passed", "Tests that passed (flaky ones included).")
         .output("failed", "Tests that failed on every try.")
         .output("skipped", "Tests that were skipped.")
@@ -190,7 +190,7 @@ impl Step for TestStep {
                 )));
             }
         };
-        let retries = inputs.number("retry-failed")?.max(0.0) as u32;
+        let retries = inputs.integer("retry-failed")?.clamp(0, u32::MAX.into()) as u32;
         let argv = ferry_sdk::exec::split_command_line(&command)?;
 
         // The report path is the command's, so it starts where the command runs.
@@ -241,7 +241,7 @@ impl Step for TestStep {
         summarize(
             &cases,
             (took, &flaky),
-            inputs.number("slowest")?.max(0.0) as usize,
+            inputs.integer("slowest")?.max(0) as usize,
             report_path.as_deref(),
             &directory,
         )?;

@@ -16,10 +16,10 @@ impl Step for Verify {
             "Checks a URL until it answers as expected a number of times in a row, or gives up.",
         )
         .input(Input::string("url", "The http:// URL to check.").required())
-        .input(Input::number("status", "The expected status code.").default("200"))
+        .input(Input::integer("status", "The expected status code.").default("200"))
         .input(Input::string("contains", "Text the body must contain."))
-        .input(Input::number("successes", "Passing checks needed in a row.").default("1"))
-        .input(Input::number("attempts", "Checks at most, in all.").default("10"))
+        .input(Input::integer("successes", "Passing checks needed in a row.").default("1"))
+        .input(Input::integer("attempts", "Checks at most, in all.").default("10"))
         .input(Input::number("interval", "Seconds between checks.").default("1"))
         .input(Input::number("timeout", "Seconds each check may take.").default("10"))
         .output("status", "The last status code seen.")
@@ -31,10 +31,10 @@ impl Step for Verify {
     fn run(inputs: &Inputs) -> Result<(), Error> {
         let text = inputs.string("url")?;
         let url = Url::parse(&text).map_err(Error::InvalidInput)?;
-        let expected = inputs.number("status")? as u16;
+        let expected = inputs.integer("status")?.clamp(0, u16::MAX.into()) as u16;
         let contains = inputs.optional("contains").filter(|c| !c.is_empty());
-        let needed = inputs.number("successes")?.max(1.0) as u32;
-        let attempts = inputs.number("attempts")?.max(1.0) as u32;
+        let needed = inputs.integer("successes")?.clamp(1, u32::MAX.into()) as u32;
+        let attempts = inputs.integer("attempts")?.clamp(1, u32::MAX.into()) as u32;
         let interval = Duration::from_secs_f64(inputs.number("interval")?.max(0.0));
         let timeout = Duration::from_secs_f64(inputs.number("timeout")?.max(0.1));
         let mut passed = 0;

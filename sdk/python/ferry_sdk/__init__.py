@@ -93,7 +93,7 @@ class Denied(StepError):
     """The host refused something the step needed."""
 
 
-_TYPES = {str: "STRING", bool: "BOOLEAN", float: "NUMBER", int: "NUMBER", list: "LIST"}
+_TYPES = {str: "STRING", bool: "BOOLEAN", float: "NUMBER", int: "INTEGER", list: "LIST"}
 
 
 @dataclass
@@ -145,15 +145,17 @@ class Input:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise InvalidInput(f"input `{self.name}` must be a list of strings, got `{text}`")
             return value
+        if self.type is int:
+            try:
+                return int(text.strip())
+            except ValueError:
+                raise InvalidInput(
+                    f"input `{self.name}` must be a whole number, got `{text}`"
+                ) from None
         try:
-            number = float(text)
+            return float(text)
         except ValueError:
             raise InvalidInput(f"input `{self.name}` must be a number, got `{text}`") from None
-        if self.type is int:
-            if not number.is_integer():
-                raise InvalidInput(f"input `{self.name}` must be a whole number, got `{text}`")
-            return int(number)
-        return number
 
 
 @dataclass

@@ -56,6 +56,15 @@ class InputsTest(unittest.TestCase):
         ]:
             self.assertIn(text, message)
 
+    def test_an_int_is_a_whole_number_for_the_host_too(self):
+        self.assertEqual(self.parse(times=" -7 ").times, -7)
+        for bad in ["1e3", "2.0", "", "many"]:
+            with self.assertRaises(ferry.InvalidInput, msg=bad):
+                self.parse(times=bad)
+        # The host checks `with:` against the declared type before the step starts.
+        self.assertEqual(ferry._TYPES[int], "INTEGER")
+        self.assertEqual(ferry._TYPES[float], "NUMBER")
+
     def test_undeclared_attribute_is_an_error(self):
         with self.assertRaises(AttributeError):
             self.parse().colour

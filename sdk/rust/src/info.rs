@@ -9,6 +9,7 @@ pub enum Kind {
     String,
     Boolean,
     Number,
+    Integer,
     List,
 }
 
@@ -65,6 +66,11 @@ impl Input {
     /// A decimal number.
     pub fn number(name: &str, description: &str) -> Self {
         Input::new(name, description, Kind::Number)
+    }
+
+    /// A whole number that fits 64 bits: the host refuses `1.5` before the step starts.
+    pub fn integer(name: &str, description: &str) -> Self {
+        Input::new(name, description, Kind::Integer)
     }
 
     /// A list of strings (`with: { paths: [a, b] }`).
@@ -264,6 +270,7 @@ impl Info {
                         Kind::String => wit::InputType::String,
                         Kind::Boolean => wit::InputType::Boolean,
                         Kind::Number => wit::InputType::Number,
+                        Kind::Integer => wit::InputType::Integer,
                         Kind::List => wit::InputType::List,
                     },
                     default: i.default,

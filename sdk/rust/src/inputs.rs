@@ -87,6 +87,12 @@ impl Inputs {
             .map(|v| v.trim().parse().unwrap_or_default())
     }
 
+    /// An `integer` input's value.
+    pub fn integer(&self, name: &str) -> Result<i64, Error> {
+        self.value(name, Kind::Integer)
+            .map(|v| v.trim().parse().unwrap_or_default())
+    }
+
     /// A `list` input's items.
     pub fn list(&self, name: &str) -> Result<Vec<String>, Error> {
         self.value(name, Kind::List)
@@ -99,6 +105,7 @@ fn check(kind: Kind, value: &str) -> Result<(), &'static str> {
         Kind::String => true,
         Kind::Boolean => matches!(value, "true" | "false"),
         Kind::Number => value.trim().parse::<f64>().is_ok(),
+        Kind::Integer => value.trim().parse::<i64>().is_ok(),
         Kind::List => parse_list(value).is_some(),
     };
     if ok {
@@ -108,6 +115,7 @@ fn check(kind: Kind, value: &str) -> Result<(), &'static str> {
             Kind::String => "a string",
             Kind::Boolean => "`true` or `false`",
             Kind::Number => "a number",
+            Kind::Integer => "a whole number",
             Kind::List => "a list of strings",
         })
     }
@@ -167,6 +175,26 @@ mod tests {
             .input(Input::boolean("loud", ""))
             .input(Input::number("count", "").default("2"))
             .input(Input::list("paths", ""))
+            .input(Input::integer("max", "").default("3"))
+    }
+
+    #[test]
+    fn an_integer_is_a_whole_number() {
+        let inputs = Inputs::new(&info(), vec![("name".into(), "x".into())]).unwrap();
+        assert_eq!(inputs.integer("max").unwrap(), 3);
+        for bad in ["1.5", "1e3", "", "3 apples", "99999999999999999999"] {
+            let with = vec![("name".into(), "x".into()), ("max".into(), bad.into())];
+            let err = Inputs::new(&info(), with).unwrap_err();
+            assert!(
+                err.contains("input `max` must be a whole number"),
+                "{bad}: {err}"
+            );
+        }
+        let with = vec![("name".into(), "x".into()), ("max".into(), " -7 ".into())];
+        assert_eq!(
+            Inputs::new(&info(), with).unwrap().integer("max").unwrap(),
+            -7
+        );
     }
 
     #[test]

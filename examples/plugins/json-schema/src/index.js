@@ -33,13 +33,14 @@ export const { describe, run } = defineStep({
   inputs: {
     schema: { type: "string", description: "The schema file, relative to the workspace.", required: true },
     files: { type: "list", description: "Files or glob patterns (`config/*.json`, `**/*.json`) to validate.", required: true },
+    "max-errors": { type: "integer", description: "Violations annotated per file at most; 0 for all.", default: 0 },
   },
   outputs: {
     checked: "How many files were validated.",
     invalid: "How many files did not match the schema.",
   },
   capabilities: { workspace: "read" },
-  run({ schema: schemaPath, files: patterns }) {
+  run({ schema: schemaPath, files: patterns, "max-errors": maxErrors }) {
     let schema;
     try {
       schema = new Schema(load(schemaPath, "schema").value);
@@ -79,7 +80,11 @@ export const { describe, run } = defineStep({
         continue;
       }
       invalid += 1;
-      for (const { pointer, message } of errors) {
+      const shown = maxErrors > 0 ? errors.slice(0, maxErrors) : errors;
+      if (shown.length < errors.length) {
+        log.warn(`${file}: ${errors.length - shown.length} more violations not annotated (\`max-errors: ${maxErrors}\`)`);
+      }
+      for (const { pointer, message } of shown) {
         const at = document.positions.get(pointer) ?? { line: 1, column: 1 };
         log.annotate("error", `${pointer || "/"}: ${message}`, {
           rule: "json-schema",

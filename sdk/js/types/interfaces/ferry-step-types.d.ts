@@ -13,11 +13,14 @@ declare module 'ferry:step/types@0.1.0' {
    * ## `"number"`
    * 
    * A decimal number.
+   * ## `"integer"`
+   * 
+   * A whole number (`3`, `-2`) that fits 64 bits; `1.5` and `1e3` are refused.
    * ## `"list"`
    * 
    * A list of strings, passed to `run` as a JSON array.
    */
-  export type InputType = 'string' | 'boolean' | 'number' | 'list';
+  export type InputType = 'string' | 'boolean' | 'number' | 'integer' | 'list';
   /**
    * What an input's value makes the step run, so that the host knows the program before
    * the step starts: it checks the `exec:` grant and finds the program on `PATH` then, and
