@@ -99,6 +99,64 @@ fn a_new_rust_step_builds_tests_and_runs() {
     assert!(t.path("second/dist/second.wasm").is_file());
 }
 
+/// `--watch` builds and tests again when a source changes, and not when only the build's
+/// own output does.
+#[test]
+fn a_watched_step_is_built_and_tested_again_when_its_source_changes() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    let t = Test::new()
+        .env("PATH", &toolchain_path())
+        .args(&["plugin", "new", "watched", "--lang", "rust"]);
+    t.run().code(0);
+    let t = t.then(&["plugin", "test", "watched", "--watch"]);
+    let mut child = t.spawn();
+    let said = Arc::new(Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let said = said.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut said = said.lock().unwrap();
+                said.push_str(&line);
+                said.push('\n');
+            }
+        })
+    })
+    .collect();
+    let count = |text: &str| said.lock().unwrap().matches(text).count();
+    let wait = |what: &str, until: &dyn Fn() -> bool| {
+        common::eventually(
+            || until().then_some(()),
+            || format!("{what}; it said:\n{}", said.lock().unwrap()),
+        )
+    };
+    wait("the first round", &|| count("watching `") == 1);
+    assert_eq!(count("3 passed"), 1);
+    // The build's own output is no change.
+    std::fs::write(t.path("watched/dist/extra.txt"), "x").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(count("building rust step"), 1, "{}", said.lock().unwrap());
+    // A changed greeting fails the cases that expect the old one.
+    let lib = t.path("watched/src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace("Hello, {who}!", "Howdy, {who}!")).unwrap();
+    wait("a second round", &|| count("watching `") == 2);
+    let all = said.lock().unwrap().clone();
+    assert!(all.contains("changed: `src/lib.rs`"), "{all}");
+    assert_eq!(count("building rust step"), 2, "{all}");
+    assert!(all.contains("1 passed, 2 failed"), "{all}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+}
+
 #[test]
 fn a_new_python_step_builds_tests_and_runs() {
     new_step_works("python");

@@ -4,6 +4,7 @@ mod project;
 mod registry;
 mod scaffold;
 mod test;
+mod watch;
 
 use crate::exit;
 use crate::report::style::Style;
@@ -57,7 +58,7 @@ pub struct BuildArgs {
     dir: Option<PathBuf>,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct TestArgs {
     /// The step project, or a built `.wasm` component [default: .]
     dir: Option<PathBuf>,
@@ -73,6 +74,9 @@ pub struct TestArgs {
     /// Use the component built last instead of building first
     #[arg(long)]
     no_build: bool,
+    /// Build and test again each time a file of the project changes, until Ctrl-C
+    #[arg(long, conflicts_with = "no_build")]
+    watch: bool,
 }
 
 #[derive(clap::Args)]
@@ -209,7 +213,18 @@ fn test(args: TestArgs) -> u8 {
     let Some(runtime) = runtime() else {
         return exit::USAGE;
     };
-    let code = runtime.block_on(run_tests(target, args));
+    if args.watch && target.is_file() {
+        return super::fail(format!(
+            "`--watch` builds a project again when it changes, and `{}` is a component file\nhint: give the project's folder",
+            target.display()
+        ));
+    }
+    let code = runtime.block_on(async {
+        match args.watch {
+            true => watch::run(&target, || run_tests(target.clone(), args.clone())).await,
+            false => run_tests(target.clone(), args.clone()).await,
+        }
+    });
     runtime.shutdown_background();
     code
 }
