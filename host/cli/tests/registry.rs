@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Done, Registry, Test, ferry, json, tool};
+use common::{Done, Registry, Test, ferry, json, tool, toolchain_path};
 use ferry_builtins::fixtures::{COMMAND, GRANTED, SDK};
 use std::path::PathBuf;
 
@@ -973,6 +973,76 @@ fn every_command_says_what_it_does() {
         assert!(
             line.split_whitespace().count() > 1,
             "`ferry {command}` has no description: {help}"
+        );
+    }
+}
+
+/// The guides, followed as a new user would, in each language: make a step, change it, build
+/// and test it, publish it, use it by its short name with a range, lock, and run `--locked`.
+/// Cargo is kept offline throughout: a new Rust project resolves nothing (it ships its lock).
+#[test]
+fn a_new_user_walks_the_guide_in_each_language() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let t = isolated()
+        .env("PATH", &toolchain_path())
+        .env("CARGO_NET_OFFLINE", "true");
+    // The Rust project's SDK dependencies come from the cargo cache every test shares.
+    let t = t.env(
+        "XDG_CACHE_HOME",
+        &std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("cli-cache")
+            .to_string_lossy(),
+    );
+    let sources = [
+        ("rust", "src/lib.rs"),
+        ("python", "app.py"),
+        ("js", "src/index.js"),
+    ];
+    let mut steps = String::new();
+    for (lang, source) in sources {
+        let name = format!("howdy-{lang}");
+        ferry(&t, &["plugin", "new", &name, "--lang", lang]).code(0);
+        // The edit: a new greeting, in the step and in its test cases.
+        for file in [source, "ferry-tests.yaml"] {
+            let path = t.path(&format!("{name}/{file}"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("Hello, "), "{file} of {lang}");
+            std::fs::write(&path, text.replace("Hello, ", "Howdy, ")).unwrap();
+        }
+        ferry(&t, &["plugin", "build", &name]).code(0);
+        ferry(&t, &["plugin", "test", &name, "--no-build"])
+            .code(0)
+            .stdout_has("3 passed, 0 failed");
+        let wasm = format!("{name}/dist/{name}.wasm");
+        ferry(
+            &t,
+            &[
+                "plugin",
+                "push",
+                &wasm,
+                &format!("{host}/guide/{name}:0.1.0"),
+            ],
+        )
+        .code(0);
+        steps.push_str(&format!(
+            "      - uses: {name}:^0.1\n        with: {{ who: {lang} }}\n"
+        ));
+    }
+    let pipeline =
+        format!("plugins:\n  registry: {host}/guide\njobs:\n  greet:\n    steps:\n{steps}");
+    let t = t.file("ferry.yaml", &pipeline);
+    ferry(&t, &["lock"]).code(0);
+    let lock = lock_of(&t);
+    for lang in ["rust", "python", "js"] {
+        assert!(lock.contains(&format!("howdy-{lang}:^0.1")), "{lock}");
+    }
+    let done = ferry(&t, &["run", "--locked", "--output", "plain"]).code(0);
+    for lang in ["rust", "python", "js"] {
+        assert!(
+            done.stdout.contains(&format!("Howdy, {lang}!")),
+            "{}",
+            done.stdout
         );
     }
 }
