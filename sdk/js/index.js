@@ -360,19 +360,42 @@ function workspaceRoot() {
     const dirs = getDirectories();
     root = (dirs.find(([, path]) => path === "/workspace") ?? [])[0];
     if (!root) {
-      throw new Denied("the workspace is not mounted; declare capabilities.workspace and grant it");
+      throw new Denied(
+        "reading the workspace was refused: the step is granted no access to it\n" +
+          'hint: declare `capabilities: { workspace: "read" }` and grant it in the step\'s `permissions:`:\n' +
+          "    permissions:\n      workspace: read",
+      );
     }
   }
   return root;
 }
 
-function fsError(path, e) {
+/**
+ * The error for a file operation on `path` (`write` when it wrote): a refusal of the sandbox
+ * is `denied`, in words, with the YAML that would grant it; anything else fails the step.
+ */
+function fsError(path, e, write = false) {
   const code = e?.payload ?? e;
+  if (code === "not-permitted" || code === "access" || code === "read-only") {
+    const outside = path.startsWith("/") || path.split("/").includes("..");
+    const error = outside
+      ? new Denied(
+          `${write ? "writing" : "reading"} \`${path}\` was refused: it is outside the workspace, ` +
+            "and a step's workspace functions reach only the workspace\n" +
+            "hint: name the file relative to the workspace's root (`config/app.json`)",
+        )
+      : new Denied(
+          `${write ? "writing" : "reading"} \`${path}\` was refused: the step is granted ` +
+            `${write ? "only to read the workspace" : "no access to the workspace"}\n` +
+            "hint: declare `capabilities: { workspace: " +
+            `"${write ? "write" : "read"}" }\` and grant it in the step's \`permissions:\`:\n` +
+            `    permissions:\n      workspace: ${write ? "write" : "read"}`,
+        );
+    error.code = code;
+    return error;
+  }
   const what = {
     "no-entry": "does not exist",
-    access: "is not accessible",
-    "not-permitted": "is not writable (the step needs `workspace: write`, declared and granted)",
-    "read-only": "is not writable (the step needs `workspace: write`, declared and granted)",
     "is-directory": "is a directory",
     "not-directory": "is not a directory",
   }[code];
@@ -390,7 +413,7 @@ function open(path, { dir = false, write = false, create = false } = {}) {
       write ? { write: true } : { read: true },
     );
   } catch (e) {
-    throw fsError(path, e);
+    throw fsError(path, e, write);
   }
 }
 
@@ -455,7 +478,7 @@ export const workspace = {
         offset += Number(fd.write(bytes.subarray(offset), BigInt(offset)));
       }
     } catch (e) {
-      throw fsError(path, e);
+      throw fsError(path, e, true);
     }
   },
   /** Entries of a directory as `{ name, type }` (`type` is `file`, `directory`, `symlink`, ...). */

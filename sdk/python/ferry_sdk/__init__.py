@@ -39,6 +39,7 @@ traceback goes to the log instead of aborting the component.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import traceback
@@ -312,11 +313,29 @@ def _describe(step: type):
     )
 
 
+def _denial(e: BaseException) -> Optional[str]:
+    """The sandbox's refusal of a file operation, in words with the grant that allows it;
+    ``None`` for any other error."""
+    if not isinstance(e, OSError) or e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
+        return None
+    what = f"`{e.filename}`" if e.filename else "a file"
+    return (
+        f"writing or reading {what} was refused by the sandbox ({e.strerror})\n"
+        "hint: a step writes only where it is granted to: declare it in the step's "
+        "`capabilities` and grant it in its `permissions:`, for the workspace\n"
+        "    permissions:\n      workspace: write\n"
+        "or for a folder outside it\n"
+        "    permissions:\n      paths: { /the/folder: write }"
+    )
+
+
 def _step_error(e: BaseException):
     if isinstance(e, InvalidInput):
         return _types.StepError_InvalidInput(str(e))
     if isinstance(e, Denied):
         return _types.StepError_Denied(str(e))
+    if _denial(e) is not None:
+        return _types.StepError_Denied(_denial(e))
     if isinstance(e, StepError):
         return _types.StepError_Failed(str(e))
     if isinstance(e, ProcessError) and e.kind == "denied":

@@ -4,6 +4,7 @@
 Run with `python3 -m unittest discover -s sdk/python/tests` (the host's tests do).
 """
 
+import errno
 import os
 import sys
 import unittest
@@ -64,6 +65,13 @@ class InputsTest(unittest.TestCase):
         # The host checks `with:` against the declared type before the step starts.
         self.assertEqual(ferry._TYPES[int], "INTEGER")
         self.assertEqual(ferry._TYPES[float], "NUMBER")
+
+    def test_a_refused_write_is_a_denial_with_the_grant(self):
+        said = ferry._denial(PermissionError(errno.EPERM, "Operation not permitted", "out.txt"))
+        self.assertIn("`out.txt` was refused by the sandbox", said)
+        self.assertIn("workspace: write", said)
+        self.assertIsNone(ferry._denial(FileNotFoundError(errno.ENOENT, "No such file", "x")))
+        self.assertIsNone(ferry._denial(ValueError("x")))
 
     def test_undeclared_attribute_is_an_error(self):
         with self.assertRaises(AttributeError):

@@ -100,8 +100,16 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl From<std::io::Error> for Error {
+    /// A refusal of the sandbox (a write where the step is granted only to read) is
+    /// [`Error::Denied`], with the grant that allows it; any other error fails the step.
     fn from(e: std::io::Error) -> Self {
-        Error::Failed(e.to_string())
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Error::Denied(format!(
+                "a file operation was refused by the sandbox ({e})\nhint: a step writes only where it is granted to: declare it in `Capabilities` and grant it in the step's `permissions:`, for the workspace\n    permissions:\n      workspace: write\nor for a folder outside it\n    permissions:\n      paths: {{ /the/folder: write }}"
+            )),
+            _ => Error::Failed(e.to_string()),
+        }
     }
 }
 
@@ -262,4 +270,24 @@ macro_rules! export {
             $crate::bindings::__export_step_world! { __FerryStep with_types_in $crate::bindings }
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use std::io::{Error as IoError, ErrorKind};
+
+    #[test]
+    fn a_refused_write_is_a_denial_with_the_grant() {
+        for kind in [ErrorKind::PermissionDenied, ErrorKind::ReadOnlyFilesystem] {
+            match Error::from(IoError::from(kind)) {
+                Error::Denied(m) => assert!(m.contains("workspace: write"), "{m}"),
+                other => panic!("{kind:?} gave {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Error::from(IoError::from(ErrorKind::NotFound)),
+            Error::Failed(_)
+        ));
+    }
 }
