@@ -588,17 +588,9 @@ pub fn service_log_path(dir: &Path, job: &str, service: &str) -> PathBuf {
         .join(format!("{service}.log"))
 }
 
-/// Keeps ids usable as file names.
+/// Keeps ids usable as file names (see [`ferry_model::pipeline::folder_name`]).
 pub fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    ferry_model::pipeline::folder_name(name)
 }
 
 #[cfg(test)]

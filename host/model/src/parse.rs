@@ -218,6 +218,7 @@ impl Reader<'_> {
         }
         self.check_cycles(&jobs);
         self.check_artifacts(&jobs);
+        self.check_folders(&jobs);
         Some(Pipeline {
             name,
             file: self.source.name.clone(),
@@ -2062,6 +2063,34 @@ impl Reader<'_> {
             Err(d) => {
                 self.diags.push(d);
                 None
+            }
+        }
+    }
+
+    /// Each job, and each combination of a matrix, names folders of its own: two whose
+    /// names differ only in punctuation (`deploy (prod/eu)`, `deploy (prod_eu)`) would share
+    /// a workspace and logs.
+    fn check_folders(&mut self, jobs: &[Job]) {
+        let mut taken: BTreeMap<String, String> = BTreeMap::new();
+        for job in jobs {
+            let ids: Vec<String> = match &job.matrix {
+                Some(m) => m
+                    .combinations
+                    .iter()
+                    .map(|values| format!("{} ({})", job.id, Matrix::shown(values)))
+                    .collect(),
+                None => vec![job.id.clone()],
+            };
+            for id in ids {
+                let folder = crate::pipeline::folder_name(&id);
+                if let Some(other) = taken.insert(folder.clone(), id.clone()) {
+                    self.error(
+                        job.span,
+                        format!("jobs `{other}` and `{id}` would share folders (`{folder}`)"),
+                        "make the job ids or the matrix values differ in more than punctuation",
+                    );
+                    break;
+                }
             }
         }
     }

@@ -498,6 +498,20 @@ impl MatrixAtRun {
     }
 }
 
+/// A job's id as a file name: what its workspace, logs and records are named by. Jobs whose
+/// ids give the same name would share those folders, so the file and the run refuse them.
+pub fn folder_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Whether `s` may name a matrix key: a letter or `_`, then letters, digits, `-`, `_`.
 pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
