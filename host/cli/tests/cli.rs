@@ -710,6 +710,13 @@ fn graph_shows_matrix_jobs_and_conditions() {
         .code(0)
         .stdout_has("\"test (3.13)\" -> \"deploy\";")
         .stdout_has("[label=\"notify\\nif: always()\"]");
+    Test::new()
+        .file("ferry.yaml", MONOREPO)
+        .args(&["graph"])
+        .run()
+        .code(0)
+        .stdout_has("test[\"test<br/>matrix: made when its needs end\"]")
+        .stdout_has("test --> release");
 }
 
 #[test]

@@ -94,18 +94,18 @@ impl Plan {
         }
     }
 
-    /// A job's label: its name, then its condition, each made safe by `quote` and joined
-    /// by `newline`.
+    /// A job's label: its name, a matrix made at run time, then its condition, each made
+    /// safe by `quote` and joined by `newline`.
     fn label(&self, i: usize, newline: &str, quote: impl Fn(&str) -> String) -> String {
         let job = &self.pipeline.jobs[i];
-        match &job.condition {
-            Some(c) => format!(
-                "{}{newline}{}",
-                quote(&job.name),
-                quote(&format!("if: {}", c.text))
-            ),
-            None => quote(&job.name),
+        let mut lines = vec![quote(&job.name)];
+        if job.matrix_at_run.is_some() {
+            lines.push(quote("matrix: made when its needs end"));
         }
+        if let Some(c) = &job.condition {
+            lines.push(quote(&format!("if: {}", c.text)));
+        }
+        lines.join(newline)
     }
 
     /// The graph as a Mermaid flowchart.
