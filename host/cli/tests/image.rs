@@ -43,6 +43,7 @@ ARG VERSION=dev
 LABEL org.opencontainers.image.version=$VERSION maintainer=\"ferry tests\"
 ENV APP_HOME=/srv/site \\
     MODE=production
+ENV GREETING \"hello  world\"
 COPY --from=files /srv/site/ $APP_HOME/
 COPY --from=files /opt/vendor/ /opt/vendor/
 COPY --chmod=600 --chown=1000:1000 secret.conf /etc/app/
@@ -176,9 +177,15 @@ fn skopeo_and_umoci_read_the_layout_and_the_archive() {
         &["inspect", "--config", &format!("oci:{layout}:1.0")],
     ));
     let c = &config["config"];
+    // As buildah gives them: a PATH for an image from scratch, the legacy form unquoted.
     assert_eq!(
         c["Env"],
-        serde_json::json!(["APP_HOME=/srv/site", "MODE=production"])
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "APP_HOME=/srv/site",
+            "MODE=production",
+            "GREETING=hello  world"
+        ])
     );
     assert_eq!(c["WorkingDir"], "/srv/site");
     assert_eq!(c["User"], "1000:1000");

@@ -326,6 +326,14 @@ fn start_stage(
         applied: 0,
     };
     if image.eq_ignore_ascii_case("scratch") {
+        // As Docker and buildah give an image from nothing: a PATH for the programs that a
+        // later layer or a derived image adds.
+        if stage.platform.os == "linux" {
+            stage
+                .config
+                .insert("Env".into(), json!([format!("PATH={DEFAULT_PATH}")]));
+            inherit_env(&mut stage);
+        }
         return Ok(stage);
     }
     if let Some(earlier) = stages
@@ -385,6 +393,9 @@ fn start_stage(
     inherit_env(&mut stage);
     Ok(stage)
 }
+
+/// The `PATH` of an image built `FROM scratch` for Linux, as Docker and buildah set it.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn inherit_env(stage: &mut Stage) {
     for e in stage

@@ -141,6 +141,17 @@ pub fn json_array(rest: &str) -> Option<Vec<String>> {
 
 /// Splits on whitespace, honouring double and single quotes and backslash escapes.
 pub fn words(text: &str) -> Result<Vec<String>, String> {
+    lex(text, true)
+}
+
+/// The text with its quotes and escapes removed and its whitespace kept, as Docker reads
+/// the value of the legacy `ENV key "a value"` and `LABEL key "a value"`.
+pub fn unquote(text: &str) -> Result<String, String> {
+    Ok(lex(text, false)?.concat())
+}
+
+/// Words of `text`; with `split` false, whitespace outside quotes belongs to the one word.
+fn lex(text: &str, split: bool) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -148,7 +159,7 @@ pub fn words(text: &str) -> Result<Vec<String>, String> {
     let mut quote: Option<char> = None;
     while let Some(c) = chars.next() {
         match (quote, c) {
-            (None, c) if c.is_whitespace() => {
+            (None, c) if split && c.is_whitespace() => {
                 if in_word {
                     words.push(std::mem::take(&mut word));
                     in_word = false;
@@ -190,7 +201,7 @@ pub fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
             .trim()
             .split_once(char::is_whitespace)
             .ok_or_else(|| format!("expected `KEY=value`, found `{}`", text.trim()))?;
-        return Ok(vec![(key.to_string(), value.trim().to_string())]);
+        return Ok(vec![(key.to_string(), unquote(value.trim())?)]);
     }
     words(text)?
         .into_iter()
@@ -261,6 +272,22 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_legacy_form_loses_its_quotes_as_in_docker() {
+        let pair = |text: &str| pairs(text).unwrap().remove(0);
+        assert_eq!(
+            pair("MY_NAME \"John Doe\""),
+            ("MY_NAME".into(), "John Doe".into())
+        );
+        assert_eq!(pair("KEY 'a  b'"), ("KEY".into(), "a  b".into()));
+        assert_eq!(pair("KEY a\\ b  c"), ("KEY".into(), "a b  c".into()));
+        assert_eq!(
+            pair("KEY plain value"),
+            ("KEY".into(), "plain value".into())
+        );
+        assert!(pairs("KEY \"open").is_err());
+    }
 
     #[test]
     fn joins_continuations_and_skips_comments() {
