@@ -40,6 +40,7 @@ ADD vendor.tar.gz /opt/vendor/
 
 FROM scratch
 ARG VERSION=dev
+MAINTAINER Jane Doe <jane@example.com>
 LABEL org.opencontainers.image.version=$VERSION maintainer=\"ferry tests\"
 ENV APP_HOME=/srv/site \\
     MODE=production
@@ -48,7 +49,7 @@ COPY --from=files /srv/site/ $APP_HOME/
 COPY --from=files /opt/vendor/ /opt/vendor/
 COPY --chmod=600 --chown=1000:1000 secret.conf /etc/app/
 WORKDIR /srv
-WORKDIR site
+WORKDIR site/
 USER 1000:1000
 EXPOSE 8080 9090/udp
 ENTRYPOINT [\"/srv/site/run.sh\"]
@@ -187,7 +188,14 @@ fn skopeo_and_umoci_read_the_layout_and_the_archive() {
             "GREETING=hello  world"
         ])
     );
-    assert_eq!(c["WorkingDir"], "/srv/site");
+    // A trailing slash stays, and MAINTAINER is the config's author, as buildah gives them.
+    assert_eq!(c["WorkingDir"], "/srv/site/");
+    assert_eq!(config["author"], "Jane Doe <jane@example.com>");
+    assert!(
+        c["Labels"]
+            .get("org.opencontainers.image.authors")
+            .is_none()
+    );
     assert_eq!(c["User"], "1000:1000");
     assert_eq!(c["Entrypoint"], serde_json::json!(["/srv/site/run.sh"]));
     assert_eq!(c["Cmd"], serde_json::json!(["--port", "8080"]));

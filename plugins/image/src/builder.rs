@@ -78,6 +78,8 @@ struct Stage {
     shell: Vec<String>,
     cmd_set: bool,
     platform: Platform,
+    /// The image config's `author` (`MAINTAINER`), inherited from the base.
+    author: Option<String>,
     tree: Tree,
     /// How many of `layers` are applied to `tree`.
     applied: usize,
@@ -161,10 +163,8 @@ pub fn build(
                     stage.config.entry("Labels").or_insert_with(|| json!({}))[key] = json!(value);
                 }
             }
-            "MAINTAINER" => {
-                stage.config.entry("Labels").or_insert_with(|| json!({}))["org.opencontainers.image.authors"] =
-                    json!(ins.rest);
-            }
+            // The config's `author`, as Docker and buildah write it, not a label.
+            "MAINTAINER" => stage.author = Some(ins.rest.trim().to_string()),
             "WORKDIR" => {
                 let dir = sub(&ins.rest).map_err(at)?;
                 let base = stage
@@ -172,9 +172,12 @@ pub fn build(
                     .get("WorkingDir")
                     .and_then(Value::as_str)
                     .unwrap_or("/");
-                stage
-                    .config
-                    .insert("WorkingDir".into(), json!(join_dir(base, &dir)));
+                let mut workdir = join_dir(base, &dir);
+                // A trailing slash stays, as buildah writes it.
+                if dir.ends_with('/') && !workdir.ends_with('/') {
+                    workdir.push('/');
+                }
+                stage.config.insert("WorkingDir".into(), json!(workdir));
             }
             "USER" => {
                 stage
@@ -322,6 +325,7 @@ fn start_stage(
         shell: vec!["/bin/sh".into(), "-c".into()],
         cmd_set: false,
         platform,
+        author: None,
         tree: Tree::new(),
         applied: 0,
     };
@@ -352,6 +356,7 @@ fn start_stage(
         stage.history = earlier.history.clone();
         stage.platform = earlier.platform.clone();
         stage.shell = earlier.shell.clone();
+        stage.author = earlier.author.clone();
         inherit_env(&mut stage);
         return Ok(stage);
     }
@@ -363,6 +368,7 @@ fn start_stage(
     let config = store.json(config_digest).map_err(|e| e.to_string())?;
     stage.config = config["config"].as_object().cloned().unwrap_or_default();
     stage.history = config["history"].as_array().cloned().unwrap_or_default();
+    stage.author = config["author"].as_str().map(str::to_string);
     let diff_ids = config["rootfs"]["diff_ids"]
         .as_array()
         .cloned()
@@ -981,6 +987,9 @@ fn finish(stage: &mut Stage, store: &Store, created: &str) -> io::Result<Built> 
     let mut config = config;
     if let Some(v) = &stage.platform.variant {
         config["variant"] = json!(v);
+    }
+    if let Some(author) = &stage.author {
+        config["author"] = json!(author);
     }
     let config_bytes = oci::to_bytes(&config);
     let (config_digest, config_size) = store.put(&config_bytes)?;
