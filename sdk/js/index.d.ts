@@ -139,6 +139,12 @@ export function setEnv(name: string, value: unknown): void;
  */
 export function env(name: string): string | undefined;
 
+/**
+ * The value of environment variable `name`, as `env` reads it; when the step does not see
+ * it, throws `Denied` with the grant that would give it.
+ */
+export function requireEnv(name: string): string;
+
 /** Keeps a workspace file with the run record: `.ferry/runs/<run>/files/<job>/<step>/<path>`. */
 export function keepFile(path: string): void;
 

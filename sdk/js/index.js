@@ -429,6 +429,22 @@ export function env(name) {
   return undefined;
 }
 
+/**
+ * The value of environment variable `name`, as `env` reads it; when the step does not see
+ * it, throws `Denied` with the grant that would give it.
+ */
+export function requireEnv(name) {
+  const value = env(name);
+  if (value !== undefined) return value;
+  throw new Denied(
+    `environment variable \`${name}\` is not set for this step: a step sees only the variables its pipeline sets or grants it\n` +
+      `hint: declare it in the step's \`capabilities: { env: ["${name}"] }\` (or \`secrets\`) and grant it in its \`permissions:\`, and set it on the host:\n` +
+      `    permissions:\n      env: [${name}]\n` +
+      "or, for a secret,\n" +
+      `    permissions:\n      secrets: [${name}]`,
+  );
+}
+
 /** Files of the workspace, by path relative to its root. */
 export const workspace = {
   /** True when `path` exists. */

@@ -538,3 +538,159 @@ fn uncaught_exceptions_fail_the_step_with_their_message() {
             .stdout_has(&format!("✗ failed: {message}"));
     }
 }
+
+/// What the sandbox refuses a step, in each language: a read out of the workspace, a write
+/// without the grant, a variable it is not given and a connect to an ungranted port. The
+/// log names each refusal with the YAML that grants it, and the step is `denied`, not a
+/// bare errno. (JavaScript has no sockets: its connect waits for `fetch` over `wasi:http`.)
+#[test]
+fn each_language_says_in_the_log_what_the_sandbox_refused() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sources = [
+        (
+            "rust",
+            "src/lib.rs",
+            r#"use ferry_sdk::{Capabilities, Error, Info, Input, Inputs, Step};
+
+struct Probe;
+
+impl Step for Probe {
+    fn info() -> Info {
+        Info::new("probe", "0.1.0", "Tries what it is told.")
+            .input(Input::string("what", "What to try."))
+            .input(Input::string("target", "Where.").default(""))
+            .capabilities(Capabilities::read_workspace())
+    }
+
+    fn run(inputs: &Inputs) -> Result<(), Error> {
+        match inputs.string("what")?.as_str() {
+            "read" => drop(std::fs::read("../outside.txt")?),
+            "write" => std::fs::write("new.txt", "x")?,
+            "env" => drop(ferry_sdk::env("PROBE_TOKEN")?),
+            _ => drop(std::net::TcpStream::connect(inputs.string("target")?)?),
+        }
+        Ok(())
+    }
+}
+
+ferry_sdk::export!(Probe);
+"#,
+        ),
+        (
+            "python",
+            "app.py",
+            r#"import socket
+
+import ferry_sdk as ferry
+
+
+class Probe(ferry.Step):
+    name = "probe"
+    version = "0.1.0"
+    inputs = [ferry.Input("what", "What to try."), ferry.Input("target", "Where.", default="")]
+    capabilities = ferry.Capabilities(workspace="read")
+
+    def run(self, inputs):
+        if inputs.what == "read":
+            open("../outside.txt").read()
+        elif inputs.what == "write":
+            open("new.txt", "w").write("x")
+        elif inputs.what == "env":
+            ferry.env("PROBE_TOKEN")
+        else:
+            host, port = inputs.target.split(":")
+            socket.create_connection((host, int(port)), timeout=5)
+
+
+WitWorld = ferry.export(Probe)
+"#,
+        ),
+        (
+            "js",
+            "src/index.js",
+            r#"import { defineStep, requireEnv, workspace } from "@ferry-ci/sdk";
+
+export const { describe, run } = defineStep({
+  name: "probe",
+  version: "0.1.0",
+  description: "Tries what it is told.",
+  inputs: {
+    what: { type: "string", description: "What to try." },
+    target: { type: "string", description: "Where.", default: "" },
+  },
+  capabilities: { workspace: "read" },
+  run({ what }) {
+    if (what === "read") workspace.readText("../outside.txt");
+    else if (what === "write") workspace.writeText("new.txt", "x");
+    else requireEnv("PROBE_TOKEN");
+  },
+});
+"#,
+        ),
+    ];
+    for (lang, file, source) in sources {
+        let t = Test::new()
+            .env("PATH", &toolchain_path())
+            .env("PROBE_TOKEN", "from-the-host")
+            .args(&["plugin", "new", "probe", "--lang", lang]);
+        t.run().code(0);
+        let t = t
+            .file(&format!("probe/{file}"), source)
+            .then(&["plugin", "build", "probe"]);
+        t.run().code(0);
+        let cases: &[&str] = if lang == "js" {
+            &["read", "write", "env"]
+        } else {
+            &["read", "write", "env", "connect"]
+        };
+        let mut jobs = String::new();
+        for case in cases {
+            jobs.push_str(&format!(
+                "  {case}:\n    steps:\n      - uses: ./probe/dist/probe.wasm\n        with: {{ what: {case}, target: \"127.0.0.1:{port}\" }}\n        permissions: {{ workspace: read }}\n"
+            ));
+        }
+        let t = t.file("ferry.yaml", &format!("jobs:\n{jobs}")).then(&[
+            "run",
+            "--no-fail-fast",
+            "--output",
+            "json",
+        ]);
+        let done = t.run().code(1);
+        let events = events_of(&done);
+        for case in cases {
+            let end = finished(&events, case);
+            assert_eq!(
+                (&end["status"], &end["failure"]),
+                (&Value::from("failed"), &Value::from("denied")),
+                "{lang} {case}: {end}"
+            );
+            let log: Vec<&str> = events
+                .iter()
+                .filter(|e| e["type"] == "log" && e["job"] == *case)
+                .filter_map(|e| e["text"].as_str())
+                .collect();
+            let said = log.join("\n");
+            let (what, yaml) = match *case {
+                "read" => (
+                    "a read of `../outside.txt`, which leads outside what the step is shown,",
+                    "paths: {",
+                ),
+                "write" => ("a write to `new.txt`", "workspace: write"),
+                "env" => ("", "env: [PROBE_TOKEN]"),
+                _ => ("network access", "network: ["),
+            };
+            let yaml_said = said.contains(yaml) || end["message"].as_str().unwrap().contains(yaml);
+            assert!(yaml_said, "{lang} {case}: {said}\n{end}");
+            if !what.is_empty() {
+                assert!(
+                    said.contains(&format!("[ferry] denied: {what}")),
+                    "{lang} {case}: {said}"
+                );
+            }
+            assert!(!said.contains("os error"), "{lang} {case}: {said}");
+            assert!(!said.contains("from-the-host"), "{lang} {case}: {said}");
+        }
+    }
+    drop(listener);
+}

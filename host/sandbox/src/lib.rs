@@ -16,6 +16,7 @@ mod preflight;
 pub mod process;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod proxy;
+mod refusals;
 mod runner;
 pub mod services;
 mod state;

@@ -5,6 +5,7 @@ use crate::bindings;
 use crate::cache::ComponentCache;
 use crate::grant::{self, Grant, Host, Needs, StepSite};
 use crate::plugin::{self, Inspection, Plugin, PluginInfo, PluginKind};
+use crate::refusals::{OpenDirs, Refusals};
 use crate::state::{
     DeadlineReached, MemoryLimitReached, MemoryLimits, ProcessGroups, Site, StepState,
 };
@@ -66,6 +67,7 @@ impl Sandbox {
         let engine = engine(Some(options.concurrency)).or_else(|_| engine(None))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::refusals::add_to_linker(&mut linker)?;
         bindings::Step::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
         let ticking = Arc::new(AtomicBool::new(true));
         let (flag, ticker) = (ticking.clone(), engine.weak());
@@ -258,8 +260,15 @@ impl Sandbox {
         let standard_env =
             grant::standard_env(&req.run_id, &req.job().id, &step.key(), &req.pipeline.dir)
                 .to_vec();
+        let site = Site {
+            step: step.name.clone(),
+            job: req.job().id.clone(),
+            grant_site: site.grant_site(),
+            runs_any_program: needs.exec.iter().any(|p| p == grant::ANY_PROGRAM),
+        };
+        let refusals = Refusals::new(req.log.clone(), site.clone());
         let wasi = self
-            .wasi(&grant, req, &plugin.info, &inputs, &standard_env)
+            .wasi(&grant, req, &plugin.info, &inputs, &standard_env, &refusals)
             .await
             .map_err(|e| (FailureKind::Internal, e))?;
         // The time limit starts once the component is loaded and the grant made.
@@ -287,16 +296,13 @@ impl Sandbox {
             kept_dir: req.kept_dir.clone(),
             deadline,
             processes: processes.clone(),
-            site: Site {
-                step: step.name.clone(),
-                job: req.job().id.clone(),
-                grant_site: site.grant_site(),
-                runs_any_program: needs.exec.iter().any(|p| p == grant::ANY_PROGRAM),
-            },
+            site,
             standard_env,
             grant,
             open_groups: 0,
             services: req.services.clone(),
+            refusals: refusals.clone(),
+            open_dirs: OpenDirs::default(),
         };
         let mut store = self.store(state);
         let limit = req.timeout;
@@ -359,6 +365,12 @@ impl Sandbox {
             Err(_) => Err(classify(DeadlineReached.into())),
         };
         let outputs = std::mem::take(&mut store.data_mut().outputs);
+        // A step that failed after the sandbox refused it something failed for want of a
+        // grant, whatever words its language put on the bare error code.
+        let result = result.map_err(|(kind, message)| match kind {
+            FailureKind::Failed if refusals.any() => (FailureKind::Denied, message),
+            kind => (kind, message),
+        });
         Ok(StepOutcome {
             result: result
                 .err()
@@ -374,6 +386,7 @@ impl Sandbox {
         info: &PluginInfo,
         inputs: &[(String, String)],
         standard_env: &[(&'static str, String)],
+        refusals: &Refusals,
     ) -> Result<wasmtime_wasi::WasiCtx, String> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogStream::stdout(req.log.clone()))
@@ -417,18 +430,25 @@ impl Sandbox {
             argv.extend(args);
             b.args(&argv);
         }
-        if grant.network.is_empty() {
-            b.allow_tcp(false)
-                .allow_udp(false)
-                .allow_ip_name_lookup(false);
-        } else {
-            let allowed = resolve(&grant.network, req.untrusted).await?;
-            b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
-            b.socket_addr_check(move |addr, use_| {
-                let ok = allows(&allowed, addr, use_);
-                Box::pin(async move { ok })
-            });
-        }
+        // Sockets are allowed even without a grant, so that each connect reaches the check
+        // below and its refusal is said in the log; with no grant it refuses every connect
+        // and send (a socket may still bind an ephemeral port, as a connect does first).
+        let allowed = resolve(&grant.network, req.untrusted).await?;
+        let granted = !grant.network.is_empty();
+        b.allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(granted);
+        let refusals = refusals.clone();
+        b.socket_addr_check(move |addr, use_| {
+            let ok = allows(&allowed, addr, use_);
+            if !ok && matches!(use_, SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend) {
+                refusals.refuse(
+                    &format!("network access (a connect to {addr})"),
+                    &format!("network: [\"{addr}\"]"),
+                );
+            }
+            Box::pin(async move { ok })
+        });
         Ok(b.build())
     }
 }
@@ -522,6 +542,19 @@ enum Origin {
 
 /// A store for `describe()`: nothing granted at all.
 fn bare_state(deadline: Instant) -> StepState {
+    let log = ferry_engine::StepLog::new(
+        "describe".into(),
+        "describe".into(),
+        Arc::new(Discard),
+        Arc::default(),
+        0,
+    );
+    let site = Site {
+        step: "describe".into(),
+        job: String::new(),
+        grant_site: String::new(),
+        runs_any_program: false,
+    };
     StepState {
         wasi: WasiCtxBuilder::new().build(),
         table: ResourceTable::new(),
@@ -529,13 +562,9 @@ fn bare_state(deadline: Instant) -> StepState {
             limit: ferry_model::pipeline::DEFAULT_MEMORY,
             used: 0,
         },
-        log: ferry_engine::StepLog::new(
-            "describe".into(),
-            "describe".into(),
-            Arc::new(Discard),
-            Arc::default(),
-            0,
-        ),
+        refusals: Refusals::new(log.clone(), site.clone()),
+        open_dirs: OpenDirs::default(),
+        log,
         outputs: BTreeMap::new(),
         grant: Grant::default(),
         workspace: PathBuf::new(),
@@ -548,12 +577,7 @@ fn bare_state(deadline: Instant) -> StepState {
         kept_dir: PathBuf::new(),
         deadline,
         processes: ProcessGroups::default(),
-        site: Site {
-            step: "describe".into(),
-            job: String::new(),
-            grant_site: String::new(),
-            runs_any_program: false,
-        },
+        site,
         standard_env: Vec::new(),
         open_groups: 0,
         services: None,

@@ -42,6 +42,10 @@ pub struct StepState {
     pub open_groups: u32,
     /// The job's running services, which the step's programs reach by name.
     pub services: Option<Arc<dyn ferry_engine::run::services::JobServices>>,
+    /// What the sandbox refused the step so far, said in its log.
+    pub refusals: crate::refusals::Refusals,
+    /// The directories the guest holds open, for naming what it was refused.
+    pub open_dirs: crate::refusals::OpenDirs,
 }
 
 /// The process groups a step's children lead, and the first process of each confined

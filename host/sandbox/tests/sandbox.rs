@@ -46,6 +46,15 @@ impl Outcome {
             .collect()
     }
 
+    /// The lines the host logged for what its sandbox refused the step.
+    fn denied(&self, job: &str) -> String {
+        self.log(job)
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("[ferry] denied: ").map(String::from))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn job(&self, job: &str) -> Status {
         self.result.summary.jobs[job].status
     }
@@ -213,15 +222,41 @@ async fn reads_inside_the_workspace() {
 async fn denies_parent_directory_escape() {
     // From .ferry/work/probe, four levels up is the temp root.
     let out = run(&probe("read", "../../../../outside/secret.txt"), outside).await;
-    out.secret_file();
+    let secret = out.secret_file();
     out.leaked_nothing("probe");
     let (status, kind, message) = out.step("probe");
+    // The guest saw a bare errno; the host says what it refused, with the grant.
     assert_eq!(
         (status, kind),
-        (Status::Failed, Some(FailureKind::Failed)),
+        (Status::Failed, Some(FailureKind::Denied)),
         "{message}"
     );
     assert!(message.starts_with("read ../"), "{message}");
+    // An untrusted run is told what was refused, never where things are on the host.
+    let untrusted = run_as(
+        &probe("read", "../../../../outside/secret.txt"),
+        outside,
+        BTreeMap::new(),
+        BTreeMap::new(),
+        true,
+    )
+    .await;
+    let denied = untrusted.denied("probe");
+    assert!(denied.contains("paths: { /the/folder: read }"), "{denied}");
+    assert!(
+        !denied.contains(&untrusted.root.path().join("outside").display().to_string()),
+        "{denied}"
+    );
+    let denied = out.denied("probe");
+    assert!(
+        denied.starts_with("a read of `../../../../outside/secret.txt`, which leads outside what the step is shown, is not granted to step `"),
+        "{denied}"
+    );
+    let folder = secret.parent().unwrap().display().to_string();
+    assert!(
+        denied.contains(&format!("paths: {{ {folder}: read }}")),
+        "{denied}"
+    );
     out.sibling_passed();
 }
 
@@ -283,11 +318,23 @@ async fn denies_a_planted_symlink_that_points_outside() {
             .unwrap();
     })
     .await;
-    out.secret_file();
+    let secret = out.secret_file();
     out.leaked_nothing("probe");
-    let (status, _, message) = out.step("probe");
+    let (status, kind, message) = out.step("probe");
     assert_eq!(status, Status::Failed, "{message}");
+    assert_eq!(kind, Some(FailureKind::Denied), "{message}");
     assert!(message.starts_with("read link"), "{message}");
+    let denied = out.denied("probe");
+    assert!(
+        denied.starts_with("a read of `link`, which leads outside what the step is shown,"),
+        "{denied}"
+    );
+    // The hint names the folder the link leads to, for the pipeline's author.
+    let folder = std::fs::canonicalize(secret.parent().unwrap()).unwrap();
+    assert!(
+        denied.contains(&format!("paths: {{ {}: read }}", folder.display())),
+        "{denied}"
+    );
     out.sibling_passed();
 }
 
@@ -346,9 +393,19 @@ async fn denies_environment_variables_not_granted() {
 async fn denies_writes_to_a_read_only_workspace() {
     for path in ["new.txt", "/workspace/new.txt", "README.md"] {
         let out = run(&probe("write", path), |_| {}).await;
-        let (status, _, message) = out.step("probe");
+        let (status, kind, message) = out.step("probe");
         assert_eq!(status, Status::Failed, "{path}: {message}");
+        assert_eq!(kind, Some(FailureKind::Denied), "{path}: {message}");
         assert!(message.starts_with(&format!("write {path}")), "{message}");
+        let denied = out.denied("probe");
+        assert!(
+            denied.starts_with(&format!(
+                "a write to `{}` is not granted to step `",
+                path.trim_start_matches("/workspace/")
+            )),
+            "{denied}"
+        );
+        assert!(denied.ends_with("workspace: write"), "{denied}");
         assert!(!out.workspace("probe").join("new.txt").exists(), "{path}");
         assert!(!out.root.path().join("repo/new.txt").exists(), "{path}");
         assert_eq!(
@@ -364,9 +421,25 @@ async fn denies_writes_to_a_read_only_workspace() {
 async fn denies_tcp_connect_without_a_grant() {
     let (listener, addr) = listener("127.0.0.1");
     let out = run(&probe("connect", &addr), |_| {}).await;
-    let (status, _, message) = out.step("probe");
-    assert_eq!(status, Status::Failed);
+    let (status, kind, message) = out.step("probe");
+    assert_eq!(
+        (status, kind),
+        (Status::Failed, Some(FailureKind::Denied)),
+        "{message} {:?}",
+        out.log("probe")
+    );
     assert!(message.starts_with(&format!("connect {addr}")), "{message}");
+    let denied = out.denied("probe");
+    assert!(
+        denied.starts_with(&format!(
+            "network access (a connect to {addr}) is not granted"
+        )),
+        "{denied}"
+    );
+    assert!(
+        denied.ends_with(&format!("network: [\"{addr}\"]")),
+        "{denied}"
+    );
     assert!(!reached(&listener), "the step reached {addr}");
     out.sibling_passed();
 }

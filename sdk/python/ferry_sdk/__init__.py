@@ -39,8 +39,10 @@ traceback goes to the log instead of aborting the component.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  bundled: `socket` encodes every host name with it
 import errno
 import json
+import os
 import sys
 import traceback
 from contextlib import contextmanager
@@ -313,20 +315,14 @@ def _describe(step: type):
     )
 
 
-def _denial(e: BaseException) -> Optional[str]:
-    """The sandbox's refusal of a file operation, in words with the grant that allows it;
-    ``None`` for any other error."""
+def _refused(e: BaseException) -> Optional[str]:
+    """A file operation refused with a permission error, in a line without a traceback;
+    ``None`` for any other error. When the sandbox refused it, the host has said which
+    grant was missing in the log and reports the step as ``denied``."""
     if not isinstance(e, OSError) or e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
         return None
     what = f"`{e.filename}`" if e.filename else "a file"
-    return (
-        f"writing or reading {what} was refused by the sandbox ({e.strerror})\n"
-        "hint: a step writes only where it is granted to: declare it in the step's "
-        "`capabilities` and grant it in its `permissions:`, for the workspace\n"
-        "    permissions:\n      workspace: write\n"
-        "or for a folder outside it\n"
-        "    permissions:\n      paths: { /the/folder: write }"
-    )
+    return f"{what}: {e.strerror}"
 
 
 def _step_error(e: BaseException):
@@ -334,8 +330,8 @@ def _step_error(e: BaseException):
         return _types.StepError_InvalidInput(str(e))
     if isinstance(e, Denied):
         return _types.StepError_Denied(str(e))
-    if _denial(e) is not None:
-        return _types.StepError_Denied(_denial(e))
+    if _refused(e) is not None:
+        return _types.StepError_Failed(_refused(e))
     if isinstance(e, StepError):
         return _types.StepError_Failed(str(e))
     if isinstance(e, ProcessError) and e.kind == "denied":
@@ -441,6 +437,31 @@ def set_env(name: str, value: str) -> None:
     ``$FERRY_ENV`` does. Heard only from a step granted ``workspace: write``; ``PATH`` and
     variables that make programs load other code are refused."""
     _outputs_call("set_env", f"cannot set `{name}` for later steps", "set_env", name, str(value))
+
+
+_UNSET: Any = object()
+
+
+def env(name: str, default: Any = _UNSET) -> str:
+    """The value of environment variable ``name``: what the pipeline's ``env:`` sets, the
+    host variables granted to the step (``permissions.env``) and its granted secrets (masked
+    wherever they reach the log). A step sees no other variable of the host. Without a
+    ``default``, a variable that is not there raises :class:`Denied` with the grant that
+    would give it."""
+    value = os.environ.get(name)
+    if value is not None:
+        return value
+    if default is not _UNSET:
+        return default
+    raise Denied(
+        f"environment variable `{name}` is not set for this step: a step sees only the "
+        "variables its pipeline sets or grants it\n"
+        f'hint: declare it in the step\'s `Capabilities(env=["{name}"])` (or `secrets=`) '
+        "and grant it in its `permissions:`, and set it on the host:\n"
+        f"    permissions:\n      env: [{name}]\n"
+        "or, for a secret,\n"
+        f"    permissions:\n      secrets: [{name}]"
+    )
 
 
 def keep_file(path: str) -> None:

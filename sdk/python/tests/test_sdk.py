@@ -66,12 +66,20 @@ class InputsTest(unittest.TestCase):
         self.assertEqual(ferry._TYPES[int], "INTEGER")
         self.assertEqual(ferry._TYPES[float], "NUMBER")
 
-    def test_a_refused_write_is_a_denial_with_the_grant(self):
-        said = ferry._denial(PermissionError(errno.EPERM, "Operation not permitted", "out.txt"))
-        self.assertIn("`out.txt` was refused by the sandbox", said)
-        self.assertIn("workspace: write", said)
-        self.assertIsNone(ferry._denial(FileNotFoundError(errno.ENOENT, "No such file", "x")))
-        self.assertIsNone(ferry._denial(ValueError("x")))
+    def test_a_refused_file_is_one_line_and_a_missing_variable_is_denied(self):
+        # The host says which grant was missing and makes the step `denied`.
+        said = ferry._refused(PermissionError(errno.EPERM, "Operation not permitted", "out.txt"))
+        self.assertEqual(said, "`out.txt`: Operation not permitted")
+        self.assertIsNone(ferry._refused(FileNotFoundError(errno.ENOENT, "No such file", "x")))
+        self.assertIsNone(ferry._refused(ValueError("x")))
+        os.environ.pop("FERRY_SDK_TEST_UNSET", None)
+        with self.assertRaises(ferry.Denied) as caught:
+            ferry.env("FERRY_SDK_TEST_UNSET")
+        self.assertIn("env: [FERRY_SDK_TEST_UNSET]", str(caught.exception))
+        self.assertIn("secrets: [FERRY_SDK_TEST_UNSET]", str(caught.exception))
+        self.assertEqual(ferry.env("FERRY_SDK_TEST_UNSET", default="d"), "d")
+        os.environ["FERRY_SDK_TEST_SET"] = "v"
+        self.assertEqual(ferry.env("FERRY_SDK_TEST_SET"), "v")
 
     def test_undeclared_attribute_is_an_error(self):
         with self.assertRaises(AttributeError):

@@ -100,17 +100,29 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl From<std::io::Error> for Error {
-    /// A refusal of the sandbox (a write where the step is granted only to read) is
-    /// [`Error::Denied`], with the grant that allows it; any other error fails the step.
+    /// Fails the step with the error's words. When the sandbox refused the operation (a
+    /// write where the step may only read, a path out of what it is shown), ferry says
+    /// which grant was missing in the step's log and reports the step as `denied`.
     fn from(e: std::io::Error) -> Self {
-        use std::io::ErrorKind;
-        match e.kind() {
-            ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Error::Denied(format!(
-                "a file operation was refused by the sandbox ({e})\nhint: a step writes only where it is granted to: declare it in `Capabilities` and grant it in the step's `permissions:`, for the workspace\n    permissions:\n      workspace: write\nor for a folder outside it\n    permissions:\n      paths: {{ /the/folder: write }}"
-            )),
-            _ => Error::Failed(e.to_string()),
-        }
+        Error::Failed(e.to_string())
     }
+}
+
+/// The value of environment variable `name`: what the pipeline's `env:` sets, the host
+/// variables granted to the step (`permissions.env`) and its granted secrets (masked
+/// wherever they reach the log). A step sees no other variable of the host; when `name`
+/// is not there the error is [`Error::Denied`], with the grant that would give it.
+///
+/// `std::env::var` reads the same variables; use it for variables that may be unset.
+pub fn env(name: &str) -> Result<String, Error> {
+    std::env::var(name).map_err(|_| Error::Denied(env_denial(name)))
+}
+
+/// The words for a variable the step does not see.
+fn env_denial(name: &str) -> String {
+    format!(
+        "environment variable `{name}` is not set for this step: a step sees only the variables its pipeline sets or grants it\nhint: declare it in `Capabilities` (`.env([\"{name}\"])` or `.secrets([\"{name}\"])`) and grant it in the step's `permissions:`, and set it on the host:\n    permissions:\n      env: [{name}]\nor, for a secret,\n    permissions:\n      secrets: [{name}]"
+    )
 }
 
 /// A pipeline step.
@@ -278,16 +290,20 @@ mod tests {
     use std::io::{Error as IoError, ErrorKind};
 
     #[test]
-    fn a_refused_write_is_a_denial_with_the_grant() {
-        for kind in [ErrorKind::PermissionDenied, ErrorKind::ReadOnlyFilesystem] {
-            match Error::from(IoError::from(kind)) {
-                Error::Denied(m) => assert!(m.contains("workspace: write"), "{m}"),
-                other => panic!("{kind:?} gave {other:?}"),
-            }
+    fn io_errors_fail_with_their_words_and_a_missing_variable_is_denied() {
+        // The host, which knows what it refused, makes a refusal `denied`.
+        for kind in [ErrorKind::PermissionDenied, ErrorKind::NotFound] {
+            assert_eq!(
+                Error::from(IoError::from(kind)),
+                Error::Failed(IoError::from(kind).to_string())
+            );
         }
-        assert!(matches!(
-            Error::from(IoError::from(ErrorKind::NotFound)),
-            Error::Failed(_)
-        ));
+        match super::env("FERRY_SDK_TEST_SURELY_UNSET") {
+            Err(Error::Denied(m)) => {
+                assert!(m.contains("env: [FERRY_SDK_TEST_SURELY_UNSET]"), "{m}");
+                assert!(m.contains("secrets: [FERRY_SDK_TEST_SURELY_UNSET]"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
