@@ -245,8 +245,9 @@ fn skopeo_and_umoci_read_the_layout_and_the_archive() {
         listing.contains("1000/1000") && listing.contains("etc/app/secret.conf"),
         "{listing}"
     );
+    // The folders the copy makes are its owner's too, as buildah makes them.
     assert!(
-        listing.contains("0/0") && listing.contains("etc/app/"),
+        listing.contains("1000/1000         0 1970-01-01 00:00 etc/app/"),
         "{listing}"
     );
 }
@@ -407,7 +408,7 @@ fn bad_dockerfiles_are_refused_at_their_line() {
         ),
         (
             "FROM scratch\nCOPY --chown=app a /a\n",
-            "Dockerfile:2: `--chown=app`: give numeric ids",
+            "Dockerfile:2: user `app` is not in the image's /etc/passwd",
         ),
         (
             "FROM scratch\nFETCH a\n",
@@ -632,4 +633,114 @@ fn run_goes_through_buildah_inside_the_sandbox_and_reaches_no_ungranted_host() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the RUN connected to an ungranted port"
     );
+}
+
+/// The files of every layer of an OCI layout's image, as `tar -tv` lists them with numeric
+/// owners: `(path, kind and mode, uid/gid)`, the last layer's entry winning.
+fn layer_entries(
+    layout: &std::path::Path,
+    tag: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let manifest = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{tag}", layout.display()),
+        ],
+    ));
+    let mut entries = std::collections::BTreeMap::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let blob = layer["digest"].as_str().unwrap().replace(':', "/");
+        let listing = tool(
+            "tar",
+            &[
+                "--numeric-owner",
+                "-tvf",
+                &format!("{}/blobs/{blob}", layout.display()),
+            ],
+        );
+        for line in listing.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let path = fields[5].trim_end_matches('/').to_string();
+            entries.insert(path, format!("{} {}", fields[0], fields[1]));
+        }
+    }
+    entries
+}
+
+/// `WORKDIR` makes its folder with the missing parents, owned by `USER`; user and group
+/// names (`USER app`, `--chown=app:staff`) are looked up in the image's own `/etc/passwd`
+/// and `/etc/group`. Compared with what buildah makes of the same Dockerfile.
+#[test]
+fn workdir_and_named_owners_come_out_as_buildah_makes_them() {
+    let dockerfile = "\
+FROM scratch
+COPY passwd /etc/passwd
+COPY group /etc/group
+USER app
+WORKDIR /home/app/work
+COPY --chown=app:staff notes.txt ./
+COPY --chown=app notes.txt /opt/mine.txt
+USER 1234:5678
+WORKDIR /srv/data
+WORKDIR /home/app
+";
+    let t = Test::new()
+        .file("Dockerfile", dockerfile)
+        .file("passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n")
+        .file("group", "root:x:0:\napp:x:1001:\nstaff:x:50:app\n")
+        .file("notes.txt", "notes\n")
+        .file(
+            "ferry.yaml",
+            "jobs:\n  image:\n    steps:\n      - uses: image\n        with: { output: [oci-layout], tags: [\"w:1\"] }\n        permissions: { workspace: write }\n",
+        );
+    ferry_run(&t).code(0);
+    let ours = layer_entries(&workspace_file(&t, "target/image"), "1");
+
+    let root = tempfile::tempdir().unwrap();
+    let storage = [
+        "--root",
+        &root.path().join("root").display().to_string(),
+        "--runroot",
+        &root.path().join("run").display().to_string(),
+        "--storage-driver",
+        "vfs",
+    ]
+    .map(String::from);
+    let buildah = |args: &[&str]| {
+        let mut all: Vec<&str> = storage.iter().map(String::as_str).collect();
+        all.extend(args);
+        tool("buildah", &all)
+    };
+    let dir = t.dir.path().display().to_string();
+    buildah(&["bud", "--isolation", "chroot", "-t", "w:1", &dir]);
+    let theirs_dir = root.path().join("layout");
+    buildah(&["push", "w:1", &format!("oci:{}:1", theirs_dir.display())]);
+    let theirs = layer_entries(&theirs_dir, "1");
+    for path in [
+        "home",
+        "home/app",
+        "home/app/work",
+        "home/app/work/notes.txt",
+        "opt",
+        "opt/mine.txt",
+        "srv",
+        "srv/data",
+        "etc/passwd",
+    ] {
+        assert_eq!(
+            ours.get(path),
+            theirs.get(path),
+            "{path}\nferry:   {ours:#?}\nbuildah: {theirs:#?}"
+        );
+    }
+    assert_eq!(ours["home/app/work"], "drwxr-xr-x 1000/1001");
+    assert_eq!(ours["home/app/work/notes.txt"], "-rw-r--r-- 1000/50");
+    assert_eq!(ours["opt/mine.txt"], "-rw-r--r-- 1000/1001");
+    assert_eq!(
+        ours["opt"], "drwxr-xr-x 1000/1001",
+        "a folder the copy makes is its owner's"
+    );
+    assert_eq!(ours["srv/data"], "drwxr-xr-x 1234/5678");
 }

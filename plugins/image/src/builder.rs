@@ -173,6 +173,39 @@ pub fn build(
                     .and_then(Value::as_str)
                     .unwrap_or("/");
                 let mut workdir = join_dir(base, &dir);
+                // The folder is made, with its missing parents, owned by `USER`, as buildah
+                // and BuildKit make it: a program started there finds it.
+                let missing =
+                    missing_dirs(stage, store, &workdir).map_err(|e| at(e.to_string()))?;
+                if !missing.is_empty() {
+                    let user = stage
+                        .config
+                        .get("User")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let (uid, gid) = match user.as_str() {
+                        "" => (0, 0),
+                        user => resolve_owner(stage, store, user, Group::Primary).map_err(at)?,
+                    };
+                    let entries = missing
+                        .into_iter()
+                        .map(|path| {
+                            (
+                                path,
+                                Node {
+                                    uid,
+                                    gid,
+                                    ..dir_node(Kind::Dir, 0o755)
+                                },
+                            )
+                        })
+                        .collect();
+                    let layer =
+                        write_layer(store, entries, options).map_err(|e| at(e.to_string()))?;
+                    stage.layers.push(layer);
+                    empty_layer = false;
+                }
                 // A trailing slash stays, as buildah writes it.
                 if dir.ends_with('/') && !workdir.ends_with('/') {
                     workdir.push('/');
@@ -458,7 +491,9 @@ fn copy(
                         })?,
                 )
             }
-            "chown" => owner = Some(parse_owner(&value).map_err(at)?),
+            "chown" => {
+                owner = Some(resolve_owner(stage, store, &value, Group::SameAsUser).map_err(at)?)
+            }
             "link" => {}
             other => return Err(at(format!("`{}` has no flag `--{other}`", ins.keyword))),
         }
@@ -545,18 +580,112 @@ fn copy(
     place(matched, &dest_path, into_dir, chmod, owner, stage, store).map_err(at)
 }
 
-fn parse_owner(text: &str) -> Result<(u64, u64), String> {
-    let id = |s: &str| match s {
-        "root" => Some(0),
-        s => s.parse::<u64>().ok(),
+/// What a numeric user without a group stands for: `--chown=1000` is `1000:1000`, as
+/// Docker documents it; `USER 1000` runs with the user's primary group, as a name without
+/// a group always does.
+#[derive(Clone, Copy, PartialEq)]
+enum Group {
+    SameAsUser,
+    Primary,
+}
+
+/// A user and group as `USER` and `--chown` name them (`1000`, `app`, `app:staff`,
+/// `1000:50`), as ids: numbers as they are, names through the stage's own `/etc/passwd`
+/// and `/etc/group`, which are read only when a name needs them.
+fn resolve_owner(
+    stage: &mut Stage,
+    store: &Store,
+    spec: &str,
+    no_group: Group,
+) -> Result<(u64, u64), String> {
+    let number = |s: &str| s.parse::<u64>().ok();
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
     };
-    let (user, group) = text.split_once(':').unwrap_or((text, text));
-    match (id(user), id(group)) {
-        (Some(u), Some(g)) => Ok((u, g)),
-        _ => Err(format!(
-            "`--chown={text}`: give numeric ids such as `--chown=1000:1000`; user names are not looked up"
-        )),
+    let primary = no_group == Group::Primary || number(user).is_none();
+    let needs_files = number(user).is_none() || group.map_or(primary, |g| number(g).is_none());
+    let read = |stage: &mut Stage, path: &str| {
+        image_text(stage, store, path)
+            .map_err(|e| format!("cannot read `/{path}` of the image: {e}"))
+    };
+    let (passwd, groups) = if needs_files {
+        (read(stage, "etc/passwd")?, read(stage, "etc/group")?)
+    } else {
+        (None, None)
+    };
+    // The fields of the line whose name (field 0) or id (`id_field`) is `key`.
+    let entry = |file: &Option<String>, key: &str, id_field: usize| -> Option<Vec<String>> {
+        file.as_deref()?
+            .lines()
+            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.len() > id_field && (f[0] == key || f[id_field] == key))
+    };
+    let user_line = entry(&passwd, user, 2);
+    let uid = match (number(user), &user_line) {
+        (Some(uid), _) => uid,
+        (None, Some(f)) => number(&f[2]).unwrap_or(0),
+        (None, None) if user == "root" => 0,
+        (None, None) => {
+            return Err(format!(
+                "user `{user}` is not in the image's /etc/passwd\nhint: add it in an earlier stage or a base image, or give its numeric id (`{spec}` → `1000`)"
+            ));
+        }
+    };
+    let gid = match group {
+        Some(g) => match (number(g), entry(&groups, g, 2)) {
+            (Some(gid), _) => gid,
+            (None, Some(f)) => number(&f[2]).unwrap_or(0),
+            (None, None) if g == "root" => 0,
+            (None, None) => {
+                return Err(format!(
+                    "group `{g}` is not in the image's /etc/group\nhint: give its numeric id, e.g. `{user}:1000`"
+                ));
+            }
+        },
+        None if primary => user_line
+            .as_ref()
+            .and_then(|f| f.get(3))
+            .and_then(|g| number(g))
+            .unwrap_or(0),
+        None => uid,
+    };
+    Ok((uid, gid))
+}
+
+/// The text of a file of the stage as its layers so far leave it; `None` when it is not
+/// there.
+fn image_text(stage: &mut Stage, store: &Store, path: &str) -> io::Result<Option<String>> {
+    apply_layers(stage, store)?;
+    let Some(node) = stage.tree.get(path).filter(|n| n.kind == Kind::File) else {
+        return Ok(None);
+    };
+    let mut found = vec![(
+        String::new(),
+        Tree::from([(path.to_string(), node.clone())]),
+    )];
+    load_layer_contents(stage, &mut found, store)?;
+    Ok(match &found[0].1[path].content {
+        Content::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
+    })
+}
+
+/// The folders of `dir` (an absolute path in the image) that the stage lacks, parents
+/// first. Nothing is made under a symbolic link, whose target the stage may not have.
+fn missing_dirs(stage: &mut Stage, store: &Store, dir: &str) -> io::Result<Vec<String>> {
+    apply_layers(stage, store)?;
+    let mut missing = Vec::new();
+    let mut path = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        path = join(&path, part);
+        match stage.tree.get(&path) {
+            Some(node) if matches!(node.kind, Kind::Symlink(_)) => break,
+            Some(_) => {}
+            None => missing.push(path.clone()),
+        }
     }
+    Ok(missing)
 }
 
 /// The context paths a source names, each with the tree under it (relative to it).
@@ -912,9 +1041,18 @@ fn place(
     if !parents.is_empty() && stage.layers.len() > stage.applied {
         apply_layers(stage, store).map_err(|e| e.to_string())?;
     }
+    // Folders the copy makes belong to its owner, as buildah makes them.
+    let (uid, gid) = owner.unwrap_or((0, 0));
     for parent in parents {
         if !entries.contains_key(&parent) && !stage.tree.contains_key(&parent) {
-            entries.insert(parent, dir_node(Kind::Dir, 0o755));
+            entries.insert(
+                parent,
+                Node {
+                    uid,
+                    gid,
+                    ..dir_node(Kind::Dir, 0o755)
+                },
+            );
         }
     }
     Ok(entries)
