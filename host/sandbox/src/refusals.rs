@@ -12,6 +12,7 @@ use ferry_engine::{Level, StepLog};
 use ferry_model::Access;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
@@ -31,6 +32,9 @@ const MAX_SAID: usize = 20;
 #[derive(Clone)]
 pub struct Refusals {
     said: Arc<Mutex<BTreeSet<String>>>,
+    /// A connect or lookup was refused: its error reaches the guest in words no language
+    /// shares (`gaierror: Non-recoverable error`), so any failure after it is a denial.
+    network: Arc<AtomicBool>,
     log: StepLog,
     site: Arc<Site>,
 }
@@ -39,6 +43,7 @@ impl Refusals {
     pub fn new(log: StepLog, site: Site) -> Refusals {
         Refusals {
             said: Arc::default(),
+            network: Arc::default(),
             log,
             site: Arc::new(site),
         }
@@ -56,6 +61,19 @@ impl Refusals {
             self.log
                 .line(Level::Error, &format!("[ferry] denied: {line}"));
         }
+    }
+
+    /// Logs a refused connect or name lookup, as [`Refusals::refuse`] does.
+    pub fn refuse_network(&self, what: &str, yaml: &str) {
+        self.network.store(true, Ordering::Relaxed);
+        self.refuse(what, yaml);
+    }
+
+    /// Whether a step that failed with `message` failed on a refusal: a network refusal
+    /// came first, or a file refusal did and the message has the words of the error code
+    /// (a step that handled a refusal and failed for its own reasons stays failed).
+    pub fn explain_failure(&self, message: &str) -> bool {
+        self.network.load(Ordering::Relaxed) || (self.any() && refused_words(message))
     }
 
     /// Whether anything was refused so far.
@@ -207,7 +225,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                 Err(e) => {
                     let code = e.downcast()?;
                     if state.grant.network.is_empty() {
-                        state.refusals.refuse(
+                        state.refusals.refuse_network(
                             &format!("network access (a lookup of `{name}`)"),
                             &format!("network: [\"{name}:443\"]"),
                         );
@@ -329,6 +347,19 @@ impl StepState {
     }
 }
 
+/// Whether a failure's message says permission was refused: the words of `EPERM`,
+/// `EACCES` and `EROFS`, as Rust, Python and C print them.
+fn refused_words(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "not permitted",
+        "permission denied",
+        "read-only file system",
+    ]
+    .iter()
+    .any(|words| message.contains(words))
+}
+
 /// `path` with `.` and `..` resolved as text (symbolic links are not followed); `None`
 /// when `..` climbs past the root.
 fn lexical(path: &Path) -> Option<PathBuf> {
@@ -362,6 +393,20 @@ fn through_link(path: &Path, root: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusals_words_make_a_failure_a_denial() {
+        for refused in [
+            "read ../x: Operation not permitted (os error 63)",
+            "connect 127.0.0.1:9: Permission denied (os error 2)",
+            "`out.txt`: Read-only file system",
+        ] {
+            assert!(refused_words(refused), "{refused}");
+        }
+        assert!(!refused_words(
+            "3 findings at `error` or worse (fail-on: error)"
+        ));
+    }
 
     #[test]
     fn climbing_out_is_seen_in_the_text() {

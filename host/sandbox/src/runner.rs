@@ -365,10 +365,12 @@ impl Sandbox {
             Err(_) => Err(classify(DeadlineReached.into())),
         };
         let outputs = std::mem::take(&mut store.data_mut().outputs);
-        // A step that failed after the sandbox refused it something failed for want of a
-        // grant, whatever words its language put on the bare error code.
+        // A step that failed on a refusal of the sandbox failed for want of the grant the
+        // log names.
         let result = result.map_err(|(kind, message)| match kind {
-            FailureKind::Failed if refusals.any() => (FailureKind::Denied, message),
+            FailureKind::Failed if refusals.explain_failure(&message) => {
+                (FailureKind::Denied, message)
+            }
             kind => (kind, message),
         });
         Ok(StepOutcome {
@@ -442,7 +444,7 @@ impl Sandbox {
         b.socket_addr_check(move |addr, use_| {
             let ok = allows(&allowed, addr, use_);
             if !ok && matches!(use_, SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend) {
-                refusals.refuse(
+                refusals.refuse_network(
                     &format!("network access (a connect to {addr})"),
                     &format!("network: [\"{addr}\"]"),
                 );

@@ -316,13 +316,12 @@ def _describe(step: type):
 
 
 def _refused(e: BaseException) -> Optional[str]:
-    """A file operation refused with a permission error, in a line without a traceback;
+    """An operation refused with a permission error, in a line without a traceback;
     ``None`` for any other error. When the sandbox refused it, the host has said which
     grant was missing in the log and reports the step as ``denied``."""
     if not isinstance(e, OSError) or e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
         return None
-    what = f"`{e.filename}`" if e.filename else "a file"
-    return f"{what}: {e.strerror}"
+    return f"`{e.filename}`: {e.strerror}" if e.filename else str(e.strerror)
 
 
 def _step_error(e: BaseException):
