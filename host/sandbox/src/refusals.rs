@@ -56,7 +56,10 @@ impl Refusals {
             return;
         }
         drop(said);
-        let text = crate::grant::runtime_denial_text(&self.site, what, yaml);
+        // Paths and names come from the guest: a line break in one must not start a line
+        // that looks like the host's.
+        let clean = |s: &str| s.replace(|c: char| c.is_control(), "?");
+        let text = crate::grant::runtime_denial_text(&self.site, &clean(what), &clean(yaml));
         for line in text.lines() {
             self.log
                 .line(Level::Error, &format!("[ferry] denied: {line}"));
@@ -88,10 +91,18 @@ impl Refusals {
 
 /// Where each directory the guest holds open is, as the guest names it and on the host:
 /// the preopens, and the folders opened under them. A descriptor's number is reused once
-/// it is dropped, and every directory descriptor is made by `get-directories` or `open-at`,
-/// which both record it, so an entry is right for every live descriptor.
+/// it is dropped, and every descriptor is made by `get-directories` or `open-at`, which
+/// record a directory and forget a file, so an entry is right for every live directory
+/// descriptor. Host memory is bounded: at most [`MAX_DIRS`] entries, names of at most
+/// [`MAX_PATH`] bytes (a deeper folder is not named, and its refusals are not logged).
 #[derive(Default)]
 pub struct OpenDirs(HashMap<u32, (String, PathBuf)>);
+
+const MAX_DIRS: usize = 4096;
+
+/// The longest path a refusal is worked out for: the guest chooses it, and each of its
+/// parts is looked up on the host.
+const MAX_PATH: usize = 1024;
 
 /// The version of `wasi:filesystem` and `wasi:sockets` that wasmtime-wasi defines; guests
 /// importing an older 0.2 version are linked to it too.
@@ -149,11 +160,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                 let state = store.data_mut();
                 match result {
                     Ok(opened) => {
-                        if oflags.contains(OpenFlags::DIRECTORY)
-                            && let Some(named) = state.open_dirs.join(dir, &path)
-                        {
-                            state.open_dirs.0.insert(opened.rep(), named);
-                        }
+                        let is_dir = matches!(state.table.get(&opened), Ok(Descriptor::Dir(_)));
+                        let named = state.open_dirs.join(dir, &path).filter(|_| is_dir);
+                        state.open_dirs.record(opened.rep(), named);
                         Ok((Ok(opened),))
                     }
                     Err(e) => {
@@ -225,9 +234,17 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                 Err(e) => {
                     let code = e.downcast()?;
                     if state.grant.network.is_empty() {
+                        // The name is the guest's: it is shown only when it is a host name.
+                        let host = Some(name.as_str())
+                            .filter(|n| {
+                                n.len() <= 253
+                                    && n.chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+                            })
+                            .unwrap_or("the-host");
                         state.refusals.refuse_network(
-                            &format!("network access (a lookup of `{name}`)"),
-                            &format!("network: [\"{name}:443\"]"),
+                            &format!("network access (a lookup of `{host}`)"),
+                            &format!("network: [\"{host}:443\"]"),
                         );
                     }
                     Ok((Err(code),))
@@ -240,14 +257,31 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
 }
 
 impl OpenDirs {
-    /// The guest's and the host's names of `path` under the directory `dir`.
+    /// Records the directory `rep` under its names, or forgets what the number held.
+    fn record(&mut self, rep: u32, named: Option<(String, PathBuf)>) {
+        match named {
+            Some(named) if self.0.len() < MAX_DIRS || self.0.contains_key(&rep) => {
+                self.0.insert(rep, named);
+            }
+            _ => {
+                self.0.remove(&rep);
+            }
+        }
+    }
+
+    /// The guest's and the host's names of `path` under the directory `dir`, when both
+    /// are short enough to work with.
     fn join(&self, dir: u32, path: &str) -> Option<(String, PathBuf)> {
+        if path.len() > MAX_PATH {
+            return None;
+        }
         let (guest, host) = self.0.get(&dir)?;
         let guest = match guest.as_str() {
             "." | "" => path.to_string(),
             g => format!("{}/{path}", g.trim_end_matches('/')),
         };
-        Some((guest, host.join(path)))
+        let host = host.join(path);
+        (guest.len() <= MAX_PATH && host.as_os_str().len() <= MAX_PATH).then_some((guest, host))
     }
 }
 
@@ -406,6 +440,25 @@ mod tests {
         assert!(!refused_words(
             "3 findings at `error` or worse (fail-on: error)"
         ));
+    }
+
+    #[test]
+    fn what_is_kept_of_the_guests_folders_is_bounded() {
+        let mut dirs = OpenDirs::default();
+        dirs.record(1, Some((String::new(), PathBuf::from("/w"))));
+        assert_eq!(
+            dirs.join(1, "a/b"),
+            Some(("a/b".to_string(), PathBuf::from("/w/a/b")))
+        );
+        // A path the guest makes long is not worked out (each part is looked up).
+        assert_eq!(dirs.join(1, &"a/".repeat(MAX_PATH)), None);
+        for rep in 2..(MAX_DIRS as u32 + 100) {
+            dirs.record(rep, Some(("d".into(), PathBuf::from("/w/d"))));
+        }
+        assert_eq!(dirs.0.len(), MAX_DIRS);
+        // A number reused by a file forgets the folder it named.
+        dirs.record(1, None);
+        assert_eq!(dirs.join(1, "a"), None);
     }
 
     #[test]

@@ -442,7 +442,9 @@ impl Sandbox {
             .allow_ip_name_lookup(granted);
         let refusals = refusals.clone();
         b.socket_addr_check(move |addr, use_| {
-            let ok = allows(&allowed, addr, use_);
+            // Without a grant, a socket binds only the unspecified address (as a connect
+            // does first), so that which local addresses exist is not told.
+            let ok = allows(&allowed, addr, use_) && (granted || addr.ip().is_unspecified());
             if !ok && matches!(use_, SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend) {
                 refusals.refuse_network(
                     &format!("network access (a connect to {addr})"),
